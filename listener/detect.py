@@ -1,0 +1,234 @@
+"""Window scores -> per-clip decisions (OrcaHello's production rule) -> encounters.
+
+The rule, for one clip of ``clip_s`` seconds cut into windows of ``window_s``
+every ``hop_s`` (60 s, 2 s, 1 s in production):
+
+* window scores ``c_i`` for the windows lying wholly inside the clip;
+* one score per hop-long unit ("second") of the clip: the mean of the scores of
+  the windows overlapping that unit. With 2 s / 1 s this is exactly
+  ``s_0 = c_0, s_j = (c_{j-1} + c_j) / 2, s_59 = c_58``;
+* a unit is positive when ``s_j > local_threshold``;
+* the clip is a detection when at least ``global_threshold`` units are
+  positive; its confidence is ``100 * mean(positive s_j)`` (0 when none).
+
+Clips are consecutive intervals of the stream's own timeline (stream offset
+``k * clip_s``), so a replay and the live daemon cut the same clips.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from listener.config import DetectionConfig
+
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class WindowScore:
+    """One scored window: ``start_s`` is its offset in the stream (or file)."""
+
+    start_s: float
+    end_s: float
+    score: float
+    utc: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SecondScore:
+    start_s: float  # from the clip start
+    score: float | None  # None: no window covered this unit (a gap)
+    positive: bool
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    """The decision for one clip of the stream."""
+
+    start_s: float
+    end_s: float
+    utc_start: datetime | None
+    seconds: tuple[SecondScore, ...]
+    windows: tuple[WindowScore, ...]
+    detected: bool
+    confidence: float
+    windows_expected: int
+
+    @property
+    def positive_seconds(self) -> list[SecondScore]:
+        return [s for s in self.seconds if s.positive]
+
+    @property
+    def complete(self) -> bool:
+        return len(self.windows) == self.windows_expected
+
+
+def decide(scores: Sequence[float], cfg: DetectionConfig) -> tuple[list[float], bool, float]:
+    """The rule on one full clip's window scores ``c_0..c_{n-1}`` (hop-aligned).
+
+    Returns ``(per-unit scores, detected, confidence)``. A convenience for
+    tests and tools; :func:`decide_clip` is the general form with gaps.
+    """
+    windows = [WindowScore(i * cfg.hop_s, i * cfg.hop_s + cfg.window_s, float(c))
+               for i, c in enumerate(scores)]
+    end = (len(scores) - 1) * cfg.hop_s + cfg.window_s if scores else cfg.clip_s
+    clip = decide_clip(windows, 0.0, end, cfg)
+    return [s.score or 0.0 for s in clip.seconds], clip.detected, clip.confidence
+
+
+def decide_clip(windows: Sequence[WindowScore], start_s: float, end_s: float,
+                cfg: DetectionConfig) -> ClipResult:
+    """Apply the rule to the windows of the clip ``[start_s, end_s)``.
+
+    ``windows`` must lie inside the clip. Units are ``hop_s`` long from
+    ``start_s`` up to the end of the clip's last possible window; a unit no
+    window covers (audio lost to a gap) scores ``None`` and is not positive.
+    """
+    hop, win = cfg.hop_s, cfg.window_s
+    n_expected = max(0, math.floor((end_s - start_s - win) / hop + _EPS) + 1)
+    span = (n_expected - 1) * hop + win if n_expected else end_s - start_s
+    n_units = max(1, math.ceil(span / hop - _EPS))
+    sums = [0.0] * n_units
+    counts = [0] * n_units
+    for w in windows:
+        first = int(math.floor((w.start_s - start_s) / hop + _EPS))
+        last = int(math.ceil((w.end_s - start_s) / hop - _EPS)) - 1
+        for j in range(max(first, 0), min(last, n_units - 1) + 1):
+            sums[j] += w.score
+            counts[j] += 1
+    seconds = []
+    for j in range(n_units):
+        score = sums[j] / counts[j] if counts[j] else None
+        positive = score is not None and score > cfg.local_threshold
+        seconds.append(SecondScore(round(j * hop, 6), score, positive))
+    positives = [s.score for s in seconds if s.positive and s.score is not None]
+    detected = len(positives) >= cfg.global_threshold
+    confidence = 100.0 * sum(positives) / len(positives) if positives else 0.0
+    utc = None
+    for w in windows:
+        if w.utc is not None:
+            utc = w.utc - timedelta(seconds=w.start_s - start_s)
+            break
+    return ClipResult(start_s, end_s, utc, tuple(seconds), tuple(windows), detected,
+                      confidence, n_expected)
+
+
+class ClipAggregator:
+    """Streams window scores into consecutive clips of the stream timeline.
+
+    Feed windows in start order with :meth:`add`; a clip is returned once a
+    window past it arrives (so it never waits for the next clip's first
+    window to be *scored*, only to exist). :meth:`flush` closes the open clip
+    at the end of a file or stream. Windows that straddle a clip boundary
+    belong to no clip, as in production where each minute was its own file.
+    """
+
+    def __init__(self, cfg: DetectionConfig, origin_s: float = 0.0) -> None:
+        self.cfg = cfg
+        self.origin_s = origin_s
+        self._clip_index: int | None = None
+        self._windows: list[WindowScore] = []
+
+    def _bounds(self, index: int) -> tuple[float, float]:
+        start = self.origin_s + index * self.cfg.clip_s
+        return start, start + self.cfg.clip_s
+
+    def _index_of(self, t: float) -> int:
+        return int(math.floor((t - self.origin_s) / self.cfg.clip_s + _EPS))
+
+    def add(self, window: WindowScore) -> list[ClipResult]:
+        """Take one window; return the clips it completes (usually none)."""
+        done: list[ClipResult] = []
+        index = self._index_of(window.start_s)
+        if self._clip_index is not None and index > self._clip_index:
+            done.append(self._close())
+        if self._clip_index is None or index > self._clip_index:
+            self._clip_index = index
+        start, end = self._bounds(index)
+        if window.end_s <= end + _EPS:
+            self._windows.append(window)
+        return done
+
+    def advance(self, t: float) -> list[ClipResult]:
+        """The stream has moved past ``t`` (e.g. across a gap): close older clips."""
+        if self._clip_index is None:
+            return []
+        start, end = self._bounds(self._clip_index)
+        if t >= end - self.cfg.window_s + self.cfg.hop_s - _EPS:
+            return [self._close()]
+        return []
+
+    def flush(self, end_s: float | None = None) -> list[ClipResult]:
+        """Close the open clip; ``end_s`` trims it (end of a file shorter than a clip)."""
+        if self._clip_index is None:
+            return []
+        return [self._close(end_s)]
+
+    def _close(self, end_s: float | None = None) -> ClipResult:
+        assert self._clip_index is not None
+        start, end = self._bounds(self._clip_index)
+        if end_s is not None:
+            end = min(end, max(end_s, start))
+        clip = decide_clip(self._windows, start, end, self.cfg)
+        self._windows = []
+        self._clip_index = None
+        return clip
+
+
+@dataclass
+class Encounter:
+    """Positive clips less than ``encounter_gap_s`` apart, as one event series."""
+
+    id: str
+    first: ClipResult
+    last: ClipResult
+    clips: list[ClipResult] = field(default_factory=list)
+
+    @property
+    def peak_confidence(self) -> float:
+        return max(c.confidence for c in self.clips)
+
+
+@dataclass(frozen=True)
+class EncounterEvent:
+    kind: str  # "start" | "update" | "end"
+    encounter: Encounter
+    clip: ClipResult | None
+
+
+class EncounterTracker:
+    """Groups detected clips into encounters with start / update / end events."""
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = gap_s
+        self.current: Encounter | None = None
+
+    def observe(self, clip: ClipResult, encounter_id: str) -> list[EncounterEvent]:
+        """Feed every clip in order; ``encounter_id`` is used if this clip opens one."""
+        events = self.advance(clip.start_s)
+        if clip.detected:
+            if self.current is None:
+                self.current = Encounter(encounter_id, clip, clip, [clip])
+                events.append(EncounterEvent("start", self.current, clip))
+            else:
+                self.current.last = clip
+                self.current.clips.append(clip)
+                events.append(EncounterEvent("update", self.current, clip))
+        return events
+
+    def advance(self, t: float) -> list[EncounterEvent]:
+        """Stream time reached ``t``: end the encounter if the gap has passed."""
+        if self.current is not None and t - self.current.last.end_s >= self.gap_s - _EPS:
+            ended, self.current = self.current, None
+            return [EncounterEvent("end", ended, None)]
+        return []
+
+    def close(self) -> list[EncounterEvent]:
+        """End any open encounter (end of a file or a replay)."""
+        if self.current is None:
+            return []
+        ended, self.current = self.current, None
+        return [EncounterEvent("end", ended, None)]

@@ -1,0 +1,235 @@
+"""The OrcaHello network: a 1-channel ResNet body and fastai's classifier head.
+
+Written out here (no torchvision) so the state-dict names are ours and stable.
+Input ``(batch, 1, n_mels, frames)`` float32 dB spectrograms (``(B, 1, 256, 312)``
+in production, but any spatial size of 32 or more works); output
+``(batch, 2)`` logits, class 1 = call.
+
+Our state-dict layout (``"listener"``), torchvision names for the body::
+
+    conv1.weight                     Conv2d(1, 64, 7, stride 2, pad 3, no bias)
+    bn1.{weight,bias,running_mean,running_var,num_batches_tracked}
+    layer{1..4}.{i}.conv{1,2[,3]}.weight, .bn{1,2[,3]}.*, .downsample.{0,1}.*
+    head.bn1.*    BatchNorm1d(2C)          (C = 512 resnet18, 2048 resnet50)
+    head.fc1.*    Linear(2C, 512)
+    head.bn2.*    BatchNorm1d(512)
+    head.fc2.*    Linear(512, 2)
+
+Bottleneck blocks put the stride on the 3x3 conv (torchvision's "ResNet v1.5",
+which fastai v1 used), not on the first 1x1 conv.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+Architecture = Literal["resnet18", "resnet50"]
+ARCHITECTURES: tuple[Architecture, ...] = ("resnet18", "resnet50")
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs and a residual (ResNet18/34)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, inplanes, H, W) -> (B, planes, H/stride, W/stride)``."""
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (strided), 1x1 expand by 4, and a residual (ResNet50)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, inplanes, H, W) -> (B, 4 * planes, H/stride, W/stride)``."""
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class AdaptiveConcatPool2d(nn.Module):
+    """fastai's pooling: ``cat([max, avg])`` over H and W; ``(B, C, H, W) -> (B, 2C, 1, 1)``.
+
+    The order (max first) matters: the first BatchNorm1d of the head was
+    trained on it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mp = nn.AdaptiveMaxPool2d(1)
+        self.ap = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.mp(x), self.ap(x)], dim=1)
+
+
+class Head(nn.Module):
+    """fastai v1 ``create_head(2C, 2, lin_ftrs=[512], ps=0.5)``: ``(B, C, H, W) -> (B, 2)``.
+
+    Dropouts are 0.25 then 0.5 (fastai halves ``ps`` for all but the last);
+    they are no-ops in eval mode but kept so training-mode use matches.
+    """
+
+    def __init__(self, channels: int, hidden: int = 512, n_classes: int = 2) -> None:
+        super().__init__()
+        self.pool = AdaptiveConcatPool2d()
+        self.flatten = nn.Flatten()
+        self.bn1 = nn.BatchNorm1d(2 * channels)
+        self.drop1 = nn.Dropout(0.25)
+        self.fc1 = nn.Linear(2 * channels, hidden)
+        self.relu = nn.ReLU(inplace=True)
+        self.bn2 = nn.BatchNorm1d(hidden)
+        self.drop2 = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(hidden, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.drop1(self.bn1(self.flatten(self.pool(x))))
+        x = self.drop2(self.bn2(self.relu(self.fc1(x))))
+        return self.fc2(x)
+
+
+class OrcaResNet(nn.Module):
+    """ResNet body with a 1-channel stem and the fastai head.
+
+    Args:
+        block: :class:`BasicBlock` or :class:`Bottleneck`.
+        layers: blocks per stage, ``(2, 2, 2, 2)`` or ``(3, 4, 6, 3)``.
+        architecture: the name recorded in :attr:`architecture`.
+
+    ``forward``: ``(B, 1, n_mels, frames)`` float32 -> ``(B, 2)`` logits.
+    """
+
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: tuple[int, ...],
+                 architecture: str) -> None:
+        super().__init__()
+        self.architecture = architecture
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, 64, layers[0], stride=1)
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.head = Head(512 * block.expansion)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], planes: int,
+                    blocks: int, stride: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        stage = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        stage += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*stage)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, 1, H, W) -> (B, C, H/32, W/32)`` body activations."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, 1, n_mels, frames)`` float32 -> ``(B, 2)`` logits."""
+        return self.head(self.forward_features(x))
+
+
+def build_model(arch: str) -> OrcaResNet:
+    """A freshly initialised network for ``"resnet18"`` or ``"resnet50"`` (train mode)."""
+    if arch == "resnet18":
+        return OrcaResNet(BasicBlock, (2, 2, 2, 2), "resnet18")
+    if arch == "resnet50":
+        return OrcaResNet(Bottleneck, (3, 4, 6, 3), "resnet50")
+    raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of learned scalars (parameters, not BatchNorm running statistics)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold ``bn`` (eval statistics) into ``conv`` in place.
+
+    ``bn(conv(x)) = s * (W x + b - mean) + beta`` with ``s = gamma / sqrt(var + eps)``,
+    so ``W' = s W`` and ``b' = s (b - mean) + beta``. Done in float64 so the
+    folded float32 weights are as close as rounding allows.
+    """
+    assert bn.running_mean is not None and bn.running_var is not None
+    w = conv.weight.detach().double()
+    mean = bn.running_mean.double()
+    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(mean)
+    new_w = w * scale.reshape(-1, 1, 1, 1)
+    new_b = (bias - mean) * scale + bn.bias.detach().double()
+    conv.weight = nn.Parameter(new_w.to(conv.weight.dtype), requires_grad=False)
+    conv.bias = nn.Parameter(new_b.to(conv.weight.dtype), requires_grad=False)
+
+
+def fuse_batchnorm(model: OrcaResNet) -> int:
+    """Fold every BatchNorm2d of the body into the conv before it; returns how many.
+
+    Only valid for inference (eval statistics are baked in), so the model is
+    put in eval mode. The head's BatchNorm1d layers are left alone: they cost
+    nothing next to the body, and folding them would change the head's keys.
+    The fused model's ``state_dict`` no longer matches the checkpoint layout.
+    """
+    model.eval()
+    pairs: list[tuple[nn.Module, str, str]] = [(model, "conv1", "bn1")]
+    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for blk in stage:
+            n = 3 if isinstance(blk, Bottleneck) else 2
+            pairs += [(blk, f"conv{i}", f"bn{i}") for i in range(1, n + 1)]
+            if blk.downsample is not None:
+                pairs.append((blk.downsample, "0", "1"))
+    fused = 0
+    for parent, conv_name, bn_name in pairs:
+        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+        if not isinstance(bn, nn.BatchNorm2d):
+            continue  # already fused: fusing twice would apply the statistics twice
+        _fold(conv, bn)
+        setattr(parent, bn_name, nn.Identity())
+        fused += 1
+    log.debug("fused %d BatchNorm2d layers into their convs", fused)
+    return fused
