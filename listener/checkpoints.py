@@ -103,6 +103,14 @@ def _only_tensors(obj: Any, path: Path) -> dict[str, Tensor]:
     return dict(obj)
 
 
+def _weights_only_reason(err: Exception) -> str:
+    """The one useful line of torch's long weights-only refusal (names the global)."""
+    for line in str(err).splitlines():
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line.strip().rstrip(".")
+    return "weights-only loading refused it"
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     """Read a ``.safetensors`` or weights-only ``.pt``/``.pth`` file onto the CPU.
 
@@ -138,15 +146,15 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights only" in str(err).lower() or "unsupported global" in str(err).lower():
-            raise ModelLoadError(
-                f"{p}: refused: the file pickles Python objects other than tensors "
-                f"(weights-only loading said: {reason}). If it is a fastai export, convert it "
-                f"with `listener convert-fastai {p} model.safetensors`") from err
-        raise ModelLoadError(f"{p}: not a readable torch file: {reason}") from err
-    except (OSError, RuntimeError, EOFError, ValueError) as err:
-        raise ModelLoadError(f"{p}: not a readable torch file: {err}") from err
+        if "weights only" not in str(err).lower():
+            raise ModelLoadError(f"{p}: not a readable torch file: {err}") from err
+        raise ModelLoadError(
+            f"{p}: refused: the file pickles Python objects other than tensors "
+            f"({_weights_only_reason(err)}). If it is a fastai export, convert it with "
+            f"`listener convert-fastai {p} model.safetensors`") from err
+    except Exception as err:  # torch.load raises KeyError, RuntimeError, EOFError... on junk
+        raise ModelLoadError(f"{p}: not a readable torch file: "
+                             f"{type(err).__name__}: {err}") from err
     return _only_tensors(obj, p)
 
 
@@ -189,6 +197,11 @@ def to_listener_layout(sd: Mapping[str, Tensor], layout: str) -> dict[str, Tenso
     if layout not in _PREFIXES:
         raise ValueError(f"unknown layout {layout!r}; expected hub, fastai or listener")
     return {_rename(k, _PREFIXES[layout]): v for k, v in sd.items()}
+
+
+def to_listener_key(key: str, layout: str) -> str:
+    """A tensor's (or module's, with a trailing dot) name in ``layout`` -> ours."""
+    return _rename(key, _PREFIXES[layout])
 
 
 def from_listener_key(key: str, layout: str) -> str:

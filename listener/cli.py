@@ -167,7 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from listener.demo import run_demo
 
-    return run_demo(duration_s=args.duration, weights=args.weights, port=args.port)
+    return run_demo(lambda text: print(text, flush=True), duration_s=args.duration,
+                    weights=args.weights, port=args.port)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

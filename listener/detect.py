@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from listener.config import DetectionConfig
@@ -178,18 +178,47 @@ class ClipAggregator:
         return clip
 
 
+def clip_times(clip: ClipResult) -> tuple[float, float]:
+    """A clip's (start, end) on a timeline that survives stream restarts.
+
+    Unix seconds when the clip has a UTC time, else its stream offsets.
+    """
+    if clip.utc_start is not None:
+        t = clip.utc_start.timestamp()
+        return t, t + (clip.end_s - clip.start_s)
+    return clip.start_s, clip.end_s
+
+
 @dataclass
 class Encounter:
-    """Positive clips less than ``encounter_gap_s`` apart, as one event series."""
+    """Detected clips less than ``encounter_gap_s`` apart, as one event series.
+
+    Plain values only, so an open encounter can be saved in the state file and
+    carried across a restart.
+    """
 
     id: str
-    first: ClipResult
-    last: ClipResult
-    clips: list[ClipResult] = field(default_factory=list)
+    start_t: float  # timeline of clip_times()
+    end_t: float
+    start_utc: datetime | None
+    end_utc: datetime | None
+    clip_count: int = 1
+    peak_confidence: float = 0.0
 
-    @property
-    def peak_confidence(self) -> float:
-        return max(c.confidence for c in self.clips)
+    def to_dict(self) -> dict[str, object]:
+        return {"id": self.id, "start_t": self.start_t, "end_t": self.end_t,
+                "start_utc": self.start_utc.isoformat() if self.start_utc else None,
+                "end_utc": self.end_utc.isoformat() if self.end_utc else None,
+                "clip_count": self.clip_count, "peak_confidence": self.peak_confidence}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, object]) -> Encounter:
+        def utc(v: object) -> datetime | None:
+            return datetime.fromisoformat(str(v)) if v else None
+
+        return cls(str(doc["id"]), float(doc["start_t"]), float(doc["end_t"]),  # type: ignore[arg-type]
+                   utc(doc.get("start_utc")), utc(doc.get("end_utc")),
+                   int(doc.get("clip_count", 1)), float(doc.get("peak_confidence", 0.0)))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -202,26 +231,32 @@ class EncounterEvent:
 class EncounterTracker:
     """Groups detected clips into encounters with start / update / end events."""
 
-    def __init__(self, gap_s: float) -> None:
+    def __init__(self, gap_s: float, current: Encounter | None = None) -> None:
         self.gap_s = gap_s
-        self.current: Encounter | None = None
+        self.current = current
 
     def observe(self, clip: ClipResult, encounter_id: str) -> list[EncounterEvent]:
         """Feed every clip in order; ``encounter_id`` is used if this clip opens one."""
-        events = self.advance(clip.start_s)
+        start, end = clip_times(clip)
+        events = self.advance(start)
         if clip.detected:
+            end_utc = (clip.utc_start + timedelta(seconds=clip.end_s - clip.start_s)
+                       if clip.utc_start else None)
             if self.current is None:
-                self.current = Encounter(encounter_id, clip, clip, [clip])
+                self.current = Encounter(encounter_id, start, end, clip.utc_start, end_utc,
+                                         1, clip.confidence)
                 events.append(EncounterEvent("start", self.current, clip))
             else:
-                self.current.last = clip
-                self.current.clips.append(clip)
-                events.append(EncounterEvent("update", self.current, clip))
+                enc = self.current
+                enc.end_t, enc.end_utc = end, end_utc
+                enc.clip_count += 1
+                enc.peak_confidence = max(enc.peak_confidence, clip.confidence)
+                events.append(EncounterEvent("update", enc, clip))
         return events
 
     def advance(self, t: float) -> list[EncounterEvent]:
-        """Stream time reached ``t``: end the encounter if the gap has passed."""
-        if self.current is not None and t - self.current.last.end_s >= self.gap_s - _EPS:
+        """The timeline reached ``t``: end the encounter if the gap has passed."""
+        if self.current is not None and t - self.current.end_t >= self.gap_s - _EPS:
             ended, self.current = self.current, None
             return [EncounterEvent("end", ended, None)]
         return []

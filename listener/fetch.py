@@ -288,11 +288,10 @@ class HttpClient:
         timeout = (self._config.connect_timeout_s, self._config.read_timeout_s)
         try:
             resp = self._session.get(url, stream=True, timeout=timeout)
-        except requests.exceptions.InvalidURL as err:
-            raise _AttemptFailed(f"not a valid URL: {err}", retryable=False,
-                                 host_fault=False, cause=err) from err
-        except requests.exceptions.TooManyRedirects as err:
-            raise _AttemptFailed("too many redirects", retryable=False, host_fault=False,
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema, requests.exceptions.TooManyRedirects) as err:
+            # Bad URL or a redirect to one (e.g. file://): retrying cannot help.
+            raise _AttemptFailed(f"refused: {err}", retryable=False, host_fault=False,
                                  cause=err) from err
         except requests.exceptions.Timeout as err:
             raise _AttemptFailed(f"timed out: {err}", retryable=True, host_fault=True,

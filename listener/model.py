@@ -221,7 +221,7 @@ def fuse_batchnorm(model: OrcaResNet) -> int:
         for blk in stage:
             n = 3 if isinstance(blk, Bottleneck) else 2
             pairs += [(blk, f"conv{i}", f"bn{i}") for i in range(1, n + 1)]
-            if blk.downsample is not None:
+            if isinstance(blk.downsample, nn.Module):
                 pairs.append((blk.downsample, "0", "1"))
     fused = 0
     for parent, conv_name, bn_name in pairs:

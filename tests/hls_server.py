@@ -1,0 +1,372 @@
+"""A live HLS origin on 127.0.0.1 for tests, serving from memory.
+
+:class:`LiveHlsServer` runs ``http.server.ThreadingHTTPServer`` on port 0 in a
+thread and serves:
+
+- an Orcasound-style bucket: ``/<node>/latest.txt``,
+  ``/<node>/hls/<ts>/live.m3u8`` (generated on each request from the
+  segments published so far, in ffmpeg's segment-muxer form, 404 until the
+  first segment exists, as on S3) and ``/<node>/hls/<ts>/liveNNN.ts``;
+- generic HLS streams (:meth:`LiveHlsServer.add_stream`): a sliding-window
+  media playlist with media sequence, optional program date-time,
+  discontinuities and ENDLIST once finished;
+- any fixed file (:meth:`LiveHlsServer.put`), e.g. a master playlist.
+
+Faults are injected per path and consumed one request at a time: an HTTP
+status (e.g. 404 three times, then the real answer), a delay before
+answering, a truncated body (Content-Length larger than what is sent, then the
+connection is closed) or a dropped connection. Every request is logged.
+
+Segment bytes come from ``tests/hls_media.py`` (real MPEG-TS/AAC made by
+ffmpeg's segment muxer, like Orcasound's, or the real Orcasound segments);
+its names are re-exported here.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from hls_media import (
+    LPOD_WAV,
+    REAL_DURATIONS,
+    REAL_FOLDER,
+    REAL_FOLDER_TS,
+    TsSegment,
+    load_real_segments,
+    make_ffmpeg_segments,
+)
+
+__all__ = ["LPOD_WAV", "REAL_DURATIONS", "REAL_FOLDER", "REAL_FOLDER_TS", "Fault", "HlsStream",
+           "LiveHlsServer", "RequestRecord", "TsSegment", "load_real_segments",
+           "make_ffmpeg_segments"]
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour, consumed by one request to its path.
+
+    kind: ``status`` (answer ``status`` with ``headers``), ``delay`` (sleep
+    ``delay_s`` then answer normally), ``truncate`` (announce the full
+    Content-Length, send half, close), ``nolength`` (send the body without
+    Content-Length, end it by closing) or ``drop`` (close without answering).
+    """
+
+    kind: str
+    status: int = 500
+    delay_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request the server answered (``status`` 0: dropped)."""
+
+    path: str
+    status: int
+    at: float  # time.monotonic()
+    client_port: int  # the same port twice = a reused connection
+
+
+@dataclass
+class _Folder:
+    segments: list[tuple[str, bytes | None, float]] = field(default_factory=list)
+    ended: bool = False
+
+
+class HlsStream:
+    """A generic live HLS stream with a sliding window (see :meth:`LiveHlsServer.add_stream`)."""
+
+    def __init__(self, server: LiveHlsServer, path: str, window: int, media_sequence: int,
+                 program_date_time: datetime | None, target_duration: int) -> None:
+        self._server = server
+        self.path = path
+        self.window = window
+        self.first_sequence = media_sequence
+        self.target_duration = target_duration
+        self._next_pdt = program_date_time
+        # (sequence, name, data, duration, discontinuity, pdt)
+        self.segments: list[tuple[int, str, bytes, float, bool, datetime | None]] = []
+        self.ended = False
+
+    @property
+    def dir(self) -> str:
+        """The folder part of the playlist path, where segments live."""
+        return self.path.rsplit("/", 1)[0]
+
+    def publish(self, data: bytes, duration_s: float, *, discontinuity: bool = False,
+                program_date_time: datetime | None = None) -> int:
+        """Append a segment; returns its media sequence number."""
+        with self._server.lock:
+            seq = self.first_sequence + len(self.segments)
+            pdt = program_date_time or self._next_pdt
+            self.segments.append((seq, f"seg{seq}.ts", data, duration_s, discontinuity, pdt))
+            self._next_pdt = None if pdt is None else pdt + timedelta(seconds=duration_s)
+            return seq
+
+    def finish(self) -> None:
+        """Add ``#EXT-X-ENDLIST``."""
+        with self._server.lock:
+            self.ended = True
+
+    def url_of(self, sequence: int) -> str:
+        """Absolute URL of a segment."""
+        return self._server.url(f"{self.dir}/seg{sequence}.ts")
+
+    def playlist(self) -> str:
+        listed = self.segments[-self.window:] if self.window else self.segments
+        first = listed[0][0] if listed else self.first_sequence + len(self.segments)
+        lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{self.target_duration}",
+                 f"#EXT-X-MEDIA-SEQUENCE:{first}"]
+        for _seq, name, _data, duration, disc, pdt in listed:
+            if disc:
+                lines.append("#EXT-X-DISCONTINUITY")
+            if pdt is not None:
+                lines.append("#EXT-X-PROGRAM-DATE-TIME:"
+                             + pdt.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+            lines += [f"#EXTINF:{duration:.6f},", name]
+        if self.ended:
+            lines.append("#EXT-X-ENDLIST")
+        return "\n".join(lines) + "\n"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is exercised
+    server: _Server
+
+    def do_GET(self) -> None:
+        self.server.owner.handle(self)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the request log replaces stderr noise
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: LiveHlsServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that time out leave broken pipes behind; expected here
+
+
+class LiveHlsServer:
+    """An in-memory HLS origin on 127.0.0.1; use as a context manager."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._files: dict[str, tuple[bytes, str]] = {}
+        self._nodes: dict[str, dict[int, _Folder]] = {}
+        self._latest: dict[str, int] = {}
+        self._streams: dict[str, HlsStream] = {}
+        self._faults: dict[str, list[Fault]] = {}
+        self._log: list[RequestRecord] = []
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------
+    def start(self) -> LiveHlsServer:
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd.owner = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> LiveHlsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    # --- content -----------------------------------------------------------
+    def put(self, path: str, data: bytes | str, content_type: str = "application/octet-stream"
+            ) -> str:
+        """Serve fixed bytes at ``path``; returns the URL."""
+        raw = data.encode() if isinstance(data, str) else data
+        with self.lock:
+            self._files[path] = (raw, content_type)
+        return self.url(path)
+
+    def start_folder(self, node: str, ts: int) -> str:
+        """A node (re)start: new ``hls/<ts>`` folder, ``latest.txt`` rewritten. Returns its key."""
+        with self.lock:
+            self._nodes.setdefault(node, {})[ts] = _Folder()
+            self._latest[node] = ts
+        return f"{node}/hls/{ts}"
+
+    def publish(self, node: str, data: bytes | None, duration_s: float,
+                folder: int | None = None) -> int:
+        """List the next ``liveNNN.ts`` of a folder (default: latest). ``data`` None:
+        listed in the playlist but the object never appears (404). Returns the sequence."""
+        with self.lock:
+            f = self._nodes[node][folder if folder is not None else self._latest[node]]
+            seq = len(f.segments)
+            f.segments.append((f"live{seq:03d}.ts", data, duration_s))
+            return seq
+
+    def end_folder(self, node: str, folder: int | None = None) -> None:
+        """Write ``#EXT-X-ENDLIST`` into a folder's playlist."""
+        with self.lock:
+            self._nodes[node][folder if folder is not None else self._latest[node]].ended = True
+
+    def segment_url(self, node: str, ts: int, sequence: int) -> str:
+        return self.url(f"/{node}/hls/{ts}/live{sequence:03d}.ts")
+
+    def add_stream(self, path: str = "/live/index.m3u8", *, window: int = 5,
+                   media_sequence: int = 0, program_date_time: datetime | None = None,
+                   target_duration: int = 10) -> HlsStream:
+        """A generic live stream at ``path`` listing the last ``window`` segments."""
+        stream = HlsStream(self, path, window, media_sequence, program_date_time,
+                           target_duration)
+        with self.lock:
+            self._streams[path] = stream
+        return stream
+
+    # --- faults and log ----------------------------------------------------
+    def inject(self, path: str, fault: Fault, times: int = 1) -> None:
+        """Queue ``fault`` for the next ``times`` requests to ``path``."""
+        with self.lock:
+            self._faults.setdefault(path, []).extend([fault] * times)
+
+    def fail(self, path: str, status: int = 500, times: int = 1,
+             headers: dict[str, str] | None = None) -> None:
+        """Answer ``status`` (with ``headers``) to the next ``times`` requests."""
+        self.inject(path, Fault("status", status=status, headers=headers or {}), times)
+
+    def delay(self, path: str, seconds: float, times: int = 1) -> None:
+        """Sleep ``seconds`` before answering (a slow origin: read timeouts)."""
+        self.inject(path, Fault("delay", delay_s=seconds), times)
+
+    def truncate(self, path: str, times: int = 1) -> None:
+        """Announce the full Content-Length, send half the body, close."""
+        self.inject(path, Fault("truncate"), times)
+
+    def no_length(self, path: str, times: int = 1) -> None:
+        """Send the body without Content-Length (ended by closing)."""
+        self.inject(path, Fault("nolength"), times)
+
+    def drop(self, path: str, times: int = 1) -> None:
+        """Close the connection without answering."""
+        self.inject(path, Fault("drop"), times)
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self.lock:
+            return list(self._log)
+
+    def count(self, path: str) -> int:
+        """How many requests ``path`` received."""
+        return sum(1 for r in self.requests if r.path == path)
+
+    # --- serving -----------------------------------------------------------
+    def _content(self, path: str) -> tuple[bytes, str] | None:
+        with self.lock:
+            if path in self._files:
+                return self._files[path]
+            if path in self._streams:
+                return self._streams[path].playlist().encode(), PLAYLIST_TYPE
+            for stream in self._streams.values():
+                for _seq, name, data, *_rest in stream.segments:
+                    if path == f"{stream.dir}/{name}":
+                        return data, "video/mp2t"
+            parts = path.strip("/").split("/")
+            if len(parts) == 2 and parts[1] == "latest.txt" and parts[0] in self._latest:
+                return f"{self._latest[parts[0]]}\n".encode(), "text/plain"
+            if len(parts) == 4 and parts[1] == "hls" and parts[2].isdigit():
+                folder = self._nodes.get(parts[0], {}).get(int(parts[2]))
+                if folder is None:
+                    return None
+                if parts[3] == "live.m3u8":
+                    if not folder.segments:
+                        return None  # ffmpeg writes it with the first segment
+                    return _orcasound_playlist(folder).encode(), PLAYLIST_TYPE
+                for name, data, _ in folder.segments:
+                    if name == parts[3] and data is not None:
+                        return data, "video/mp2t"
+            return None
+
+    def handle(self, h: _Handler) -> None:
+        path = urlsplit(h.path).path
+        with self.lock:
+            queue = self._faults.get(path)
+            fault = queue.pop(0) if queue else None
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.delay_s)
+        if fault is not None and fault.kind == "drop":
+            self._record(h, path, 0)
+            h.close_connection = True
+            return
+        if fault is not None and fault.kind == "status":
+            self._send(h, path, fault.status, b"injected fault\n", "text/plain", fault.headers)
+            return
+        content = self._content(path)
+        if content is None:
+            self._send(h, path, 404, b"not found\n", "text/plain")
+            return
+        body, ctype = content
+        if fault is not None and fault.kind in ("truncate", "nolength"):
+            self._record(h, path, 200)
+            h.send_response(200)
+            h.send_header("Content-Type", ctype)
+            if fault.kind == "truncate":
+                h.send_header("Content-Length", str(len(body)))
+                body = body[: len(body) // 2]
+            else:
+                h.send_header("Connection", "close")
+            h.end_headers()
+            h.wfile.write(body)
+            h.wfile.flush()
+            h.close_connection = True
+            return
+        self._send(h, path, 200, body, ctype)
+
+    def _send(self, h: _Handler, path: str, status: int, body: bytes, ctype: str,
+              headers: dict[str, str] | None = None) -> None:
+        self._record(h, path, status)
+        h.send_response(status)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(body)
+
+    def _record(self, h: _Handler, path: str, status: int) -> None:
+        with self.lock:
+            self._log.append(RequestRecord(path, status, time.monotonic(),
+                                           int(h.client_address[1])))
+
+
+def _orcasound_playlist(folder: _Folder) -> str:
+    """What ffmpeg's segment muxer writes (see docs/sources.md)."""
+    target = max(math.ceil(d) for _, _, d in folder.segments)
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-MEDIA-SEQUENCE:0",
+             "#EXT-X-ALLOW-CACHE:YES", f"#EXT-X-TARGETDURATION:{target}"]
+    for name, _, duration in folder.segments:
+        lines += [f"#EXTINF:{duration:.6f},", name]
+    if folder.ended:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,249 @@
+"""HttpClient against a real loopback server: retries, caps, breaker, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hls_server import LiveHlsServer
+
+from listener.config import FetchConfig
+from listener.errors import CircuitOpenError, FetchError
+from listener.fetch import FetchResult, HttpClient, parse_retry_after
+
+BODY = bytes(range(256)) * 20  # 5120 bytes
+
+
+def _client(config: FetchConfig, **changes: object) -> tuple[HttpClient, list[FetchResult]]:
+    results: list[FetchResult] = []
+    return HttpClient(config.model_copy(update=changes), on_result=results.append), results
+
+
+def test_get_returns_body_reuses_connection_and_reports(
+        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig) -> None:
+    url = hls_server.put("/a.bin", BODY)
+    client, results = _client(fast_fetch_config)
+    with client:
+        assert [client.get(url, "segment") for _ in range(3)] == [BODY] * 3
+    assert len({r.client_port for r in hls_server.requests}) == 1  # one kept-alive connection
+    assert [(r.ok, r.kind, r.nbytes, r.attempts, r.status) for r in results] == \
+        [(True, "segment", len(BODY), 1, 200)] * 3
+
+
+def test_connection_drops_are_retried_then_succeed(
+        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig) -> None:
+    url = hls_server.put("/a.bin", BODY)
+    hls_server.drop("/a.bin", times=2)
+    client, results = _client(fast_fetch_config)
+    with client:
+        assert client.get(url, "segment") == BODY
+    assert results[-1].attempts == 3 and results[-1].ok
+
+
+def test_500_burst_then_success(hls_server: LiveHlsServer,
+                                fast_fetch_config: FetchConfig) -> None:
+    url = hls_server.put("/a.bin", BODY)
+    hls_server.fail("/a.bin", 500, times=3)
+    client, results = _client(fast_fetch_config, retries=3)
+    with client:
+        assert client.get(url, "segment") == BODY
+    assert [r.status for r in hls_server.requests] == [500, 500, 500, 200]
+    assert results[-1].attempts == 4
+
+
+def test_500_beyond_retries_fails_naming_url_and_reason(
+        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig) -> None:
+    url = hls_server.put("/a.bin", BODY)
+    hls_server.fail("/a.bin", 503, times=10)
+    client, results = _client(fast_fetch_config, retries=2)
+    with client, pytest.raises(FetchError) as info:
+        client.get(url, "segment")
+    assert url in str(info.value) and "HTTP 503" in str(info.value)
+    assert "after 3 attempts" in str(info.value) and info.value.status == 503
+    assert hls_server.count("/a.bin") == 3
+    assert not results[-1].ok and results[-1].error == info.value.reason
+
+
+def test_404_retried_only_when_asked(hls_server: LiveHlsServer,
+                                     http_client: HttpClient) -> None:
+    url = hls_server.put("/late.ts", BODY)
+    hls_server.fail("/late.ts", 404, times=2)
+    with pytest.raises(FetchError) as info:
+        http_client.get(url, "segment")
+    assert info.value.status == 404 and hls_server.count("/late.ts") == 1
+    # The segment "appears" after one more 404: retried when the caller says so.
+    assert http_client.get(url, "segment", retry_404=True) == BODY
+    assert [r.status for r in hls_server.requests] == [404, 404, 200]
+
+
+def test_other_4xx_fail_at_once(hls_server: LiveHlsServer, http_client: HttpClient) -> None:
+    url = hls_server.put("/secret", BODY)
+    hls_server.fail("/secret", 403, times=5)
+    with pytest.raises(FetchError, match="HTTP 403"):
+        http_client.get(url, "segment", retry_404=True)
+    assert hls_server.count("/secret") == 1
+
+
+def test_429_honours_retry_after_up_to_backoff_max(
+        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig) -> None:
+    url = hls_server.put("/a.bin", BODY)
+    client, _ = _client(fast_fetch_config, backoff_max_s=0.3)
+    with client:
+        hls_server.fail("/a.bin", 429, headers={"Retry-After": "1"})
+        t0 = time.monotonic()
+        assert client.get(url, "segment") == BODY
+        assert 0.28 <= time.monotonic() - t0 < 0.9  # waited, but capped at 0.3 s
+        hls_server.fail("/a.bin", 429, headers={"Retry-After": "3600"})
+        t0 = time.monotonic()
+        assert client.get(url, "segment") == BODY
+        assert time.monotonic() - t0 < 0.9
+
+
+def test_parse_retry_after_forms() -> None:
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    later = (now + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(later, now=now) == 30.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_slow_server_read_timeout_is_retried(
+        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig) -> None:
+    url = hls_server.put("/slow.m3u8", b"#EXTM3U\n")
+    hls_server.delay("/slow.m3u8", 0.6)
+    client, results = _client(fast_fetch_config, read_timeout_s=0.2)
+    with client:
+        assert client.get(url, "playlist") == b"#EXTM3U\n"
+    assert results[-1].attempts == 2
+
+
+def test_truncated_body_is_retried_then_an_error(
+        hls_server: LiveHlsServer, http_client: HttpClient) -> None:
+    url = hls_server.put("/t.ts", BODY)
+    hls_server.truncate("/t.ts")
+    assert http_client.get(url, "segment") == BODY  # second attempt is whole
+    hls_server.truncate("/t.ts", times=10)
+    with pytest.raises(FetchError, match="truncated") as info:
+        http_client.get(url, "segment")
+    assert info.value.__cause__ is not None  # the urllib3/requests error, chained
+
+
+def test_oversize_bodies_are_refused_without_retry(
+        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig) -> None:
+    client, _ = _client(fast_fetch_config, max_playlist_bytes=1024)
+    big = hls_server.put("/big.m3u8", b"#EXTM3U\n" + b"#" * 4000)
+    with client:
+        with pytest.raises(FetchError, match="larger than 1024 bytes"):
+            client.get(big, "playlist")  # Content-Length says so up front
+        hls_server.no_length("/big.m3u8")
+        with pytest.raises(FetchError, match="larger than 1024 bytes"):
+            client.get(big, "playlist")  # no Content-Length: the streamed cap stops it
+        seg = hls_server.put("/big.ts", BODY)
+        with pytest.raises(FetchError, match="larger than 5000 bytes"):
+            client.get(seg, "segment", max_bytes=5000)
+        assert client.get(seg, "segment", max_bytes=len(BODY)) == BODY
+    assert hls_server.count("/big.m3u8") == 2
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "http:///nohost",
+                                 "javascript:alert(1)"])
+def test_non_http_urls_are_refused(http_client: HttpClient, url: str) -> None:
+    with pytest.raises(FetchError) as info:
+        http_client.get(url, "playlist")
+    assert url in str(info.value)
+
+
+def test_circuit_breaker_opens_then_half_opens(
+        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig) -> None:
+    url = hls_server.put("/p.m3u8", b"#EXTM3U\n")
+    client, results = _client(fast_fetch_config, retries=0, breaker_failures=3,
+                              breaker_reset_s=0.3)
+    with LiveHlsServer() as other, client:
+        other_url = other.put("/ok", b"fine")
+        hls_server.fail("/p.m3u8", 500, times=4)
+        for _ in range(3):
+            with pytest.raises(FetchError, match="HTTP 500"):
+                client.get(url, "playlist")
+        with pytest.raises(CircuitOpenError, match="circuit breaker open"):
+            client.get(url, "playlist")
+        assert hls_server.count("/p.m3u8") == 3  # refused without a request
+        assert results[-1].circuit_open
+        assert client.get(other_url, "playlist") == b"fine"  # per host
+        time.sleep(0.35)
+        with pytest.raises(FetchError, match="HTTP 500"):  # the one half-open trial fails
+            client.get(url, "playlist")
+        with pytest.raises(CircuitOpenError):  # ... so it is open again at once
+            client.get(url, "playlist")
+        time.sleep(0.35)
+        assert client.get(url, "playlist") == b"#EXTM3U\n"  # trial succeeds: closed
+        assert client.get(url, "playlist") == b"#EXTM3U\n"
+    assert hls_server.count("/p.m3u8") == 6
+
+
+def test_404_does_not_trip_the_breaker(hls_server: LiveHlsServer,
+                                       fast_fetch_config: FetchConfig) -> None:
+    client, _ = _client(fast_fetch_config, retries=0, breaker_failures=2)
+    with client:
+        for _ in range(4):
+            with pytest.raises(FetchError, match="HTTP 404") as info:
+                client.get(hls_server.url("/missing"), "segment")
+            assert not isinstance(info.value, CircuitOpenError)
+
+
+def test_stop_ends_backoff_sleep_early(hls_server: LiveHlsServer,
+                                       fast_fetch_config: FetchConfig) -> None:
+    url = hls_server.put("/a.bin", BODY)
+    hls_server.fail("/a.bin", 500, times=10)
+    client, _ = _client(fast_fetch_config, backoff_initial_s=10.0, backoff_max_s=10.0)
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            client.get(url, "segment")
+        except FetchError as err:
+            errors.append(err)
+
+    worker = threading.Thread(target=run)
+    t0 = time.monotonic()
+    worker.start()
+    time.sleep(0.1)
+    client.close()
+    worker.join(2.0)
+    assert not worker.is_alive() and time.monotonic() - t0 < 1.0
+    assert "stopped" in str(errors[0])
+
+
+def test_aget_does_not_block_the_event_loop(hls_server: LiveHlsServer,
+                                            http_client: HttpClient) -> None:
+    url = hls_server.put("/a.bin", BODY)
+    hls_server.delay("/a.bin", 0.3)
+
+    async def main() -> tuple[bytes, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        body = await http_client.aget(url, "segment")
+        task.cancel()
+        return body, ticks
+
+    body, ticks = asyncio.run(main())
+    assert body == BODY and ticks >= 10
+
+
+def test_a_failing_observer_does_not_break_fetching(
+        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig) -> None:
+    def broken(result: FetchResult) -> None:
+        raise RuntimeError("metrics down")
+
+    url = hls_server.put("/a.bin", BODY)
+    with HttpClient(fast_fetch_config, on_result=broken) as client:
+        assert client.get(url, "segment") == BODY

@@ -1,0 +1,98 @@
+"""The audio history ring: bounds, slicing, discontinuities and waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from listener.history import AudioHistory
+
+SR = 1000
+
+
+def ramp(start: int, n: int) -> np.ndarray:
+    """Samples whose value is their absolute index, to check what comes back."""
+    return np.arange(start, start + n, dtype=np.float32)
+
+
+def fill(h: AudioHistory, seconds: int, block: int = 250) -> None:
+    for i in range(0, seconds * SR, block):
+        h.append(i / SR, ramp(i, block), SR)
+
+
+def test_get_returns_the_requested_slice_across_blocks() -> None:
+    h = AudioHistory(max_s=10)
+    fill(h, 3)
+    assert h.available_until_s == pytest.approx(3.0)
+    got = h.get(0.9, 1.6)
+    assert got is not None
+    samples, start = got
+    assert start == pytest.approx(0.9)
+    np.testing.assert_array_equal(samples, ramp(900, 700))
+
+
+def test_memory_is_bounded_and_old_audio_dropped() -> None:
+    h = AudioHistory(max_s=2)
+    for i in range(0, 9900, 300):  # blocks that don't divide the limit: partial trims
+        h.append(i / SR, ramp(i, 300), SR)
+    assert h.available_until_s == pytest.approx(9.9)
+    assert h.available_from_s == pytest.approx(7.9)
+    assert sum(c.size for c in h._chunks) == 2 * SR
+    samples, start = h.get(5.0, 9.0)  # type: ignore[misc]
+    assert start == pytest.approx(7.9)  # clipped to what is still held
+    np.testing.assert_array_equal(samples, ramp(7900, 1100))
+    assert h.get(1.0, 7.0) is None  # entirely gone
+
+
+def test_a_gap_or_new_rate_restarts_the_history() -> None:
+    h = AudioHistory(max_s=10)
+    fill(h, 2)
+    h.append(5.0, ramp(5000, 500), SR)  # 3 s of the stream were lost
+    assert h.available_from_s == pytest.approx(5.0)
+    assert h.get(0.0, 2.0) is None
+    h.append(5.5, np.zeros(100, np.float32), 2 * SR)  # sample rate changed
+    assert h.sample_rate == 2 * SR and h.available_from_s == pytest.approx(5.5)
+    h.reset()
+    assert h.get(0, 100) is None and h.available_until_s == float("-inf")
+
+
+def test_the_caller_buffer_is_copied() -> None:
+    h = AudioHistory(max_s=10)
+    buf = ramp(0, 100)
+    h.append(0.0, buf, SR)
+    buf[:] = -1
+    samples, _ = h.get(0.0, 0.1)  # type: ignore[misc]
+    np.testing.assert_array_equal(samples, ramp(0, 100))
+
+
+def test_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="-1"):
+        AudioHistory(max_s=-1)
+    with pytest.raises(ValueError, match="mono"):
+        AudioHistory(5).append(0.0, np.zeros((2, 10), np.float32), SR)
+
+
+def test_wait_until_is_woken_by_appends_from_a_thread() -> None:
+    async def main() -> tuple[bool, bool, bool]:
+        h = AudioHistory(max_s=10)
+        fill(h, 1)
+        already = await h.wait_until(0.5, timeout_s=0.01)
+
+        def producer() -> None:
+            for i in range(1000, 3000, 100):
+                h.append(i / SR, ramp(i, 100), SR)
+
+        thread = threading.Thread(target=producer)
+        waiter = asyncio.create_task(h.wait_until(2.9, timeout_s=5))
+        await asyncio.sleep(0)
+        thread.start()
+        arrived = await waiter
+        thread.join()
+        timed_out = await h.wait_until(10.0, timeout_s=0.05)
+        assert not h._waiters  # no leak after timeouts
+        return already, arrived, timed_out
+
+    assert asyncio.run(main()) == (True, True, False)

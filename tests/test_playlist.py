@@ -1,0 +1,176 @@
+"""Playlist parsing, audio rendition choice, latest.txt and sequence tracking (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from listener.errors import PlaylistError
+from listener.orcasound import parse_latest_txt
+from listener.playlist import (
+    MasterPlaylist,
+    parse_media_playlist,
+    parse_playlist,
+    select_audio_rendition,
+)
+from listener.segments import Gap, Segment, StreamTracker
+
+ORCASOUND_TEXT = """#EXTM3U
+#EXT-X-VERSION:3
+#EXT-X-MEDIA-SEQUENCE:0
+#EXT-X-ALLOW-CACHE:YES
+#EXT-X-TARGETDURATION:11
+#EXTINF:10.005333,
+live000.ts
+#EXTINF:9.984000,
+live001.ts
+#EXTINF:10.005333,
+live002.ts
+"""
+TS_A = 1_700_000_000
+
+
+# --- parsing -----------------------------------------------------------------------
+
+def test_parse_orcasound_form_gives_absolute_urls_and_durations() -> None:
+    url = "https://bucket.example/rpi/hls/1700000000/live.m3u8"
+    pl = parse_media_playlist(ORCASOUND_TEXT, url)
+    assert (pl.media_sequence, pl.target_duration_s, pl.endlist) == (0, 11.0, False)
+    assert [e.sequence for e in pl.entries] == [0, 1, 2] and pl.last_sequence == 2
+    assert pl.entries[1].url == "https://bucket.example/rpi/hls/1700000000/live001.ts"
+    assert [e.duration_s for e in pl.entries] == [10.005333, 9.984, 10.005333]
+    assert not any(e.discontinuity or e.program_date_time for e in pl.entries)
+
+
+def test_parse_program_date_time_discontinuity_and_endlist() -> None:
+    text = ("\ufeff#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:41\n#EXT-X-TARGETDURATION:6\n"
+            "#EXT-X-PROGRAM-DATE-TIME:2024-05-01T12:00:00.500Z\n#EXTINF:6.0,\na.ts\n"
+            "#EXTINF:6.0,\nb.ts\n#EXT-X-DISCONTINUITY\n"
+            "#EXT-X-PROGRAM-DATE-TIME:2024-05-01T13:00:00\n#EXTINF:4.0,\nc.ts\n#EXT-X-ENDLIST\n")
+    pl = parse_media_playlist(text.encode(), "http://h/x/index.m3u8")
+    t0 = datetime(2024, 5, 1, 12, 0, 0, 500000, tzinfo=UTC)
+    assert [e.program_date_time for e in pl.entries] == [
+        t0, t0 + timedelta(seconds=6), datetime(2024, 5, 1, 13, tzinfo=UTC)]  # naive = UTC
+    assert [e.discontinuity for e in pl.entries] == [False, False, True]
+    assert pl.endlist and pl.entry(43) is not None and pl.entry(44) is None
+
+
+@pytest.mark.parametrize("text, match", [
+    ("<html>nope</html>", "no #EXTM3U"),
+    (b"\xff\xfe\x00garbage", "not UTF-8"),
+    ("#EXTM3U\n#EXTINF:abc,\nx.ts\n", "malformed"),
+    ("#EXTM3U\n#EXTINF:-3,\nx.ts\n", "bad EXTINF"),
+    ("#EXTM3U\n#EXTINF:nan,\nx.ts\n", "bad EXTINF"),
+    ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:x\n", "malformed"),
+    ("#EXTM3U\n#EXTINF:10,\nfile:///etc/passwd\n", "non-http"),
+])
+def test_garbage_playlists_raise_playlist_error_naming_url(text: str | bytes,
+                                                           match: str) -> None:
+    with pytest.raises(PlaylistError, match=match) as info:
+        parse_media_playlist(text, "http://h/bad.m3u8")
+    assert "http://h/bad.m3u8" in str(info.value)
+
+
+MASTER = """#EXTM3U
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="en",AUTOSELECT=YES,URI="audio/en.m3u8"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="hydro",DEFAULT=YES,URI="audio/hydro.m3u8"
+#EXT-X-STREAM-INF:BANDWIDTH=2000000,CODECS="avc1.4d401f,mp4a.40.2",AUDIO="a"
+video.m3u8
+"""
+
+
+def test_select_audio_rendition_rule() -> None:
+    base = "http://h/m/master.m3u8"
+    master = parse_playlist(MASTER, base)
+    assert isinstance(master, MasterPlaylist)
+    assert select_audio_rendition(master) == "http://h/m/audio/hydro.m3u8"  # DEFAULT=YES
+    variants = ('#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS="avc1.4d401f,mp4a.40.2"\n'
+                'v.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=64000,CODECS="mp4a.40.2"\nlo.m3u8\n'
+                '#EXT-X-STREAM-INF:BANDWIDTH=128000,CODECS="mp4a.40.2"\nhi.m3u8\n')
+    master = parse_playlist(variants, base)
+    assert isinstance(master, MasterPlaylist)
+    assert select_audio_rendition(master) == "http://h/m/hi.m3u8"  # best audio-only
+    muxed = ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=900000\nbig.m3u8\n"
+             "#EXT-X-STREAM-INF:BANDWIDTH=300000\nsmall.m3u8\n")
+    master = parse_playlist(muxed, base)
+    assert isinstance(master, MasterPlaylist)
+    assert select_audio_rendition(master) == "http://h/m/small.m3u8"  # fewest bytes
+    with pytest.raises(PlaylistError, match="master playlist"):
+        parse_media_playlist(MASTER, base)
+
+
+def test_latest_txt_validation() -> None:
+    assert parse_latest_txt(b"1594150218\n", "u") == 1594150218
+    for bad in (b"", b"hello\n", b"-5\n", b"12\n", b"99999999999\n", b"1594150218.5\n"):
+        with pytest.raises(PlaylistError, match="u: "):
+            parse_latest_txt(bad, "u")
+
+
+# --- sequence tracking (pure) ------------------------------------------------------
+
+def test_offsets_accumulate_from_extinf_and_utc_is_folder_time_plus_offset() -> None:
+    start = datetime.fromtimestamp(TS_A, UTC)
+    tracker = StreamTracker("n/hls/1", start)
+    pl = parse_media_playlist(ORCASOUND_TEXT, "http://h/n/hls/1/live.m3u8")
+    assert tracker.start(pl, None, back=2) is None
+    items = tracker.advance(pl)
+    assert [(s.sequence, s.offset_s) for s in items if isinstance(s, Segment)] == \
+        [(1, 10.005333), (2, 10.005333 + 9.984)]
+    seg = items[1]
+    assert isinstance(seg, Segment)
+    assert seg.utc_start == start + timedelta(seconds=10.005333 + 9.984)
+    assert tracker.live_edge_offset_s(pl) == pytest.approx(10.005333 * 2 + 9.984)
+
+
+def _window(first: int, count: int, duration: float = 4.0, pdt: datetime | None = None,
+            target: int = 10) -> str:
+    lines = ["#EXTM3U", f"#EXT-X-TARGETDURATION:{target}", f"#EXT-X-MEDIA-SEQUENCE:{first}"]
+    for k in range(count):
+        if pdt is not None:
+            when = pdt + timedelta(seconds=duration * (first + k))
+            lines.append("#EXT-X-PROGRAM-DATE-TIME:" + when.isoformat())
+        lines += [f"#EXTINF:{duration},", f"s{first + k}.ts"]
+    return "\n".join(lines) + "\n"
+
+
+def _seqs(items: list[Segment | Gap]) -> list[object]:
+    return [i.sequence if isinstance(i, Segment) else ("gap", i.from_sequence, i.to_sequence)
+            for i in items]
+
+
+def test_tracker_resume_just_before_the_window_is_seamless() -> None:
+    tracker = StreamTracker("k")
+    pl = parse_media_playlist(_window(10, 3), "http://h/p.m3u8")
+    assert tracker.start(pl, 9, back=1) is None  # 9 fell out, but 10 is the next one
+    items = tracker.advance(pl)
+    assert _seqs(items) == [10, 11, 12]
+    assert not any(isinstance(i, Segment) and i.discontinuity for i in items)
+
+
+def test_tracker_gap_without_pdt_is_estimated_from_mean_extinf() -> None:
+    tracker = StreamTracker("k")
+    tracker.start(parse_media_playlist(_window(0, 2), "http://h/p.m3u8"), None, back=2)
+    tracker.advance(parse_media_playlist(_window(0, 2), "http://h/p.m3u8"))
+    items = tracker.advance(parse_media_playlist(_window(5, 2), "http://h/p.m3u8"))
+    assert _seqs(items) == [("gap", 2, 4), 5, 6]
+    gap, first = items[0], items[1]
+    assert isinstance(gap, Gap) and gap.duration_s == pytest.approx(12.0)
+    assert isinstance(first, Segment) and first.discontinuity
+    assert first.offset_s == pytest.approx(8.0 + 12.0)  # offsets keep accumulating
+
+
+def test_tracker_ignores_a_stale_copy_but_follows_a_restart() -> None:
+    tracker = StreamTracker("k")
+    url = "http://h/p.m3u8"
+    tracker.start(parse_media_playlist(_window(100, 3), url), None, back=3)
+    assert _seqs(tracker.advance(parse_media_playlist(_window(100, 3), url))) == [100, 101, 102]
+    stale = parse_media_playlist(_window(98, 3), url)  # an older cached copy
+    assert tracker.advance(stale) == [] and tracker.advance(stale) == []
+    assert _seqs(tracker.advance(parse_media_playlist(_window(101, 3), url))) == [103]
+    restarted = parse_media_playlist(_window(0, 2), url)  # the encoder started over
+    assert tracker.advance(restarted) == [] and tracker.advance(restarted) == []
+    items = tracker.advance(restarted)  # the third poll in a row: believe it
+    assert _seqs(items) == [0, 1]
+    first = items[0]
+    assert isinstance(first, Segment) and first.discontinuity and first.offset_s == 16.0

@@ -1,0 +1,419 @@
+"""The event sinks against real files and a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from prometheus_client import CollectorRegistry
+
+from listener.config import (
+    ClipSinkConfig,
+    DetectionConfig,
+    JsonlSinkConfig,
+    OrcaHelloSinkConfig,
+    OutputsConfig,
+    StationConfig,
+    WebhookSinkConfig,
+)
+from listener.detect import ClipResult, WindowScore, decide_clip
+from listener.errors import SinkError
+from listener.events import Event, clip_file_names, event_json, make_detection_event
+from listener.history import AudioHistory
+from listener.metrics import Metrics
+from listener.png import PNG_SIGNATURE, write_png
+from listener.sinks import (
+    ClipSink,
+    JsonlSink,
+    LogSink,
+    OrcaHelloSink,
+    WebhookSink,
+    build_sinks,
+    emit_all,
+)
+from listener.sinks.clips import spectrogram_image
+from listener.sinks.jsonl import read_records
+
+CFG = DetectionConfig()
+STATION = StationConfig(id="rpi_bush_point", name="Bush Point",
+                        longitude=-122.6040035, latitude=48.0336664)
+MODEL = {"id": "orcahello-srkw", "architecture": "resnet50", "weights_sha256": "cd" * 32}
+T0 = datetime(2024, 7, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def make_event(n: int = 0, start_s: float = 0.0) -> Event:
+    """The ``n``-th minute's detection (windows 10..13 hot: seconds 11..13 positive)."""
+    start = start_s + 60.0 * n
+    utc = T0 + timedelta(seconds=start)
+    windows = [WindowScore(start + i, start + i + 2.0, 0.9 if 10 <= i < 14 else 0.1,
+                           utc + timedelta(seconds=i)) for i in range(59)]
+    clip: ClipResult = decide_clip(windows, start, start + 60.0, CFG)
+    return make_detection_event(clip, station=STATION, model=MODEL, detection=CFG,
+                                stream_key="rpi_bush_point/hls/1719835200")
+
+
+# --- a loopback webhook endpoint ---------------------------------------------
+
+class Endpoint:
+    """Records POSTs; answers ``script`` statuses first, then 200; can go down."""
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.requests: list[dict[str, Any]] = []
+        self.script: list[int] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with endpoint._lock:
+                    status = endpoint.script.pop(0) if endpoint.script else 200
+                    endpoint.requests.append({"headers": dict(self.headers), "body": body,
+                                              "status": status, "path": self.path})
+                self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "0")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass  # keep test output clean
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                         daemon=True).start()
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def first_successes(self) -> list[str]:
+        """Idempotency keys in order of their first 2xx answer."""
+        seen: list[str] = []
+        for r in self.requests:
+            key = r["headers"]["Idempotency-Key"]
+            if 200 <= r["status"] < 300 and key not in seen:
+                seen.append(key)
+        return seen
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    ep = Endpoint()
+    yield ep
+    ep.down()
+
+
+def hook_cfg(url: str, **kw: Any) -> WebhookSinkConfig:
+    return WebhookSinkConfig(url=url, timeout_s=2.0, backoff_initial_s=0.01,
+                             backoff_max_s=0.05, **kw)
+
+
+def outbox_files(outbox: Path) -> list[str]:
+    return sorted(p.name for p in outbox.iterdir() if p.is_file())
+
+
+# --- jsonl ---------------------------------------------------------------------
+
+def test_jsonl_appends_and_survives_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "events.jsonl"
+    events = [make_event(i) for i in range(3)]
+
+    async def run(sink: JsonlSink, evs: list[Event]) -> None:
+        for ev in evs:
+            await sink.emit(ev)
+        await sink.close(1.0)
+
+    asyncio.run(run(JsonlSink(JsonlSinkConfig(path=path)), events[:2]))
+    before = path.read_bytes()
+    with open(path, "ab") as fh:  # a crash in the middle of a write
+        fh.write(b'{"id": "torn-rec')
+    asyncio.run(run(JsonlSink(JsonlSinkConfig(path=path)), events[2:]))
+    raw = path.read_bytes()
+    assert raw.startswith(before)  # never rewritten
+    assert raw.count(b"\n") == 4 and raw.endswith(b"\n")
+    records = list(read_records(path))
+    assert [r["id"] for r in records] == [e.id for e in events]
+    assert records[0] == json.loads(json.dumps(event_json(events[0])))
+
+
+# --- webhook -------------------------------------------------------------------
+
+def test_webhook_posts_with_idempotency_key_and_bearer_token(
+        tmp_path: Path, endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LISTENER_TEST_TOKEN", "s3cret\n")
+    endpoint.up()
+    depths: list[int] = []
+    event = make_event()
+
+    async def main() -> None:
+        sink = WebhookSink(hook_cfg(endpoint.url, token_env="LISTENER_TEST_TOKEN"),
+                           tmp_path / "outbox", on_depth=depths.append)
+        await sink.start()
+        await sink.emit(event)
+        await sink.emit(event)  # a repeat while pending is not queued twice
+        await sink.close(3.0)
+
+    asyncio.run(main())
+    (req,) = endpoint.requests
+    assert req["headers"]["Idempotency-Key"] == event.id
+    assert req["headers"]["Authorization"] == "Bearer s3cret"
+    assert req["headers"]["Content-Type"] == "application/json"
+    assert json.loads(req["body"]) == json.loads(json.dumps(event_json(event)))
+    assert outbox_files(tmp_path / "outbox") == []
+    assert depths[-1] == 0 and max(depths) == 1
+
+
+def test_webhook_token_from_file_and_missing_token(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("filetoken\n")
+    sink = WebhookSink(hook_cfg("http://127.0.0.1:9/", token_file=token_file), tmp_path)
+    assert sink._token == "filetoken"
+    with pytest.raises(SinkError, match="NOT_SET_ANYWHERE"):
+        WebhookSink(hook_cfg("http://127.0.0.1:9/", token_env="NOT_SET_ANYWHERE"), tmp_path)
+
+
+def test_dead_endpoint_that_comes_back_gets_everything_in_order(
+        tmp_path: Path, endpoint: Endpoint) -> None:
+    events = [make_event(i) for i in range(5)]
+    failures: list[int] = []
+
+    async def main() -> None:
+        sink = WebhookSink(hook_cfg(endpoint.url), tmp_path / "outbox",
+                           on_failure=lambda: failures.append(1))
+        await sink.start()
+        for ev in events[:3]:
+            await sink.emit(ev)
+        await asyncio.sleep(0.15)  # connection refused, several retries
+        assert sink.depth == 3
+        endpoint.script = [503, 429, 500]  # comes back unhealthy at first
+        endpoint.up()
+        for ev in events[3:]:
+            await sink.emit(ev)
+        await sink.close(5.0)
+
+    asyncio.run(main())
+    assert endpoint.first_successes() == [e.id for e in events]
+    assert {r["headers"]["Idempotency-Key"] for r in endpoint.requests} == {e.id for e in events}
+    assert len(failures) >= 4  # refused attempts plus the three error answers
+    assert outbox_files(tmp_path / "outbox") == []
+
+
+def test_pending_events_are_redelivered_after_a_restart(
+        tmp_path: Path, endpoint: Endpoint) -> None:
+    outbox = tmp_path / "outbox"
+    old, new = [make_event(i) for i in range(3)], make_event(3)
+
+    async def first_run() -> None:
+        sink = WebhookSink(hook_cfg(endpoint.url), outbox)
+        await sink.start()
+        for ev in old:
+            await sink.emit(ev)
+        await sink.close(0.1)  # endpoint down: gives up, files stay
+
+    async def second_run() -> None:
+        sink = WebhookSink(hook_cfg(endpoint.url), outbox)
+        await sink.start()
+        assert sink.depth == 3
+        await sink.emit(new)
+        endpoint.up()
+        await sink.close(5.0)
+
+    asyncio.run(first_run())
+    names = outbox_files(outbox)
+    assert [n.split("-", 1)[1] for n in names] == [f"{e.id}.json" for e in old]
+    assert [n[:12] for n in names] == ["000000000000", "000000000001", "000000000002"]
+    assert endpoint.requests == []
+    (outbox / ".000000000003-torn.json.tmp").write_bytes(b'{"id": "to')  # crash mid-write
+    asyncio.run(second_run())
+    assert endpoint.first_successes() == [e.id for e in [*old, new]]
+    assert outbox_files(outbox) == []
+
+
+def test_a_400_goes_to_dead_letters_and_the_queue_moves_on(
+        tmp_path: Path, endpoint: Endpoint) -> None:
+    endpoint.script = [400]
+    endpoint.up()
+    events = [make_event(0), make_event(1)]
+
+    async def main() -> None:
+        sink = WebhookSink(hook_cfg(endpoint.url), tmp_path / "outbox")
+        for ev in events:
+            await sink.emit(ev)  # starts the sink lazily
+        await sink.close(3.0)
+
+    asyncio.run(main())
+    dead = tmp_path / "outbox" / "dead"
+    assert [n.split("-", 1)[1] for n in outbox_files(dead)] == [f"{events[0].id}.json"]
+    assert json.loads((dead / outbox_files(dead)[0]).read_text())["id"] == events[0].id
+    assert endpoint.first_successes() == [events[1].id]
+    assert outbox_files(tmp_path / "outbox") == []
+
+
+# --- orcahello -----------------------------------------------------------------
+
+def test_orcahello_sink_writes_one_record_per_detection(tmp_path: Path) -> None:
+    cfg = OrcaHelloSinkConfig(dir=tmp_path / "oh", audio_base_uri="https://x.example/a/",
+                              image_base_uri="https://x.example/i")
+    event = make_event()
+    asyncio.run(OrcaHelloSink(cfg, audio_format="wav").emit(event))
+    (path,) = (tmp_path / "oh").iterdir()
+    assert path.name == f"{event.id}.json"
+    doc = json.loads(path.read_text())
+    audio, image = clip_file_names(event, "wav")
+    assert doc["audioUri"] == f"https://x.example/a/{audio}"
+    assert doc["imageUri"] == f"https://x.example/i/{image}"
+    assert doc["timestamp"] == "2024-07-01T12:00:00.000Z"
+    assert doc["source_guid"] == "rpi_bush_point" and doc["reviewed"] is False
+    assert [p["startTime"] for p in doc["predictions"]] == [11.0, 12.0, 13.0]
+
+
+# --- clips ---------------------------------------------------------------------
+
+def read_png(path: Path) -> tuple[int, int, np.ndarray]:
+    """Decode our own 8-bit RGB, filter-0 PNG: ``(width, height, pixels)``."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    pos = 8
+    chunks: dict[bytes, bytes] = {}
+    order: list[bytes] = []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert crc == zlib.crc32(kind + body)
+        chunks[kind] = chunks.get(kind, b"") + body
+        order.append(kind)
+        pos += 12 + length
+    assert order[0] == b"IHDR" and order[-1] == b"IEND"
+    width, height, depth, colour, _, _, _ = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
+    assert (depth, colour) == (8, 2)
+    rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(height, -1)
+    assert (rows[:, 0] == 0).all()
+    return width, height, rows[:, 1:].reshape(height, width, 3)
+
+
+def test_clip_sink_writes_flac_with_context_and_a_png(tmp_path: Path) -> None:
+    sr = 8000
+    history = AudioHistory(max_s=120)
+    t = np.arange(100 * sr) / sr
+    audio = (0.3 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)  # 1 kHz tone
+    cfg = ClipSinkConfig(dir=tmp_path / "clips", format="flac", before_s=5, after_s=3)
+    event = make_event(0, start_s=10.0)  # clip 10..70 s -> file 5..73 s
+    written: list[int] = []
+
+    async def main() -> None:
+        for i in range(0, 71 * sr, sr):  # the "after" context is not there yet
+            history.append(i / sr, audio[i:i + sr], sr)
+        sink = ClipSink(cfg, history, on_written=lambda: written.append(1))
+        await sink.emit(event)
+        await asyncio.sleep(0.01)
+        assert written == []
+        for i in range(71 * sr, 80 * sr, sr):
+            history.append(i / sr, audio[i:i + sr], sr)
+        await sink.close(5.0)
+
+    asyncio.run(main())
+    assert written == [1]
+    audio_name, image_name = clip_file_names(event, "flac")
+    samples, rate = sf.read(tmp_path / "clips" / audio_name, dtype="float32")
+    assert rate == sr and samples.shape == (68 * sr,)
+    np.testing.assert_allclose(samples, audio[5 * sr:73 * sr], atol=1e-4)
+    width, height, pixels = read_png(tmp_path / "clips" / image_name)
+    # 8 kHz: n_fft 1024 (one bin per row up to 4 kHz), hop 512 -> one column per frame.
+    assert (width, height) == (1 + (68 * sr - 1024) // 512, 400)
+    np.testing.assert_array_equal(pixels, spectrogram_image(audio[5 * sr:73 * sr], sr))
+    # 0..4 kHz bottom to top: the 1 kHz tone is the brightest row, a quarter up.
+    brightest = int(np.argmax(pixels.astype(int).sum(axis=(1, 2))))
+    assert abs(brightest - 300) <= 2
+    assert tuple(pixels[0, 0]) == (68, 1, 84)  # quiet top row: the colormap's dark end
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == sorted(
+        [audio_name, image_name])  # no temporary files left
+
+
+def test_clip_sink_without_audio_counts_a_failure(tmp_path: Path) -> None:
+    failures: list[int] = []
+    cfg = ClipSinkConfig(dir=tmp_path / "clips", before_s=0, after_s=0)
+
+    async def main() -> None:
+        sink = ClipSink(cfg, AudioHistory(10), on_failure=lambda: failures.append(1),
+                        wait_extra_s=0.05)
+        await sink.emit(make_event())
+        await sink.close(2.0)
+
+    asyncio.run(main())
+    assert failures == [1] and not (tmp_path / "clips").exists()
+
+
+# --- log, build_sinks, emit_all --------------------------------------------------
+
+def test_log_sink_line(caplog: pytest.LogCaptureFixture) -> None:
+    event = make_event()
+    with caplog.at_level(logging.INFO, logger="listener.sinks.log"):
+        asyncio.run(LogSink().emit(event))
+    (rec,) = caplog.records
+    msg = rec.getMessage()
+    assert msg.startswith("rpi_bush_point detection utc=2024-07-01T12:00:00.000Z")
+    assert "confidence=90.0" in msg and "positive_s=[11,12,13]" in msg
+    assert rec.station == "rpi_bush_point"  # type: ignore[attr-defined]
+
+
+def test_build_sinks_and_emit_all_count_failures(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, "rpi_bush_point")
+    outputs = OutputsConfig(jsonl=JsonlSinkConfig(path=tmp_path),  # a folder: cannot append
+                            orcahello=OrcaHelloSinkConfig(dir=tmp_path / "oh"), log=True)
+    sinks = build_sinks(outputs, STATION, None, metrics.sink_metrics)
+    assert [s.name for s in sinks] == ["jsonl", "orcahello", "log"]
+
+    def value(name: str, sink: str) -> float | None:
+        return registry.get_sample_value(name, {"station": "rpi_bush_point", "sink": sink})
+
+    with caplog.at_level(logging.WARNING, logger="listener.sinks.base"):
+        failed = asyncio.run(emit_all(sinks, make_event(), metrics.sink_metrics))
+    assert failed == 1
+    assert "sink jsonl failed" in caplog.text
+    assert value("listener_sink_failures_total", "jsonl") == 1
+    assert value("listener_sink_deliveries_total", "orcahello") == 1
+    assert value("listener_sink_deliveries_total", "log") == 1
+    with pytest.raises(SinkError, match="outbox_dir"):
+        build_sinks(OutputsConfig(webhook=WebhookSinkConfig(url="http://127.0.0.1:9/")),
+                    STATION, None)
+    with pytest.raises(SinkError, match="history"):
+        build_sinks(OutputsConfig(clips=ClipSinkConfig(dir=tmp_path)), STATION, None)
+
+
+def test_png_round_trip_and_spectrogram_size_bounds(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(3, 5, 3), dtype=np.uint8)
+    write_png(tmp_path / "x.png", rgb)
+    width, height, pixels = read_png(tmp_path / "x.png")
+    assert (width, height) == (5, 3)
+    np.testing.assert_array_equal(pixels, rgb)
+    long_48k = rng.standard_normal(80 * 48000).astype(np.float32)
+    assert spectrogram_image(long_48k, 48000).shape == (400, 1200, 3)
+    assert spectrogram_image(np.zeros(10, np.float32), 48000).max() <= 84  # silence: dark
