@@ -16,33 +16,32 @@ import collections
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
-
-from listener.windows import Window
 
 if TYPE_CHECKING:
     from listener.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-ScoreFn = Callable[[Sequence[Window]], np.ndarray]
+T = TypeVar("T")
 
 
-class MicroBatcher:
+class MicroBatcher(Generic[T]):
     """Collects windows into batches and scores them in a worker thread."""
 
-    def __init__(self, score: ScoreFn, *, batch_size: int, max_wait_s: float,
-                 max_backlog_s: float, hop_s: float, metrics: Metrics | None = None) -> None:
+    def __init__(self, score: Callable[[list[T]], np.ndarray], *, batch_size: int,
+                 max_wait_s: float, max_backlog_s: float, hop_s: float,
+                 metrics: Metrics | None = None) -> None:
         self._score = score
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
         self.max_backlog_windows = max(1, int(max_backlog_s / hop_s))
         self.hop_s = hop_s
         self.metrics = metrics
-        self._queue: collections.deque[tuple[float, Window]] = collections.deque()
+        self._queue: collections.deque[tuple[float, T]] = collections.deque()
         self._wake = asyncio.Event()
         self._closed = False
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer")
@@ -53,11 +52,11 @@ class MicroBatcher:
     def backlog_s(self) -> float:
         return len(self._queue) * self.hop_s
 
-    def put(self, window: Window) -> None:
+    def put(self, window: T) -> None:
         """Queue a window (never blocks); sheds the oldest past the backlog limit."""
         self._queue.append((time.monotonic(), window))
         while len(self._queue) > self.max_backlog_windows:
-            _, old = self._queue.popleft()
+            self._queue.popleft()
             self.dropped_windows += 1
             if self.metrics is not None:
                 self.metrics.drop("backlog", self.hop_s)
@@ -65,8 +64,7 @@ class MicroBatcher:
             if now - self._last_drop_log > 10.0:
                 self._last_drop_log = now
                 log.warning("inference is behind by %.0f s: dropping the oldest audio "
-                            "(window at %.1f s; %d windows dropped so far)",
-                            self.backlog_s, old.start_s, self.dropped_windows)
+                            "(%d windows dropped so far)", self.backlog_s, self.dropped_windows)
         if self.metrics is not None:
             self.metrics.backlog_seconds.set(self.backlog_s)
         self._wake.set()
@@ -92,7 +90,7 @@ class MicroBatcher:
                     self._wake.clear()
                     try:
                         await asyncio.wait_for(self._wake.wait(), self.max_wait_s - waited)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     if len(self._queue) < self.batch_size and \
                             time.monotonic() - self._queue[0][0] < self.max_wait_s:

@@ -1,4 +1,4 @@
-"""Command line: ``listener run | demo | replay | detect | features | check-config | convert-fastai``.
+"""Command line: ``listener run | demo | replay | detect | features | check-config | ...``.
 
 User errors (a bad config, a missing file, mismatched weights) print one clear
 message and exit non-zero, without a traceback.
@@ -156,7 +156,6 @@ def cmd_convert_fastai(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from listener.daemon import run_daemon
-
     from listener.logs import setup_logging
 
     cfg = load_config(args.config)
@@ -196,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("replay", help="score a past time range from the archive")
     s.add_argument("--config", required=True)
-    s.add_argument("--from", dest="start", required=True, help="ISO 8601, e.g. 2020-09-01T15:13-07:00")
+    s.add_argument("--from", dest="start", required=True,
+                   help="ISO 8601, e.g. 2020-09-01T15:13-07:00")
     s.add_argument("--to", dest="end", required=True)
     s.add_argument("--out", default=None, help="folder for the results and resume state")
     s.add_argument("--concurrency", type=int, default=4, help="segments fetched ahead")
@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", metavar="FILE")
     s.add_argument("--config", default=None)
     s.add_argument("--weights", default=None, help="checkpoint (.pt, .pth, .safetensors)")
-    s.add_argument("--json", default=None, metavar="OUT", help="write results as JSON ('-' = stdout)")
+    s.add_argument("--json", default=None, metavar="OUT",
+                   help="write results as JSON ('-' = stdout)")
     s.add_argument("--quiet", action="store_true", help="no summary, no progress bar")
     s.set_defaults(func=cmd_detect)
 

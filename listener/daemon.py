@@ -28,8 +28,8 @@ from listener.detect import Encounter
 from listener.emitter import Emitter
 from listener.errors import ListenerError
 from listener.fetch import FetchResult, HttpClient
-from listener.hls import make_source
 from listener.history import AudioHistory
+from listener.hls import make_source
 from listener.http import ProbeServer
 from listener.metrics import Metrics
 from listener.pipeline import StationPipeline, score_tagged
@@ -57,8 +57,9 @@ class Timeouts:
 class Daemon:
     """One station: ``await Daemon(cfg).run()`` returns the exit status."""
 
-    def __init__(self, cfg: Config, *, scorer: Any = None, registry: CollectorRegistry | None = None,
-                 timeouts: Timeouts = Timeouts(), allow_random_weights: bool = False) -> None:
+    def __init__(self, cfg: Config, *, scorer: Any = None,
+                 registry: CollectorRegistry | None = None, timeouts: Timeouts = Timeouts(),
+                 allow_random_weights: bool = False) -> None:
         if cfg.stream is None:
             raise ListenerError(f"station {cfg.station.id}: the config has no 'stream' section; "
                                 "`listener run` needs one (see config/example.yaml)")
@@ -88,7 +89,8 @@ class Daemon:
         age = time.monotonic() - last
         if age > stale:
             return False, f"no new segment for {age:.0f} s (stale after {stale:.0f} s)"
-        return True, f"ok: last segment {age:.0f} s ago, {self.pipeline.windows_scored} windows scored"
+        scored = self.pipeline.windows_scored
+        return True, f"ok: last segment {age:.0f} s ago, {scored} windows scored"
 
     def _healthy(self) -> bool:
         return self.state is State.RUNNING and self._pipeline_task is not None \
@@ -139,9 +141,9 @@ class Daemon:
         await asyncio.wait({self._pipeline_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         status = 0
         if self._pipeline_task.done() and not self.stop_event.is_set():
-            err = self._pipeline_task.exception()
-            if err is not None:
-                log.error("pipeline failed: %r", err, exc_info=err)
+            failure = self._pipeline_task.exception()
+            if failure is not None:
+                log.error("pipeline failed: %r", failure, exc_info=failure)
                 status = 1
             else:
                 log.info("the stream ended")
@@ -206,7 +208,7 @@ class Daemon:
         if task is not None and not task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(task), self.timeouts.drain_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("drain: pipeline still busy after %.0f s; cancelling it",
                             self.timeouts.drain_s)
                 task.cancel("shutdown drain timeout")
@@ -219,7 +221,7 @@ class Daemon:
             try:
                 await asyncio.wait_for(self.emitter.close(self.timeouts.sinks_s),
                                        self.timeouts.sinks_s + 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("sinks: not closed after %.0f s", self.timeouts.sinks_s)
         if self.client is not None:
             self.client.close()
@@ -231,7 +233,7 @@ class Daemon:
         if self.probes is not None:
             try:
                 await asyncio.wait_for(self.probes.stop(), self.timeouts.probes_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("probes: server not stopped after %.0f s", self.timeouts.probes_s)
 
 

@@ -182,8 +182,11 @@ class FileDecoder:
                                 stderr=subprocess.PIPE)
         assert proc.stdout is not None and proc.stderr is not None
         err_stream = proc.stderr
-        reader = threading.Thread(target=lambda: [tail.feed(b) for b in iter(err_stream.readline, b"")],
-                                  daemon=True)
+        def drain() -> None:
+            for line in iter(err_stream.readline, b""):
+                tail.feed(line)
+
+        reader = threading.Thread(target=drain, daemon=True)
         reader.start()
         try:
             out = proc.stdout
@@ -321,13 +324,13 @@ class StreamDecoder:
             return
         try:
             await asyncio.wait_for(proc.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%s: ffmpeg did not exit in %.1f s, terminating", self.name, timeout_s)
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), 3.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()

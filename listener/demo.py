@@ -47,7 +47,8 @@ def demo_config(base_url: str, workdir: Path, weights: str | None, port: int) ->
                               longitude=-123.1735774, latitude=48.5583362),
         stream=StreamConfig(kind="orcasound", base_url=base_url, node=NODE,
                             poll_interval_s=2.0, start_segments_back=PRELISTED),
-        model=ModelConfig(weights=Path(weights) if weights else None, batch_size=8),
+        model=ModelConfig(weights=Path(weights) if weights else None, batch_size=8,
+                          architecture="auto" if weights else "resnet18"),
         outputs=OutputsConfig(jsonl=JsonlSinkConfig(path=workdir / "events.jsonl"), log=True),
         metrics=MetricsConfig(host="127.0.0.1", port=port),
         state=StateConfig(dir=workdir / "state"),
@@ -69,7 +70,7 @@ async def _follow_events(path: Path, say: Callable[[str], None], stop: asyncio.E
             seen = len(lines)
         try:
             await asyncio.wait_for(stop.wait(), 1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

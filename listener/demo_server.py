@@ -23,8 +23,8 @@ from listener.errors import DecodeError
 log = logging.getLogger(__name__)
 
 
-def make_segments(recording: Path, out_dir: Path, duration_s: float,
-                  segment_s: float = 10.0, ffmpeg_exe: str | None = None) -> list[tuple[str, float]]:
+def make_segments(recording: Path, out_dir: Path, duration_s: float, segment_s: float = 10.0,
+                  ffmpeg_exe: str | None = None) -> list[tuple[str, float]]:
     """Encode ``duration_s`` of the (looped) recording into ``live%03d.ts`` files.
 
     Returns ``[(name, duration_s)]`` read back from ffmpeg's own playlist.
@@ -59,6 +59,7 @@ class LiveNode:
                  segments: list[tuple[str, float]], host: str = "127.0.0.1",
                  port: int = 0) -> None:
         self.node = node
+        self.host = host
         self.folder_ts = folder_ts
         self.seg_dir = seg_dir
         self.segments = segments
@@ -73,8 +74,7 @@ class LiveNode:
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self.host}:{self._server.server_address[1]}"
 
     def start(self, initially: int, pace: float = 1.0) -> None:
         """Serve with ``initially`` segments listed, then one more per segment duration."""
@@ -111,9 +111,9 @@ class LiveNode:
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, fmt: str, *args: object) -> None:
-                log.debug("demo-hls: " + fmt, *args)
+                log.debug("demo-hls: %s", fmt % args)
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 prefix = f"/{node.node}/"
                 folder = f"{prefix}hls/{node.folder_ts}/"
                 body: bytes | None = None

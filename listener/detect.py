@@ -94,8 +94,8 @@ def decide_clip(windows: Sequence[WindowScore], start_s: float, end_s: float,
     sums = [0.0] * n_units
     counts = [0] * n_units
     for w in windows:
-        first = int(math.floor((w.start_s - start_s) / hop + _EPS))
-        last = int(math.ceil((w.end_s - start_s) / hop - _EPS)) - 1
+        first = math.floor((w.start_s - start_s) / hop + _EPS)
+        last = math.ceil((w.end_s - start_s) / hop - _EPS) - 1
         for j in range(max(first, 0), min(last, n_units - 1) + 1):
             sums[j] += w.score
             counts[j] += 1
@@ -137,7 +137,7 @@ class ClipAggregator:
         return start, start + self.cfg.clip_s
 
     def _index_of(self, t: float) -> int:
-        return int(math.floor((t - self.origin_s) / self.cfg.clip_s + _EPS))
+        return math.floor((t - self.origin_s) / self.cfg.clip_s + _EPS)
 
     def add(self, window: WindowScore) -> list[ClipResult]:
         """Take one window; return the clips it completes (usually none)."""
@@ -147,7 +147,7 @@ class ClipAggregator:
             done.append(self._close())
         if self._clip_index is None or index > self._clip_index:
             self._clip_index = index
-        start, end = self._bounds(index)
+        _, end = self._bounds(index)
         if window.end_s <= end + _EPS:
             self._windows.append(window)
         return done
@@ -156,7 +156,7 @@ class ClipAggregator:
         """The stream has moved past ``t`` (e.g. across a gap): close older clips."""
         if self._clip_index is None:
             return []
-        start, end = self._bounds(self._clip_index)
+        _, end = self._bounds(self._clip_index)
         if t >= end - self.cfg.window_s + self.cfg.hop_s - _EPS:
             return [self._close()]
         return []
@@ -216,9 +216,12 @@ class Encounter:
         def utc(v: object) -> datetime | None:
             return datetime.fromisoformat(str(v)) if v else None
 
-        return cls(str(doc["id"]), float(doc["start_t"]), float(doc["end_t"]),  # type: ignore[arg-type]
+        def num(key: str, default: float = 0.0) -> float:
+            return float(str(doc.get(key, default)))
+
+        return cls(str(doc["id"]), num("start_t"), num("end_t"),
                    utc(doc.get("start_utc")), utc(doc.get("end_utc")),
-                   int(doc.get("clip_count", 1)), float(doc.get("peak_confidence", 0.0)))  # type: ignore[arg-type]
+                   int(num("clip_count", 1)), num("peak_confidence"))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ def read_span(path: str | Path, start_s: float, duration_s: float) -> tuple[np.n
         if got >= last:
             break
     if not parts:
-        raise ListenerError(f"{path}: no audio at {start_s} s (the file lasts {got / max(decoder.sample_rate, 1):.2f} s)")
+        lasts = got / max(decoder.sample_rate, 1)
+        raise ListenerError(f"{path}: no audio at {start_s} s (the file lasts {lasts:.2f} s)")
     return np.concatenate(parts), decoder.sample_rate
 
 

@@ -79,10 +79,9 @@ class StationPipeline:
         self.history = history
         self.ffmpeg_exe = ffmpeg_exe
         det = cfg.detection
-        self.batcher = MicroBatcher(score_windows, batch_size=cfg.model.batch_size,
-                                    max_wait_s=cfg.model.max_batch_wait_s,
-                                    max_backlog_s=cfg.buffer.max_backlog_s, hop_s=det.hop_s,
-                                    metrics=metrics)
+        self.batcher: MicroBatcher[_Tagged] = MicroBatcher(
+            score_windows, batch_size=cfg.model.batch_size, max_wait_s=cfg.model.max_batch_wait_s,
+            max_backlog_s=cfg.buffer.max_backlog_s, hop_s=det.hop_s, metrics=metrics)
         self.cutter = WindowCutter(det.window_s, det.hop_s)
         self.aggregator = ClipAggregator(det)
         self._decoder: StreamDecoder | None = None

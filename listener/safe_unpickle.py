@@ -45,9 +45,11 @@ _STORAGE_DTYPES: dict[str, torch.dtype] = {
 _DTYPE_NAMES = ("float32", "float", "float64", "double", "float16", "half", "bfloat16",
                 "int64", "long", "int32", "int", "int16", "short", "int8", "uint8", "bool")
 # Globals resolved to inert stubs: whole packages (and their submodules) and
-# exact names. "audio" is fastai_audio's import name.
+# exact names. "audio" is fastai_audio's import name; torch.nn.backends is
+# the _backend attribute that modules pickled with torch <= 1.4 carry.
 STUB_PACKAGES: tuple[str, ...] = (
-    "torch.nn.modules", "torch.nn.functional", "torch.nn.parameter", "torch.optim",
+    "torch.nn.modules", "torch.nn.functional", "torch.nn.parameter", "torch.nn.backends",
+    "torch.optim",
     "torchvision.models", "fastai", "fastai_audio", "audio",
 )
 STUB_EXACT: frozenset[str] = frozenset({

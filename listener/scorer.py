@@ -82,11 +82,11 @@ class Scorer:
         info: dict[str, Any]
         if cfg.weights is not None:
             model, ckpt = load_model(cfg.weights, cfg.architecture)
-            info = {"weights": str(ckpt.path), "weights_sha256": ckpt.sha256,
+            info = {"weights": str(ckpt.path), "sha256": ckpt.sha256,
                     "layout": ckpt.layout, "random": False}
         elif allow_random_weights:
             model = self._random_model(cfg.architecture, seed)
-            info = {"weights": None, "weights_sha256": None, "layout": None, "random": True}
+            info = {"weights": None, "sha256": None, "layout": None, "random": True}
             log.warning("no model.weights: using a RANDOM %s (seed %d); scores are meaningless",
                         model.architecture, seed)
         else:

@@ -19,7 +19,8 @@ REAL_FOLDER = ROOT / "data" / "hls" / "rpi_orcasound_lab" / "1594150218"
 REAL_FOLDER_TS = 1594150218
 # EXTINF of the three real segments (from their PTS; see tests/data/ATTRIBUTION.md).
 REAL_DURATIONS = (9.792, 10.005333, 10.005333)
-LPOD_WAV = ROOT.parent.parent / "shared" / "data" / "recordings" / "lpod_orcasound_22050hz.wav"
+# The L pod recording ships with the package (listener demo uses it too).
+LPOD_WAV = ROOT.parent / "listener" / "data" / "lpod_orcasound_22050hz.wav"
 
 @dataclass(frozen=True)
 class TsSegment:

@@ -178,16 +178,13 @@ def test_converted_weights_give_the_original_logits(fastai_names: types.SimpleNa
         torch.testing.assert_close(model(x), original(x), rtol=0, atol=1e-6)
 
 
-def test_learn_save_state_dict_converts(
-        fastai_names: types.SimpleNamespace, r18_net: nn.Sequential,
-        tmp_path: Path) -> None:
+def test_learn_save_state_dict_converts(r18_net: nn.Sequential, tmp_path: Path) -> None:
     # learn.save() writes {"model": state_dict, "opt": ...}: no module tree to check.
-    original = r18_net
-    torch.save({"model": original.state_dict(), "opt": {"lr": 1e-3}}, tmp_path / "stage-1.pth")
+    torch.save({"model": r18_net.state_dict(), "opt": {"lr": 1e-3}}, tmp_path / "stage-1.pth")
     result = convert_fastai_export(tmp_path / "stage-1.pth", tmp_path / "m.safetensors")
     model, _ = load_model(result.output)
     with torch.no_grad():
-        torch.testing.assert_close(model(X), original(X), rtol=0, atol=1e-6)
+        torch.testing.assert_close(model(X), r18_net(X), rtol=0, atol=1e-6)
 
 
 def test_a_differently_strided_network_is_refused(
@@ -237,8 +234,7 @@ def test_malicious_pickle_is_refused_and_never_runs(
         payload = _Reduce(func, ["touch", str(marker)])
     else:
         payload = _Reduce(func, f"touch {marker}")
-    net = r18_net
-    src = export(fastai_names, net, tmp_path / "model.pkl", zip_format=zip_format,
+    src = export(fastai_names, r18_net, tmp_path / "model.pkl", zip_format=zip_format,
                  evil=payload)
     with pytest.raises(UnsafeCheckpointError, match=rf"model\.pkl: refused .*{named}"):
         convert_fastai_export(src, tmp_path / "m.safetensors")
@@ -318,3 +314,29 @@ def test_not_a_torch_file(tmp_path: Path) -> None:
         convert_fastai_export(tmp_path / "y.pkl", tmp_path / "m.safetensors")
     with pytest.raises(ModelLoadError, match=r"must be a \.safetensors"):
         convert_fastai_export(tmp_path / "y.pkl", tmp_path / "m.pt")
+
+
+class _StatefulTensor:
+    """A real tensor followed by BUILD: a pickle trying to set a tensor's internals."""
+
+    def __reduce__(self) -> tuple:
+        storage = torch.zeros(4)._typed_storage()
+        return (torch._utils._rebuild_tensor_v2,
+                (storage, 0, (4,), (1,), False, OrderedDict()), {"data": 1})
+
+
+def test_state_can_only_be_set_on_stubs(
+        fastai_names: types.SimpleNamespace, r18_net: nn.Sequential, tmp_path: Path) -> None:
+    src = export(fastai_names, r18_net, tmp_path / "a.pkl", bad=_StatefulTensor())
+    with pytest.raises(UnsafeCheckpointError, match="sets the state of a Tensor"):
+        convert_fastai_export(src, tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_truncated_export(fastai_names: types.SimpleNamespace, r18_net: nn.Sequential,
+                          tmp_path: Path, zip_format: bool) -> None:
+    src = export(fastai_names, r18_net, tmp_path / "a.pkl", zip_format=zip_format)
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match=r"a\.pkl: "):
+        convert_fastai_export(src, tmp_path / "m.safetensors")

@@ -33,7 +33,7 @@ def test_three_positive_seconds_make_a_detection() -> None:
     c[10] = c[11] = c[12] = 1.0  # s11, s12 = 1.0; s10, s13 = .5 -> two
     assert not decide(c, CFG)[1]
     c[13] = 1.0  # s11..s13 = 1.0 -> three positives
-    seconds, detected, conf = decide(c, CFG)
+    _, detected, conf = decide(c, CFG)
     assert detected
     assert conf == pytest.approx(100.0)
 
@@ -41,7 +41,7 @@ def test_three_positive_seconds_make_a_detection() -> None:
 def test_confidence_is_mean_of_positive_seconds() -> None:
     c = [0.0] * 59
     c[20:24] = [0.8, 0.8, 0.6, 0.6]  # s21=.8, s22=.7, s23=.6 ; s20=.4, s24=.3
-    seconds, detected, conf = decide(c, CFG)
+    _, detected, conf = decide(c, CFG)
     assert detected
     assert conf == pytest.approx(100 * (0.8 + 0.7 + 0.6) / 3)
 

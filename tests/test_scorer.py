@@ -22,7 +22,7 @@ SR = 20_000
 
 
 def synthetic_waves(n: int, seed: int = 0) -> np.ndarray:
-    """``(n, 40000)`` float32 2 s windows at 20 kHz: noise at several levels plus a call-like sweep."""
+    """``(n, 40000)`` float32 2 s windows at 20 kHz: noise at several levels, some with a sweep."""
     rng = np.random.default_rng(seed)
     t = np.arange(2 * SR) / SR
     waves = []
@@ -137,14 +137,14 @@ def test_bad_shapes_are_refused(weights: Path) -> None:
 def test_info_describes_the_weights(weights: Path) -> None:
     info = Scorer(cfg(weights)).info
     assert info["architecture"] == "resnet18" and info["weights"] == str(weights)
-    assert len(info["weights_sha256"]) == 64 and info["layout"] == "listener"
+    assert len(info["sha256"]) == 64 and info["layout"] == "listener"
     assert info["device"] == "cpu" and info["dtype"] == "float32"  # fp16 is CUDA-only
     assert info["random"] is False and info["parameter_count"] == 11_699_138
     assert info["id"] == "orcahello-srkw"
 
 
 def test_weights_are_required_unless_random_is_allowed() -> None:
-    with pytest.raises(ModelLoadError, match="model.weights is required"):
+    with pytest.raises(ModelLoadError, match=r"model\.weights is required"):
         Scorer(cfg(None))
 
 

@@ -1,0 +1,192 @@
+"""The live daemon against a real loopback HLS server publishing real MPEG-TS/AAC.
+
+A model fake that reacts to a 1 kHz tone proves detections fire at the right
+UTC time and never on quiet audio; restarts resume without gap or duplicate.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from daemon_support import (
+    ToneScorer,
+    publish_in_background,
+    read_events,
+    run_daemon_until,
+    station_config,
+    tone_recording,
+    ts_segments,
+)
+from hls_server import LiveHlsServer
+from prometheus_client.parser import text_string_to_metric_families
+
+NODE = "rpi_test"
+FOLDER = 1_600_000_000  # 2020-09-13T12:26:40Z
+
+
+@pytest.fixture(scope="module")
+def tone_segments(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[bytes, float]]:
+    """155 s of quiet noise with a 1 kHz tone at 75-85 s (inside the second minute)."""
+    d = tmp_path_factory.mktemp("tone")
+    wav = tone_recording(d / "tone.wav", 155.0, [(75.0, 85.0)])
+    return ts_segments(wav, d / "hls")
+
+
+def _scrape(url: str) -> dict[str, float]:
+    text = requests.get(url + "/metrics", timeout=5).text
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            key = s.name + "".join(f"|{k}={v}" for k, v in sorted(s.labels.items())
+                                   if k != "station")
+            out[key] = s.value
+    return out
+
+
+def test_tone_detected_at_the_right_utc_and_never_on_quiet_audio(
+        tmp_path: Path, tone_segments: list[tuple[bytes, float]]) -> None:
+    with LiveHlsServer() as server:
+        server.start_folder(NODE, FOLDER)
+        for data, dur in tone_segments[:3]:
+            server.publish(NODE, data, dur)
+        rest = iter(tone_segments[3:])
+
+        def publish() -> bool:
+            nxt = next(rest, None)
+            if nxt is None:
+                return False
+            server.publish(NODE, nxt[0], nxt[1])
+            return True
+
+        publish_in_background(publish, 0.2)
+        cfg = station_config(server.base_url, NODE, tmp_path)
+        seen: dict[str, object] = {}
+
+        def probe(daemon) -> None:  # type: ignore[no-untyped-def]
+            assert daemon.probes is not None
+            url = daemon.probes.url
+            seen["metrics"] = _scrape(url)
+            seen["ready"] = requests.get(url + "/readyz", timeout=5).status_code
+            seen["health"] = requests.get(url + "/healthz", timeout=5).status_code
+
+        daemon = run_daemon_until(
+            cfg, ToneScorer(),
+            lambda d: d.pipeline.windows_scored >= 150, timeout_s=60, during=probe)
+
+    events = read_events(tmp_path / "events.jsonl")
+    detections = [e for e in events if e["kind"] == "detection"]
+    assert len(detections) == 1, [e["kind"] for e in events]
+    det = detections[0]
+    start = datetime(2020, 9, 13, 12, 27, 40, tzinfo=UTC)  # folder + 60 s
+    assert det["timestamp"] == start.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    seconds = [p["startTime"] for p in det["predictions"]]
+    # the tone spans 75-85 s: positive seconds lie within 14..26 s of the clip
+    assert seconds and min(seconds) >= 14 and max(seconds) <= 26
+    assert len(det["clip"]["windows"]) == 59
+    assert det["location"]["id"] == NODE and det["source_guid"] == NODE
+    assert [e["kind"] for e in events].count("encounter_start") == 1
+    # quiet minutes: clip 0 and (unfinished) clip 2 produced nothing
+    assert all(e["clip"] is None or e["clip"]["start_s"] == 60.0 for e in events)
+
+    m = seen["metrics"]
+    assert isinstance(m, dict)
+    assert m["listener_inference_windows_scored_total"] >= 150
+    assert m["listener_detect_detections_total"] == 1
+    assert m["listener_detect_clips_total"] == 2
+    assert m["listener_hls_segments_fetched_total"] == len(tone_segments)
+    assert m["listener_model_loaded"] == 1
+    assert m["listener_audio_dropped_seconds_total|reason=gap"] == 0
+    assert seen["ready"] == 200 and seen["health"] == 200
+    assert daemon.pipeline is not None and daemon.pipeline.segments_fed == len(tone_segments)
+
+
+def test_restart_resumes_without_gap_or_duplicate(
+        tmp_path: Path, tone_segments: list[tuple[bytes, float]]) -> None:
+    with LiveHlsServer() as server:
+        server.start_folder(NODE, FOLDER)
+        for data, dur in tone_segments[:9]:  # 0..~90 s
+            server.publish(NODE, data, dur)
+        cfg = station_config(server.base_url, NODE, tmp_path)
+        first = run_daemon_until(cfg, ToneScorer(),
+                                 lambda d: d.pipeline.windows_scored >= 88, timeout_s=60)
+        assert first.pipeline is not None
+        state = first.pipeline.state_store.load()
+        assert state is not None and state.clip_end_s == 60.0
+        assert not [e for e in read_events(tmp_path / "events.jsonl")
+                    if e["kind"] == "detection"]
+
+        fetched_before = server.count(f"/{NODE}/hls/{FOLDER}/live005.ts")
+        for data, dur in tone_segments[9:]:
+            server.publish(NODE, data, dur)
+        second = run_daemon_until(cfg, ToneScorer(),
+                                  lambda d: d.emitter is not None and d.emitter.events_emitted > 0
+                                  and d.pipeline.windows_scored >= 80, timeout_s=60)
+        assert second.pipeline is not None
+        # it re-read from the segment before the one holding 60 s (warm-up), not from 0
+        assert server.count(f"/{NODE}/hls/{FOLDER}/live000.ts") == 1
+        assert server.count(f"/{NODE}/hls/{FOLDER}/live005.ts") == fetched_before + 1
+
+    events = read_events(tmp_path / "events.jsonl")
+    detections = [e for e in events if e["kind"] == "detection"]
+    assert len(detections) == 1
+    assert detections[0]["clip"]["start_s"] == 60.0
+    assert len(detections[0]["clip"]["windows"]) == 59  # no gap: every window of the minute
+
+
+def test_lost_segment_is_a_recorded_gap(
+        tmp_path: Path, tone_segments: list[tuple[bytes, float]]) -> None:
+    with LiveHlsServer() as server:
+        server.start_folder(NODE, FOLDER)
+        for i, (data, dur) in enumerate(tone_segments[:10]):
+            server.publish(NODE, None if i == 4 else data, dur)  # live004.ts never appears
+        cfg = station_config(server.base_url, NODE, tmp_path)
+
+        seen: dict[str, dict[str, float]] = {}
+
+        def probe(daemon) -> None:  # type: ignore[no-untyped-def]
+            seen["m"] = _scrape(daemon.probes.url)
+
+        run_daemon_until(cfg, ToneScorer(), lambda d: d.pipeline.windows_scored >= 80,
+                         timeout_s=60, during=probe)
+    m = seen["m"]
+    assert m["listener_hls_gaps_total"] == 1
+    assert m["listener_hls_segments_failed_total"] == 1
+    assert m["listener_audio_dropped_seconds_total|reason=gap"] == pytest.approx(10.0, abs=0.1)
+    assert m["listener_audio_decoder_restarts_total|reason=gap"] == 1
+
+
+def test_node_restart_is_followed_into_the_new_folder(
+        tmp_path: Path, tone_segments: list[tuple[bytes, float]]) -> None:
+    with LiveHlsServer() as server:
+        server.start_folder(NODE, FOLDER)
+        for data, dur in tone_segments[:4]:
+            server.publish(NODE, data, dur)
+        later = FOLDER + 3600
+        state: dict[str, int] = {"i": 0}
+
+        def publish() -> bool:
+            if state["i"] == 0:
+                if not server.count(f"/{NODE}/hls/{FOLDER}/live003.ts"):
+                    return True  # restart only once the daemon follows the old folder
+                server.end_folder(NODE)
+                server.start_folder(NODE, later)
+            if state["i"] >= 8:
+                return False
+            data, dur = tone_segments[4 + state["i"]]
+            server.publish(NODE, data, dur)
+            state["i"] += 1
+            return True
+
+        publish_in_background(publish, 0.3)
+        cfg = station_config(server.base_url, NODE, tmp_path)
+        daemon = run_daemon_until(cfg, ToneScorer(), lambda d: d.pipeline.segments_fed >= 12,
+                                  timeout_s=60)
+    assert daemon.pipeline is not None
+    assert daemon.pipeline.segments_fed == 12
+    # the new folder's audio is timestamped from its own folder time
+    utc = daemon.pipeline.last_scored_utc
+    assert utc is not None
+    assert utc > datetime.fromtimestamp(later, UTC) + timedelta(seconds=30)
