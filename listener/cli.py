@@ -173,7 +173,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from listener.replay import run_replay
 
-    return run_replay(args)
+    return run_replay(args, say=lambda text: print(text, flush=True),
+                      make_progress=_ProgressBar if sys.stderr.isatty() else None)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ import enum
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ from listener.history import AudioHistory
 from listener.hls import make_source
 from listener.http import ProbeServer
 from listener.metrics import Metrics
-from listener.pipeline import StationPipeline, score_tagged
+from listener.pipeline import ClipHandler, SegmentSource, StationPipeline, score_tagged
 from listener.sdnotify import SystemdNotifier, watchdog_loop
 from listener.sinks import build_sinks
 from listener.state import StateStore
@@ -55,11 +56,21 @@ class Timeouts:
 
 
 class Daemon:
-    """One station: ``await Daemon(cfg).run()`` returns the exit status."""
+    """One station: ``await Daemon(cfg).run()`` returns the exit status.
+
+    ``listener replay`` composes the same parts over the archive with three
+    optional arguments: ``source`` replaces the config's stream (its owner
+    closes its HTTP client); ``wrap_handler`` puts a handler between the
+    pipeline and the emitter (the replay keeps clips inside its range and
+    counts them); ``finish_at_end`` closes the open encounter when the source
+    ends by itself (the end of a replay is the end of the data).
+    """
 
     def __init__(self, cfg: Config, *, scorer: Any = None,
                  registry: CollectorRegistry | None = None, timeouts: Timeouts = Timeouts(),
-                 allow_random_weights: bool = False) -> None:
+                 allow_random_weights: bool = False, source: SegmentSource | None = None,
+                 wrap_handler: Callable[[Emitter], ClipHandler] | None = None,
+                 finish_at_end: bool = False) -> None:
         if cfg.stream is None:
             raise ListenerError(f"station {cfg.station.id}: the config has no 'stream' section; "
                                 "`listener run` needs one (see config/example.yaml)")
@@ -70,6 +81,9 @@ class Daemon:
         self.state = State.STARTING
         self.scorer = scorer
         self.allow_random_weights = allow_random_weights
+        self.source = source
+        self.wrap_handler = wrap_handler
+        self.finish_at_end = finish_at_end
         self.stop_event = asyncio.Event()
         self.pipeline: StationPipeline | None = None
         self.emitter: Emitter | None = None
@@ -147,6 +161,9 @@ class Daemon:
                 status = 1
             else:
                 log.info("the stream ended")
+                if self.finish_at_end and self.emitter is not None and self.pipeline is not None \
+                        and not self.pipeline.source.stop_event.is_set():
+                    await self.emitter.finish()
         stopper.cancel()
         await self._shutdown()
         watchdog.cancel()
@@ -166,8 +183,10 @@ class Daemon:
             version=__version__, model_id=cfg.model.model_id,
             architecture=str(info.get("architecture", "")), device=str(info.get("device", "")),
             weights_sha256=str(info.get("sha256") or "")[:16])
-        self.client = HttpClient(cfg.stream.fetch, on_result=self._observe_fetch)
-        source = make_source(cfg.stream, self.client, stop=asyncio.Event())
+        source = self.source
+        if source is None:
+            self.client = HttpClient(cfg.stream.fetch, on_result=self._observe_fetch)
+            source = make_source(cfg.stream, self.client, stop=asyncio.Event())
         store = StateStore(cfg.state.dir, cfg.station.id)
         history = None
         if cfg.outputs.clips is not None:
@@ -189,7 +208,8 @@ class Daemon:
                 log.warning("ignoring the saved encounter: %s", err)
         self.emitter = Emitter(cfg, model_info, sinks, self.metrics, encounter)
         await self.emitter.start()
-        self.pipeline.handler = self.emitter
+        self.pipeline.handler = (self.emitter if self.wrap_handler is None
+                                 else self.wrap_handler(self.emitter))
 
     def _observe_fetch(self, result: FetchResult) -> None:
         if result.ok:

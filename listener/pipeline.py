@@ -87,6 +87,7 @@ class StationPipeline:
         self._decoder: StreamDecoder | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ctx: _Context | None = None
+        self._current_key: str | None = None  # stream of the clip being collected
         self._generation = 0
         self._recent: deque[Segment] = deque(maxlen=2000)
         self._skip_before: dict[str, float] = {}
@@ -111,6 +112,7 @@ class StationPipeline:
         self.source.stop_event.set()
 
     async def run(self) -> None:
+        """Run until the source ends (then the open clip is decided too) or a stop."""
         consumer = asyncio.create_task(self._consume(), name="score")
         try:
             await self._intake()
@@ -118,6 +120,12 @@ class StationPipeline:
             await self._end_decoder()
             self.batcher.close()
             await consumer
+        if not self.source.stop_event.is_set():
+            # The stream ended by itself (ENDLIST, end of a replay): decide the
+            # last, possibly shorter, clip. A stop leaves it for the resume.
+            for clip in self.aggregator.flush(self.cutter.position_s):
+                if self._current_key is not None:
+                    await self._clip(clip, self._current_key)
 
     # -- intake ------------------------------------------------------------
 
@@ -228,16 +236,15 @@ class StationPipeline:
     # -- scoring and clips -------------------------------------------------
 
     async def _consume(self) -> None:
-        current: str | None = None
         async for batch, scores in self.batcher.batches():
             for tagged, score in zip(batch, scores, strict=True):
                 w, ctx = tagged.window, tagged.ctx
-                if ctx.stream_key != current:
-                    if current is not None:
+                if ctx.stream_key != self._current_key:
+                    if self._current_key is not None:
                         for clip in self.aggregator.flush():
-                            await self._clip(clip, current)
+                            await self._clip(clip, self._current_key)
                     self.aggregator = ClipAggregator(self.cfg.detection)
-                    current = ctx.stream_key
+                    self._current_key = ctx.stream_key
                 ws = WindowScore(w.start_s, w.end_s, float(score), w.utc)
                 self.metrics.scored_seconds.inc(self.cfg.detection.hop_s)
                 self.windows_scored += 1
