@@ -149,7 +149,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_convert_fastai(args: argparse.Namespace) -> int:
     from listener.convert_fastai import convert_fastai_export
 
-    summary = convert_fastai_export(args.pkl, args.out)
+    summary = convert_fastai_export(args.pkl, args.out, architecture=args.architecture,
+                                    extra_stub_modules=tuple(args.allow_module))
     print(f"wrote {args.out}: {summary}")
     return 0
 
@@ -227,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("convert-fastai", help="extract weights from a fastai export (model.pkl)")
     s.add_argument("pkl")
     s.add_argument("out", help="output .safetensors")
+    s.add_argument("--architecture", choices=["auto", "resnet18", "resnet50"], default="auto")
+    s.add_argument("--allow-module", action="append", default=[], metavar="PACKAGE",
+                   help="also record (never run) classes of this package, e.g. a custom "
+                        "fastai extension; repeatable")
     s.set_defaults(func=cmd_convert_fastai)
     return p
 

@@ -20,7 +20,8 @@ def read_span(path: str | Path, start_s: float, duration_s: float) -> tuple[np.n
     parts: list[np.ndarray] = []
     got = 0
     first = last = 0
-    for block in decoder:
+    blocks = iter(decoder)
+    for block in blocks:
         if not parts and not got:
             first = round(start_s * decoder.sample_rate)
             last = first + round(duration_s * decoder.sample_rate)
@@ -31,6 +32,9 @@ def read_span(path: str | Path, start_s: float, duration_s: float) -> tuple[np.n
         got = decoder.samples_read
         if got >= last:
             break
+    close = getattr(blocks, "close", None)
+    if close is not None:
+        close()  # stops ffmpeg now rather than at garbage collection
     if not parts:
         lasts = got / max(decoder.sample_rate, 1)
         raise ListenerError(f"{path}: no audio at {start_s} s (the file lasts {lasts:.2f} s)")

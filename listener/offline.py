@@ -22,6 +22,7 @@ import numpy as np
 from listener.config import Config
 from listener.decode import FileDecoder, find_ffmpeg
 from listener.detect import ClipAggregator, ClipResult, WindowScore
+from listener.errors import DecodeError
 from listener.frontend import Frontend
 from listener.windows import Window, WindowCutter
 
@@ -112,7 +113,13 @@ def _produce(decoder: FileDecoder, cutter: WindowCutter, frontend: Frontend,
             # A file shorter than one window: score it whole, padded like fastai.
             tail = cutter.tail()
             if tail is not None and tail.samples.size:
-                out.put(_Batch([tail], frontend.prepare(tail.samples, tail.sample_rate)[None]))
+                wave = frontend.prepare(tail.samples, tail.sample_rate)
+                need = frontend.cfg.n_fft // 2
+                if wave.size <= need:
+                    raise DecodeError(decoder.path, f"too short to score: {tail.end_s:.3f} s of "
+                                      f"audio (the spectrogram needs more than "
+                                      f"{need / frontend.cfg.sample_rate:.3f} s)")
+                out.put(_Batch([tail], wave[None]))
         out.put(_END)
     except BaseException as err:  # forwarded to the consumer, which re-raises it
         out.put(err)

@@ -297,11 +297,11 @@ class Replay:
         return out
 
 
-def _discard(text: str) -> None:
+def _log_line(text: str) -> None:
     log.info("%s", text)
 
 
-def run_replay(args: argparse.Namespace, say: Callable[[str], None] = _discard,
+def run_replay(args: argparse.Namespace, say: Callable[[str], None] = _log_line,
                make_progress: Callable[[str], Progress] | None = None) -> int:
     """``listener replay``: the exit status (0 done, 1 failed, 130 interrupted).
 

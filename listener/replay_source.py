@@ -148,10 +148,10 @@ class ReplaySource:
         """Yield the planned segments (and number-jump gaps) after ``resume``, in order."""
         first = resume_index(self.plan.segments, resume)
         self.skipped = self.done_index = first
-        if first:
-            log.info("resuming the replay after %s segment %d: skipping %d of %d planned "
-                     "segments", resume.stream_key if resume else "", resume.sequence
-                     if resume else -1, first, len(self.plan.segments))
+        if resume is not None:
+            log.info("resuming the replay after %s segment %d: %d of %d planned segments "
+                     "are done", resume.stream_key, resume.sequence, first,
+                     len(self.plan.segments))
         todo = collections.deque(self._items(first))
         ahead: collections.deque[tuple[int, Segment | Gap]] = collections.deque()
         try:
@@ -178,6 +178,8 @@ class ReplaySource:
         # A fetch's worker thread runs on until its request ends (the replay
         # stops the client, which ends its retries); only the result is dropped.
         for task in self._tasks.values():
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a failed fetch nobody needs is not an error
             task.cancel()
         self._tasks.clear()
 

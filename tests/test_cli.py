@@ -96,3 +96,13 @@ def test_demo_runs_the_whole_system(tmp_path: Path) -> None:
     assert f"http://127.0.0.1:{port}/metrics" in res.stdout
     assert "event detection" in res.stdout  # random weights flag every clip
     assert "windows scored" in res.stdout
+
+
+def test_detect_refuses_a_file_too_short_for_a_spectrogram(tmp_path: Path, weights: Path) -> None:
+    import soundfile as sf
+
+    tiny = tmp_path / "tiny.wav"
+    sf.write(tiny, np.zeros(1000, dtype=np.float32), 48000)  # 21 ms
+    res = _cli("detect", str(tiny), "--weights", str(weights))
+    assert res.returncode == 1
+    assert "tiny.wav" in res.stderr and "too short" in res.stderr

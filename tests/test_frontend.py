@@ -163,7 +163,7 @@ def test_prepare_downmixes_then_resamples_48k_stereo(frontend: Frontend) -> None
 
 
 def test_real_call_at_25057_hz_end_to_end(frontend: Frontend) -> None:
-    audio, rate = soundfile.read(DATA / "S10-JKL-4_25057hz.wav", dtype="float32",
+    audio, rate = soundfile.read(DATA / "catalog" / "S10-JKL-4_25057hz.wav", dtype="float32",
                                  always_2d=True)
     assert rate == 25057
     window = audio.T[:, : 2 * rate]
