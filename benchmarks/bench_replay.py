@@ -7,7 +7,10 @@ ResNet18: speed does not depend on the weights' values. The model is loaded
 before the clock starts; the replay's wall time covers planning (bucket
 listing, playlist), fetching, decoding, scoring and the sinks.
 
-    python benchmarks/bench_replay.py [--minutes 10] [--concurrency 4] [--device cpu]
+    python benchmarks/bench_replay.py [--minutes 10] [--concurrency 4] [--latency-ms 0]
+
+``--latency-ms`` adds that much delay to every segment fetch (in the fetch
+thread, as a slow link to S3 would), to show what fetching ahead hides.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the loopback bucket lives with the tests
@@ -36,6 +40,7 @@ from listener.config import (  # noqa: E402
     StreamConfig,
 )
 from listener.demo_server import make_segments  # noqa: E402
+from listener.fetch import HttpClient  # noqa: E402
 from listener.replay import Replay  # noqa: E402
 
 RECORDING = ROOT / "listener" / "data" / "lpod_orcasound_22050hz.wav"
@@ -50,13 +55,29 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def add_latency(seconds: float) -> None:
+    """Delay every segment fetch by ``seconds`` (this benchmark's stand-in for S3's)."""
+    plain_get = HttpClient.get
+
+    def slow_get(self: HttpClient, url: str, kind: Any, *args: Any, **kwargs: Any) -> bytes:
+        if kind == "segment":
+            time.sleep(seconds)
+        return plain_get(self, url, kind, *args, **kwargs)
+
+    HttpClient.get = slow_get  # type: ignore[method-assign]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=10.0, help="archive to replay (default 10)")
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="delay added to each segment fetch (default 0)")
     args = p.parse_args()
+    if args.latency_ms > 0:
+        add_latency(args.latency_ms / 1000)
     out = sys.stdout.write
     with tempfile.TemporaryDirectory() as tmp, BucketServer() as bucket:
         work = Path(tmp)
@@ -85,8 +106,8 @@ def main() -> None:
         summary = asyncio.run(replay.run())
         cpu = cpu_seconds() - c0
     out(f"replayed {summary.covered_s:.0f} s of archive ({summary.segments_fetched} segments, "
-        f"concurrency {args.concurrency}) in {summary.wall_s:.1f} s: "
-        f"{summary.speed_x:.1f}x real time\n")
+        f"concurrency {args.concurrency}, +{args.latency_ms:g} ms per fetch) in "
+        f"{summary.wall_s:.1f} s: {summary.speed_x:.1f}x real time\n")
     out(f"windows scored: {summary.windows_scored} = "
         f"{summary.windows_scored / summary.wall_s:.1f} windows/s (batch {args.batch_size}); "
         f"clips {summary.clips}; CPU {100 * cpu / summary.wall_s:.0f}% of one core "

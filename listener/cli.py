@@ -160,7 +160,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from listener.logs import setup_logging
 
     cfg = load_config(args.config)
-    setup_logging(args.log_level or cfg.logging.level, args.log_format or cfg.logging.format)
+    setup_logging(args.log_level or cfg.logging.level, args.log_format or cfg.logging.format,
+                  station=cfg.station.id)
     return run_daemon(cfg)
 
 

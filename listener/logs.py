@@ -26,8 +26,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Configure the root logger once (idempotent: replaces our handler)."""
+class _StationFilter(logging.Filter):
+    """Stamps every record with the station id (one station per process)."""
+
+    def __init__(self, station: str) -> None:
+        super().__init__()
+        self.station = station
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "station", None):
+            record.station = self.station
+        return True
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text", station: str | None = None) -> None:
+    """Configure the root logger (idempotent: replaces our handler).
+
+    With ``station``, text lines carry ``[station]`` and JSON lines a
+    ``station`` field, so logs of several stations can be told apart.
+    """
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_listener", False):
@@ -37,7 +54,10 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
+        where = f" [{station}]" if station else ""
         handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+            f"%(asctime)s %(levelname)-7s{where} %(name)s: %(message)s"))
+    if station:
+        handler.addFilter(_StationFilter(station))
     root.addHandler(handler)
     root.setLevel(level.upper())

@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
-MAX_CONCURRENCY = 64
+# requests keeps 10 pooled connections per host; more fetches would reconnect.
+MAX_CONCURRENCY = 10
 # The source pauses while this much audio waits to be scored: enough to keep
 # the model busy, far below the backlog at which the batcher would shed.
 PAUSE_BACKLOG_S = 60.0
@@ -132,6 +133,8 @@ class Replay:
             raise ListenerError(f"station {cfg.station.id}: replay reads the Orcasound archive "
                                 f"and needs 'stream: {{kind: orcasound, node: ...}}', "
                                 f"got {kind}")
+        if start_utc.tzinfo is None or end_utc.tzinfo is None:
+            raise ListenerError("replay times need a time zone (naive datetime given)")
         if end_utc <= start_utc:
             raise ListenerError(f"--to {iso_utc(end_utc)} is not after --from "
                                 f"{iso_utc(start_utc)}")

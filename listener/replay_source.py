@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import Any
 
 from listener.archive import ArchiveSegment, RangePlan
 from listener.errors import FetchError
@@ -105,7 +108,11 @@ class ReplaySource:
         self._backlog_s = backlog_s
         self._max_backlog_s = max_backlog_s
         self._stop = stop or asyncio.Event()
-        self._tasks: dict[tuple[str, int], asyncio.Task[bytes]] = {}
+        self._tasks: dict[tuple[str, int], asyncio.Future[bytes]] = {}
+        # Its own threads: the loop's default pool is smaller than some
+        # concurrencies and is shared with the other stages.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            concurrency, thread_name_prefix="replay-fetch")
         #: The pipeline's lag is measured against the end of the range.
         self.live_edge_utc: datetime | None = plan.end_utc
         self.last_playlist_ok: float | None = time.monotonic()
@@ -115,10 +122,8 @@ class ReplaySource:
         self.failure: FetchError | None = None
         #: True once every planned segment was handed out (not stopped early).
         self.finished = False
-        self.skipped = 0  # planned segments skipped by a resume
         self.fetched = 0  # segments whose bytes were handed to the pipeline
         self.done_index = 0  # plan index just past the last segment handed out
-        self.audio_done_s = 0.0  # in-range seconds of the segments fetched, this run
 
     @property
     def stop_event(self) -> asyncio.Event:
@@ -147,7 +152,7 @@ class ReplaySource:
     async def segments(self, resume: Position | None = None) -> AsyncIterator[Segment | Gap]:
         """Yield the planned segments (and number-jump gaps) after ``resume``, in order."""
         first = resume_index(self.plan.segments, resume)
-        self.skipped = self.done_index = first
+        self.done_index = first
         if resume is not None:
             log.info("resuming the replay after %s segment %d: %d of %d planned segments "
                      "are done", resume.stream_key, resume.sequence, first,
@@ -188,11 +193,15 @@ class ReplaySource:
         tasks = list(self._tasks.values())
         self._cancel_fetches()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _fetch(self, seg: Segment) -> asyncio.Future[bytes]:
+        """Start fetching ``seg`` in a worker thread (404 retried, as live)."""
+        get = functools.partial(self._client.get, seg.url, "segment", retry_404=True)
+        return asyncio.get_running_loop().run_in_executor(self._executor, get)
 
     def _start_fetch(self, seg: Segment) -> None:
-        self._tasks[(seg.stream_key, seg.sequence)] = asyncio.create_task(
-            self._client.aget(seg.url, "segment", retry_404=True),
-            name=f"fetch-{seg.sequence}")
+        self._tasks[(seg.stream_key, seg.sequence)] = self._fetch(seg)
 
     async def _room_to_score(self) -> bool:
         """Wait while the scoring backlog is full; False if stopped meanwhile."""
@@ -213,9 +222,8 @@ class ReplaySource:
         """
         task = self._tasks.pop((segment.stream_key, segment.sequence), None)
         if task is None:
-            task = asyncio.create_task(self._client.aget(segment.url, "segment",
-                                                         retry_404=True))
-        stopper = asyncio.create_task(self._stop.wait())
+            task = self._fetch(segment)
+        stopper: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -242,6 +250,4 @@ class ReplaySource:
             self.lost.append(gap)
             return gap
         self.fetched += 1
-        if isinstance(segment, ArchiveSegment):
-            self.audio_done_s += in_range_s(segment, self.plan.start_utc, self.plan.end_utc)
         return data

@@ -28,12 +28,15 @@ from listener.detect import ClipResult
 from listener.model import build_model
 from listener.offline import iter_scored_windows
 from listener.replay import Replay
+from listener.replay_source import resume_index
 from listener.replay_summary import ReplaySummary
+from listener.segments import Position
 
 NODE = "rpi_test"
 A = 1_600_000_000  # 2020-09-13T12:26:40Z
 B = A + 3600  # a node restart an hour later
 C = A + 7200  # a third stream: live004.ts answers 404, the playlist skips live009.ts
+D = A + 10800  # a fourth stream, for server errors
 TONES = [(15.0, 25.0), (75.0, 85.0), (135.0, 145.0)]  # one in each minute
 
 
@@ -56,6 +59,7 @@ def bucket(segments: list[tuple[bytes, float]]) -> Iterator[BucketServer]:
         server.add_folder(NODE, B, named)
         server.add_folder(NODE, C, [s for s in named if s[0] != "live009.ts"],
                           missing=["live004.ts"])
+        server.add_folder(NODE, D, named)
         yield server
 
 
@@ -191,6 +195,42 @@ def test_interrupted_replay_resumes_without_duplicates_or_missing_clips(
     third = _Run(bucket, work, A, B + 150)
     assert third.run().status == "complete" and third.replay.already_complete
     assert len(read_events(work / "out" / "events.jsonl")) == len(expected)
+
+
+def test_server_errors_stop_the_replay_and_the_same_command_finishes_it(
+        tmp_path: Path, bucket: BucketServer) -> None:
+    # live008.ts answers 503 three times: the fetch gives up (retries: 2), so the
+    # replay stops rather than skipping audio; the archive serves it again later.
+    bucket.failures[f"{NODE}/hls/{D}/live008.ts"] = [503, 503, 503]
+    first = _Run(bucket, tmp_path, D, D + 150).run()
+    assert first.status == "failed" and "HTTP 503" in (first.error or "")
+    assert "run the same command again" in (first.error or "")
+    assert not first.lost_segments  # nothing was given up as lost
+    done = _Run(bucket, tmp_path, D, D + 150).run()
+    assert done.status == "complete" and done.runs == 2 and not done.lost_segments
+    events = read_events(tmp_path / "out" / "events.jsonl")
+    assert [e["timestamp"] for e in events if e["kind"] == "detection"] == [
+        at(D + 60 * k).strftime("%Y-%m-%dT%H:%M:%S.000Z") for k in range(3)]
+    assert len({e["id"] for e in events}) == len(events)
+
+
+def test_resume_index_follows_the_plan_order(bucket: BucketServer) -> None:
+    from listener.archive import plan_range
+    from listener.config import FetchConfig
+    from listener.fetch import HttpClient
+
+    with HttpClient(FetchConfig()) as client:
+        plan = plan_range(client, bucket.base_url, NODE, at(A + 95), at(B + 25))
+    segs = plan.segments
+    assert [(s.stream_key[-10:], s.sequence) for s in segs[:2]] == [(str(A), 8), (str(A), 9)]
+    assert resume_index(segs, None) == 0
+    assert resume_index(segs, Position(f"{NODE}/hls/{A}", 9)) == 2  # listed: just after it
+    assert resume_index(segs, Position(f"{NODE}/hls/{A}", 3)) == 0  # before the plan
+    assert resume_index(segs, Position(f"{NODE}/hls/{A}", 99)) == 8  # past A's segments
+    assert resume_index(segs, Position(f"{NODE}/hls/{A + 60}", 0)) == 8  # a folder between
+    assert resume_index(segs, Position(f"{NODE}/hls/{B}", 1)) == 10
+    assert resume_index(segs, Position(f"{NODE}/hls/{C}", 0)) == len(segs)
+    assert resume_index(segs, Position("elsewhere", 5)) == 0
 
 
 # -- the command line ------------------------------------------------------------
