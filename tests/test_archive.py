@@ -72,7 +72,7 @@ def listings(server: BucketServer) -> list[str]:
 
 def test_list_folders_follows_pagination(bucket: BucketServer, client: HttpClient,
                                          caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="listener.archive"):
+    with caplog.at_level(logging.DEBUG, logger="listener.bucket"):
         assert list_folders(client, bucket.base_url, NODE) == [F1, F2, F3, F4]
     pages = listings(bucket)
     assert len(pages) == 3  # 5 prefixes, 2 per page
