@@ -1,7 +1,7 @@
 """Typed station configuration: one YAML file per hydrophone.
 
 Every section is a pydantic model that rejects unknown keys. Defaults are the
-production OrcaHello settings (see ``docs/configuration.md`` for every field).
+production OrcaHello settings (``config/example.yaml`` documents every field).
 Errors name the file, the line and the dotted key, and say what is allowed.
 Secrets (webhook tokens) never live in YAML: the config names an environment
 variable or a credentials file that holds them.
@@ -294,7 +294,7 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
 def _explain(error: Any, count: int) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        msg = "unknown key (not allowed here; see docs/configuration.md for the allowed keys)"
+        msg = "unknown key (not allowed here; config/example.yaml lists every allowed key)"
     elif kind == "missing":
         msg = "required key is missing"
     elif kind == "literal_error":
