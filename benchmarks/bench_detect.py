@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from common import RECORDING
 
 from listener.config import Config, FrontendConfig, ModelConfig, StationConfig
 from listener.decode import FileDecoder, find_ffmpeg
@@ -35,8 +36,6 @@ from listener.frontend import Frontend
 from listener.offline import score_file
 from listener.scorer import Scorer
 
-ROOT = Path(__file__).resolve().parent.parent
-RECORDING = ROOT / "listener" / "data" / "lpod_orcasound_22050hz.wav"
 R18_GFLOP = 5.59
 
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import RECORDING, cpu_seconds
 from prometheus_client import CollectorRegistry
 
 from listener.config import (
@@ -39,8 +40,6 @@ from listener.config import (
 from listener.daemon import Daemon
 from listener.demo_server import LiveNode, make_segments
 
-ROOT = Path(__file__).resolve().parent.parent
-RECORDING = ROOT / "listener" / "data" / "lpod_orcasound_22050hz.wav"
 NODE = "rpi_bench"
 
 
@@ -90,12 +89,6 @@ async def _run(daemon: Daemon, sink: _TimingSink, until: Any) -> None:
     await daemon.run()
     for t in tasks:
         t.cancel()
-
-
-def cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:

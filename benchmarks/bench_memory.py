@@ -17,13 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import RECORDING
 from safetensors.torch import save_file
 
 from listener.decode import find_ffmpeg
 from listener.model import build_model
-
-ROOT = Path(__file__).resolve().parent.parent
-RECORDING = ROOT / "listener" / "data" / "lpod_orcasound_22050hz.wav"
 
 
 def main() -> None:

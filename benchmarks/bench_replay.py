@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the loopback bucket lives with the tests
 
 from bucket_server import BucketServer  # noqa: E402
+from common import RECORDING, cpu_seconds  # noqa: E402 (benchmarks/ is on sys.path)
 
 from listener.config import (  # noqa: E402
     Config,
@@ -43,16 +43,8 @@ from listener.demo_server import make_segments  # noqa: E402
 from listener.fetch import HttpClient  # noqa: E402
 from listener.replay import Replay  # noqa: E402
 
-RECORDING = ROOT / "listener" / "data" / "lpod_orcasound_22050hz.wav"
 NODE = "rpi_bench"
 FOLDER = 1_600_000_000
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (ffmpeg)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def add_latency(seconds: float) -> None:

@@ -1,0 +1,17 @@
+"""What the benchmark scripts share (run them as ``python benchmarks/<name>.py``)."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The bundled real recording (L pod calls) the benchmarks loop into long streams.
+RECORDING = ROOT / "listener" / "data" / "lpod_orcasound_22050hz.wav"
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (ffmpeg)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
