@@ -146,6 +146,7 @@ class HttpClient:
         self._chunk_bytes = chunk_bytes
         self._rng = rng or random.Random()
         self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_s)
+        self._breaker_announced: set[str] = set()
         self._session = session or requests.Session()
         self._session.max_redirects = 5
         self._session.headers.update({
@@ -279,10 +280,17 @@ class HttpClient:
                 self._breaker.release(host)
             elif verdict:
                 self._breaker.record_success(host)
+                if host in self._breaker_announced:
+                    self._breaker_announced.discard(host)
+                    log.info("%s: circuit breaker closed, the host answers again", host)
             elif self._breaker.record_failure(host):
-                log.warning("%s: circuit breaker opened after %d consecutive failures; "
-                            "pausing requests for %.1f s", host, self._config.breaker_failures,
-                            self._config.breaker_reset_s)
+                # Once per outage at WARNING; each failed half-open trial after
+                # that at DEBUG, so a host down for hours is not a log flood.
+                level = logging.DEBUG if host in self._breaker_announced else logging.WARNING
+                self._breaker_announced.add(host)
+                log.log(level, "%s: circuit breaker opened after %d consecutive failures; "
+                        "pausing requests for %.1f s", host, self._config.breaker_failures,
+                        self._config.breaker_reset_s)
 
     def _request(self, url: str, cap: int, retry_404: bool) -> tuple[bytes, int]:
         timeout = (self._config.connect_timeout_s, self._config.read_timeout_s)

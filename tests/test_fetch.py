@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -157,7 +158,9 @@ def test_non_http_urls_are_refused(http_client: HttpClient, url: str) -> None:
 
 
 def test_circuit_breaker_opens_then_half_opens(
-        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig) -> None:
+        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="listener.fetch")
     url = hls_server.put("/p.m3u8", b"#EXTM3U\n")
     client, results = _client(fast_fetch_config, retries=0, breaker_failures=3,
                               breaker_reset_s=0.3)
@@ -181,6 +184,10 @@ def test_circuit_breaker_opens_then_half_opens(
         assert client.get(url, "playlist") == b"#EXTM3U\n"  # trial succeeds: closed
         assert client.get(url, "playlist") == b"#EXTM3U\n"
     assert hls_server.count("/p.m3u8") == 6
+    opened = [r for r in caplog.records if "circuit breaker opened" in r.getMessage()]
+    # one WARNING per outage; the re-open after the failed trial is DEBUG only
+    assert [r.levelno for r in opened] == [logging.WARNING, logging.DEBUG]
+    assert any("circuit breaker closed" in r.getMessage() for r in caplog.records)
 
 
 def test_404_does_not_trip_the_breaker(hls_server: LiveHlsServer,
