@@ -190,3 +190,40 @@ def test_node_restart_is_followed_into_the_new_folder(
     utc = daemon.pipeline.last_scored_utc
     assert utc is not None
     assert utc > datetime.fromtimestamp(later, UTC) + timedelta(seconds=30)
+
+
+def test_generic_hls_takes_utc_from_program_date_time_and_ends_at_endlist(
+        tmp_path: Path, tone_segments: list[tuple[bytes, float]]) -> None:
+    from listener.config import StreamConfig
+
+    pdt0 = datetime(2021, 6, 1, 8, 0, 0, tzinfo=UTC)
+    with LiveHlsServer() as server:
+        stream = server.add_stream("/live/index.m3u8", window=4, media_sequence=100,
+                                   program_date_time=pdt0)
+        for data, dur in tone_segments[:2]:
+            stream.publish(data, dur)
+        rest = iter(tone_segments[2:])
+
+        def publish() -> bool:
+            nxt = next(rest, None)
+            if nxt is None:
+                stream.finish()
+                return False
+            stream.publish(nxt[0], nxt[1])
+            return True
+
+        publish_in_background(publish, 0.25)
+        base = station_config(server.base_url, NODE, tmp_path)
+        assert base.stream is not None
+        cfg = base.model_copy(update={"stream": StreamConfig(
+            kind="hls", url=server.url("/live/index.m3u8"), poll_interval_s=0.1,
+            start_segments_back=10, fetch=base.stream.fetch)})
+        daemon = run_daemon_until(cfg, ToneScorer(), lambda d: False, timeout_s=60)
+    assert daemon.pipeline is not None
+    assert daemon.pipeline.segments_fed == len(tone_segments)  # none fell out of the window
+    events = read_events(tmp_path / "events.jsonl")
+    detections = [e for e in events if e["kind"] == "detection"]
+    assert [d["timestamp"] for d in detections] == ["2021-06-01T08:01:00.000Z"]
+    # ENDLIST ended the run by itself, deciding the last, shorter clip too
+    clips = daemon.registry.get_sample_value("listener_detect_clips_total", {"station": NODE})
+    assert clips == 3
