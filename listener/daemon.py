@@ -151,6 +151,8 @@ class Daemon:
         self.notifier.status(f"following {self.cfg.station.id}")
         watchdog = asyncio.create_task(watchdog_loop(self.notifier, self._healthy,
                                                      self.stop_event), name="watchdog")
+        expiry = None if self.finish_at_end else asyncio.create_task(
+            self._expire_encounters(), name="encounter-expiry")
         stopper = asyncio.create_task(self.stop_event.wait(), name="stop-wait")
         await asyncio.wait({self._pipeline_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         status = 0
@@ -167,6 +169,8 @@ class Daemon:
         stopper.cancel()
         await self._shutdown()
         watchdog.cancel()
+        if expiry is not None:
+            expiry.cancel()
         return status
 
     async def _build(self) -> None:
@@ -210,6 +214,14 @@ class Daemon:
         await self.emitter.start()
         self.pipeline.handler = (self.emitter if self.wrap_handler is None
                                  else self.wrap_handler(self.emitter))
+
+    async def _expire_encounters(self, every_s: float = 30.0) -> None:
+        """End an encounter left open by a stalled stream (live mode only)."""
+        slack = self.cfg.stream.stale_after_s if self.cfg.stream else 120.0
+        while True:
+            await asyncio.sleep(every_s)
+            if self.emitter is not None:
+                await self.emitter.expire(time.time(), slack)
 
     def _observe_fetch(self, result: FetchResult) -> None:
         if result.ok:

@@ -7,6 +7,7 @@ pipeline; the webhook sink's outbox keeps its events for later delivery.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +32,8 @@ class Emitter:
         self.metrics = metrics
         self.tracker = EncounterTracker(cfg.detection.encounter_gap_s, encounter)
         self.events_emitted = 0
+        self.last_clip_mono: float | None = None
+        self.last_stream_key = ""
 
     @property
     def open_encounter(self) -> Encounter | None:
@@ -38,6 +41,8 @@ class Emitter:
 
     async def clip(self, clip: ClipResult, stream_key: str) -> None:
         """Handle one finished clip of ``stream_key``."""
+        self.last_clip_mono = time.monotonic()
+        self.last_stream_key = stream_key
         self.metrics.clips.inc()
         self.metrics.last_clip_confidence.set(clip.confidence)
         start, _ = clip_times(clip)
@@ -57,6 +62,25 @@ class Emitter:
                 await self.emit(self._encounter_event(ev, stream_key))
         log.debug("clip %.0f-%.0f s of %s: detected=%s confidence=%.1f (t=%.0f)",
                   clip.start_s, clip.end_s, stream_key, clip.detected, clip.confidence, start)
+
+    async def expire(self, now_t: float, slack_s: float) -> None:
+        """End the open encounter when the stream has stalled (no clip for a long time).
+
+        Normally the next clip ends an encounter; a node that goes offline sends
+        none, so the live daemon calls this periodically with the wall clock
+        (``now_t``, unix seconds). ``slack_s`` covers the usual delay between a
+        clip's end and its decision, so a flowing stream is never cut short.
+        """
+        current = self.tracker.current
+        if current is None:
+            return
+        idle = time.monotonic() - (self.last_clip_mono or 0.0)
+        if idle < self.tracker.gap_s or now_t - current.end_t < self.tracker.gap_s + slack_s:
+            return
+        for ev in self.tracker.advance(now_t - slack_s):
+            log.info("encounter %s ended: no audio from the stream for %.0f s", ev.encounter.id,
+                     idle)
+            await self.emit(self._encounter_event(ev, self.last_stream_key))
 
     def _encounter_event(self, ev: EncounterEvent, stream_key: str) -> Event:
         return make_encounter_event(ev, station=self.cfg.station, model=self.model_info,
