@@ -33,7 +33,7 @@ from listener.history import AudioHistory
 from listener.hls import make_source
 from listener.http import ProbeServer
 from listener.metrics import Metrics
-from listener.pipeline import ClipHandler, SegmentSource, StationPipeline, score_tagged
+from listener.pipeline import ClipHandler, SegmentSource, StationPipeline
 from listener.sdnotify import SystemdNotifier, watchdog_loop
 from listener.sinks import build_sinks
 from listener.state import StateStore
@@ -201,7 +201,7 @@ class Daemon:
                             state_dir=cfg.state.dir)
         model_info = {"id": cfg.model.model_id, **info}
         self.pipeline = StationPipeline(
-            cfg, score_tagged(self.scorer.frontend.prepare, self.scorer.score_waves), source,
+            cfg, self.scorer.frontend.prepare, self.scorer.score_waves, source,
             handler=_Deferred(), metrics=self.metrics, state=store, history=history)
         saved = self.pipeline.saved
         encounter = None
@@ -248,7 +248,7 @@ class Daemon:
             except Exception:
                 log.exception("pipeline failed while draining")
         if self.pipeline is not None:
-            self.pipeline.batcher.shutdown()
+            self.pipeline.close()
         if self.emitter is not None:
             try:
                 await asyncio.wait_for(self.emitter.close(self.timeouts.sinks_s),

@@ -17,11 +17,13 @@ emitted (the state file makes the next start redo them in full).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -53,6 +55,10 @@ class SegmentSource(Protocol):
     def stop_event(self) -> asyncio.Event: ...
 
 
+PrepareFn = Callable[[np.ndarray, int], np.ndarray]  # window at its rate -> model-rate mono
+ScoreWavesFn = Callable[[np.ndarray], np.ndarray]  # (B, S) waveforms -> (B,) scores
+
+
 class ClipHandler(Protocol):
     async def clip(self, clip: ClipResult, stream_key: str) -> None: ...
 
@@ -68,9 +74,10 @@ class _Context:
 class StationPipeline:
     """Runs one station until its source ends or :meth:`request_stop`."""
 
-    def __init__(self, cfg: Config, score_windows: Any, source: SegmentSource,
-                 handler: ClipHandler, metrics: Metrics, state: StateStore,
-                 history: AudioHistory | None = None, ffmpeg_exe: str | None = None) -> None:
+    def __init__(self, cfg: Config, prepare: PrepareFn, score_waves: ScoreWavesFn,
+                 source: SegmentSource, handler: ClipHandler, metrics: Metrics,
+                 state: StateStore, history: AudioHistory | None = None,
+                 ffmpeg_exe: str | None = None) -> None:
         self.cfg = cfg
         self.source = source
         self.handler = handler
@@ -79,9 +86,15 @@ class StationPipeline:
         self.history = history
         self.ffmpeg_exe = ffmpeg_exe
         det = cfg.detection
+        self.prepare = prepare
+        # Resampling runs in its own thread, beside the model's, so neither the
+        # event loop nor the model waits for it; queued windows then hold
+        # 20 kHz mono audio instead of the native rate.
+        self._prep_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="resample")
         self.batcher: MicroBatcher[_Tagged] = MicroBatcher(
-            score_windows, batch_size=cfg.model.batch_size, max_wait_s=cfg.model.max_batch_wait_s,
-            max_backlog_s=cfg.buffer.max_backlog_s, hop_s=det.hop_s, metrics=metrics)
+            _scorer_of(score_waves), batch_size=cfg.model.batch_size,
+            max_wait_s=cfg.model.max_batch_wait_s, max_backlog_s=cfg.buffer.max_backlog_s,
+            hop_s=det.hop_s, metrics=metrics)
         self.cutter = WindowCutter(det.window_s, det.hop_s)
         self.aggregator = ClipAggregator(det)
         self._decoder: StreamDecoder | None = None
@@ -226,12 +239,23 @@ class StationPipeline:
                 self.metrics.decoded_seconds.inc(seconds)
                 if self.history is not None:
                     self.history.append(offset, block[0], decoder.sample_rate)
-                for w in self.cutter.push(block):
-                    if w.start_s >= skip - 1e-6:
-                        self.batcher.put(_Tagged(w, ctx))
+                windows = [w for w in self.cutter.push(block) if w.start_s >= skip - 1e-6]
+                if windows:
+                    waves = await asyncio.get_running_loop().run_in_executor(
+                        self._prep_pool, self._prepare_all, windows)
+                    for w, wave in zip(windows, waves, strict=True):
+                        self.batcher.put(_Tagged(replace(w, samples=_NO_SAMPLES), ctx, wave))
         except DecodeError as err:
             log.error("decoder output failed: %s", err)
             self.metrics.decoder_restart("failure")
+
+    def _prepare_all(self, windows: list[Window]) -> list[np.ndarray]:
+        return [self.prepare(w.samples, w.sample_rate) for w in windows]
+
+    def close(self) -> None:
+        """Release the worker threads (after :meth:`run` has returned)."""
+        self._prep_pool.shutdown(wait=True, cancel_futures=True)
+        self.batcher.shutdown()
 
     # -- scoring and clips -------------------------------------------------
 
@@ -285,15 +309,18 @@ class StationPipeline:
 
 @dataclass(frozen=True)
 class _Tagged:
+    """A window (its samples dropped), its stream, and its model-rate waveform."""
+
     window: Window
     ctx: _Context
+    wave: np.ndarray
 
 
-def score_tagged(prepare: Any, score_waves: Any) -> Any:
-    """Adapt a frontend ``prepare`` and a scorer to the batcher's tagged windows."""
+_NO_SAMPLES = np.zeros(0, dtype=np.float32)
 
+
+def _scorer_of(score_waves: ScoreWavesFn) -> Callable[[list[_Tagged]], np.ndarray]:
     def run(batch: list[_Tagged]) -> np.ndarray:
-        waves = [prepare(t.window.samples, t.window.sample_rate) for t in batch]
-        return np.asarray(score_waves(np.stack(waves)), dtype=np.float64)
+        return np.asarray(score_waves(np.stack([t.wave for t in batch])), dtype=np.float64)
 
     return run
