@@ -38,7 +38,7 @@ _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/orcasound/listen
 class Event:
     """One thing the sinks record. Build it with the ``make_*`` functions.
 
-    ``model`` describes the scorer (``id``, ``architecture``, ``weights_sha256``,
+    ``model`` describes the scorer (``id``, ``architecture``, ``sha256`` of the weights,
     ...); ``detection`` carries the thresholds the decision used; ``clip`` is
     the clip that caused the event (``None`` for ``encounter_end``);
     ``encounter`` is :func:`encounter_summary` of the encounter, if any.

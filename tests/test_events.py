@@ -24,7 +24,7 @@ from listener.events import (
 CFG = DetectionConfig()
 STATION = StationConfig(id="rpi_orcasound_lab", name="Orcasound Lab",
                         longitude=-123.1735774, latitude=48.5583362)
-MODEL = {"id": "orcahello-srkw", "architecture": "resnet50", "weights_sha256": "ab" * 32}
+MODEL = {"id": "orcahello-srkw", "architecture": "resnet50", "sha256": "ab" * 32}
 T0 = datetime(2024, 7, 1, 12, 30, 0, tzinfo=UTC)
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -98,7 +98,7 @@ def test_event_json_carries_audit_fields() -> None:
     assert doc["timestamp"] == "2024-07-01T12:30:00.000Z"
     assert ISO_Z.match(doc["created_utc"])
     assert doc["station"]["id"] == "rpi_orcasound_lab"
-    assert doc["model"]["weights_sha256"] == "ab" * 32
+    assert doc["model"]["sha256"] == "ab" * 32
     assert doc["thresholds"] == {"local_threshold": 0.5, "global_threshold": 3,
                                  "window_s": 2.0, "hop_s": 1.0, "clip_s": 60.0}
     clip = doc["clip"]

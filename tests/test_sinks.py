@@ -50,7 +50,7 @@ from listener.sinks.jsonl import read_records
 CFG = DetectionConfig()
 STATION = StationConfig(id="rpi_bush_point", name="Bush Point",
                         longitude=-122.6040035, latitude=48.0336664)
-MODEL = {"id": "orcahello-srkw", "architecture": "resnet50", "weights_sha256": "cd" * 32}
+MODEL = {"id": "orcahello-srkw", "architecture": "resnet50", "sha256": "cd" * 32}
 T0 = datetime(2024, 7, 1, 12, 0, 0, tzinfo=UTC)
 
 
