@@ -67,6 +67,11 @@ class Frontend(torch.nn.Module):
         """
         return dsp.resample(dsp.downmix(samples), sample_rate, self.cfg.sample_rate)
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest waveform the STFT accepts (reflect padding needs > n_fft // 2)."""
+        return self.cfg.n_fft // 2 + 1
+
     def waveform_length(self, samples: int) -> int:
         """Samples the STFT gets in ``padding: waveform`` mode for a window of ``samples``."""
         # center=True gives 1 + n // hop frames, so (frames - 1) * hop samples

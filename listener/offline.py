@@ -114,11 +114,10 @@ def _produce(decoder: FileDecoder, cutter: WindowCutter, frontend: Frontend,
             tail = cutter.tail()
             if tail is not None and tail.samples.size:
                 wave = frontend.prepare(tail.samples, tail.sample_rate)
-                need = frontend.cfg.n_fft // 2
-                if wave.size <= need:
+                if wave.size < frontend.min_samples:
+                    need = frontend.min_samples / frontend.cfg.sample_rate
                     raise DecodeError(decoder.path, f"too short to score: {tail.end_s:.3f} s of "
-                                      f"audio (the spectrogram needs more than "
-                                      f"{need / frontend.cfg.sample_rate:.3f} s)")
+                                      f"audio (the spectrogram needs at least {need:.3f} s)")
                 out.put(_Batch([tail], wave[None]))
         out.put(_END)
     except BaseException as err:  # forwarded to the consumer, which re-raises it
