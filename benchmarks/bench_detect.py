@@ -29,12 +29,12 @@ import soundfile as sf
 import torch
 from common import RECORDING
 
+from listener.audio.decode import FileDecoder, find_ffmpeg
 from listener.config import Config, FrontendConfig, ModelConfig, StationConfig
-from listener.decode import FileDecoder, find_ffmpeg
-from listener.dsp import downmix
-from listener.frontend import Frontend
-from listener.offline import score_file
-from listener.scorer import Scorer
+from listener.model.dsp import downmix
+from listener.model.frontend import Frontend
+from listener.model.scorer import Scorer
+from listener.pipeline.files import score_file
 
 R18_GFLOP = 5.59
 

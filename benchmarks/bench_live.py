@@ -37,8 +37,8 @@ from listener.config import (
     StationConfig,
     StreamConfig,
 )
-from listener.daemon import Daemon
-from listener.demo_server import LiveNode, make_segments
+from listener.demo.server import LiveNode, make_segments
+from listener.service.daemon import Daemon
 
 NODE = "rpi_bench"
 
@@ -105,7 +105,7 @@ def main() -> None:
         start = int(time.time()) - int(sum(d for _, d in segments[:backlog]))
         node = LiveNode(NODE, start, work / "hls", segments)
         node.start(initially=backlog)
-        from listener.scorer import Scorer
+        from listener.model.scorer import Scorer
 
         cfg = _config(node.base_url, work, backlog, args.poll)
         scorer = Scorer(cfg.model, cfg.frontend, allow_random_weights=True)

@@ -20,8 +20,8 @@ from pathlib import Path
 from common import RECORDING
 from safetensors.torch import save_file
 
-from listener.decode import find_ffmpeg
-from listener.model import build_model
+from listener.audio.decode import find_ffmpeg
+from listener.model.network import build_model
 
 
 def main() -> None:

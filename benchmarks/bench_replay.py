@@ -39,9 +39,9 @@ from listener.config import (  # noqa: E402
     StationConfig,
     StreamConfig,
 )
-from listener.demo_server import make_segments  # noqa: E402
-from listener.fetch import HttpClient  # noqa: E402
-from listener.replay import Replay  # noqa: E402
+from listener.demo.server import make_segments  # noqa: E402
+from listener.replay.runner import Replay  # noqa: E402
+from listener.sources.http_client import HttpClient  # noqa: E402
 
 NODE = "rpi_bench"
 FOLDER = 1_600_000_000
@@ -83,7 +83,7 @@ def main() -> None:
                               batch_size=args.batch_size),
             outputs=OutputsConfig(log=False),
             state=StateConfig(dir=work / "state"))
-        from listener.scorer import Scorer
+        from listener.model.scorer import Scorer
 
         t0 = time.monotonic()
         scorer = Scorer(cfg.model, cfg.frontend, allow_random_weights=True)

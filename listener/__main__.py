@@ -2,6 +2,6 @@
 
 import sys
 
-from listener.cli import main
+from listener.cli.main import main
 
 sys.exit(main())

@@ -14,7 +14,7 @@ from hls_server import (
 )
 
 from listener.config import FetchConfig
-from listener.fetch import HttpClient
+from listener.sources.http_client import HttpClient
 
 
 @pytest.fixture(scope="session")

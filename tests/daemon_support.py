@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 from prometheus_client import CollectorRegistry
 
+from listener.audio.decode import find_ffmpeg
 from listener.config import (
     Config,
     FetchConfig,
@@ -28,9 +29,8 @@ from listener.config import (
     StationConfig,
     StreamConfig,
 )
-from listener.daemon import Daemon, Timeouts
-from listener.decode import find_ffmpeg
-from listener.frontend import Frontend
+from listener.model.frontend import Frontend
+from listener.service.daemon import Daemon, Timeouts
 
 RATE = 48000
 TONE_HZ = 1000.0

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from bucket_server import BucketServer
 
-from listener.archive import (
+from listener.config import FetchConfig
+from listener.errors import FetchError, ListenerError
+from listener.replay.plan import (
     ArchiveGap,
     bucket_location,
     list_folders,
@@ -18,11 +20,9 @@ from listener.archive import (
     plan_segments,
     select_folders,
 )
-from listener.config import FetchConfig
-from listener.errors import FetchError, ListenerError
-from listener.fetch import HttpClient
-from listener.playlist import parse_media_playlist
-from listener.segments import Segment, StreamTracker
+from listener.sources.http_client import HttpClient
+from listener.sources.playlist import parse_media_playlist
+from listener.sources.segments import Segment, StreamTracker
 
 NODE = "rpi_orcasound_lab"
 F1 = 1_600_000_000  # 2020-09-13T12:26:40Z
@@ -72,7 +72,7 @@ def listings(server: BucketServer) -> list[str]:
 
 def test_list_folders_follows_pagination(bucket: BucketServer, client: HttpClient,
                                          caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="listener.bucket"):
+    with caplog.at_level(logging.DEBUG, logger="listener.replay.bucket"):
         assert list_folders(client, bucket.base_url, NODE) == [F1, F2, F3, F4]
     pages = listings(bucket)
     assert len(pages) == 3  # 5 prefixes, 2 per page

@@ -11,17 +11,17 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from listener.checkpoints import (
+from listener.errors import ModelLoadError
+from listener.model.checkpoints import (
     detect_layout,
     infer_architecture,
     load_model,
     load_state_dict_file,
     to_listener_layout,
 )
-from listener.errors import ModelLoadError
-from listener.model import build_model
+from listener.model.network import build_model
 
-# The spec's tables, written out independently of listener.checkpoints:
+# The spec's tables, written out independently of listener.model.checkpoints:
 # (our prefix, the other layout's prefix).
 HUB = [("conv1.", "model.conv1."), ("bn1.", "model.bn1."), ("layer1.", "model.layer1."),
        ("layer2.", "model.layer2."), ("layer3.", "model.layer3."), ("layer4.", "model.layer4."),

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from listener.model import build_model
+from listener.model.network import build_model
 
 DATA = Path(__file__).parent / "data"
 

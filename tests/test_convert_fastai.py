@@ -28,11 +28,11 @@ import pytest
 import torch
 from torch import nn
 
-import listener.model as lm
-from listener.checkpoints import load_model
-from listener.convert_fastai import convert_fastai_export
+import listener.model.network as lm
 from listener.errors import ModelLoadError, UnsafeCheckpointError
-from listener.safe_unpickle import Limits
+from listener.model.checkpoints import load_model
+from listener.model.fastai.convert import convert_fastai_export
+from listener.model.fastai.unpickle import Limits
 
 X = torch.randn(2, 1, 64, 96) * 30 - 40
 

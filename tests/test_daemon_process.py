@@ -17,8 +17,8 @@ from daemon_support import tone_recording, ts_segments
 from hls_server import LiveHlsServer
 from safetensors.torch import save_file
 
-from listener.model import build_model
-from listener.state import StateStore
+from listener.model.network import build_model
+from listener.service.resume import StateStore
 
 NODE = "rpi_proc"
 FOLDER = 1_600_000_000

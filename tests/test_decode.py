@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from listener.decode import FileDecoder, StreamDecoder, find_ffmpeg, scan_wav_header
+from listener.audio.decode import FileDecoder, StreamDecoder, find_ffmpeg, scan_wav_header
 from listener.errors import DecodeError, FFmpegNotFoundError
 
 DATA = Path(__file__).parent / "data"

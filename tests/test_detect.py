@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from listener.config import DetectionConfig
-from listener.detect import ClipAggregator, EncounterTracker, WindowScore, decide, decide_clip
+from listener.detection.rule import (
+    ClipAggregator,
+    EncounterTracker,
+    WindowScore,
+    decide,
+    decide_clip,
+)
 
 CFG = DetectionConfig()
 

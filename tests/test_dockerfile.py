@@ -322,14 +322,14 @@ def test_context_leaves_out_weights_venvs_and_state() -> None:
                 "var/state/rpi_orcasound_lab.json", "deploy/systemd/listener@.service",
                 "listener/data/weights.pt", "listener.egg-info/PKG-INFO"):
         assert not in_context(rel, rules), rel
-    for rel in ("listener/cli.py", "listener/sinks/webhook.py", "pyproject.toml",
+    for rel in ("listener/cli/main.py", "listener/events/sinks/webhook.py", "pyproject.toml",
                 "constraints.txt"):
         assert in_context(rel, rules), rel
 
 
 def test_ignore_matcher_agrees_with_fnmatch_on_simple_patterns() -> None:
     # Guard the tiny matcher above against regressions on the plain cases.
-    for pattern, path in (("*", "Dockerfile"), ("listener", "listener/cli.py"),
-                          ("**/__pycache__", "listener/sinks/__pycache__/x.pyc")):
+    for pattern, path in (("*", "Dockerfile"), ("listener", "listener/cli/main.py"),
+                          ("**/__pycache__", "listener/events/sinks/__pycache__/x.pyc")):
         assert _matches(pattern, path)
     assert fnmatch.fnmatch("x.pyc", "*.py[cod]") and _matches("**/*.py[cod]", "a/x.pyc")

@@ -1,4 +1,4 @@
-"""The pure functions of listener.dsp, against scipy, numpy and real torchaudio."""
+"""The pure functions of listener.model.dsp, against scipy, numpy and real torchaudio."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import scipy.signal
 import torch
 
-from listener import dsp
+from listener.model import dsp
 
 DATA = Path(__file__).parent / "data"
 

@@ -11,10 +11,10 @@ from daemon_support import read_events
 from prometheus_client import CollectorRegistry
 
 from listener.config import Config, JsonlSinkConfig, OutputsConfig, StationConfig
-from listener.detect import WindowScore, decide_clip
-from listener.emitter import Emitter
-from listener.metrics import Metrics
-from listener.sinks import build_sinks
+from listener.detection.rule import WindowScore, decide_clip
+from listener.events.emitter import Emitter
+from listener.events.sinks import build_sinks
+from listener.service.metrics import Metrics
 
 
 def _emitter(tmp_path: Path) -> Emitter:

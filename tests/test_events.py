@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from listener.config import DetectionConfig, StationConfig
-from listener.detect import ClipResult, EncounterTracker, WindowScore, decide_clip
-from listener.events import (
+from listener.detection.rule import ClipResult, EncounterTracker, WindowScore, decide_clip
+from listener.events.records import (
     Event,
     clip_file_names,
     event_json,

@@ -13,7 +13,7 @@ from hls_server import LiveHlsServer
 
 from listener.config import FetchConfig
 from listener.errors import CircuitOpenError, FetchError
-from listener.fetch import FetchResult, HttpClient, parse_retry_after
+from listener.sources.http_client import FetchResult, HttpClient, parse_retry_after
 
 BODY = bytes(range(256)) * 20  # 5120 bytes
 
@@ -160,7 +160,7 @@ def test_non_http_urls_are_refused(http_client: HttpClient, url: str) -> None:
 def test_circuit_breaker_opens_then_half_opens(
         hls_server: LiveHlsServer, fast_fetch_config: FetchConfig,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="listener.fetch")
+    caplog.set_level(logging.DEBUG, logger="listener.sources.http_client")
     url = hls_server.put("/p.m3u8", b"#EXTM3U\n")
     client, results = _client(fast_fetch_config, retries=0, breaker_failures=3,
                               breaker_reset_s=0.3)

@@ -16,7 +16,7 @@ import soundfile
 import torch
 
 from listener.config import FrontendConfig
-from listener.frontend import Frontend
+from listener.model.frontend import Frontend
 
 DATA = Path(__file__).parent / "data"
 EMPTY_BINS = slice(238, 256)

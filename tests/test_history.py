@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from listener.history import AudioHistory
+from listener.audio.history import AudioHistory
 
 SR = 1000
 

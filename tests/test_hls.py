@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hls_server import REAL_FOLDER_TS, LiveHlsServer, TsSegment
 
-from listener.fetch import HttpClient
-from listener.hls import Gap, HlsSource, OrcasoundSource, Position, Segment
+from listener.sources.hls import Gap, HlsSource, OrcasoundSource, Position, Segment
+from listener.sources.http_client import HttpClient
 
 NODE = "rpi_test_node"
 TS_A = 1_700_000_000

@@ -1,4 +1,4 @@
-"""listener.http: real HTTP requests against a ProbeServer on 127.0.0.1."""
+"""listener.service.probes: real HTTP requests against a ProbeServer on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import requests
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from listener.http import ProbeServer
-from listener.metrics import Metrics
+from listener.service.metrics import Metrics
+from listener.service.probes import ProbeServer
 
 Test = Callable[[ProbeServer], Awaitable[None]]
 

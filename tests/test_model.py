@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from listener.model import (
+from listener.model.network import (
     AdaptiveConcatPool2d,
     Bottleneck,
     build_model,

@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from listener.errors import PlaylistError
-from listener.orcasound import parse_latest_txt
-from listener.playlist import (
+from listener.sources.orcasound import parse_latest_txt
+from listener.sources.playlist import (
     MasterPlaylist,
     parse_media_playlist,
     parse_playlist,
     select_audio_rendition,
 )
-from listener.segments import Gap, Segment, StreamTracker
+from listener.sources.segments import Gap, Segment, StreamTracker
 
 ORCASOUND_TEXT = """#EXTM3U
 #EXT-X-VERSION:3

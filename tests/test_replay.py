@@ -21,16 +21,16 @@ from bucket_server import BucketServer
 from daemon_support import ToneScorer, read_events, station_config, tone_recording, ts_segments
 from safetensors.torch import save_file
 
-from listener.cli import main
+from listener.audio.decode import FileDecoder
+from listener.cli.main import main
 from listener.config import default_config
-from listener.decode import FileDecoder
-from listener.detect import ClipResult
-from listener.model import build_model
-from listener.offline import iter_scored_windows
-from listener.replay import Replay
-from listener.replay_source import resume_index
-from listener.replay_summary import ReplaySummary
-from listener.segments import Position
+from listener.detection.rule import ClipResult
+from listener.model.network import build_model
+from listener.pipeline.files import iter_scored_windows
+from listener.replay.runner import Replay
+from listener.replay.source import resume_index
+from listener.replay.summary import ReplaySummary
+from listener.sources.segments import Position
 
 NODE = "rpi_test"
 A = 1_600_000_000  # 2020-09-13T12:26:40Z
@@ -215,9 +215,9 @@ def test_server_errors_stop_the_replay_and_the_same_command_finishes_it(
 
 
 def test_resume_index_follows_the_plan_order(bucket: BucketServer) -> None:
-    from listener.archive import plan_range
     from listener.config import FetchConfig
-    from listener.fetch import HttpClient
+    from listener.replay.plan import plan_range
+    from listener.sources.http_client import HttpClient
 
     with HttpClient(FetchConfig()) as client:
         plan = plan_range(client, bucket.base_url, NODE, at(A + 95), at(B + 25))
@@ -253,7 +253,7 @@ state: {{dir: {tmp_path / 'state'}}}
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
-    """Call ``listener.cli.main`` in-process; returns (exit status, stdout, stderr)."""
+    """Call ``listener.cli.main.main`` in-process; returns (exit status, stdout, stderr)."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
 

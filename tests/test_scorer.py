@@ -13,9 +13,9 @@ from torch import nn
 
 from listener.config import FrontendConfig, ModelConfig
 from listener.errors import ModelLoadError
-from listener.frontend import Frontend
-from listener.model import build_model
-from listener.scorer import Scorer, autocast_dtype, select_device
+from listener.model.frontend import Frontend
+from listener.model.network import build_model
+from listener.model.scorer import Scorer, autocast_dtype, select_device
 
 DATA = Path(__file__).parent / "data"
 SR = 20_000

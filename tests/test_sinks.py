@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 from prometheus_client import CollectorRegistry
 
+from listener.audio.history import AudioHistory
 from listener.config import (
     ClipSinkConfig,
     DetectionConfig,
@@ -29,13 +30,11 @@ from listener.config import (
     StationConfig,
     WebhookSinkConfig,
 )
-from listener.detect import ClipResult, WindowScore, decide_clip
+from listener.detection.rule import ClipResult, WindowScore, decide_clip
 from listener.errors import SinkError
-from listener.events import Event, clip_file_names, event_json, make_detection_event
-from listener.history import AudioHistory
-from listener.metrics import Metrics
-from listener.png import PNG_SIGNATURE, write_png
-from listener.sinks import (
+from listener.events.png import PNG_SIGNATURE, write_png
+from listener.events.records import Event, clip_file_names, event_json, make_detection_event
+from listener.events.sinks import (
     ClipSink,
     JsonlSink,
     LogSink,
@@ -44,8 +43,9 @@ from listener.sinks import (
     build_sinks,
     emit_all,
 )
-from listener.sinks.clips import spectrogram_image
-from listener.sinks.jsonl import read_records
+from listener.events.sinks.clips import spectrogram_image
+from listener.events.sinks.jsonl import read_records
+from listener.service.metrics import Metrics
 
 CFG = DetectionConfig()
 STATION = StationConfig(id="rpi_bush_point", name="Bush Point",
@@ -372,7 +372,7 @@ def test_clip_sink_without_audio_counts_a_failure(tmp_path: Path) -> None:
 
 def test_log_sink_line(caplog: pytest.LogCaptureFixture) -> None:
     event = make_event()
-    with caplog.at_level(logging.INFO, logger="listener.sinks.log"):
+    with caplog.at_level(logging.INFO, logger="listener.events.sinks.log"):
         asyncio.run(LogSink().emit(event))
     (rec,) = caplog.records
     msg = rec.getMessage()
@@ -393,7 +393,7 @@ def test_build_sinks_and_emit_all_count_failures(tmp_path: Path,
     def value(name: str, sink: str) -> float | None:
         return registry.get_sample_value(name, {"station": "rpi_bush_point", "sink": sink})
 
-    with caplog.at_level(logging.WARNING, logger="listener.sinks.base"):
+    with caplog.at_level(logging.WARNING, logger="listener.events.sinks.base"):
         failed = asyncio.run(emit_all(sinks, make_event(), metrics.sink_metrics))
     assert failed == 1
     assert "sink jsonl failed" in caplog.text

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from listener.windows import WindowCutter
+from listener.audio.windows import WindowCutter
 
 
 def _feed(cutter: WindowCutter, total: int, block: int, channels: int = 1):

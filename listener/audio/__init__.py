@@ -1,0 +1,1 @@
+"""Decoded audio: ffmpeg decoding, timestamped windows, the ring of recent audio."""

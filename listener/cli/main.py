@@ -1,0 +1,258 @@
+"""Command line: ``listener run | demo | replay | detect | features | check-config | ...``.
+
+User errors (a bad config, a missing file, mismatched weights) print one clear
+message and exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from listener import __version__
+from listener.config import Config, default_config, load_config
+from listener.errors import ListenerError
+
+log = logging.getLogger("listener.cli.main")
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _load(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.config) if getattr(args, "config", None) else default_config()
+    weights = getattr(args, "weights", None)
+    if weights:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
+            update={"weights": Path(weights)})})
+    return cfg
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr, only when it is a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, done: float, total: float | None) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2 and (total is None or done < total):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        if total:
+            frac = min(done / total, 1.0)
+            bar = "#" * int(frac * 30)
+            eta = (total - done) / rate if rate > 0 else 0.0
+            text = (f"\r{self.label} [{bar:<30}] {100 * frac:5.1f}% "
+                    f"{rate:6.1f}x real time  ETA {eta:5.0f} s")
+        else:
+            text = f"\r{self.label} {done:8.1f} s  {rate:6.1f}x real time"
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+
+
+def _fmt_time(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    h, m = divmod(int(m), 60)
+    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from listener.model.scorer import Scorer
+    from listener.pipeline.files import score_file
+
+    cfg = _load(args)
+    scorer = Scorer(cfg.model, cfg.frontend)
+    failed = 0
+    outputs: list[dict[str, Any]] = []
+    tty = sys.stderr.isatty() and not args.quiet
+    for path in args.files:
+        bar = _ProgressBar(Path(path).name) if tty else None
+        try:
+            result = score_file(path, cfg, scorer.score_waves, scorer.frontend, progress=bar)
+        except ListenerError as err:
+            if bar:
+                bar.close()
+            failed += 1
+            print(f"error: {err}", file=sys.stderr)
+            outputs.append({"file": path, "error": str(err)})
+            continue
+        if bar:
+            bar.close()
+        outputs.append(result.to_json(scorer.info))
+        if not args.quiet:
+            _print_summary(result)
+    if args.json:
+        doc: Any = outputs[0] if len(outputs) == 1 else outputs
+        text = json.dumps(doc, indent=1)
+        if args.json == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+    if failed:
+        print(f"{failed} of {len(args.files)} file(s) could not be processed", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _print_summary(result: Any) -> None:
+    out = sys.stdout
+    n = len(result.windows)
+    top = max((w.score for w in result.windows), default=0.0)
+    print(f"{result.file}: {result.duration_s:.1f} s at {result.sample_rate} Hz, "
+          f"{n} window(s), highest score {top:.3f}", file=out)
+    for c in result.clips:
+        pos = [s.start_s for s in c.seconds if s.positive]
+        verdict = f"DETECTED confidence {c.confidence:.1f}" if c.detected else "no call"
+        extra = f", positive seconds {', '.join(f'{p:g}' for p in pos)}" if pos else ""
+        print(f"  {_fmt_time(c.start_s)}-{_fmt_time(c.end_s)}  {verdict}{extra}", file=out)
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from listener.cli.features import window_features
+
+    cfg = _load(args)
+    feats = window_features(args.file, args.start, args.duration, cfg)
+    import numpy as np
+
+    np.save(args.out, feats)
+    print(f"wrote {args.out}: shape {tuple(feats.shape)} {feats.dtype}, "
+          f"dB range {float(feats.min()):.2f}..{float(feats.max()):.2f}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    stream = cfg.stream
+    where = "no stream" if stream is None else (
+        f"orcasound node {stream.node} at {stream.base_url}" if stream.kind == "orcasound"
+        else f"HLS {stream.url}")
+    weights = cfg.model.weights or "(none set)"
+    print(f"{args.file}: OK — station {cfg.station.id}, {where}, weights {weights}")
+    if cfg.model.weights is not None and not Path(cfg.model.weights).is_file():
+        print(f"warning: model.weights {cfg.model.weights} does not exist (yet)",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_convert_fastai(args: argparse.Namespace) -> int:
+    from listener.model.fastai.convert import convert_fastai_export
+
+    summary = convert_fastai_export(args.pkl, args.out, architecture=args.architecture,
+                                    extra_stub_modules=tuple(args.allow_module))
+    print(f"wrote {args.out}: {summary}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from listener.service.daemon import run_daemon
+    from listener.service.logs import setup_logging
+
+    cfg = load_config(args.config)
+    setup_logging(args.log_level or cfg.logging.level, args.log_format or cfg.logging.format,
+                  station=cfg.station.id)
+    return run_daemon(cfg)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from listener.demo.run import run_demo
+
+    return run_demo(lambda text: print(text, flush=True), duration_s=args.duration,
+                    weights=args.weights, port=args.port)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from listener.replay.runner import run_replay
+
+    return run_replay(args, say=lambda text: print(text, flush=True),
+                      make_progress=_ProgressBar if sys.stderr.isatty() else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="listener", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"listener {__version__}")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default from config)")
+    p.add_argument("--log-format", choices=["text", "json"], default=None)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("run", help="follow one hydrophone's live stream (the daemon)")
+    s.add_argument("--config", required=True, help="station YAML file")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("demo", help="serve bundled recordings as live HLS and run the daemon")
+    s.add_argument("--duration", type=float, default=90.0, help="seconds to run (default 90)")
+    s.add_argument("--weights", default=None, help="a checkpoint (default: random weights)")
+    s.add_argument("--port", type=int, default=9108, help="metrics port (default 9108)")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("replay", help="score a past time range from the archive")
+    s.add_argument("--config", required=True)
+    s.add_argument("--from", dest="start", required=True,
+                   help="ISO 8601, e.g. 2020-09-01T15:13-07:00")
+    s.add_argument("--to", dest="end", required=True)
+    s.add_argument("--out", default=None, help="folder for the results and resume state")
+    s.add_argument("--concurrency", type=int, default=4, help="segments fetched ahead")
+    s.set_defaults(func=cmd_replay)
+
+    s = sub.add_parser("detect", help="score recordings (any format ffmpeg reads)")
+    s.add_argument("files", nargs="+", metavar="FILE")
+    s.add_argument("--config", default=None)
+    s.add_argument("--weights", default=None, help="checkpoint (.pt, .pth, .safetensors)")
+    s.add_argument("--json", default=None, metavar="OUT",
+                   help="write results as JSON ('-' = stdout)")
+    s.add_argument("--quiet", action="store_true", help="no summary, no progress bar")
+    s.set_defaults(func=cmd_detect)
+
+    s = sub.add_parser("features", help="write the exact model input of one window as .npy")
+    s.add_argument("file")
+    s.add_argument("--start", type=float, required=True, help="window start, seconds")
+    s.add_argument("--duration", type=float, default=None, help="window length (default: config)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--config", default=None)
+    s.set_defaults(func=cmd_features)
+
+    s = sub.add_parser("check-config", help="validate a station YAML file")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("convert-fastai", help="extract weights from a fastai export (model.pkl)")
+    s.add_argument("pkl")
+    s.add_argument("out", help="output .safetensors")
+    s.add_argument("--architecture", choices=["auto", "resnet18", "resnet50"], default="auto")
+    s.add_argument("--allow-module", action="append", default=[], metavar="PACKAGE",
+                   help="also record (never run) classes of this package, e.g. a custom "
+                        "fastai extension; repeatable")
+    s.set_defaults(func=cmd_convert_fastai)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from listener.service.logs import setup_logging
+
+    quiet_default = args.command in ("detect", "features", "check-config", "convert-fastai")
+    setup_logging(args.log_level or ("WARNING" if quiet_default else "INFO"),
+                  args.log_format or "text")
+    try:
+        return int(args.func(args) or 0)
+    except ListenerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

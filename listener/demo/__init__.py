@@ -1,0 +1,1 @@
+"""``listener demo``: a bundled recording as a live HLS stream plus the daemon."""

@@ -1,0 +1,1 @@
+"""Window scores -> clip decisions (OrcaHello's rule) and encounters."""

@@ -1,0 +1,1 @@
+"""Clip decisions -> events -> sinks (files, webhook, OrcaHello records, clips)."""

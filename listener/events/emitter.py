@@ -1,0 +1,120 @@
+"""Clip decisions -> events -> sinks, with encounter tracking and metrics.
+
+A sink that fails is logged and counted and never stops the others or the
+pipeline; the webhook sink's outbox keeps its events for later delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from listener.config import Config
+from listener.detection.rule import (
+    ClipResult,
+    Encounter,
+    EncounterEvent,
+    EncounterTracker,
+    clip_times,
+)
+from listener.events.records import Event, make_detection_event, make_encounter_event
+from listener.events.sinks import Sink, emit_all
+from listener.service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Emitter:
+    """Turns each finished clip into events and hands them to every sink."""
+
+    def __init__(self, cfg: Config, model_info: dict[str, Any], sinks: Sequence[Sink],
+                 metrics: Metrics, encounter: Encounter | None = None) -> None:
+        self.cfg = cfg
+        self.model_info = model_info
+        self.sinks = list(sinks)
+        self.metrics = metrics
+        self.tracker = EncounterTracker(cfg.detection.encounter_gap_s, encounter)
+        self.events_emitted = 0
+        self.last_clip_mono: float | None = None
+        self.last_stream_key = ""
+
+    @property
+    def open_encounter(self) -> Encounter | None:
+        return self.tracker.current
+
+    async def clip(self, clip: ClipResult, stream_key: str) -> None:
+        """Handle one finished clip of ``stream_key``."""
+        self.last_clip_mono = time.monotonic()
+        self.last_stream_key = stream_key
+        self.metrics.clips.inc()
+        self.metrics.last_clip_confidence.set(clip.confidence)
+        start, _ = clip_times(clip)
+        encounter_events = self.tracker.observe(clip, self._encounter_id(clip, stream_key))
+        for ev in encounter_events:
+            if ev.kind == "end":
+                await self.emit(self._encounter_event(ev, stream_key))
+        if clip.detected:
+            self.metrics.detections.inc()
+            await self.emit(make_detection_event(
+                clip, encounter=self.tracker.current, station=self.cfg.station,
+                model=self.model_info, detection=self.cfg.detection, stream_key=stream_key))
+        for ev in encounter_events:
+            if ev.kind == "start":
+                self.metrics.encounters.inc()
+            if ev.kind != "end":
+                await self.emit(self._encounter_event(ev, stream_key))
+        log.debug("clip %.0f-%.0f s of %s: detected=%s confidence=%.1f (t=%.0f)",
+                  clip.start_s, clip.end_s, stream_key, clip.detected, clip.confidence, start)
+
+    async def expire(self, now_t: float, slack_s: float) -> None:
+        """End the open encounter when the stream has stalled (no clip for a long time).
+
+        Normally the next clip ends an encounter; a node that goes offline sends
+        none, so the live daemon calls this periodically with the wall clock
+        (``now_t``, unix seconds). ``slack_s`` covers the usual delay between a
+        clip's end and its decision, so a flowing stream is never cut short.
+        """
+        current = self.tracker.current
+        if current is None:
+            return
+        idle = time.monotonic() - (self.last_clip_mono or 0.0)
+        if idle < self.tracker.gap_s or now_t - current.end_t < self.tracker.gap_s + slack_s:
+            return
+        for ev in self.tracker.advance(now_t - slack_s):
+            log.info("encounter %s ended: no audio from the stream for %.0f s", ev.encounter.id,
+                     idle)
+            await self.emit(self._encounter_event(ev, self.last_stream_key))
+
+    def _encounter_event(self, ev: EncounterEvent, stream_key: str) -> Event:
+        return make_encounter_event(ev, station=self.cfg.station, model=self.model_info,
+                                    detection=self.cfg.detection, stream_key=stream_key)
+
+    async def finish(self) -> None:
+        """End of a replay: close the open encounter."""
+        for ev in self.tracker.close():
+            await self.emit(self._encounter_event(ev, ""))
+
+    def _encounter_id(self, clip: ClipResult, stream_key: str) -> str:
+        # Deterministic, so a restart that redoes a clip reuses the same id.
+        start, _ = clip_times(clip)
+        name = f"{self.cfg.station.id}:{stream_key}:{start:.3f}:encounter"
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+    async def start(self) -> None:
+        """Start the sinks (the webhook resumes its outbox left by a previous run)."""
+        for sink in self.sinks:
+            await sink.start()
+
+    async def emit(self, event: Event) -> None:
+        self.events_emitted += 1
+        await emit_all(self.sinks, event, self.metrics)
+
+    async def close(self, timeout_s: float) -> None:
+        for sink in self.sinks:
+            try:
+                await sink.close(timeout_s)
+            except Exception:
+                log.exception("sink %s did not close cleanly", sink.name)

@@ -1,0 +1,154 @@
+"""The sink protocol, the metrics hooks it reports to, and atomic file writes.
+
+A sink turns an :class:`~listener.events.records.Event` into something outside the
+process: a line in a file, an HTTP POST, a clip on disk. The contract:
+
+* ``await sink.start()`` once, on the running loop, before the first event
+  (the webhook resumes delivering its outbox here);
+* ``await sink.emit(event)`` for every event; it raises only
+  :class:`~listener.errors.SinkError`, and :func:`emit_all` logs and counts
+  that, so one broken sink never stops the others or the daemon;
+* ``await sink.close(timeout_s)`` at shutdown: flush what can be flushed in
+  ``timeout_s`` and leave the rest on disk.
+
+Blocking I/O runs in ``asyncio.to_thread`` so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from listener.errors import SinkError
+from listener.events.records import Event
+
+logger = logging.getLogger(__name__)
+
+
+class CounterLike(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class GaugeLike(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class SinkMetricsLike(Protocol):
+    """What a sink reports to; :class:`listener.service.metrics.SinkMetrics` fits."""
+
+    @property
+    def deliveries(self) -> CounterLike: ...
+
+    @property
+    def failures(self) -> CounterLike: ...
+
+    @property
+    def outbox_depth(self) -> GaugeLike: ...
+
+
+MetricsHook = Callable[[str], SinkMetricsLike]
+"""``hook(sink_name)`` -> that sink's metrics, e.g. ``metrics.sink_metrics``."""
+
+
+class SinkMetricsSource(Protocol):
+    """Has a ``sink_metrics(name)`` method (:class:`listener.service.metrics.Metrics`)."""
+
+    def sink_metrics(self, sink: str) -> SinkMetricsLike: ...
+
+
+def as_hook(source: MetricsHook | SinkMetricsSource | None) -> MetricsHook | None:
+    """Accept either the bound method or the object that has it."""
+    if source is None or callable(source):
+        return source
+    return source.sink_metrics
+
+
+class Sink(Protocol):
+    """An event destination. ``reports_own_deliveries`` is True for sinks that
+    finish their work after ``emit`` returns (outbox, background writes) and
+    count deliveries and failures themselves."""
+
+    name: str
+    reports_own_deliveries: bool
+
+    async def start(self) -> None: ...
+
+    async def emit(self, event: Event) -> None: ...
+
+    async def close(self, timeout_s: float) -> None: ...
+
+
+async def emit_all(sinks: Sequence[Sink], event: Event,
+                   metrics: MetricsHook | SinkMetricsSource | None = None) -> int:
+    """Give ``event`` to every sink in order; return how many failed.
+
+    A failure is logged and counted, never raised: detection must go on even
+    when the disk is full or the webhook is down. Cancellation propagates.
+    """
+    hook = as_hook(metrics)
+    failed = 0
+    for sink in sinks:
+        try:
+            await sink.emit(event)
+        except SinkError as err:
+            failed += 1
+            logger.warning("sink %s failed on event %s (%s): %s",
+                           sink.name, event.id, event.kind, err)
+        except Exception:
+            # A bug in a sink, not an I/O problem: log the traceback, keep going.
+            failed += 1
+            logger.exception("sink %s crashed on event %s (%s)", sink.name, event.id, event.kind)
+        else:
+            if hook is not None and not sink.reports_own_deliveries:
+                hook(sink.name).deliveries.inc()
+            continue
+        if hook is not None:
+            hook(sink.name).failures.inc()
+    return failed
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (no-op where directories can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the rename still happened
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes | Callable[[Path], None]) -> None:
+    """Write ``path`` so readers see the old file or the whole new one, never half.
+
+    ``data`` is the bytes, or a function that writes a file at the path it is
+    given (e.g. ``soundfile.write``). The temporary file lives in the same
+    directory (same filesystem, so the rename is atomic) and starts with a
+    dot so directory scans skip it. Raises ``OSError``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if callable(data):
+            data(tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        else:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

@@ -1,0 +1,290 @@
+"""POST each event to an HTTP endpoint, through a durable on-disk outbox.
+
+``emit`` only writes the event to ``<outbox>/<counter>-<event id>.json``
+(atomically: temporary file, fsync, rename, fsync of the folder) and returns,
+so a slow or dead endpoint never holds up detection. A background task
+POSTs the outbox in counter order, one at a time, and deletes each file once
+the endpoint answered 2xx. Delivery is at-least-once: the ``Idempotency-Key``
+header (the event id, stable across restarts) lets the receiver drop repeats.
+
+* connection errors, timeouts, 408, 429 and 5xx: retried with jittered
+  exponential backoff (``backoff_initial_s`` .. ``backoff_max_s``; a 429's
+  ``Retry-After`` in seconds is honoured up to the maximum). Later events
+  wait behind the head, which keeps the order.
+* other 3xx/4xx: permanent; the file moves to ``<outbox>/dead/`` and the
+  failure is logged and counted. Redirects are not followed (a POST that
+  becomes a GET would lose the body silently).
+* files left at shutdown or after a crash are delivered on the next start.
+
+One outbox belongs to one sink of one daemon; two processes sharing it would
+deliver twice. The bearer token comes from the environment (``token_env``)
+or a file (``token_file``), read once when the sink is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from listener.config import WebhookSinkConfig
+from listener.errors import SinkError
+from listener.events.records import Event
+from listener.events.sinks.base import atomic_write
+from listener.events.sinks.jsonl import dumps_event
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^(\d{12})-([0-9A-Za-z-]{1,64})\.json$")
+_USER_AGENT = "listener/0.1 (+https://github.com/orcasound)"
+
+
+def read_token(cfg: WebhookSinkConfig) -> str | None:
+    """The bearer token from ``token_env`` or else ``token_file``; None if neither is set.
+
+    Raises :class:`SinkError` when one is configured but empty or unreadable
+    (the message names the variable or file, never the token).
+    """
+    if cfg.token_env is None and cfg.token_file is None:
+        return None
+    value = os.environ.get(cfg.token_env, "").strip() if cfg.token_env else ""
+    if not value and cfg.token_file is not None:
+        try:
+            value = Path(cfg.token_file).read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise SinkError(f"webhook: cannot read token_file {cfg.token_file}: "
+                            f"{err.strerror or err}") from err
+    if not value:
+        where = " / ".join(str(w) for w in (cfg.token_env and f"${cfg.token_env}",
+                                            cfg.token_file) if w)
+        raise SinkError(f"webhook: no token in {where} (set it or remove the setting)")
+    if any(c in value for c in "\r\n\0"):
+        raise SinkError("webhook: the token contains a line break or NUL")
+    return value
+
+
+class WebhookSink:
+    """Durable, ordered, at-least-once delivery of events to ``cfg.url``.
+
+    Args:
+        cfg: the ``outputs.webhook`` section.
+        outbox_dir: where pending events wait (``dead/`` below it for rejects).
+        on_depth: called with the number of pending events whenever it changes.
+        on_delivered / on_failure: called per delivered event / per failed
+            attempt (each retry and each dead letter counts).
+        uris: ``audio_base_uri``/``image_base_uri``/``audio_format`` for the body.
+    """
+
+    reports_own_deliveries = True
+
+    def __init__(self, cfg: WebhookSinkConfig, outbox_dir: Path,
+                 on_depth: Callable[[int], None] | None = None, *,
+                 on_delivered: Callable[[], None] | None = None,
+                 on_failure: Callable[[], None] | None = None, **uris: str) -> None:
+        self.name = "webhook"
+        self.cfg = cfg
+        self.outbox = Path(outbox_dir)
+        self.dead_dir = self.outbox / "dead"
+        self._token = read_token(cfg)
+        self._uris = uris
+        self._on_depth = on_depth
+        self._on_delivered = on_delivered
+        self._on_failure = on_failure
+        self._pending: list[Path] = []
+        self._ids: set[str] = set()
+        self._counter = 0
+        self._lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._session: requests.Session | None = None
+        self._rng = random.Random()
+
+    @property
+    def depth(self) -> int:
+        """Events waiting in the outbox."""
+        return len(self._pending)
+
+    def _depth_changed(self) -> None:
+        if self._pending:
+            self._empty.clear()
+        else:
+            self._empty.set()
+        if self._on_depth is not None:
+            self._on_depth(len(self._pending))
+
+    def _scan(self) -> list[Path]:
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        found = []
+        for p in self.outbox.iterdir():
+            if p.name.startswith(".") and p.name.endswith(".tmp"):
+                p.unlink(missing_ok=True)  # torn write from a crash: never acknowledged
+            elif p.is_file():
+                if _NAME.match(p.name):
+                    found.append(p)
+                else:
+                    logger.warning("webhook outbox: ignoring unexpected file %s", p)
+        return sorted(found)
+
+    async def start(self) -> None:
+        """Load the outbox left by a previous run and start delivering it."""
+        if self._task is not None and not self._task.done():
+            return
+        try:
+            pending = await asyncio.to_thread(self._scan)
+        except OSError as err:
+            raise SinkError(f"webhook: cannot use outbox {self.outbox}: {err}") from err
+        self._pending = pending
+        self._ids = {m[2] for p in pending if (m := _NAME.match(p.name))}
+        self._counter = max((int(p.name[:12]) for p in pending), default=-1) + 1
+        if pending:
+            logger.info("webhook: %d event(s) left in %s from an earlier run; delivering",
+                        len(pending), self.outbox)
+        self._session = requests.Session()
+        self._depth_changed()
+        self._task = asyncio.create_task(self._run(), name="webhook-delivery")
+
+    async def emit(self, event: Event) -> None:
+        """Put the event in the outbox (durably) and return; raises :class:`SinkError`."""
+        if self._task is None:
+            await self.start()
+        try:
+            body = dumps_event(event, **self._uris)
+        except ValueError as err:
+            raise SinkError(f"webhook: event {event.id} is not serialisable: {err}") from err
+        async with self._lock:
+            if event.id in self._ids:
+                logger.debug("webhook: event %s already in the outbox", event.id)
+                return
+            path = self.outbox / f"{self._counter:012d}-{event.id}.json"
+            self._counter += 1
+            try:
+                await asyncio.to_thread(atomic_write, path, body)
+            except OSError as err:
+                raise SinkError(f"webhook: cannot write outbox file {path}: {err}") from err
+            self._pending.append(path)
+            self._ids.add(event.id)
+            self._depth_changed()
+            self._wakeup.set()
+
+    def _post(self, body: bytes, event_id: str) -> tuple[str, str, float | None]:
+        """One POST (in a thread): ``(outcome, detail, retry_after)``; outcome ok|retry|dead."""
+        headers = {"Content-Type": "application/json", "Idempotency-Key": event_id,
+                   "User-Agent": _USER_AGENT}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        assert self._session is not None
+        try:
+            with self._session.post(self.cfg.url, data=body, headers=headers,
+                                    timeout=self.cfg.timeout_s, allow_redirects=False) as r:
+                status, text = r.status_code, r.text[:200]
+                retry_after = r.headers.get("Retry-After", "")
+        except requests.RequestException as err:
+            return "retry", f"{type(err).__name__}: {err}", None
+        if 200 <= status < 300:
+            return "ok", str(status), None
+        detail = f"HTTP {status} {text!r}"
+        if status in (408, 429) or status >= 500:
+            wait = float(retry_after) if retry_after.isdigit() else None
+            return "retry", detail, wait
+        return "dead", detail, None
+
+    def _backoff(self, attempt: int, hint: float | None) -> float:
+        base = min(self.cfg.backoff_max_s, self.cfg.backoff_initial_s * 2 ** min(attempt - 1, 30))
+        # Jitter so that many stations recovering together don't stampede the endpoint.
+        delay = base * self._rng.uniform(0.5, 1.0)
+        if hint is not None:
+            delay = max(delay, min(hint, self.cfg.backoff_max_s))
+        return delay
+
+    def _finish(self, path: Path, dead: bool) -> None:
+        if dead:
+            self.dead_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(path, self.dead_dir / path.name)
+        else:
+            path.unlink(missing_ok=True)
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            try:
+                attempt = await self._deliver_head(attempt)
+            except Exception:
+                # A bug must not end delivery for the daemon's lifetime: log, pause, go on.
+                attempt += 1
+                logger.exception("webhook: delivery loop error; retrying")
+                await asyncio.sleep(self._backoff(attempt, None))
+
+    async def _deliver_head(self, attempt: int) -> int:
+        """Try the oldest pending event once; return the new consecutive-failure count."""
+        path = self._pending[0]
+        m = _NAME.match(path.name)
+        assert m is not None
+        event_id = m[2]
+        try:
+            body = await asyncio.to_thread(path.read_bytes)
+            outcome, detail, hint = await asyncio.to_thread(self._post, body, event_id)
+        except OSError as err:
+            outcome, detail, hint = "dead", f"unreadable outbox file: {err}", None
+        if outcome == "retry":
+            attempt += 1
+            delay = self._backoff(attempt, hint)
+            if self._on_failure is not None:
+                self._on_failure()
+            logger.warning("webhook: event %s not delivered (%s); attempt %d, retrying "
+                           "in %.1f s; %d pending", event_id, detail, attempt, delay,
+                           len(self._pending))
+            await asyncio.sleep(delay)
+            return attempt
+        try:
+            await asyncio.to_thread(self._finish, path, outcome == "dead")
+        except OSError as err:
+            logger.error("webhook: cannot remove %s after delivery: %s", path, err)
+        self._pending.pop(0)
+        self._ids.discard(event_id)
+        self._depth_changed()
+        if outcome == "ok":
+            logger.debug("webhook: delivered event %s", event_id)
+            if self._on_delivered is not None:
+                self._on_delivered()
+        else:
+            logger.error("webhook: event %s rejected permanently (%s); moved to %s",
+                         event_id, detail, self.dead_dir)
+            if self._on_failure is not None:
+                self._on_failure()
+        return 0
+
+    async def close(self, timeout_s: float) -> None:
+        """Try to deliver what is pending for up to ``timeout_s``, then stop.
+
+        Undelivered events stay in the outbox for the next start.
+        """
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if self._pending and not task.done():
+            try:
+                await asyncio.wait_for(self._empty.wait(), timeout_s)
+            except TimeoutError:
+                logger.warning("webhook: %d event(s) left in %s for the next start",
+                               len(self._pending), self.outbox)
+        task.cancel("webhook sink closing")
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being cancelled ourselves, not just our delivery task
+        if self._session is not None:
+            self._session.close()
+            self._session = None

@@ -1,0 +1,1 @@
+"""Window audio -> class probabilities: frontend, network, checkpoints, scorer."""

@@ -1,0 +1,1 @@
+"""Reading fastai exports without running their pickled code."""

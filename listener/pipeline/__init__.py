@@ -1,0 +1,1 @@
+"""Stages joined: the live station pipeline, the micro-batcher, file scoring."""

@@ -1,0 +1,176 @@
+"""Score whole files: decode -> windows -> frontend -> model -> clips.
+
+Decoding (an ffmpeg process) and the per-window resampling run in a producer
+thread that stays a few batches ahead, so the model's thread never waits on
+them; memory is bounded by the queue, whatever the file's length.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from listener.audio.decode import FileDecoder, find_ffmpeg
+from listener.audio.windows import Window, WindowCutter
+from listener.config import Config
+from listener.detection.rule import ClipAggregator, ClipResult, WindowScore
+from listener.errors import DecodeError
+from listener.model.frontend import Frontend
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, float | None], None]  # (seconds done, total or None)
+
+
+@dataclass
+class FileResult:
+    """Everything ``listener detect`` reports for one file."""
+
+    file: str
+    sample_rate: int
+    duration_s: float
+    windows: list[WindowScore] = field(default_factory=list)
+    clips: list[ClipResult] = field(default_factory=list)
+
+    def to_json(self, model_info: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "sample_rate": self.sample_rate,
+            "duration_s": round(self.duration_s, 6),
+            "model": model_info,
+            "windows": [{"start_s": round(w.start_s, 6), "end_s": round(w.end_s, 6),
+                         "score": w.score} for w in self.windows],
+            "clips": [clip_json(c) for c in self.clips],
+        }
+
+
+def clip_json(clip: ClipResult) -> dict[str, Any]:
+    """The JSON form of one clip decision (shared by detect, events and replay)."""
+    return {
+        "start_s": round(clip.start_s, 6),
+        "end_s": round(clip.end_s, 6),
+        "seconds": [{"start_s": s.start_s, "score": s.score, "positive": s.positive}
+                    for s in clip.seconds],
+        "detected": clip.detected,
+        "confidence": clip.confidence,
+    }
+
+
+def probe_duration(path: str, ffmpeg_exe: str) -> float | None:
+    """The container's duration from ffmpeg's banner, for the progress bar only."""
+    try:
+        res = subprocess.run([ffmpeg_exe, "-hide_banner", "-nostdin", "-i", path],
+                             capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(rb"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", res.stderr)
+    if not m:
+        return None
+    h, mnt, sec = int(m[1]), int(m[2]), float(m[3])
+    return h * 3600 + mnt * 60 + sec
+
+
+_END = object()
+
+
+class _Batch:
+    def __init__(self, windows: list[Window], waves: np.ndarray) -> None:
+        self.windows = windows
+        self.waves = waves
+
+
+def _produce(decoder: FileDecoder, cutter: WindowCutter, frontend: Frontend,
+             batch_size: int, out: queue.Queue[Any], stop: threading.Event) -> None:
+    """Producer thread: decode, cut, resample; puts _Batch, then _END or an exception."""
+    try:
+        pending: list[Window] = []
+        waves: list[np.ndarray] = []
+        started = False
+        for block in decoder:
+            if not started:
+                cutter.reset(0.0, decoder.sample_rate, None)
+                started = True
+            for w in cutter.push(block):
+                pending.append(w)
+                waves.append(frontend.prepare(w.samples, w.sample_rate))
+                if len(pending) == batch_size:
+                    out.put(_Batch(pending, np.stack(waves)))
+                    pending, waves = [], []
+            if stop.is_set():
+                return
+        if pending:
+            out.put(_Batch(pending, np.stack(waves)))
+        elif started and cutter.position_s < cutter.window_s:
+            # A file shorter than one window: score it whole, padded like fastai.
+            tail = cutter.tail()
+            if tail is not None and tail.samples.size:
+                wave = frontend.prepare(tail.samples, tail.sample_rate)
+                if wave.size < frontend.min_samples:
+                    need = frontend.min_samples / frontend.cfg.sample_rate
+                    raise DecodeError(decoder.path, f"too short to score: {tail.end_s:.3f} s of "
+                                      f"audio (the spectrogram needs at least {need:.3f} s)")
+                out.put(_Batch([tail], wave[None]))
+        out.put(_END)
+    except BaseException as err:  # forwarded to the consumer, which re-raises it
+        out.put(err)
+
+
+def iter_scored_windows(path: str | Path, cfg: Config, score: Callable[[np.ndarray], np.ndarray],
+                        frontend: Frontend, decoder: FileDecoder,
+                        batch_size: int) -> Iterator[WindowScore]:
+    """Yield each window's score in order; raises DecodeError for a bad file."""
+    cutter = WindowCutter(cfg.detection.window_s, cfg.detection.hop_s)
+    q: queue.Queue[Any] = queue.Queue(maxsize=4)
+    stop = threading.Event()
+    worker = threading.Thread(target=_produce, args=(decoder, cutter, frontend, batch_size, q,
+                                                     stop), name="decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            scores = score(item.waves)
+            for w, s in zip(item.windows, scores, strict=True):
+                yield WindowScore(w.start_s, w.end_s, float(s), w.utc)
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
+def score_file(path: str | Path, cfg: Config, score: Callable[[np.ndarray], np.ndarray],
+               frontend: Frontend, progress: Progress | None = None) -> FileResult:
+    """Score every window of a file and apply the decision rule per clip."""
+    ffmpeg_exe = find_ffmpeg()
+    decoder = FileDecoder(path, ffmpeg_exe=ffmpeg_exe)
+    total = probe_duration(str(path), ffmpeg_exe) if progress else None
+    aggregator = ClipAggregator(cfg.detection)
+    result = FileResult(str(path), 0, 0.0)
+    for w in iter_scored_windows(path, cfg, score, frontend, decoder, cfg.model.batch_size):
+        result.windows.append(w)
+        result.clips.extend(aggregator.add(w))
+        if progress:
+            progress(w.end_s, total)
+    result.sample_rate = decoder.sample_rate
+    result.duration_s = decoder.duration_s
+    result.clips.extend(aggregator.flush(result.duration_s))
+    if not result.windows:
+        result.clips = []
+    if progress:
+        progress(result.duration_s, result.duration_s)
+    return result

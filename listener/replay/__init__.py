@@ -1,0 +1,1 @@
+"""``listener replay``: archive planning, bucket listing, the replay source, summary."""

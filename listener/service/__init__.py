@@ -1,0 +1,1 @@
+"""The daemon around the pipeline: composition, resume state, probes, metrics, logs."""

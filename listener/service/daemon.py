@@ -1,0 +1,281 @@
+"""The composition root: builds one station's parts, runs them, stops them in stages.
+
+Start: probes first (so /healthz answers while the model loads), then the
+model, the sinks, the source and the pipeline; READY=1 to systemd once the
+pipeline runs. Stop (SIGTERM/SIGINT; a second signal only logs):
+
+1. intake: the source stops polling, in-flight fetches end;
+2. drain: ffmpeg is flushed and queued windows scored (``drain`` timeout);
+3. sinks: outboxes flushed and files closed (``sinks`` timeout);
+4. probes: the HTTP server closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from listener import __version__
+from listener.audio.history import AudioHistory
+from listener.config import Config
+from listener.detection.rule import Encounter
+from listener.errors import ListenerError
+from listener.events.emitter import Emitter
+from listener.events.sinks import build_sinks
+from listener.pipeline.station import ClipHandler, SegmentSource, StationPipeline
+from listener.service.metrics import Metrics
+from listener.service.probes import ProbeServer
+from listener.service.resume import StateStore
+from listener.service.sdnotify import SystemdNotifier, watchdog_loop
+from listener.sources.hls import make_source
+from listener.sources.http_client import FetchResult, HttpClient
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    drain_s: float = 30.0
+    sinks_s: float = 15.0
+    probes_s: float = 5.0
+
+
+class Daemon:
+    """One station: ``await Daemon(cfg).run()`` returns the exit status.
+
+    ``listener replay`` composes the same parts over the archive with three
+    optional arguments: ``source`` replaces the config's stream (its owner
+    closes its HTTP client); ``wrap_handler`` puts a handler between the
+    pipeline and the emitter (the replay keeps clips inside its range and
+    counts them); ``finish_at_end`` closes the open encounter when the source
+    ends by itself (the end of a replay is the end of the data).
+    """
+
+    def __init__(self, cfg: Config, *, scorer: Any = None,
+                 registry: CollectorRegistry | None = None, timeouts: Timeouts = Timeouts(),
+                 allow_random_weights: bool = False, source: SegmentSource | None = None,
+                 wrap_handler: Callable[[Emitter], ClipHandler] | None = None,
+                 finish_at_end: bool = False) -> None:
+        if cfg.stream is None:
+            raise ListenerError(f"station {cfg.station.id}: the config has no 'stream' section; "
+                                "`listener run` needs one (see config/example.yaml)")
+        self.cfg = cfg
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry, cfg.station.id)
+        self.timeouts = timeouts
+        self.state = State.STARTING
+        self.scorer = scorer
+        self.allow_random_weights = allow_random_weights
+        self.source = source
+        self.wrap_handler = wrap_handler
+        self.finish_at_end = finish_at_end
+        self.stop_event = asyncio.Event()
+        self.pipeline: StationPipeline | None = None
+        self.emitter: Emitter | None = None
+        self.probes: ProbeServer | None = None
+        self.notifier = SystemdNotifier()
+        self.client: HttpClient | None = None
+
+    # -- probes ------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.state is not State.RUNNING or self.pipeline is None:
+            return False, f"daemon is {self.state.value}"
+        stale = self.cfg.stream.stale_after_s if self.cfg.stream else 120.0
+        last = self.pipeline.last_segment_mono
+        if last is None:
+            return False, "waiting for the first segment"
+        age = time.monotonic() - last
+        if age > stale:
+            return False, f"no new segment for {age:.0f} s (stale after {stale:.0f} s)"
+        scored = self.pipeline.windows_scored
+        return True, f"ok: last segment {age:.0f} s ago, {scored} windows scored"
+
+    def _healthy(self) -> bool:
+        return self.state is State.RUNNING and self._pipeline_task is not None \
+            and not self._pipeline_task.done()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def request_stop(self, why: str = "requested") -> None:
+        if self.stop_event.is_set():
+            log.info("already stopping (%s); waiting for the stages to finish", why)
+            return
+        log.info("stopping: %s", why)
+        self.stop_event.set()
+        if self.pipeline is not None:
+            self.pipeline.request_stop()
+        if self.client is not None:
+            self.client.stop()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+            except (NotImplementedError, RuntimeError):
+                pass  # not the main thread (tests) or no signals on this platform
+        self._pipeline_task: asyncio.Task[None] | None = None
+        mcfg = self.cfg.metrics
+        if mcfg.enabled:
+            self.probes = ProbeServer(self.registry, mcfg.host, mcfg.port, self.readiness)
+            await self.probes.start()
+        try:
+            await self._build()
+        except ListenerError as err:
+            log.error("cannot start station %s: %s", self.cfg.station.id, err)
+            await self._stop_probes()
+            return 1
+        if self.stop_event.is_set():
+            await self._shutdown()
+            return 0
+        assert self.pipeline is not None
+        self.state = State.RUNNING
+        self._pipeline_task = asyncio.create_task(self.pipeline.run(), name="pipeline")
+        self.notifier.ready()
+        self.notifier.status(f"following {self.cfg.station.id}")
+        watchdog = asyncio.create_task(watchdog_loop(self.notifier, self._healthy,
+                                                     self.stop_event), name="watchdog")
+        expiry = None if self.finish_at_end else asyncio.create_task(
+            self._expire_encounters(), name="encounter-expiry")
+        stopper = asyncio.create_task(self.stop_event.wait(), name="stop-wait")
+        await asyncio.wait({self._pipeline_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        status = 0
+        if self._pipeline_task.done() and not self.stop_event.is_set():
+            failure = self._pipeline_task.exception()
+            if failure is not None:
+                log.error("pipeline failed: %r", failure, exc_info=failure)
+                status = 1
+            else:
+                log.info("the stream ended")
+                if self.finish_at_end and self.emitter is not None and self.pipeline is not None \
+                        and not self.pipeline.source.stop_event.is_set():
+                    await self.emitter.finish()
+        stopper.cancel()
+        await self._shutdown()
+        watchdog.cancel()
+        if expiry is not None:
+            expiry.cancel()
+        return status
+
+    async def _build(self) -> None:
+        cfg = self.cfg
+        assert cfg.stream is not None
+        if self.scorer is None:
+            from listener.model.scorer import Scorer
+
+            self.scorer = await asyncio.to_thread(
+                Scorer, cfg.model, cfg.frontend, allow_random_weights=self.allow_random_weights)
+        info = self.scorer.info
+        self.metrics.model_loaded.set(1)
+        self.metrics.set_build_info(
+            version=__version__, model_id=cfg.model.model_id,
+            architecture=str(info.get("architecture", "")), device=str(info.get("device", "")),
+            weights_sha256=str(info.get("sha256") or "")[:16])
+        source = self.source
+        if source is None:
+            self.client = HttpClient(cfg.stream.fetch, on_result=self._observe_fetch)
+            source = make_source(cfg.stream, self.client, stop=asyncio.Event())
+        store = StateStore(cfg.state.dir, cfg.station.id)
+        history = None
+        if cfg.outputs.clips is not None:
+            c = cfg.outputs.clips
+            # Enough for a clip with its context, plus slack for scoring latency.
+            history = AudioHistory(max_s=cfg.detection.clip_s + c.before_s + c.after_s + 120.0)
+        sinks = build_sinks(cfg.outputs, cfg.station, history, self.metrics,
+                            state_dir=cfg.state.dir)
+        model_info = {"id": cfg.model.model_id, **info}
+        self.pipeline = StationPipeline(
+            cfg, self.scorer.frontend.prepare, self.scorer.score_waves, source,
+            handler=_Deferred(), metrics=self.metrics, state=store, history=history)
+        saved = self.pipeline.saved
+        encounter = None
+        if saved is not None and saved.encounter:
+            try:
+                encounter = Encounter.from_dict(saved.encounter)
+            except (KeyError, TypeError, ValueError) as err:
+                log.warning("ignoring the saved encounter: %s", err)
+        self.emitter = Emitter(cfg, model_info, sinks, self.metrics, encounter)
+        await self.emitter.start()
+        self.pipeline.handler = (self.emitter if self.wrap_handler is None
+                                 else self.wrap_handler(self.emitter))
+
+    async def _expire_encounters(self, every_s: float = 30.0) -> None:
+        """End an encounter left open by a stalled stream (live mode only)."""
+        slack = self.cfg.stream.stale_after_s if self.cfg.stream else 120.0
+        while True:
+            await asyncio.sleep(every_s)
+            if self.emitter is not None:
+                await self.emitter.expire(time.time(), slack)
+
+    def _observe_fetch(self, result: FetchResult) -> None:
+        if result.ok:
+            self.metrics.observe_fetch(result.kind, result.nbytes, result.elapsed_s)
+        elif result.kind == "playlist":
+            self.metrics.playlist_errors.inc()
+
+    async def _shutdown(self) -> None:
+        self.state = State.STOPPING
+        self.notifier.stopping()
+        if self.pipeline is not None:
+            self.pipeline.request_stop()
+        if self.client is not None:
+            self.client.stop()
+        task = self._pipeline_task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self.timeouts.drain_s)
+            except TimeoutError:
+                log.warning("drain: pipeline still busy after %.0f s; cancelling it",
+                            self.timeouts.drain_s)
+                task.cancel("shutdown drain timeout")
+                await asyncio.gather(task, return_exceptions=True)
+            except Exception:
+                log.exception("pipeline failed while draining")
+        if self.pipeline is not None:
+            self.pipeline.close()
+        if self.emitter is not None:
+            try:
+                await asyncio.wait_for(self.emitter.close(self.timeouts.sinks_s),
+                                       self.timeouts.sinks_s + 1.0)
+            except TimeoutError:
+                log.warning("sinks: not closed after %.0f s", self.timeouts.sinks_s)
+        if self.client is not None:
+            self.client.close()
+        await self._stop_probes()
+        self.state = State.STOPPED
+        log.info("station %s stopped", self.cfg.station.id)
+
+    async def _stop_probes(self) -> None:
+        if self.probes is not None:
+            try:
+                await asyncio.wait_for(self.probes.stop(), self.timeouts.probes_s)
+            except TimeoutError:
+                log.warning("probes: server not stopped after %.0f s", self.timeouts.probes_s)
+
+
+class _Deferred:
+    """Placeholder handler until the emitter exists (never called)."""
+
+    async def clip(self, clip: Any, stream_key: str) -> None:
+        raise RuntimeError("pipeline used before the emitter was attached")
+
+
+def run_daemon(cfg: Config) -> int:
+    """Run one station until stopped; the exit status for the CLI."""
+    return asyncio.run(Daemon(cfg).run())

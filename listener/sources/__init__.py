@@ -1,0 +1,1 @@
+"""Where segments come from: HLS and Orcasound playlists, HTTP, the circuit breaker."""

@@ -1,0 +1,240 @@
+"""Follow an Orcasound node: ``latest.txt`` -> ``hls/<ts>/live.m3u8`` -> segments.
+
+Each poll reads ``<base_url>/<node>/latest.txt`` (the unix time the node's
+current stream started) and the playlist of the folder being followed, and
+yields the segments not yet yielded. A folder's playlist lists its whole
+stream (media sequence 0, no sliding window), so a segment's offset is the
+exact sum of the EXTINF durations before it, and its wall-clock time is
+``folder unix time + offset`` (see ``docs/sources.md`` for the error bound
+and the ffmpeg start-up offset, which the daemon applies, not this module).
+
+Node restart: when ``latest.txt`` names a new folder, the old folder is
+finished first: it keeps being polled until a poll at least ``finish_polls``
+polls after the switch brings nothing new, or it lists ``#EXT-X-ENDLIST``, or
+``4 * finish_polls`` polls have passed (the bound: an old folder that keeps
+growing is a misconfigured node, not a reason to stall). Then the new folder
+is followed from its first segment, which is marked discontinuous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from listener.errors import ConfigError, PlaylistError
+from listener.sources.http_client import HttpClient
+from listener.sources.playlist import MediaPlaylist
+from listener.sources.polling import PollingSource, Stopped
+from listener.sources.segments import Gap, Position, Segment, StreamTracker
+
+log = logging.getLogger(__name__)
+
+_NODE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+# latest.txt is "<unix seconds>\n"; anything longer is not latest.txt.
+_LATEST_MAX_BYTES = 64
+# Orcasound started streaming in 2017; earlier times mean a corrupt file.
+_EARLIEST_TS = 1_400_000_000
+
+
+def parse_latest_txt(data: bytes, url: str, now: float | None = None) -> int:
+    """Validate ``latest.txt``: decimal unix seconds, not before 2014, not in the future.
+
+    Raises:
+        PlaylistError: naming the URL and quoting the bad content.
+    """
+    text = data.decode("ascii", errors="replace").strip()
+    if not text.isdigit() or len(text) > 12:
+        raise PlaylistError(f"{url}: expected unix seconds, got {text[:40]!r}")
+    ts = int(text)
+    latest_ok = (time.time() if now is None else now) + 86400
+    if not _EARLIEST_TS <= ts <= latest_ok:
+        raise PlaylistError(f"{url}: unix time {ts} is out of range "
+                            f"(before 2014 or more than a day in the future)")
+    return ts
+
+
+@dataclass
+class _Folder:
+    """One ``hls/<ts>`` stream being followed, and how to start it."""
+
+    ts: int
+    key: str
+    playlist_url: str
+    tracker: StreamTracker
+    resume: int | None = None
+    from_beginning: bool = False
+    discontinuous: bool = False
+    reason_prefix: str = ""
+
+
+class OrcasoundSource(PollingSource):
+    """Segments of one Orcasound node, across node restarts.
+
+    Args:
+        base_url: bucket URL, e.g.
+            ``https://s3-us-west-2.amazonaws.com/audio-orcasound-net``.
+        node: node folder, e.g. ``rpi_orcasound_lab``.
+        client: the HTTP client.
+        finish_polls: polls of the old folder after a restart is seen.
+        **kwargs: see :class:`~listener.sources.polling.PollingSource`.
+    """
+
+    def __init__(self, base_url: str, node: str, client: HttpClient, *,
+                 poll_interval_s: float = 5.0, start_segments_back: int = 3,
+                 stop: asyncio.Event | None = None, max_resume_backlog_s: float | None = None,
+                 segment_retries: int | None = None, finish_polls: int = 2) -> None:
+        super().__init__(client, poll_interval_s=poll_interval_s,
+                         start_segments_back=start_segments_back, stop=stop,
+                         max_resume_backlog_s=max_resume_backlog_s,
+                         segment_retries=segment_retries)
+        if not _NODE.match(node):
+            raise ConfigError(f"node must be a folder name like rpi_orcasound_lab, got {node!r}",
+                              key="stream.node")
+        self.base_url = base_url.rstrip("/")
+        self.node = node
+        self._finish_polls = max(1, finish_polls)
+        self.latest_url = f"{self.base_url}/{node}/latest.txt"
+        #: stream_key of the folder being followed (None before the first read).
+        self.stream_key: str | None = None
+
+    def folder_key(self, ts: int) -> str:
+        """The stream_key of a folder: ``<node>/hls/<ts>``."""
+        return f"{self.node}/hls/{ts}"
+
+    def _folder(self, ts: int, *, resume: int | None = None, from_beginning: bool = False,
+                discontinuous: bool = False, reason_prefix: str = "") -> _Folder:
+        key = self.folder_key(ts)
+        start = datetime.fromtimestamp(ts, UTC)
+        return _Folder(ts, key, f"{self.base_url}/{key}/live.m3u8", StreamTracker(key, start),
+                       resume, from_beginning, discontinuous, reason_prefix)
+
+    def _ts_of(self, stream_key: str) -> int | None:
+        prefix = f"{self.node}/hls/"
+        rest = stream_key[len(prefix):] if stream_key.startswith(prefix) else ""
+        return int(rest) if rest.isdigit() else None
+
+    async def segments(self, resume: Position | None = None) -> AsyncIterator[Segment | Gap]:
+        """Yield segments (and gaps) in order, forever, until the stop event is set.
+
+        ``resume`` is the last segment already processed; see
+        ``docs/sources.md`` for the rules.
+        """
+        try:
+            async for item in self._follow(resume):
+                yield item
+        except Stopped:
+            return
+
+    async def _read_latest(self) -> int | None:
+        data = await self._get(self.latest_url, "playlist", _LATEST_MAX_BYTES, "latest.txt")
+        if data is None:
+            return None
+        try:
+            ts = parse_latest_txt(data, self.latest_url)
+        except PlaylistError as err:
+            self._note_failure("latest.txt", self.latest_url, err, False)
+            return None
+        self._note_ok("latest.txt", self.latest_url)
+        return ts
+
+    async def _follow(self, resume: Position | None) -> AsyncIterator[Segment | Gap]:
+        folder: _Folder | None = None
+        pending: int | None = None  # a newer folder named by latest.txt
+        polls_since_switch = 0
+        while True:
+            latest = await self._read_latest()
+            if folder is None:
+                if latest is None:
+                    await self._pause()
+                    continue
+                folder, pending, gaps = await self._open(latest, resume)
+                for gap in gaps:
+                    yield gap
+            elif latest is not None and latest != folder.ts and latest != pending:
+                if latest < folder.ts:
+                    log.warning("%s names an older folder %s than the one followed (%s); "
+                                "following it anyway", self.latest_url, latest, folder.ts)
+                log.info("node %s restarted: new folder %s; finishing %s first",
+                         self.node, self.folder_key(latest), folder.key)
+                pending, polls_since_switch = latest, 0
+            self.stream_key = folder.key
+            playlist = await self._get_playlist(folder.playlist_url)
+            fresh = 0
+            if playlist is not None:
+                for item in self._advance(folder, playlist):
+                    fresh += isinstance(item, Segment)
+                    yield item
+            if pending is not None:
+                polls_since_switch += 1
+                if self._old_folder_done(folder, playlist, fresh, polls_since_switch):
+                    log.info("switching from %s to %s", folder.key, self.folder_key(pending))
+                    folder = self._folder(pending, from_beginning=True, discontinuous=True)
+                    pending = None
+                    continue  # the new folder's playlist at once, no pause
+            await self._pause()
+
+    def _old_folder_done(self, folder: _Folder, playlist: MediaPlaylist | None, fresh: int,
+                         polls: int) -> bool:
+        if playlist is not None and playlist.endlist and folder.tracker.started:
+            return True
+        if polls >= 4 * self._finish_polls:
+            log.warning("%s still not finished after %d polls; switching anyway",
+                        folder.key, polls)
+            return True
+        return playlist is not None and fresh == 0 and polls >= self._finish_polls
+
+    async def _open(self, latest: int, resume: Position | None
+                    ) -> tuple[_Folder, int | None, list[Gap]]:
+        """The first folder to follow, the folder to switch to after it, and gaps."""
+        old_ts = self._ts_of(resume.stream_key) if resume is not None else None
+        if resume is None or old_ts is None:
+            if resume is not None:
+                log.warning("resume position %s is not a folder of node %s; starting fresh",
+                            resume.stream_key, self.node)
+            return self._folder(latest), None, []
+        if old_ts == latest:
+            return self._folder(latest, resume=resume.sequence), None, []
+        # The node restarted while we were away. Its old folder stays on the
+        # bucket, so finish it from the resume point if that is allowed.
+        old = self._folder(old_ts)
+        playlist = await self._get_playlist(old.playlist_url, "old folder playlist")
+        prefix = f"node restarted while stopped (now {self.folder_key(latest)}); "
+        new = self._folder(latest, from_beginning=True, discontinuous=True,
+                           reason_prefix=prefix)
+        if playlist is None:
+            log.warning("cannot read %s to finish it; the rest of %s after sequence %d is "
+                        "lost", old.playlist_url, old.key, resume.sequence)
+            return new, None, []
+        gap = old.tracker.start(playlist, resume.sequence, 0, self._max_backlog_s, prefix)
+        if gap is None and old.tracker.next_sequence == resume.sequence + 1:
+            log.info("resuming %s after sequence %d, then %s", old.key, resume.sequence,
+                     new.key)
+            return old, latest, []
+        if gap is None and playlist.last_sequence > resume.sequence:
+            gap = Gap(old.key, resume.sequence + 1, playlist.last_sequence,
+                      prefix + "resume point no longer listed")
+        return new, None, [gap] if gap is not None else []
+
+    def _advance(self, folder: _Folder, playlist: MediaPlaylist) -> list[Segment | Gap]:
+        out: list[Segment | Gap] = []
+        tracker = folder.tracker
+        if not tracker.started:
+            resume = playlist.media_sequence - 1 if folder.from_beginning else folder.resume
+            gap = tracker.start(playlist, resume, self._back, self._max_backlog_s,
+                                folder.reason_prefix)
+            if gap is not None:
+                out.append(gap)
+            if folder.discontinuous:
+                tracker.mark_discontinuity()
+            if playlist.media_sequence != 0:
+                log.warning("%s starts at media sequence %d, not 0: offsets count from "
+                            "its first listed segment", playlist.url, playlist.media_sequence)
+        out.extend(tracker.advance(playlist))
+        end = tracker.live_edge_offset_s(playlist)
+        self.live_edge_utc = datetime.fromtimestamp(folder.ts, UTC) + timedelta(seconds=end)
+        return out
