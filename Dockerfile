@@ -29,7 +29,7 @@
 #                       ffmpeg on PATH first, then the wheel's.
 #
 # No linter for this file runs here (hadolint is not installable from the
-# registries this project uses); tests/test_dockerfile.py checks its structure.
+# registries this project uses); tests/deploy/test_dockerfile.py checks its structure.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

@@ -2,7 +2,7 @@
 
 The archive is the bundled L pod recording, looped and cut by ffmpeg into
 Orcasound-like 10 s MPEG-TS/AAC segments, served by the loopback S3 emulator
-of the tests (``tests/bucket_server.py``). The network is a seeded random
+of the tests (``tests/support/bucket_server.py``). The network is a seeded random
 ResNet18: speed does not depend on the weights' values. The model is loaded
 before the clock starts; the replay's wall time covers planning (bucket
 listing, playlist), fetching, decoding, scoring and the sinks.
@@ -28,8 +28,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the loopback bucket lives with the tests
 
-from bucket_server import BucketServer  # noqa: E402
 from common import RECORDING, cpu_seconds  # noqa: E402 (benchmarks/ is on sys.path)
+from support.bucket_server import BucketServer  # noqa: E402
 
 from listener.config import (  # noqa: E402
     Config,

@@ -1,12 +1,12 @@
 """Shared pytest fixtures. Keep each fixture small and documented; helpers live
-in their own modules (e.g. ``tests/hls_server.py``) so tests can import them."""
+in their own modules (e.g. ``tests/support/hls_server.py``) so tests can import them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from hls_server import (
+from support.hls_server import (
     LiveHlsServer,
     TsSegment,
     load_real_segments,

@@ -17,7 +17,7 @@ status (e.g. 404 three times, then the real answer), a delay before
 answering, a truncated body (Content-Length larger than what is sent, then the
 connection is closed) or a dropped connection. Every request is logged.
 
-Segment bytes come from ``tests/hls_media.py`` (real MPEG-TS/AAC made by
+Segment bytes come from ``tests/support/hls_media.py`` (real MPEG-TS/AAC made by
 ffmpeg's segment muxer, like Orcasound's, or the real Orcasound segments);
 its names are re-exported here.
 """
@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from hls_media import (
+from support.hls_media import (
     LPOD_WAV,
     REAL_DURATIONS,
     REAL_FOLDER,

@@ -10,7 +10,7 @@ from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hls_server import REAL_FOLDER_TS, LiveHlsServer, TsSegment
+from support.hls_server import REAL_FOLDER_TS, LiveHlsServer, TsSegment
 
 from listener.sources.hls import Gap, HlsSource, OrcasoundSource, Position, Segment
 from listener.sources.http_client import HttpClient

@@ -11,7 +11,7 @@ import pytest
 from listener.audio.decode import FileDecoder, StreamDecoder, find_ffmpeg, scan_wav_header
 from listener.errors import DecodeError, FFmpegNotFoundError
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 HLS = DATA / "hls" / "rpi_orcasound_lab" / "1594150218"
 # EXTINF of the three real segments (ffmpeg's segment muxer: 459 + 469 + 469 AAC frames)
 DURATIONS = [9.792, 10.005333, 10.005333]

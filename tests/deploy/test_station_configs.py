@@ -22,7 +22,7 @@ from pydantic_core import PydanticUndefined
 
 from listener.config import Config, load_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STATIONS_DIR = ROOT / "config" / "stations"
 EXAMPLE = ROOT / "config" / "example.yaml"
 

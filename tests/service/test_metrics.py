@@ -22,7 +22,7 @@ from listener.service.metrics import (
 
 NAME_RE = re.compile(r"^listener_[a-z]+(_[a-z0-9]+)+$")
 SUBSYSTEMS = {"hls", "audio", "stream", "inference", "detect", "sink", "build", "model"}
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 
 def scrape(registry: CollectorRegistry) -> dict[tuple[str, frozenset], float]:

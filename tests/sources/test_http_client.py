@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hls_server import LiveHlsServer
+from support.hls_server import LiveHlsServer
 
 from listener.config import FetchConfig
 from listener.errors import CircuitOpenError, FetchError

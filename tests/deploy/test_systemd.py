@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD_DIR = ROOT / "deploy" / "systemd"
 UNIT = SYSTEMD_DIR / "listener@.service"
 GPU_DROPIN = SYSTEMD_DIR / "gpu.conf"

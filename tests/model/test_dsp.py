@@ -12,7 +12,7 @@ import torch
 
 from listener.model import dsp
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import yaml
 
 from listener.service.metrics import METRIC_NAMES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "listener-dashboard.json"
 RULES = ROOT / "deploy" / "kubernetes" / "monitoring" / "prometheusrule.yaml"
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import m3u8
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 REAL_FOLDER = ROOT / "data" / "hls" / "rpi_orcasound_lab" / "1594150218"
 REAL_FOLDER_TS = 1594150218
 # EXTINF of the three real segments (from their PTS; see tests/data/ATTRIBUTION.md).

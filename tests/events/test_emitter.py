@@ -7,8 +7,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from daemon_support import read_events
 from prometheus_client import CollectorRegistry
+from support.daemon_support import read_events
 
 from listener.config import Config, JsonlSinkConfig, OutputsConfig, StationConfig
 from listener.detection.rule import WindowScore, decide_clip

@@ -1,7 +1,7 @@
 """deploy/kubernetes rendered without a cluster.
 
 Every kustomization (base, shared, monitoring, each overlay) is rendered with
-``tests/kustomize_lite.py``. Where ``kubectl`` (its built-in kustomize) or a
+``tests/support/kustomize_lite.py``. Where ``kubectl`` (its built-in kustomize) or a
 ``kustomize`` binary is installed the real renderer's output must equal ours
 object for object; where the ``kubernetes-validate`` package is importable the
 built-in kinds are checked against the Kubernetes JSON schemas (strict: no
@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 import yaml
-from kustomize_lite import configmap_hash, render
+from support.kustomize_lite import configmap_hash, render
 
 from listener.config import Config, load_config, parse_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 OVERLAYS = sorted(p for p in (K8S / "overlays").iterdir() if p.is_dir())
 STATIONS = sorted(p.stem for p in (ROOT / "config" / "stations").glob("*.yaml"))

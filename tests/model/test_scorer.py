@@ -17,7 +17,7 @@ from listener.model.frontend import Frontend
 from listener.model.network import build_model
 from listener.model.scorer import Scorer, autocast_dtype, select_device
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 SR = 20_000
 
 

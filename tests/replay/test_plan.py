@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from bucket_server import BucketServer
+from support.bucket_server import BucketServer
 
 from listener.config import FetchConfig
 from listener.errors import FetchError, ListenerError
@@ -30,7 +30,7 @@ F2, F3, F4 = F1 + 100, F1 + 200, F1 + 300
 # ffmpeg's real EXTINFs: a short first segment, then 469 AAC frames each.
 F1_DURATIONS = [9.792] + [10.005333] * 5
 F1_OFFSETS = [sum(F1_DURATIONS[:i]) for i in range(6)]
-REAL_TS = Path(__file__).parent / "data" / "hls" / NODE / "1594150218"
+REAL_TS = Path(__file__).parents[1] / "data" / "hls" / NODE / "1594150218"
 
 
 def at(ts: float) -> datetime:

@@ -17,9 +17,15 @@ from typing import Any
 
 import pytest
 import torch
-from bucket_server import BucketServer
-from daemon_support import ToneScorer, read_events, station_config, tone_recording, ts_segments
 from safetensors.torch import save_file
+from support.bucket_server import BucketServer
+from support.daemon_support import (
+    ToneScorer,
+    read_events,
+    station_config,
+    tone_recording,
+    ts_segments,
+)
 
 from listener.audio.decode import FileDecoder
 from listener.cli.main import main

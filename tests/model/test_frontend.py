@@ -18,7 +18,7 @@ import torch
 from listener.config import FrontendConfig
 from listener.model.frontend import Frontend
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 EMPTY_BINS = slice(238, 256)
 
 

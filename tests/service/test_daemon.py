@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from daemon_support import (
+from prometheus_client.parser import text_string_to_metric_families
+from support.daemon_support import (
     ToneScorer,
     publish_in_background,
     read_events,
@@ -20,8 +21,7 @@ from daemon_support import (
     tone_recording,
     ts_segments,
 )
-from hls_server import LiveHlsServer
-from prometheus_client.parser import text_string_to_metric_families
+from support.hls_server import LiveHlsServer
 
 NODE = "rpi_test"
 FOLDER = 1_600_000_000  # 2020-09-13T12:26:40Z

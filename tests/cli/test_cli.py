@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from listener.model.network import build_model
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -73,7 +73,7 @@ def test_features_writes_the_exact_model_input(tmp_path: Path) -> None:
 
 
 def test_check_config_accepts_the_example(tmp_path: Path) -> None:
-    res = _cli("check-config", str(Path(__file__).parent.parent / "config" / "example.yaml"))
+    res = _cli("check-config", str(Path(__file__).parents[2] / "config" / "example.yaml"))
     assert res.returncode == 0, res.stderr
     assert "OK" in res.stdout
 

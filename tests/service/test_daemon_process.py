@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 import torch
-from daemon_support import tone_recording, ts_segments
-from hls_server import LiveHlsServer
 from safetensors.torch import save_file
+from support.daemon_support import tone_recording, ts_segments
+from support.hls_server import LiveHlsServer
 
 from listener.model.network import build_model
 from listener.service.resume import StateStore

@@ -1,0 +1,1 @@
+"""Test support: loopback servers, media makers, the kustomize renderer."""
