@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from listener.atomic import atomic_write
 from listener.detection.rule import ClipResult, Encounter
 from listener.events.emitter import Emitter
 from listener.events.records import iso_utc
@@ -181,11 +182,8 @@ class ReplaySummary:
         return cls(**values)
 
     def save(self, path: Path) -> None:
-        """Write ``summary.json`` atomically (temporary file, then rename)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        """Write ``summary.json`` atomically (raises ``OSError``)."""
+        atomic_write(path, (json.dumps(self.to_json(), indent=1) + "\n").encode("utf-8"))
 
     @classmethod
     def load(cls, path: Path) -> ReplaySummary | None:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from listener.atomic import atomic_write
 from listener.errors import ListenerError
 
 log = logging.getLogger(__name__)
@@ -71,16 +72,6 @@ class StateStore:
             return None
 
     def save(self, state: StreamState) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Replace the state file atomically (raises ``OSError``)."""
         doc = {"version": _VERSION, **asdict(state)}
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        atomic_write(self.path, json.dumps(doc).encode("utf-8"))

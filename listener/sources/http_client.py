@@ -21,14 +21,12 @@ readable). Other 4xx, oversize bodies and bad URLs fail at once.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import http.client
 import logging
 import random
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -37,6 +35,7 @@ import urllib3
 
 from listener.config import FetchConfig
 from listener.errors import CircuitOpenError, FetchError
+from listener.retry import Backoff, parse_retry_after
 from listener.sources.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
@@ -105,22 +104,6 @@ def _check_url(url: str) -> None:
         raise FetchError(url, "URL has no host")
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
 class HttpClient:
     """Blocking HTTP GET with retries, a byte cap and a per-host circuit breaker.
 
@@ -144,7 +127,8 @@ class HttpClient:
         self._on_result = on_result
         self._stop = stop_event or threading.Event()
         self._chunk_bytes = chunk_bytes
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s,
+                                rng or random.Random())
         self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_s)
         self._breaker_announced: set[str] = set()
         self._session = session or requests.Session()
@@ -252,12 +236,7 @@ class HttpClient:
         if not fail.retryable or attempts >= tries:
             reason = fail.reason if attempts == 1 else f"{fail.reason} (after {attempts} attempts)"
             raise FetchError(url, reason, status=fail.status) from fail.cause
-        delay = min(self._config.backoff_max_s,
-                    self._config.backoff_initial_s * 2 ** (attempts - 1))
-        # Jitter (50-100 %) keeps many stations from retrying in lockstep.
-        delay *= 0.5 + 0.5 * self._rng.random()
-        if fail.retry_after_s is not None:
-            delay = max(delay, min(fail.retry_after_s, self._config.backoff_max_s))
+        delay = self._backoff.delay(attempts, fail.retry_after_s)
         log.info("%s: %s; retry %d of %d in %.2f s", url, fail.reason, attempts, tries - 1, delay)
         if self._stop.wait(delay):
             raise FetchError(url, f"stopped while waiting to retry ({fail.reason})",

@@ -13,7 +13,8 @@ from support.hls_server import LiveHlsServer
 
 from listener.config import FetchConfig
 from listener.errors import CircuitOpenError, FetchError
-from listener.sources.http_client import FetchResult, HttpClient, parse_retry_after
+from listener.retry import parse_retry_after
+from listener.sources.http_client import FetchResult, HttpClient
 
 BODY = bytes(range(256)) * 20  # 5120 bytes
 

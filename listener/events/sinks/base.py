@@ -1,4 +1,4 @@
-"""The sink protocol, the metrics hooks it reports to, and atomic file writes.
+"""The sink protocol and the metrics hooks it reports to.
 
 A sink turns an :class:`~listener.events.records.Event` into something outside the
 process: a line in a file, an HTTP POST, a clip on disk. The contract:
@@ -17,9 +17,7 @@ Blocking I/O runs in ``asyncio.to_thread`` so the event loop keeps serving.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Protocol
 
 from listener.errors import SinkError
@@ -108,47 +106,3 @@ async def emit_all(sinks: Sequence[Sink], event: Event,
         if hook is not None:
             hook(sink.name).failures.inc()
     return failed
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (no-op where directories can't be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename still happened
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes | Callable[[Path], None]) -> None:
-    """Write ``path`` so readers see the old file or the whole new one, never half.
-
-    ``data`` is the bytes, or a function that writes a file at the path it is
-    given (e.g. ``soundfile.write``). The temporary file lives in the same
-    directory (same filesystem, so the rename is atomic) and starts with a
-    dot so directory scans skip it. Raises ``OSError``.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        if callable(data):
-            data(tmp)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        else:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from listener.atomic import atomic_write
 from listener.audio.history import AudioHistory
 from listener.config import ClipSinkConfig
 from listener.errors import SinkError
 from listener.events.png import encode_png
 from listener.events.records import Event, clip_file_names
-from listener.events.sinks.base import atomic_write
 
 logger = logging.getLogger(__name__)
 

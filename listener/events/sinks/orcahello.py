@@ -12,10 +12,10 @@ import asyncio
 import json
 from pathlib import Path
 
+from listener.atomic import atomic_write
 from listener.config import OrcaHelloSinkConfig
 from listener.errors import SinkError
 from listener.events.records import Event, orcahello_record
-from listener.events.sinks.base import atomic_write
 
 
 class OrcaHelloSink:

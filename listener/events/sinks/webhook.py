@@ -26,18 +26,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import requests
 
+from listener.atomic import atomic_write
 from listener.config import WebhookSinkConfig
 from listener.errors import SinkError
 from listener.events.records import Event
-from listener.events.sinks.base import atomic_write
 from listener.events.sinks.jsonl import dumps_event
+from listener.retry import Backoff, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class WebhookSink:
         self._empty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: requests.Session | None = None
-        self._rng = random.Random()
+        self._backoff_policy = Backoff(cfg.backoff_initial_s, cfg.backoff_max_s)
 
     @property
     def depth(self) -> int:
@@ -191,17 +191,11 @@ class WebhookSink:
             return "ok", str(status), None
         detail = f"HTTP {status} {text!r}"
         if status in (408, 429) or status >= 500:
-            wait = float(retry_after) if retry_after.isdigit() else None
-            return "retry", detail, wait
+            return "retry", detail, parse_retry_after(retry_after)
         return "dead", detail, None
 
     def _backoff(self, attempt: int, hint: float | None) -> float:
-        base = min(self.cfg.backoff_max_s, self.cfg.backoff_initial_s * 2 ** min(attempt - 1, 30))
-        # Jitter so that many stations recovering together don't stampede the endpoint.
-        delay = base * self._rng.uniform(0.5, 1.0)
-        if hint is not None:
-            delay = max(delay, min(hint, self.cfg.backoff_max_s))
-        return delay
+        return self._backoff_policy.delay(attempt, hint)
 
     def _finish(self, path: Path, dead: bool) -> None:
         if dead:

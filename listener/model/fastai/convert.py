@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
+from listener.atomic import atomic_write
 from listener.errors import ModelLoadError, UnsafeCheckpointError
 from listener.model.checkpoints import (
     detect_layout,
@@ -232,12 +232,9 @@ def convert_fastai_export(pkl_path: str | Path, out_path: str | Path, *,
     load_strict(model, to_listener_layout(raw, layout), source=str(src), layout=layout)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     source_sha = sha256_file(src)
-    tmp = out.with_name(out.name + ".tmp")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(tmp), metadata={
-        "format": "pt", "layout": "listener", "architecture": arch,
-        "converted_from": src.name, "source_sha256": source_sha})
-    os.replace(tmp, out)
+    meta = {"format": "pt", "layout": "listener", "architecture": arch,
+            "converted_from": src.name, "source_sha256": source_sha}
+    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     _, info = load_model(out, arch)  # proves the written file loads strictly
     log.info("converted %s (%s, %s layout) -> %s: %s, %d parameters", src, fmt, layout, out,
              arch, info.parameter_count)
