@@ -39,6 +39,7 @@ from listener.config import (
 )
 from listener.demo.server import LiveNode, make_segments
 from listener.service.daemon import Daemon
+from listener.service.station import StationOptions
 
 NODE = "rpi_bench"
 
@@ -74,21 +75,15 @@ def _config(base_url: str, work: Path, back: int, poll: float) -> Config:
         state=StateConfig(dir=work / "state"))
 
 
-async def _run(daemon: Daemon, sink: _TimingSink, until: Any) -> None:
+async def _run(daemon: Daemon, until: Any) -> None:
     async def watch() -> None:
         while not until():
             await asyncio.sleep(0.05)
         daemon.request_stop("benchmark done")
 
-    async def attach() -> None:
-        while daemon.emitter is None:
-            await asyncio.sleep(0.01)
-        daemon.emitter.sinks.append(sink)
-
-    tasks = [asyncio.create_task(watch()), asyncio.create_task(attach())]
+    task = asyncio.create_task(watch())
     await daemon.run()
-    for t in tasks:
-        t.cancel()
+    task.cancel()
 
 
 def main() -> None:
@@ -111,10 +106,11 @@ def main() -> None:
         scorer = Scorer(cfg.model, cfg.frontend, allow_random_weights=True)
 
         # 1. catch-up after a 10-minute outage
-        daemon = Daemon(cfg, scorer=scorer, registry=CollectorRegistry())
         sink = _TimingSink()
+        daemon = Daemon(cfg, scorer=scorer, registry=CollectorRegistry(),
+                        options=StationOptions(extra_sinks=[sink]))
         t0 = time.monotonic()
-        asyncio.run(_run(daemon, sink, lambda: daemon.pipeline is not None
+        asyncio.run(_run(daemon, lambda: daemon.pipeline is not None
                          and daemon.pipeline.windows_scored >= 590))
         took = time.monotonic() - t0
         out(f"catch-up: 10 min backlog scored in {took:.1f} s = {600 / took:.1f}x real time\n")
@@ -125,8 +121,9 @@ def main() -> None:
         for _, d in segments:
             offsets.append(offsets[-1] + d)
 
-        daemon = Daemon(cfg, scorer=scorer, registry=CollectorRegistry())
         sink = _TimingSink()
+        daemon = Daemon(cfg, scorer=scorer, registry=CollectorRegistry(),
+                        options=StationOptions(extra_sinks=[sink]))
         first = node.published
         live_s = args.live_minutes * 60
         c0, t0 = cpu_seconds(), time.monotonic()
@@ -136,7 +133,7 @@ def main() -> None:
                 published_at.setdefault(i, time.monotonic())
             return time.monotonic() - t0 > live_s
 
-        asyncio.run(_run(daemon, sink, until))
+        asyncio.run(_run(daemon, until))
         wall = time.monotonic() - t0
         cpu = cpu_seconds() - c0
         node.stop()

@@ -16,8 +16,8 @@ import collections
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class MicroBatcher(Generic[T]):
         self._closed = True
         self._wake.set()
 
-    async def batches(self) -> Any:
+    async def batches(self) -> AsyncIterator[tuple[list[T], np.ndarray]]:
         """Async iterator of ``(windows, scores)`` in window order."""
         loop = asyncio.get_running_loop()
         while True:

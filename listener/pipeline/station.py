@@ -22,10 +22,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -37,17 +37,18 @@ from listener.detection.rule import ClipAggregator, ClipResult, WindowScore
 from listener.errors import DecodeError, FetchError
 from listener.pipeline.batcher import MicroBatcher
 from listener.service.metrics import Metrics
-from listener.service.resume import StateStore, StreamState
 from listener.sources.segments import Gap, Position, Segment
 
 log = logging.getLogger(__name__)
 
 
 class SegmentSource(Protocol):
+    """Where segments come from: a live stream (:mod:`listener.sources`) or the archive."""
+
     live_edge_utc: datetime | None
     last_playlist_ok: float | None
 
-    def segments(self, resume: Position | None) -> Any: ...
+    def segments(self, resume: Position | None) -> AsyncIterator[Segment | Gap]: ...
 
     async def fetch_or_gap(self, segment: Segment) -> bytes | Gap: ...
 
@@ -60,7 +61,45 @@ ScoreWavesFn = Callable[[np.ndarray], np.ndarray]  # (B, S) waveforms -> (B,) sc
 
 
 class ClipHandler(Protocol):
+    """Receives each finished clip (the emitter, or replay's range filter around it)."""
+
     async def clip(self, clip: ClipResult, stream_key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a restart picks up: re-read after ``position``, score from ``clip_end_s`` on."""
+
+    position: Position
+    clip_end_s: float
+
+
+@dataclass(frozen=True)
+class ClipProgress:
+    """Reported after each clip reached the handler: clips up to ``clip_end_s`` are done.
+
+    ``resume_sequence`` is the last segment that need not be read again (one
+    segment before the clip, to warm the AAC decoder).
+    """
+
+    stream_key: str
+    resume_sequence: int
+    clip_end_s: float
+
+
+ProgressFn = Callable[[ClipProgress], None]
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    """A snapshot of the pipeline's counters (for probes, replay and progress displays)."""
+
+    segments_fed: int
+    windows_scored: int
+    backlog_s: float
+    last_segment_mono: float | None
+    last_scored_mono: float | None
+    last_scored_utc: datetime | None
 
 
 @dataclass(frozen=True)
@@ -75,14 +114,14 @@ class StationPipeline:
     """Runs one station until its source ends or :meth:`request_stop`."""
 
     def __init__(self, cfg: Config, prepare: PrepareFn, score_waves: ScoreWavesFn,
-                 source: SegmentSource, handler: ClipHandler, metrics: Metrics,
-                 state: StateStore, history: AudioHistory | None = None,
-                 ffmpeg_exe: str | None = None) -> None:
+                 source: SegmentSource, handler: ClipHandler, metrics: Metrics, *,
+                 resume: ResumePoint | None = None, on_progress: ProgressFn | None = None,
+                 history: AudioHistory | None = None, ffmpeg_exe: str | None = None) -> None:
         self.cfg = cfg
         self.source = source
         self.handler = handler
         self.metrics = metrics
-        self.state_store = state
+        self.on_progress = on_progress
         self.history = history
         self.ffmpeg_exe = ffmpeg_exe
         det = cfg.detection
@@ -110,13 +149,16 @@ class StationPipeline:
         self.last_scored_utc: datetime | None = None
         self.segments_fed = 0
         self.windows_scored = 0
-        saved = state.load()
-        if saved is not None:
-            self._resume = Position(saved.stream_key, saved.resume_sequence)
-            self._skip_before[saved.stream_key] = saved.clip_end_s
+        if resume is not None:
+            self._resume = resume.position
+            self._skip_before[resume.position.stream_key] = resume.clip_end_s
             log.info("resuming %s after segment %d (clips up to %.1f s already emitted)",
-                     saved.stream_key, saved.resume_sequence, saved.clip_end_s)
-        self.saved = saved
+                     resume.position.stream_key, resume.position.sequence, resume.clip_end_s)
+
+    def stats(self) -> PipelineStats:
+        return PipelineStats(self.segments_fed, self.windows_scored, self.batcher.backlog_s,
+                             self.last_segment_mono, self.last_scored_mono,
+                             self.last_scored_utc)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -289,22 +331,16 @@ class StationPipeline:
         if not clip.windows:
             return
         await self.handler.clip(clip, stream_key)
-        self._save_progress(clip, stream_key)
+        self._report_progress(clip, stream_key)
 
-    def _save_progress(self, clip: ClipResult, stream_key: str) -> None:
-        """Persist: clips up to ``clip.end_s`` are done; re-read from one segment before."""
+    def _report_progress(self, clip: ClipResult, stream_key: str) -> None:
+        """Clips up to ``clip.end_s`` are done; a resume re-reads from one segment before."""
         segs = [s for s in self._recent if s.stream_key == stream_key]
-        if not segs:
+        if not segs or self.on_progress is None:
             return
         containing = next((s for s in segs if s.offset_s + s.duration_s > clip.end_s), segs[-1])
         resume_seq = max(containing.sequence - 2, segs[0].sequence - 1)
-        encounter = getattr(self.handler, "open_encounter", None)
-        state = StreamState(stream_key, resume_seq, clip.end_s,
-                            encounter.to_dict() if encounter is not None else None)
-        try:
-            self.state_store.save(state)
-        except OSError as err:
-            log.error("cannot save the state file %s: %s", self.state_store.path, err)
+        self.on_progress(ClipProgress(stream_key, resume_seq, clip.end_s))
 
 
 @dataclass(frozen=True)

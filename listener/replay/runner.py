@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -35,6 +35,7 @@ from listener.config import Config, JsonlSinkConfig, load_config
 from listener.errors import ListenerError
 from listener.events.emitter import Emitter
 from listener.events.records import iso_utc
+from listener.pipeline.station import PipelineStats
 from listener.replay.plan import plan_range
 from listener.replay.source import ReplaySource, in_range_s
 from listener.replay.summary import (
@@ -47,6 +48,7 @@ from listener.replay.summary import (
 from listener.service.daemon import Daemon
 from listener.service.resume import StateStore
 from listener.service.sdnotify import SystemdNotifier
+from listener.service.station import StationOptions, WindowScorer
 from listener.sources.http_client import HttpClient
 
 log = logging.getLogger(__name__)
@@ -124,7 +126,8 @@ class Replay:
     """
 
     def __init__(self, cfg: Config, start_utc: datetime, end_utc: datetime, *,
-                 out_dir: Path | None = None, concurrency: int = 4, scorer: Any = None,
+                 out_dir: Path | None = None, concurrency: int = 4,
+                 scorer: WindowScorer | None = None,
                  allow_random_weights: bool = False, on_clip: ClipCallback | None = None,
                  progress: Progress | None = None) -> None:
         stream = cfg.stream
@@ -219,8 +222,8 @@ class Replay:
         summary.segments_planned = len(plan.segments)
         summary.segments_fetched = source.fetched
         summary.lost_segments = [lost_segment_json(g) for g in source.lost]
-        pipeline = self.daemon.pipeline if self.daemon is not None else None
-        summary.windows_scored = pipeline.windows_scored if pipeline is not None else 0
+        stats = self._stats()
+        summary.windows_scored = stats.windows_scored if stats is not None else 0
         if self.clips is not None:
             summary.clips, summary.clips_outside_range = self.clips.clips, self.clips.outside
             summary.detections = list(self.clips.detections)
@@ -236,14 +239,15 @@ class Replay:
         summary.save(self.summary_path)
         return summary
 
-    async def _score(self, source: ReplaySource, scorer: Any, client: HttpClient) -> int:
+    async def _score(self, source: ReplaySource, scorer: WindowScorer,
+                     client: HttpClient) -> int:
         """Run the daemon over the source; its exit status."""
         if self._stop_requested:
             return 0
         daemon = self.daemon = Daemon(
-            self.cfg, scorer=scorer, registry=CollectorRegistry(), source=source,
-            wrap_handler=self._wrap, finish_at_end=True)
-        daemon.notifier = SystemdNotifier(environ={})  # a replay is not the service
+            self.cfg, scorer=scorer, registry=CollectorRegistry(),
+            options=StationOptions(source=source, wrap_handler=self._wrap), finish_at_end=True,
+            notifier=SystemdNotifier(environ={}))  # a replay is not the service
 
         async def stop_client() -> None:
             # Retries of fetches in flight end at once when the replay stops.
@@ -270,17 +274,21 @@ class Replay:
         self.clips = RangeClips(emitter, self.start_utc, self.end_utc, self.on_clip)
         return self.clips
 
-    def _backlog_s(self) -> float:
+    def _stats(self) -> PipelineStats | None:
         pipeline = self.daemon.pipeline if self.daemon is not None else None
-        return pipeline.batcher.backlog_s if pipeline is not None else 0.0
+        return pipeline.stats() if pipeline is not None else None
+
+    def _backlog_s(self) -> float:
+        stats = self._stats()
+        return stats.backlog_s if stats is not None else 0.0
 
     async def _show_progress(self, bar: Progress, total_s: float) -> None:
         hop = self.cfg.detection.hop_s
         while True:
             await asyncio.sleep(0.5)
-            pipeline = self.daemon.pipeline if self.daemon is not None else None
-            if pipeline is not None:
-                bar(min(pipeline.windows_scored * hop, total_s), total_s)
+            stats = self._stats()
+            if stats is not None:
+                bar(min(stats.windows_scored * hop, total_s), total_s)
 
     def _outcome(self, source: ReplaySource, status: int) -> tuple[str, str | None]:
         if source.failure is not None:

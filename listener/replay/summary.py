@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from listener.atomic import atomic_write
-from listener.detection.rule import ClipResult, Encounter
+from listener.detection.rule import ClipResult
 from listener.events.emitter import Emitter
 from listener.events.records import iso_utc
 from listener.replay.plan import ArchiveGap
@@ -53,11 +53,6 @@ class RangeClips:
         self.clips = 0
         self.outside = 0
         self.detections: list[dict[str, Any]] = []
-
-    @property
-    def open_encounter(self) -> Encounter | None:
-        """Forwarded so the pipeline saves the open encounter in the state file."""
-        return self.emitter.open_encounter
 
     async def clip(self, clip: ClipResult, stream_key: str) -> None:
         """Emit ``clip`` if it overlaps the range; count it either way."""

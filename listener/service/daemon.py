@@ -17,25 +17,19 @@ import enum
 import logging
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from listener import __version__
-from listener.audio.history import AudioHistory
 from listener.config import Config
-from listener.detection.rule import Encounter
 from listener.errors import ListenerError
 from listener.events.emitter import Emitter
-from listener.events.sinks import build_sinks
-from listener.pipeline.station import ClipHandler, SegmentSource, StationPipeline
+from listener.pipeline.station import StationPipeline
 from listener.service.metrics import Metrics
 from listener.service.probes import ProbeServer
-from listener.service.resume import StateStore
 from listener.service.sdnotify import SystemdNotifier, watchdog_loop
-from listener.sources.hls import make_source
+from listener.service.station import Station, StationOptions, WindowScorer, build_station
 from listener.sources.http_client import FetchResult, HttpClient
 
 log = logging.getLogger(__name__)
@@ -58,20 +52,20 @@ class Timeouts:
 class Daemon:
     """One station: ``await Daemon(cfg).run()`` returns the exit status.
 
-    ``listener replay`` composes the same parts over the archive with three
-    optional arguments: ``source`` replaces the config's stream (its owner
-    closes its HTTP client); ``wrap_handler`` puts a handler between the
-    pipeline and the emitter (the replay keeps clips inside its range and
-    counts them); ``finish_at_end`` closes the open encounter when the source
-    ends by itself (the end of a replay is the end of the data).
+    ``listener replay`` and ``listener demo`` compose the same parts through
+    :class:`~listener.service.station.StationOptions` (replay's archive source
+    and range filter); ``finish_at_end`` closes the open encounter when the
+    source ends by itself (the end of a replay is the end of the data), and
+    ``notifier`` replaces the systemd notifier (a replay is not the service).
     """
 
-    def __init__(self, cfg: Config, *, scorer: Any = None,
+    def __init__(self, cfg: Config, *, scorer: WindowScorer | None = None,
                  registry: CollectorRegistry | None = None, timeouts: Timeouts = Timeouts(),
-                 allow_random_weights: bool = False, source: SegmentSource | None = None,
-                 wrap_handler: Callable[[Emitter], ClipHandler] | None = None,
-                 finish_at_end: bool = False) -> None:
-        if cfg.stream is None:
+                 allow_random_weights: bool = False,
+                 options: StationOptions | None = None, finish_at_end: bool = False,
+                 notifier: SystemdNotifier | None = None) -> None:
+        options = options or StationOptions()
+        if cfg.stream is None and options.source is None:
             raise ListenerError(f"station {cfg.station.id}: the config has no 'stream' section; "
                                 "`listener run` needs one (see config/example.yaml)")
         self.cfg = cfg
@@ -81,15 +75,25 @@ class Daemon:
         self.state = State.STARTING
         self.scorer = scorer
         self.allow_random_weights = allow_random_weights
-        self.source = source
-        self.wrap_handler = wrap_handler
+        self.options = options
         self.finish_at_end = finish_at_end
         self.stop_event = asyncio.Event()
-        self.pipeline: StationPipeline | None = None
-        self.emitter: Emitter | None = None
+        self.station: Station | None = None
         self.probes: ProbeServer | None = None
-        self.notifier = SystemdNotifier()
-        self.client: HttpClient | None = None
+        self.notifier = notifier or SystemdNotifier()
+        self._pipeline_task: asyncio.Task[None] | None = None
+
+    @property
+    def pipeline(self) -> StationPipeline | None:
+        return self.station.pipeline if self.station is not None else None
+
+    @property
+    def emitter(self) -> Emitter | None:
+        return self.station.emitter if self.station is not None else None
+
+    @property
+    def client(self) -> HttpClient | None:
+        return self.station.client if self.station is not None else None
 
     # -- probes ------------------------------------------------------------
 
@@ -130,7 +134,6 @@ class Daemon:
                 loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests) or no signals on this platform
-        self._pipeline_task: asyncio.Task[None] | None = None
         mcfg = self.cfg.metrics
         if mcfg.enabled:
             self.probes = ProbeServer(self.registry, mcfg.host, mcfg.port, self.readiness)
@@ -175,45 +178,22 @@ class Daemon:
 
     async def _build(self) -> None:
         cfg = self.cfg
-        assert cfg.stream is not None
-        if self.scorer is None:
+        scorer = self.scorer
+        if scorer is None:
             from listener.model.scorer import Scorer
 
-            self.scorer = await asyncio.to_thread(
+            scorer = self.scorer = await asyncio.to_thread(
                 Scorer, cfg.model, cfg.frontend, allow_random_weights=self.allow_random_weights)
-        info = self.scorer.info
+        info = scorer.info
         self.metrics.model_loaded.set(1)
         self.metrics.set_build_info(
             version=__version__, model_id=cfg.model.model_id,
             architecture=str(info.get("architecture", "")), device=str(info.get("device", "")),
             weights_sha256=str(info.get("sha256") or "")[:16])
-        source = self.source
-        if source is None:
-            self.client = HttpClient(cfg.stream.fetch, on_result=self._observe_fetch)
-            source = make_source(cfg.stream, self.client, stop=asyncio.Event())
-        store = StateStore(cfg.state.dir, cfg.station.id)
-        history = None
-        if cfg.outputs.clips is not None:
-            c = cfg.outputs.clips
-            # Enough for a clip with its context, plus slack for scoring latency.
-            history = AudioHistory(max_s=cfg.detection.clip_s + c.before_s + c.after_s + 120.0)
-        sinks = build_sinks(cfg.outputs, cfg.station, history, self.metrics,
-                            state_dir=cfg.state.dir)
-        model_info = {"id": cfg.model.model_id, **info}
-        self.pipeline = StationPipeline(
-            cfg, self.scorer.frontend.prepare, self.scorer.score_waves, source,
-            handler=_Deferred(), metrics=self.metrics, state=store, history=history)
-        saved = self.pipeline.saved
-        encounter = None
-        if saved is not None and saved.encounter:
-            try:
-                encounter = Encounter.from_dict(saved.encounter)
-            except (KeyError, TypeError, ValueError) as err:
-                log.warning("ignoring the saved encounter: %s", err)
-        self.emitter = Emitter(cfg, model_info, sinks, self.metrics, encounter)
-        await self.emitter.start()
-        self.pipeline.handler = (self.emitter if self.wrap_handler is None
-                                 else self.wrap_handler(self.emitter))
+        station = build_station(cfg, scorer, self.metrics, options=self.options,
+                                on_fetch=self._observe_fetch)
+        await station.emitter.start()
+        self.station = station
 
     async def _expire_encounters(self, every_s: float = 30.0) -> None:
         """End an encounter left open by a stalled stream (live mode only)."""
@@ -267,13 +247,6 @@ class Daemon:
                 await asyncio.wait_for(self.probes.stop(), self.timeouts.probes_s)
             except TimeoutError:
                 log.warning("probes: server not stopped after %.0f s", self.timeouts.probes_s)
-
-
-class _Deferred:
-    """Placeholder handler until the emitter exists (never called)."""
-
-    async def clip(self, clip: Any, stream_key: str) -> None:
-        raise RuntimeError("pipeline used before the emitter was attached")
 
 
 def run_daemon(cfg: Config) -> int:

@@ -113,7 +113,8 @@ def test_restart_resumes_without_gap_or_duplicate(
         first = run_daemon_until(cfg, ToneScorer(),
                                  lambda d: d.pipeline.windows_scored >= 88, timeout_s=60)
         assert first.pipeline is not None
-        state = first.pipeline.state_store.load()
+        assert first.station is not None
+        state = first.station.resume_store.load()
         assert state is not None and state.clip_end_s == 60.0
         assert not [e for e in read_events(tmp_path / "events.jsonl")
                     if e["kind"] == "detection"]

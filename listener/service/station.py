@@ -1,0 +1,164 @@
+"""The station builder: one station's parts, built in one forward pass.
+
+``listener run``, ``listener replay`` and ``listener demo`` all build a
+station here, in data-flow order and with nothing patched afterwards:
+
+1. the resume state is loaded once: the pipeline gets its resume point, the
+   emitter the encounter that was open;
+2. the sinks, then the emitter over them (and, for replay, the range filter
+   around the emitter);
+3. the source (the config's stream, or one handed in by replay);
+4. the pipeline, with the handler and a typed progress callback that saves the
+   resume state after each clip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from listener.audio.history import AudioHistory
+from listener.config import Config
+from listener.detection.rule import Encounter
+from listener.errors import ListenerError
+from listener.events.emitter import Emitter
+from listener.events.sinks import Sink, build_sinks
+from listener.pipeline.station import (
+    ClipHandler,
+    ClipProgress,
+    ResumePoint,
+    SegmentSource,
+    StationPipeline,
+)
+from listener.service.metrics import Metrics
+from listener.service.resume import StateStore, StreamState
+from listener.sources.hls import make_source
+from listener.sources.http_client import FetchObserver, HttpClient
+from listener.sources.segments import Position
+
+log = logging.getLogger(__name__)
+
+# Audio kept for clips beyond the clip and its context: covers scoring latency.
+HISTORY_SLACK_S = 120.0
+
+
+class Preparer(Protocol):
+    """The frontend's waveform step: a window at its own rate -> model-rate mono."""
+
+    def prepare(self, samples: np.ndarray, sample_rate: int) -> np.ndarray: ...
+
+
+class WindowScorer(Protocol):
+    """What a station needs of a model (:class:`listener.model.scorer.Scorer`, or a fake)."""
+
+    @property
+    def frontend(self) -> Preparer: ...
+
+    @property
+    def info(self) -> Mapping[str, Any]: ...
+
+    def score_waves(self, waves: np.ndarray) -> np.ndarray: ...
+
+
+WrapHandler = Callable[[Emitter], ClipHandler]
+
+
+@dataclass(frozen=True)
+class StationOptions:
+    """How ``run``, ``replay`` and ``demo`` differ; the defaults are ``listener run``.
+
+    Attributes:
+        source: replaces the config's stream (replay's archive source); its
+            owner closes its HTTP client.
+        wrap_handler: puts a handler between the pipeline and the emitter
+            (replay keeps the clips inside its range and counts them).
+        extra_sinks: sinks beyond those the config's ``outputs`` asks for
+            (benchmarks time events with one).
+    """
+
+    source: SegmentSource | None = None
+    wrap_handler: WrapHandler | None = None
+    extra_sinks: Sequence[Sink] = ()
+
+
+@dataclass(frozen=True)
+class Station:
+    """One station's parts, as :func:`build_station` wired them."""
+
+    cfg: Config
+    pipeline: StationPipeline
+    emitter: Emitter
+    source: SegmentSource
+    client: HttpClient | None  # owned by the station (None when the source was handed in)
+    resume_store: StateStore
+
+
+def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
+                  options: StationOptions | None = None,
+                  on_fetch: FetchObserver | None = None) -> Station:
+    """Build one station's sinks, emitter, source and pipeline (nothing started yet).
+
+    Raises:
+        ListenerError: a part cannot be built (the config has no stream, a sink
+            cannot be made, the state file cannot be read), with its reason.
+    """
+    options = options or StationOptions()
+    if cfg.stream is None and options.source is None:
+        raise ListenerError(f"station {cfg.station.id}: the config has no 'stream' section; "
+                            "`listener run` needs one (see config/example.yaml)")
+    store = StateStore(cfg.state.dir, cfg.station.id)
+    saved = store.load()
+    history = _history(cfg)
+    sinks = [*build_sinks(cfg.outputs, cfg.station, history, metrics, state_dir=cfg.state.dir),
+             *options.extra_sinks]
+    model_info = {"id": cfg.model.model_id, **scorer.info}
+    emitter = Emitter(cfg, model_info, sinks, metrics, _saved_encounter(saved))
+    handler = emitter if options.wrap_handler is None else options.wrap_handler(emitter)
+    client = None
+    source = options.source
+    if source is None:
+        assert cfg.stream is not None
+        client = HttpClient(cfg.stream.fetch, on_result=on_fetch)
+        source = make_source(cfg.stream, client)
+
+    def save_progress(progress: ClipProgress) -> None:
+        encounter = emitter.open_encounter
+        state = StreamState(progress.stream_key, progress.resume_sequence, progress.clip_end_s,
+                            encounter.to_dict() if encounter is not None else None)
+        try:
+            store.save(state)
+        except OSError as err:
+            log.error("cannot save the state file %s: %s", store.path, err)
+
+    pipeline = StationPipeline(
+        cfg, scorer.frontend.prepare, scorer.score_waves, source, handler, metrics,
+        resume=_resume_point(saved), on_progress=save_progress, history=history)
+    return Station(cfg, pipeline, emitter, source, client, store)
+
+
+def _history(cfg: Config) -> AudioHistory | None:
+    clips = cfg.outputs.clips
+    if clips is None:
+        return None
+    return AudioHistory(max_s=cfg.detection.clip_s + clips.before_s + clips.after_s
+                        + HISTORY_SLACK_S)
+
+
+def _resume_point(saved: StreamState | None) -> ResumePoint | None:
+    if saved is None:
+        return None
+    return ResumePoint(Position(saved.stream_key, saved.resume_sequence), saved.clip_end_s)
+
+
+def _saved_encounter(saved: StreamState | None) -> Encounter | None:
+    if saved is None or not saved.encounter:
+        return None
+    try:
+        return Encounter.from_dict(saved.encounter)
+    except (KeyError, TypeError, ValueError) as err:
+        log.warning("ignoring the saved encounter: %s", err)
+        return None
