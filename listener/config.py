@@ -10,6 +10,7 @@ variable or a credentials file that holds them.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,6 +51,18 @@ class FetchConfig(_Section):
     user_agent: str = "listener/0.1 (+https://github.com/orcasound)"
 
 
+# An Orcasound node name becomes part of bucket keys and URLs: a plain folder
+# name, no slashes, no '.' or '..', nothing a URL would read as a query.
+_NODE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def check_node_name(node: str) -> str:
+    """``node`` if it is a valid Orcasound node folder name, else ``ValueError``."""
+    if not _NODE_NAME.fullmatch(node) or node in (".", ".."):
+        raise ValueError(f"node must be a folder name like rpi_orcasound_lab, got {node!r}")
+    return node
+
+
 class StreamConfig(_Section):
     """Where the audio comes from.
 
@@ -71,6 +84,8 @@ class StreamConfig(_Section):
     def _check_source(self) -> StreamConfig:
         if self.kind == "orcasound" and not self.node:
             raise ValueError("kind 'orcasound' needs 'node' (e.g. rpi_orcasound_lab)")
+        if self.node is not None:
+            check_node_name(self.node)
         if self.kind == "hls" and not self.url:
             raise ValueError("kind 'hls' needs 'url' (an http(s) .m3u8 URL)")
         for name in ("base_url", "url"):

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
+from listener.config import check_node_name
 from listener.errors import ListenerError
 from listener.sources.http_client import HttpClient
 
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 # <bucket>.s3.amazonaws.com, <bucket>.s3-us-west-2.amazonaws.com, <bucket>.s3.us-west-2....
 _VIRTUAL_HOST = re.compile(r"^(?P<bucket>.+)\.s3(?:[.-][a-z0-9-]+)?\.amazonaws\.com$", re.I)
-_NODE = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # as OrcasoundSource accepts
 _FOLDER_NAME = re.compile(r"[0-9]{1,12}")
 # Entity declarations are the door to "billion laughs" expansion; S3 never sends them.
 _UNSAFE_XML = re.compile(r"<!\s*(?:DOCTYPE|ENTITY)", re.I)
@@ -128,6 +128,7 @@ def list_folders(client: HttpClient, base_url: str, node: str) -> list[int]:
 
 
 def _check_node(node: str) -> None:
-    # The node becomes part of keys and URLs: no slashes, '..' or query characters.
-    if not _NODE.fullmatch(node) or node in (".", ".."):
-        raise ListenerError(f"node must be a folder name like rpi_orcasound_lab, got {node!r}")
+    try:
+        check_node_name(node)
+    except ValueError as err:
+        raise ListenerError(str(err)) from err

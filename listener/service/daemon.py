@@ -42,11 +42,22 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
+# Slack beyond the sinks' own timeout before the close is abandoned.
+SINKS_CLOSE_SLACK_S = 1.0
+
+
 @dataclass(frozen=True)
 class Timeouts:
+    """Each shutdown stage's limit; the supervisor must allow their sum (see deploy/)."""
+
     drain_s: float = 30.0
     sinks_s: float = 15.0
     probes_s: float = 5.0
+
+    @property
+    def total_s(self) -> float:
+        """The longest a shutdown can take once the stop signal arrives."""
+        return self.drain_s + self.sinks_s + SINKS_CLOSE_SLACK_S + self.probes_s
 
 
 class Daemon:
@@ -232,7 +243,7 @@ class Daemon:
         if self.emitter is not None:
             try:
                 await asyncio.wait_for(self.emitter.close(self.timeouts.sinks_s),
-                                       self.timeouts.sinks_s + 1.0)
+                                       self.timeouts.sinks_s + SINKS_CLOSE_SLACK_S)
             except TimeoutError:
                 log.warning("sinks: not closed after %.0f s", self.timeouts.sinks_s)
         if self.client is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -35,34 +35,77 @@ BATCH_SIZE_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128)
 # One batch of 2 s windows: milliseconds on a GPU, up to seconds on a small CPU.
 INFERENCE_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One metric family: its PromQL name, type, help and labels beyond ``station``."""
+
+    name: str
+    kind: str  # counter | gauge | histogram | info
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+
+#: Every metric family listener exports: the one place each name is written.
+METRIC_SPECS: Final[tuple[MetricSpec, ...]] = (
+    MetricSpec("listener_hls_segments_fetched_total", "counter",
+               "HLS media segments downloaded successfully."),
+    MetricSpec("listener_hls_segments_failed_total", "counter",
+               "HLS media segments that could not be downloaded after retries."),
+    MetricSpec("listener_hls_fetched_bytes_total", "counter",
+               "Bytes downloaded from the HLS origin, by kind (playlist or segment).", ("kind",)),
+    MetricSpec("listener_hls_fetch_duration_seconds", "histogram",
+               "Wall time of one successful HLS download (including retries), by kind.",
+               ("kind",), FETCH_BUCKETS),
+    MetricSpec("listener_hls_playlist_errors_total", "counter",
+               "Playlist polls that failed (fetch error, parse error, too large)."),
+    MetricSpec("listener_hls_gaps_total", "counter",
+               "Times the stream skipped media sequence numbers (audio lost upstream)."),
+    MetricSpec("listener_hls_last_segment_timestamp_seconds", "gauge",
+               "Unix time of the end of the newest HLS segment fetched."),
+    MetricSpec("listener_audio_decoded_seconds_total", "counter",
+               "Seconds of audio decoded from the stream."),
+    MetricSpec("listener_audio_scored_seconds_total", "counter",
+               "Seconds of audio scored by the model."),
+    MetricSpec("listener_audio_dropped_seconds_total", "counter",
+               "Seconds of audio never scored, by reason (gap, backlog, decode_error).",
+               ("reason",)),
+    MetricSpec("listener_audio_decoder_restarts_total", "counter",
+               "ffmpeg decoder (re)starts, by reason (start, discontinuity, gap, failure).",
+               ("reason",)),
+    MetricSpec("listener_stream_lag_seconds", "gauge",
+               "Live edge time minus the time of the newest scored audio."),
+    MetricSpec("listener_stream_backlog_seconds", "gauge",
+               "Seconds of audio decoded but not yet scored."),
+    MetricSpec("listener_inference_batch_size", "histogram",
+               "Windows per inference batch.", (), BATCH_SIZE_BUCKETS),
+    MetricSpec("listener_inference_duration_seconds", "histogram",
+               "Wall time of one inference batch (frontend + model).", (), INFERENCE_BUCKETS),
+    MetricSpec("listener_inference_windows_scored_total", "counter",
+               "Audio windows scored by the model."),
+    MetricSpec("listener_detect_clips_total", "counter",
+               "Clips the decision rule was applied to."),
+    MetricSpec("listener_detect_detections_total", "counter",
+               "Clips judged to contain killer-whale calls."),
+    MetricSpec("listener_detect_encounters_total", "counter",
+               "Encounters (detections separated by more than encounter_gap_s)."),
+    MetricSpec("listener_detect_last_clip_confidence", "gauge",
+               "Confidence (0..1) of the most recently decided clip."),
+    MetricSpec("listener_sink_deliveries_total", "counter",
+               "Detection records delivered, by sink.", ("sink",)),
+    MetricSpec("listener_sink_failures_total", "counter",
+               "Failed delivery attempts, by sink (each retry counts).", ("sink",)),
+    MetricSpec("listener_sink_outbox_depth", "gauge",
+               "Records waiting in a sink's outbox for (re)delivery.", ("sink",)),
+    # Info rather than a gauge with label values: calling info() again (model
+    # reloaded) replaces the label set instead of leaving a stale second series.
+    MetricSpec("listener_build_info", "info", "Version of listener and of the loaded model."),
+    MetricSpec("listener_model_loaded", "gauge",
+               "1 when the model weights are loaded and warmed up, else 0."),
+)
+
 #: Every metric family by the name PromQL queries, with its Prometheus type.
-METRIC_TYPES: Final[dict[str, str]] = {
-    "listener_hls_segments_fetched_total": "counter",
-    "listener_hls_segments_failed_total": "counter",
-    "listener_hls_fetched_bytes_total": "counter",
-    "listener_hls_fetch_duration_seconds": "histogram",
-    "listener_hls_playlist_errors_total": "counter",
-    "listener_hls_gaps_total": "counter",
-    "listener_hls_last_segment_timestamp_seconds": "gauge",
-    "listener_audio_decoded_seconds_total": "counter",
-    "listener_audio_scored_seconds_total": "counter",
-    "listener_audio_dropped_seconds_total": "counter",
-    "listener_audio_decoder_restarts_total": "counter",
-    "listener_stream_lag_seconds": "gauge",
-    "listener_stream_backlog_seconds": "gauge",
-    "listener_inference_batch_size": "histogram",
-    "listener_inference_duration_seconds": "histogram",
-    "listener_inference_windows_scored_total": "counter",
-    "listener_detect_clips_total": "counter",
-    "listener_detect_detections_total": "counter",
-    "listener_detect_encounters_total": "counter",
-    "listener_detect_last_clip_confidence": "gauge",
-    "listener_sink_deliveries_total": "counter",
-    "listener_sink_failures_total": "counter",
-    "listener_sink_outbox_depth": "gauge",
-    "listener_build_info": "info",
-    "listener_model_loaded": "gauge",
-}
+METRIC_TYPES: Final[dict[str, str]] = {s.name: s.kind for s in METRIC_SPECS}
 
 #: Every metric family name, as used in PromQL.
 METRIC_NAMES: Final[tuple[str, ...]] = tuple(METRIC_TYPES)
@@ -99,140 +142,76 @@ class SinkMetrics:
     outbox_depth: Gauge
 
 
+class MetricFamilies:
+    """Every family of :data:`METRIC_SPECS`, registered once on ``registry``.
+
+    A process that runs several stations shares one instance; each station
+    binds its own children through :class:`Metrics`.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._by_name = {s.name: _family(s, registry) for s in METRIC_SPECS}
+
+    def __getitem__(self, name: str) -> Any:
+        return self._by_name[name]
+
+
+def _family(spec: MetricSpec, registry: CollectorRegistry) -> Any:
+    labels = ("station", *spec.labels)
+    if spec.kind == "counter":
+        return Counter(spec.name, spec.help, labels, registry=registry)
+    if spec.kind == "gauge":
+        return Gauge(spec.name, spec.help, labels, registry=registry)
+    if spec.kind == "histogram":
+        return Histogram(spec.name, spec.help, labels, buckets=spec.buckets, registry=registry)
+    # prometheus-client appends "_info" itself.
+    return Info(spec.name.removesuffix("_info"), spec.help, labels, registry=registry)
+
+
 class Metrics:
-    """All metrics of one station, registered on ``registry``.
+    """All metrics of one station, its children bound once.
 
     Args:
-        registry: where to register; tests pass a fresh ``CollectorRegistry``.
+        registry: where to register (tests pass a fresh ``CollectorRegistry``),
+            or the :class:`MetricFamilies` shared with other stations.
         station: the station id, the value of the ``station`` label everywhere.
     """
 
-    def __init__(self, registry: CollectorRegistry, station: str) -> None:
-        self.registry = registry
+    def __init__(self, registry: CollectorRegistry | MetricFamilies, station: str) -> None:
+        fam = registry if isinstance(registry, MetricFamilies) else MetricFamilies(registry)
+        self.families = fam
+        self.registry = fam.registry
         self.station = station
-        st = ("station",)
-        r = registry
 
-        # --- hls --------------------------------------------------------
-        self._segments_fetched = Counter(
-            "listener_hls_segments_fetched_total",
-            "HLS media segments downloaded successfully.", st, registry=r)
-        self._segments_failed = Counter(
-            "listener_hls_segments_failed_total",
-            "HLS media segments that could not be downloaded after retries.", st, registry=r)
-        self._fetched_bytes = Counter(
-            "listener_hls_fetched_bytes_total",
-            "Bytes downloaded from the HLS origin, by kind (playlist or segment).",
-            (*st, "kind"), registry=r)
-        self._fetch_duration = Histogram(
-            "listener_hls_fetch_duration_seconds",
-            "Wall time of one successful HLS download (including retries), by kind.",
-            (*st, "kind"), buckets=FETCH_BUCKETS, registry=r)
-        self._playlist_errors = Counter(
-            "listener_hls_playlist_errors_total",
-            "Playlist polls that failed (fetch error, parse error, too large).", st, registry=r)
-        self._gaps = Counter(
-            "listener_hls_gaps_total",
-            "Times the stream skipped media sequence numbers (audio lost upstream).",
-            st, registry=r)
-        self._last_segment_ts = Gauge(
-            "listener_hls_last_segment_timestamp_seconds",
-            "Unix time of the end of the newest HLS segment fetched.", st, registry=r)
+        def one(name: str) -> Any:
+            return fam[name].labels(station)
 
-        self.segments_fetched = self._segments_fetched.labels(station)
-        self.segments_failed = self._segments_failed.labels(station)
-        self.fetched_bytes = {k: self._fetched_bytes.labels(station, k) for k in FETCH_KINDS}
-        self.fetch_duration = {k: self._fetch_duration.labels(station, k) for k in FETCH_KINDS}
-        self.playlist_errors = self._playlist_errors.labels(station)
-        self.gaps = self._gaps.labels(station)
-        self.last_segment_timestamp = self._last_segment_ts.labels(station)
+        def each(name: str, values: tuple[str, ...]) -> dict[str, Any]:
+            return {v: fam[name].labels(station, v) for v in values}
 
-        # --- audio ------------------------------------------------------
-        self._decoded = Counter(
-            "listener_audio_decoded_seconds_total",
-            "Seconds of audio decoded from the stream.", st, registry=r)
-        self._scored = Counter(
-            "listener_audio_scored_seconds_total",
-            "Seconds of audio scored by the model.", st, registry=r)
-        self._dropped = Counter(
-            "listener_audio_dropped_seconds_total",
-            "Seconds of audio never scored, by reason (gap, backlog, decode_error).",
-            (*st, "reason"), registry=r)
-        self._restarts = Counter(
-            "listener_audio_decoder_restarts_total",
-            "ffmpeg decoder (re)starts, by reason (start, discontinuity, gap, failure).",
-            (*st, "reason"), registry=r)
-
-        self.decoded_seconds = self._decoded.labels(station)
-        self.scored_seconds = self._scored.labels(station)
-        self.dropped_seconds = {k: self._dropped.labels(station, k) for k in DROP_REASONS}
-        self.decoder_restarts = {k: self._restarts.labels(station, k) for k in RESTART_REASONS}
-
-        # --- stream -----------------------------------------------------
-        self._lag = Gauge(
-            "listener_stream_lag_seconds",
-            "Live edge time minus the time of the newest scored audio.", st, registry=r)
-        self._backlog = Gauge(
-            "listener_stream_backlog_seconds",
-            "Seconds of audio decoded but not yet scored.", st, registry=r)
-        self.lag_seconds = self._lag.labels(station)
-        self.backlog_seconds = self._backlog.labels(station)
-
-        # --- inference --------------------------------------------------
-        self._batch_size = Histogram(
-            "listener_inference_batch_size",
-            "Windows per inference batch.", st, buckets=BATCH_SIZE_BUCKETS, registry=r)
-        self._inference_duration = Histogram(
-            "listener_inference_duration_seconds",
-            "Wall time of one inference batch (frontend + model).", st,
-            buckets=INFERENCE_BUCKETS, registry=r)
-        self._windows_scored = Counter(
-            "listener_inference_windows_scored_total",
-            "Audio windows scored by the model.", st, registry=r)
-        self.batch_size = self._batch_size.labels(station)
-        self.inference_duration = self._inference_duration.labels(station)
-        self.windows_scored = self._windows_scored.labels(station)
-
-        # --- detect -----------------------------------------------------
-        self._clips = Counter(
-            "listener_detect_clips_total",
-            "Clips the decision rule was applied to.", st, registry=r)
-        self._detections = Counter(
-            "listener_detect_detections_total",
-            "Clips judged to contain killer-whale calls.", st, registry=r)
-        self._encounters = Counter(
-            "listener_detect_encounters_total",
-            "Encounters (detections separated by more than encounter_gap_s).", st, registry=r)
-        self._last_confidence = Gauge(
-            "listener_detect_last_clip_confidence",
-            "Confidence (0..1) of the most recently decided clip.", st, registry=r)
-        self.clips = self._clips.labels(station)
-        self.detections = self._detections.labels(station)
-        self.encounters = self._encounters.labels(station)
-        self.last_clip_confidence = self._last_confidence.labels(station)
-
-        # --- sinks (children bound per sink by sink_metrics) -------------
-        self._sink_deliveries = Counter(
-            "listener_sink_deliveries_total",
-            "Detection records delivered, by sink.", (*st, "sink"), registry=r)
-        self._sink_failures = Counter(
-            "listener_sink_failures_total",
-            "Failed delivery attempts, by sink (each retry counts).", (*st, "sink"), registry=r)
-        self._sink_outbox = Gauge(
-            "listener_sink_outbox_depth",
-            "Records waiting in a sink's outbox for (re)delivery.", (*st, "sink"), registry=r)
+        self.segments_fetched = one("listener_hls_segments_fetched_total")
+        self.segments_failed = one("listener_hls_segments_failed_total")
+        self.fetched_bytes = each("listener_hls_fetched_bytes_total", FETCH_KINDS)
+        self.fetch_duration = each("listener_hls_fetch_duration_seconds", FETCH_KINDS)
+        self.playlist_errors = one("listener_hls_playlist_errors_total")
+        self.gaps = one("listener_hls_gaps_total")
+        self.last_segment_timestamp = one("listener_hls_last_segment_timestamp_seconds")
+        self.decoded_seconds = one("listener_audio_decoded_seconds_total")
+        self.scored_seconds = one("listener_audio_scored_seconds_total")
+        self.dropped_seconds = each("listener_audio_dropped_seconds_total", DROP_REASONS)
+        self.decoder_restarts = each("listener_audio_decoder_restarts_total", RESTART_REASONS)
+        self.lag_seconds = one("listener_stream_lag_seconds")
+        self.backlog_seconds = one("listener_stream_backlog_seconds")
+        self.batch_size = one("listener_inference_batch_size")
+        self.inference_duration = one("listener_inference_duration_seconds")
+        self.windows_scored = one("listener_inference_windows_scored_total")
+        self.clips = one("listener_detect_clips_total")
+        self.detections = one("listener_detect_detections_total")
+        self.encounters = one("listener_detect_encounters_total")
+        self.last_clip_confidence = one("listener_detect_last_clip_confidence")
+        self.model_loaded = one("listener_model_loaded")
         self._sinks: dict[str, SinkMetrics] = {}
-
-        # --- info -------------------------------------------------------
-        # Info rather than a gauge with label values: calling info() again
-        # (model reloaded) replaces the label set instead of leaving a stale
-        # second series behind.
-        self._build = Info(
-            "listener_build", "Version of listener and of the loaded model.", st, registry=r)
-        self._model_loaded = Gauge(
-            "listener_model_loaded",
-            "1 when the model weights are loaded and warmed up, else 0.", st, registry=r)
-        self.model_loaded = self._model_loaded.labels(station)
 
     # --- helpers for labelled metrics ------------------------------------
 
@@ -256,10 +235,11 @@ class Metrics:
         """The bound children of one sink; created at zero on the first call."""
         bound = self._sinks.get(sink)
         if bound is None:
+            fam = self.families
             bound = SinkMetrics(
-                deliveries=self._sink_deliveries.labels(self.station, sink),
-                failures=self._sink_failures.labels(self.station, sink),
-                outbox_depth=self._sink_outbox.labels(self.station, sink),
+                deliveries=fam["listener_sink_deliveries_total"].labels(self.station, sink),
+                failures=fam["listener_sink_failures_total"].labels(self.station, sink),
+                outbox_depth=fam["listener_sink_outbox_depth"].labels(self.station, sink),
             )
             self._sinks[sink] = bound
         return bound
@@ -274,7 +254,7 @@ class Metrics:
             raise ValueError(f"unknown build info label(s) {unknown}; "
                              f"expected some of {', '.join(BUILD_INFO_LABELS)}")
         values = {k: str(labels.get(k, "")) for k in BUILD_INFO_LABELS}
-        self._build.labels(self.station).info(values)
+        self.families["listener_build_info"].labels(self.station).info(values)
         logger.debug("build info for %s: %s", self.station, values)
 
     @staticmethod

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from listener.config import check_node_name
 from listener.errors import ConfigError, PlaylistError
 from listener.sources.http_client import HttpClient
 from listener.sources.playlist import MediaPlaylist
@@ -34,7 +34,6 @@ from listener.sources.segments import Gap, Position, Segment, StreamTracker
 
 log = logging.getLogger(__name__)
 
-_NODE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 # latest.txt is "<unix seconds>\n"; anything longer is not latest.txt.
 _LATEST_MAX_BYTES = 64
 # Orcasound started streaming in 2017; earlier times mean a corrupt file.
@@ -92,9 +91,10 @@ class OrcasoundSource(PollingSource):
                          start_segments_back=start_segments_back, stop=stop,
                          max_resume_backlog_s=max_resume_backlog_s,
                          segment_retries=segment_retries)
-        if not _NODE.match(node):
-            raise ConfigError(f"node must be a folder name like rpi_orcasound_lab, got {node!r}",
-                              key="stream.node")
+        try:
+            check_node_name(node)
+        except ValueError as err:
+            raise ConfigError(str(err), key="stream.node") from err
         self.base_url = base_url.rstrip("/")
         self.node = node
         self._finish_polls = max(1, finish_polls)

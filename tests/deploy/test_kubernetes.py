@@ -1,9 +1,10 @@
 """deploy/kubernetes rendered without a cluster.
 
 Every kustomization (base, shared, monitoring, each overlay) is rendered with
-``tests/support/kustomize_lite.py``. Where ``kubectl`` (its built-in kustomize) or a
-``kustomize`` binary is installed the real renderer's output must equal ours
-object for object; where the ``kubernetes-validate`` package is importable the
+the real kustomize (``kubectl kustomize``, or a ``kustomize`` binary); the
+module skips with its reason where neither is installed (Debian's
+``kubernetes-client`` 1.20 is too old: its kustomize has no components).
+Where the ``kubernetes-validate`` package is importable the
 built-in kinds are checked against the Kubernetes JSON schemas (strict: no
 unknown fields); where ``promtool`` is installed the alert rules are checked
 and unit-tested. Each of those skips with its reason when its tool is absent.
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support.kustomize_lite import configmap_hash, render
+from support.kustomize import KUSTOMIZE_CMD, NO_KUSTOMIZE, render
 
 from listener.config import Config, load_config, parse_config
 
@@ -34,6 +35,8 @@ STATE_MOUNT = "/var/lib/listener"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 
 Obj = dict[str, Any]
+
+pytestmark = pytest.mark.skipif(KUSTOMIZE_CMD is None, reason=NO_KUSTOMIZE)
 
 
 def _id(path: Path) -> str:
@@ -168,7 +171,8 @@ def test_deployment(rendered: dict[Path, list[Obj]], overlay: Path) -> None:
     assert mounts["tmp"]["mountPath"] == "/tmp" and "emptyDir" in volumes["tmp"]
     cm = one(objs, "ConfigMap")
     assert volumes["config"]["configMap"]["name"] == cm["metadata"]["name"]
-    assert cm["metadata"]["name"].endswith("-" + configmap_hash(cm["data"]))
+    # kustomize's content-hash suffix: a config change rolls the pods.
+    assert re.fullmatch(r"[a-z0-9-]+-[a-z0-9]{10}", cm["metadata"]["name"])
     pvc = one(objs, "PersistentVolumeClaim")
     assert volumes["state"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
@@ -317,30 +321,6 @@ def test_every_alert_is_documented(rendered: dict[Path, list[Obj]]) -> None:
 
 
 # --- the real tools, where installed -----------------------------------------------------
-
-KUSTOMIZE_CMD = (["kubectl", "kustomize"] if shutil.which("kubectl")
-                 else ["kustomize", "build"] if shutil.which("kustomize") else None)
-
-
-@pytest.mark.skipif(KUSTOMIZE_CMD is None, reason="neither kubectl nor kustomize installed")
-@pytest.mark.parametrize("directory", ALL_DIRS, ids=_id)
-def test_real_kustomize_renders_the_same(rendered: dict[Path, list[Obj]],
-                                         directory: Path) -> None:
-    assert KUSTOMIZE_CMD is not None
-    result = subprocess.run([*KUSTOMIZE_CMD, str(directory)], capture_output=True, text=True,
-                            timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    assert "deprecated" not in result.stderr.lower(), result.stderr
-
-    def by_id(objs: list[Obj]) -> dict[tuple[str, str], Obj]:
-        return {(o["kind"], o["metadata"]["name"]): o for o in objs if o}
-
-    real = by_id(list(yaml.safe_load_all(result.stdout)))
-    ours = by_id(rendered[directory])
-    assert real.keys() == ours.keys()
-    for key, obj in real.items():
-        assert ours[key] == obj, key
-
 
 BUILTIN_GROUPS = ("v1", "apps/v1")
 
