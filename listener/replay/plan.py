@@ -217,6 +217,24 @@ def _timeline(entries: tuple[PlaylistEntry, ...], key: str, t0: float,
     return timeline, gaps, offset
 
 
+def _chosen_segments(timeline: list[_Step], key: str, t0: float,
+                     rng: tuple[float, float]) -> list[ArchiveSegment]:
+    """The timeline's segments overlapping the range, after one warm-up segment."""
+    chosen = [i for i, (_, e, off, _) in enumerate(timeline)
+              if t0 + off < rng[1] and t0 + off + e.duration_s > rng[0]]
+    if chosen and chosen[0] > 0 and not timeline[chosen[0]][3]:
+        chosen.insert(0, chosen[0] - 1)  # contiguous predecessor primes the decoder
+    out = []
+    for n, i in enumerate(chosen):
+        seq, entry, off, jump = timeline[i]
+        out.append(ArchiveSegment(
+            stream_key=key, sequence=seq, url=entry.url, duration_s=entry.duration_s,
+            stream_start_utc=_utc(t0), offset_s=off, program_date_time=None,
+            discontinuity=n == 0 or jump or entry.discontinuity,
+            warmup=t0 + off + entry.duration_s <= rng[0]))
+    return out
+
+
 def plan_segments(client: HttpClient, base_url: str, node: str, folder: int,
                   start_utc: datetime, end_utc: datetime, *,
                   next_folder: int | None = None) -> FolderPlan:
@@ -263,18 +281,7 @@ def plan_segments(client: HttpClient, base_url: str, node: str, folder: int,
     gaps += jump_gaps
     audio_end = t0 + length_s
 
-    chosen = [i for i, (_, e, off, _) in enumerate(timeline)
-              if t0 + off < rng[1] and t0 + off + e.duration_s > rng[0]]
-    if chosen and chosen[0] > 0 and not timeline[chosen[0]][3]:
-        chosen.insert(0, chosen[0] - 1)  # contiguous predecessor primes the decoder
-    for n, i in enumerate(chosen):
-        seq, entry, off, jump = timeline[i]
-        warmup = t0 + off + entry.duration_s <= rng[0]
-        segments.append(ArchiveSegment(
-            stream_key=key, sequence=seq, url=entry.url, duration_s=entry.duration_s,
-            stream_start_utc=_utc(t0), offset_s=off, program_date_time=None,
-            discontinuity=n == 0 or jump or entry.discontinuity, warmup=warmup))
-
+    segments += _chosen_segments(timeline, key, t0, rng)
     kind = "after_last_segment" if next_folder is None else "between_folders"
     after = "the next stream starts" if next_folder is not None else "the range ends"
     gaps += _gap(audio_end, stretch_end, rng, kind, f"{key} ends at {_iso(audio_end)}; "

@@ -181,6 +181,15 @@ def check_structure(modules: dict[str, Stub], model: OrcaResNet, src: str) -> No
                              + "; ".join(problems[:10]))
 
 
+def _check_paths(src: Path, out: Path, architecture: str) -> None:
+    if out.suffix != ".safetensors":
+        raise ModelLoadError(f"{out}: the output must be a .safetensors file")
+    if out.resolve() == src.resolve():
+        raise ModelLoadError(f"{out}: refusing to overwrite the input")
+    if architecture not in ("auto", *ARCHITECTURES):
+        raise ModelLoadError(f"unknown architecture {architecture!r}")
+
+
 def convert_fastai_export(pkl_path: str | Path, out_path: str | Path, *,
                           architecture: str = "auto", extra_stub_modules: tuple[str, ...] = (),
                           limits: Limits | None = None) -> ConversionResult:
@@ -203,12 +212,7 @@ def convert_fastai_export(pkl_path: str | Path, out_path: str | Path, *,
     from safetensors.torch import save_file
 
     src, out = Path(pkl_path), Path(out_path)
-    if out.suffix != ".safetensors":
-        raise ModelLoadError(f"{out}: the output must be a .safetensors file")
-    if out.resolve() == src.resolve():
-        raise ModelLoadError(f"{out}: refusing to overwrite the input")
-    if architecture not in ("auto", *ARCHITECTURES):
-        raise ModelLoadError(f"unknown architecture {architecture!r}")
+    _check_paths(src, out, architecture)
     obj, seen, fmt = load_torch_file(src, limits, tuple(extra_stub_modules))
     log.debug("%s names these globals: %s", src, ", ".join(sorted(seen)))
     found = _find_model(obj, str(src))
