@@ -22,84 +22,34 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 import numpy as np
 
 from listener.audio.decode import StreamDecoder
 from listener.audio.history import AudioHistory
+from listener.audio.reconcile import SegmentReconciler, Verdict
 from listener.audio.windows import Window, WindowCutter
 from listener.config import Config
 from listener.detection.rule import ClipAggregator, ClipResult, WindowScore
 from listener.errors import DecodeError, FetchError
 from listener.pipeline.batcher import MicroBatcher
+from listener.pipeline.contracts import (
+    ClipHandler,
+    ClipProgress,
+    PipelineStats,
+    PrepareFn,
+    ProgressFn,
+    ResumePoint,
+    ScoreWavesFn,
+    SegmentSource,
+)
 from listener.service.metrics import Metrics
 from listener.sources.segments import Gap, Position, Segment
 
 log = logging.getLogger(__name__)
-
-
-class SegmentSource(Protocol):
-    """Where segments come from: a live stream (:mod:`listener.sources`) or the archive."""
-
-    live_edge_utc: datetime | None
-    last_playlist_ok: float | None
-
-    def segments(self, resume: Position | None) -> AsyncIterator[Segment | Gap]: ...
-
-    async def fetch_or_gap(self, segment: Segment) -> bytes | Gap: ...
-
-    @property
-    def stop_event(self) -> asyncio.Event: ...
-
-
-PrepareFn = Callable[[np.ndarray, int], np.ndarray]  # window at its rate -> model-rate mono
-ScoreWavesFn = Callable[[np.ndarray], np.ndarray]  # (B, S) waveforms -> (B,) scores
-
-
-class ClipHandler(Protocol):
-    """Receives each finished clip (the emitter, or replay's range filter around it)."""
-
-    async def clip(self, clip: ClipResult, stream_key: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class ResumePoint:
-    """Where a restart picks up: re-read after ``position``, score from ``clip_end_s`` on."""
-
-    position: Position
-    clip_end_s: float
-
-
-@dataclass(frozen=True)
-class ClipProgress:
-    """Reported after each clip reached the handler: clips up to ``clip_end_s`` are done.
-
-    ``resume_sequence`` is the last segment that need not be read again (one
-    segment before the clip, to warm the AAC decoder).
-    """
-
-    stream_key: str
-    resume_sequence: int
-    clip_end_s: float
-
-
-ProgressFn = Callable[[ClipProgress], None]
-
-
-@dataclass(frozen=True)
-class PipelineStats:
-    """A snapshot of the pipeline's counters (for probes, replay and progress displays)."""
-
-    segments_fed: int
-    windows_scored: int
-    backlog_s: float
-    last_segment_mono: float | None
-    last_scored_mono: float | None
-    last_scored_utc: datetime | None
 
 
 @dataclass(frozen=True)
@@ -142,6 +92,9 @@ class StationPipeline:
         self._current_key: str | None = None  # stream of the clip being collected
         self._generation = 0
         self._recent: deque[Segment] = deque(maxlen=2000)
+        self.reconciler = SegmentReconciler()
+        self._limits: dict[int, float] = {}  # decoder generation -> end of its audio
+        self._held_key: str | None = None
         self._skip_before: dict[str, float] = {}
         self._resume: Position | None = None
         self.last_segment_mono: float | None = None
@@ -210,7 +163,13 @@ class StationPipeline:
             self.metrics.decoder_restart("gap")
 
     async def _feed(self, seg: Segment, data: bytes) -> None:
-        restart_reason = None
+        verdict = self.reconciler.check(seg, data)
+        if verdict.problem is not None:
+            self._report_mismatch(seg, verdict)
+        if not verdict.feed:
+            await self._end_decoder(reason="reanchor")
+            return
+        restart_reason = verdict.restart
         if self._decoder is None:
             restart_reason = "start"
         elif seg.discontinuity or self._ctx is None or seg.stream_key != self._ctx.stream_key:
@@ -219,15 +178,21 @@ class StationPipeline:
             await self._end_decoder()
             await self._start_decoder(seg)
             self.metrics.decoder_restart(restart_reason)
-        assert self._decoder is not None
+        assert self._decoder is not None and self._ctx is not None
+        if verdict.limit_s is not None:
+            self._limits[self._ctx.generation] = verdict.limit_s
         try:
             await self._decoder.feed(data)
         except DecodeError as err:
-            log.error("decoder failed on segment %d of %s: %s", seg.sequence, seg.stream_key, err)
+            log.warning("decoder failed on segment %d of %s (%s); its %.3f s are lost: %s",
+                        seg.sequence, seg.stream_key, seg.url, seg.duration_s, err)
             self.metrics.decoder_restart("failure")
             self.metrics.drop("decode_error", seg.duration_s)
+            self.metrics.segments_failed.inc()
             await self._end_decoder()
             return
+        if verdict.end_after:
+            await self._end_decoder(reason="reanchor")
         self._recent.append(seg)
         self.segments_fed += 1
         self.last_segment_mono = time.monotonic()
@@ -252,12 +217,27 @@ class StationPipeline:
         self._reader = asyncio.create_task(self._read(decoder, self._ctx, origin),
                                            name=f"decode-{self._generation}")
 
-    async def _end_decoder(self) -> None:
-        """Close ffmpeg's input and wait until its last audio is cut into windows."""
+    def _report_mismatch(self, seg: Segment, verdict: Verdict) -> None:
+        assert verdict.reason is not None
+        log.warning("segment %d of %s (%s) %s", seg.sequence, seg.stream_key, seg.url,
+                    verdict.problem)
+        if verdict.dropped_s > 0:
+            self.metrics.drop(verdict.reason, verdict.dropped_s)
+        if not verdict.feed:
+            self.metrics.segments_failed.inc()
+
+    async def _end_decoder(self, reason: str | None = None) -> None:
+        """Close ffmpeg's input and wait until its last audio is cut into windows.
+
+        ``reason``: count it as a decoder restart (the next segment gets a new one).
+        """
         decoder, reader = self._decoder, self._reader
         self._decoder = self._reader = None
+        self.reconciler.decoder_ended()
         if decoder is None:
             return
+        if reason is not None:
+            self.metrics.decoder_restart(reason)
         await decoder.close()
         if reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -273,14 +253,16 @@ class StationPipeline:
             while (block := await decoder.read()) is not None:
                 if not started:
                     self.cutter.reset(decoder.anchor_s, decoder.sample_rate, utc_origin)
-                    if self.history is not None:
-                        self.history.reset()
+                    self._hold_audio(ctx.stream_key, max(decoder.anchor_s, skip), first=True)
                     started = True
                 offset = self.cutter.position_s
+                block = self._within_limit(block, offset, decoder.sample_rate, ctx)
+                if not block.shape[1]:
+                    continue
                 seconds = block.shape[1] / decoder.sample_rate
                 self.metrics.decoded_seconds.inc(seconds)
                 if self.history is not None:
-                    self.history.append(offset, block[0], decoder.sample_rate)
+                    self.history.append(offset, block[0], decoder.sample_rate, ctx.stream_key)
                 windows = [w for w in self.cutter.push(block) if w.start_s >= skip - 1e-6]
                 if windows:
                     waves = await asyncio.get_running_loop().run_in_executor(
@@ -290,6 +272,23 @@ class StationPipeline:
         except DecodeError as err:
             log.error("decoder output failed: %s", err)
             self.metrics.decoder_restart("failure")
+
+    def _within_limit(self, block: np.ndarray, offset_s: float, rate: int,
+                      ctx: _Context) -> np.ndarray:
+        """``block`` cut at this decoder run's limit (audio past a segment's listed end)."""
+        limit = self._limits.get(ctx.generation)
+        if limit is None:
+            return block
+        keep = max(0, min(block.shape[1], round((limit - offset_s) * rate)))
+        return block[:, :keep]
+
+    def _hold_audio(self, stream_key: str, offset_s: float, first: bool = False) -> None:
+        """Keep the audio of clips not yet decided (and their context) in the history."""
+        if self.history is None or (first and self._held_key == stream_key):
+            return
+        before = self.cfg.outputs.clips.before_s if self.cfg.outputs.clips else 0.0
+        self.history.hold(stream_key, offset_s - before)
+        self._held_key = stream_key
 
     def _prepare_all(self, windows: list[Window]) -> list[np.ndarray]:
         return [self.prepare(w.samples, w.sample_rate) for w in windows]
@@ -331,6 +330,7 @@ class StationPipeline:
         if not clip.windows:
             return
         await self.handler.clip(clip, stream_key)
+        self._hold_audio(stream_key, clip.start_s)
         self._report_progress(clip, stream_key)
 
     def _report_progress(self, clip: ClipResult, stream_key: str) -> None:

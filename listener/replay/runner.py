@@ -35,7 +35,7 @@ from listener.config import Config, JsonlSinkConfig, load_config
 from listener.errors import ListenerError
 from listener.events.emitter import Emitter
 from listener.events.records import iso_utc
-from listener.pipeline.station import PipelineStats
+from listener.pipeline.contracts import PipelineStats
 from listener.replay.plan import plan_range
 from listener.replay.source import ReplaySource, in_range_s
 from listener.replay.summary import (

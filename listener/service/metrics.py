@@ -24,8 +24,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 logger = logging.getLogger(__name__)
 
 FETCH_KINDS: Final = ("playlist", "segment")
-DROP_REASONS: Final = ("gap", "backlog", "decode_error")
-RESTART_REASONS: Final = ("start", "discontinuity", "gap", "failure")
+DROP_REASONS: Final = ("gap", "backlog", "decode_error", "undecodable", "duplicate",
+                        "short_segment", "excess_audio")
+RESTART_REASONS: Final = ("start", "discontinuity", "gap", "failure", "codec_change",
+                           "reanchor")
 BUILD_INFO_LABELS: Final = ("version", "model_id", "architecture", "device", "weights_sha256")
 
 # HLS fetches go over the internet to S3: tens of ms when healthy, up to the
@@ -68,10 +70,12 @@ METRIC_SPECS: Final[tuple[MetricSpec, ...]] = (
     MetricSpec("listener_audio_scored_seconds_total", "counter",
                "Seconds of audio scored by the model."),
     MetricSpec("listener_audio_dropped_seconds_total", "counter",
-               "Seconds of audio never scored, by reason (gap, backlog, decode_error).",
+               "Seconds of audio never scored, by reason (gap, backlog, decode_error, undecodable, "
+               "duplicate, short_segment, excess_audio).",
                ("reason",)),
     MetricSpec("listener_audio_decoder_restarts_total", "counter",
-               "ffmpeg decoder (re)starts, by reason (start, discontinuity, gap, failure).",
+               "ffmpeg decoder (re)starts, by reason (start, discontinuity, gap, failure, "
+               "codec_change, reanchor).",
                ("reason",)),
     MetricSpec("listener_stream_lag_seconds", "gauge",
                "Live edge time minus the time of the newest scored audio."),

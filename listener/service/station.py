@@ -27,13 +27,8 @@ from listener.detection.rule import Encounter
 from listener.errors import ListenerError
 from listener.events.emitter import Emitter
 from listener.events.sinks import Sink, build_sinks
-from listener.pipeline.station import (
-    ClipHandler,
-    ClipProgress,
-    ResumePoint,
-    SegmentSource,
-    StationPipeline,
-)
+from listener.pipeline.contracts import ClipHandler, ClipProgress, ResumePoint, SegmentSource
+from listener.pipeline.station import StationPipeline
 from listener.service.metrics import Metrics
 from listener.service.resume import StateStore, StreamState
 from listener.sources.hls import make_source
@@ -144,8 +139,10 @@ def _history(cfg: Config) -> AudioHistory | None:
     clips = cfg.outputs.clips
     if clips is None:
         return None
-    return AudioHistory(max_s=cfg.detection.clip_s + clips.before_s + clips.after_s
-                        + HISTORY_SLACK_S)
+    # Audio decoded ahead of scoring (a catch-up, up to buffer.max_backlog_s) is
+    # held too, so clips decided late still find their own audio.
+    max_s = cfg.detection.clip_s + clips.before_s + clips.after_s + HISTORY_SLACK_S
+    return AudioHistory(max_s=max_s, hard_max_s=max_s + cfg.buffer.max_backlog_s)
 
 
 def _resume_point(saved: StreamState | None) -> ResumePoint | None:

@@ -40,23 +40,60 @@ def test_memory_is_bounded_and_old_audio_dropped() -> None:
         h.append(i / SR, ramp(i, 300), SR)
     assert h.available_until_s == pytest.approx(9.9)
     assert h.available_from_s == pytest.approx(7.9)
-    assert sum(c.size for c in h._chunks) == 2 * SR
+    assert h.held_s == pytest.approx(2.0)
     samples, start = h.get(5.0, 9.0)  # type: ignore[misc]
     assert start == pytest.approx(7.9)  # clipped to what is still held
     np.testing.assert_array_equal(samples, ramp(7900, 1100))
     assert h.get(1.0, 7.0) is None  # entirely gone
 
 
-def test_a_gap_or_new_rate_restarts_the_history() -> None:
+def test_audio_before_a_gap_stays_at_its_own_time() -> None:
+    # A clip decided after a gap must get its own audio, never the audio after the gap.
     h = AudioHistory(max_s=10)
     fill(h, 2)
     h.append(5.0, ramp(5000, 500), SR)  # 3 s of the stream were lost
     assert h.available_from_s == pytest.approx(5.0)
-    assert h.get(0.0, 2.0) is None
+    samples, start = h.get(0.0, 2.0)  # type: ignore[misc]
+    assert start == 0.0
+    np.testing.assert_array_equal(samples, ramp(0, 2000))
+    samples, start = h.get(1.5, 5.2)  # type: ignore[misc]  # more of it before the gap
+    assert start == pytest.approx(1.5)
+    np.testing.assert_array_equal(samples, ramp(1500, 500))
+    samples, start = h.get(4.0, 5.3)  # type: ignore[misc]  # only after the gap
+    assert start == pytest.approx(5.0)
+    np.testing.assert_array_equal(samples, ramp(5000, 300))
+    assert h.get(2.5, 4.5) is None  # inside the hole: nothing, never a neighbour
     h.append(5.5, np.zeros(100, np.float32), 2 * SR)  # sample rate changed
     assert h.sample_rate == 2 * SR and h.available_from_s == pytest.approx(5.5)
     h.reset()
     assert h.get(0, 100) is None and h.available_until_s == float("-inf")
+
+
+def test_streams_are_kept_apart() -> None:
+    h = AudioHistory(max_s=10)
+    h.append(0.0, ramp(0, 1000), SR, stream_key="old")
+    h.append(0.0, ramp(7000, 1000), SR, stream_key="new")  # a node restart: offsets from 0
+    old, _ = h.get(0.0, 1.0, stream_key="old")  # type: ignore[misc]
+    new, _ = h.get(0.0, 1.0, stream_key="new")  # type: ignore[misc]
+    np.testing.assert_array_equal(old, ramp(0, 1000))
+    np.testing.assert_array_equal(new, ramp(7000, 1000))
+
+
+def test_the_hold_point_keeps_a_backlog_up_to_the_hard_limit() -> None:
+    h = AudioHistory(max_s=2, hard_max_s=6)
+    h.hold("s", 1.0)  # the next clip starts at 1 s; scoring is behind
+    for i in range(0, 5000, 250):
+        h.append(i / SR, ramp(i, 250), SR, stream_key="s")
+    samples, start = h.get(1.0, 1.5, stream_key="s")  # type: ignore[misc]
+    assert start == pytest.approx(1.0)  # kept though 5 s > max_s
+    np.testing.assert_array_equal(samples, ramp(1000, 500))
+    assert h.held_s == pytest.approx(4.0)
+    for i in range(5000, 9000, 250):
+        h.append(i / SR, ramp(i, 250), SR, stream_key="s")
+    assert h.held_s == pytest.approx(6.0)  # the hard limit wins
+    h.hold("s", 8.0)
+    h.append(9.0, ramp(9000, 250), SR, stream_key="s")
+    assert h.available_from_s == pytest.approx(7.25)  # back to max_s past the hold point
 
 
 def test_the_caller_buffer_is_copied() -> None:
@@ -93,6 +130,8 @@ def test_wait_until_is_woken_by_appends_from_a_thread() -> None:
         thread.join()
         timed_out = await h.wait_until(10.0, timeout_s=0.05)
         assert not h._waiters  # no leak after timeouts
+        h.append(0.0, ramp(0, 10), SR, stream_key="next")
+        assert await h.wait_until(10.0, timeout_s=5, stream_key="")  # its stream ended
         return already, arrived, timed_out
 
     assert asyncio.run(main()) == (True, True, False)

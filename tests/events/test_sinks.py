@@ -327,13 +327,13 @@ def test_clip_sink_writes_flac_with_context_and_a_png(tmp_path: Path) -> None:
 
     async def main() -> None:
         for i in range(0, 71 * sr, sr):  # the "after" context is not there yet
-            history.append(i / sr, audio[i:i + sr], sr)
+            history.append(i / sr, audio[i:i + sr], sr, event.stream_key)
         sink = ClipSink(cfg, history, on_written=lambda: written.append(1))
         await sink.emit(event)
         await asyncio.sleep(0.01)
         assert written == []
         for i in range(71 * sr, 80 * sr, sr):
-            history.append(i / sr, audio[i:i + sr], sr)
+            history.append(i / sr, audio[i:i + sr], sr, event.stream_key)
         await sink.close(5.0)
 
     asyncio.run(main())

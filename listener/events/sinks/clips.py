@@ -158,13 +158,13 @@ class ClipSink:
         if clip is None:
             raise SinkError(f"clips: event {event.id} ({event.kind}) has no clip")
         start, end = clip.start_s - self.cfg.before_s, clip.end_s + self.cfg.after_s
-        arrived = await self.history.wait_until(end, self.cfg.after_s + self.wait_extra_s)
-        got = self.history.get(start, end)
-        sample_rate = self.history.sample_rate
+        arrived = await self.history.wait_until(end, self.cfg.after_s + self.wait_extra_s,
+                                                event.stream_key)
+        got = self.history.get_with_rate(start, end, event.stream_key)
         if got is None:
-            raise SinkError(f"clips: no audio held for {start:.1f}..{end:.1f} s "
-                            f"(event {event.id}); nothing written")
-        samples, actual_start = got
+            raise SinkError(f"clips: no audio held for {start:.1f}..{end:.1f} s of "
+                            f"{event.stream_key} (event {event.id}); nothing written")
+        samples, actual_start, sample_rate = got
         actual_end = actual_start + samples.size / sample_rate
         if not arrived or actual_start > start + 1e-3:
             logger.info("clips: event %s: only %.1f..%.1f s of %.1f..%.1f s held; writing that",

@@ -1,0 +1,78 @@
+"""What a station pipeline takes and gives: its source, handler, resume point, progress.
+
+Typed seams between :mod:`listener.pipeline.station` and the parts the
+station builder (:mod:`listener.service.station`) plugs into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+
+from listener.detection.rule import ClipResult
+from listener.sources.segments import Gap, Position, Segment
+
+
+class SegmentSource(Protocol):
+    """Where segments come from: a live stream (:mod:`listener.sources`) or the archive."""
+
+    live_edge_utc: datetime | None
+    last_playlist_ok: float | None
+
+    def segments(self, resume: Position | None) -> AsyncIterator[Segment | Gap]: ...
+
+    async def fetch_or_gap(self, segment: Segment) -> bytes | Gap: ...
+
+    @property
+    def stop_event(self) -> asyncio.Event: ...
+
+
+PrepareFn = Callable[[np.ndarray, int], np.ndarray]  # window at its rate -> model-rate mono
+ScoreWavesFn = Callable[[np.ndarray], np.ndarray]  # (B, S) waveforms -> (B,) scores
+
+
+class ClipHandler(Protocol):
+    """Receives each finished clip (the emitter, or replay's range filter around it)."""
+
+    async def clip(self, clip: ClipResult, stream_key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a restart picks up: re-read after ``position``, score from ``clip_end_s`` on."""
+
+    position: Position
+    clip_end_s: float
+
+
+@dataclass(frozen=True)
+class ClipProgress:
+    """Reported after each clip reached the handler: clips up to ``clip_end_s`` are done.
+
+    ``resume_sequence`` is the last segment that need not be read again (one
+    segment before the clip, to warm the AAC decoder).
+    """
+
+    stream_key: str
+    resume_sequence: int
+    clip_end_s: float
+
+
+ProgressFn = Callable[[ClipProgress], None]
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    """A snapshot of the pipeline's counters (for probes, replay and progress displays)."""
+
+    segments_fed: int
+    windows_scored: int
+    backlog_s: float
+    last_segment_mono: float | None
+    last_scored_mono: float | None
+    last_scored_utc: datetime | None
