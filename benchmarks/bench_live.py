@@ -49,6 +49,7 @@ class _TimingSink:
 
     name = "timing"
     reports_own_deliveries = False
+    durable = False
 
     def __init__(self) -> None:
         self.events: list[tuple[float, Any]] = []

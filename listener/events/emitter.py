@@ -1,7 +1,11 @@
 """Clip decisions -> events -> sinks, with encounter tracking and metrics.
 
 A sink that fails is logged and counted and never stops the others or the
-pipeline; the webhook sink's outbox keeps its events for later delivery.
+pipeline. A *durable* sink (JSON lines, OrcaHello records, the webhook
+outbox) that refuses an event (a full disk) gets it again, in order, before
+any later event, on every clip and every ``retry_pending`` call; until it
+holds every event, :meth:`Emitter.clip` answers False so the pipeline keeps
+its resume point before the clip (a restart re-scores it, same event ids).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +26,8 @@ from listener.detection.rule import (
     clip_times,
 )
 from listener.events.records import Event, make_detection_event, make_encounter_event
-from listener.events.sinks import Sink, emit_all
+from listener.events.sinks import Sink
+from listener.events.sinks.base import emit_each
 from listener.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -40,13 +46,21 @@ class Emitter:
         self.events_emitted = 0
         self.last_clip_mono: float | None = None
         self.last_stream_key = ""
+        # Events a durable sink refused, oldest first, per sink.
+        self._unwritten: dict[str, deque[Event]] = {s.name: deque() for s in self.sinks
+                                                    if s.durable}
+
+    @property
+    def accepted(self) -> bool:
+        """Every durable sink holds every event emitted so far."""
+        return not any(self._unwritten.values())
 
     @property
     def open_encounter(self) -> Encounter | None:
         return self.tracker.current
 
-    async def clip(self, clip: ClipResult, stream_key: str) -> None:
-        """Handle one finished clip of ``stream_key``."""
+    async def clip(self, clip: ClipResult, stream_key: str) -> bool:
+        """Handle one finished clip of ``stream_key``; True once its records are durable."""
         self.last_clip_mono = time.monotonic()
         self.last_stream_key = stream_key
         self.metrics.clips.inc()
@@ -68,6 +82,7 @@ class Emitter:
                 await self.emit(self._encounter_event(ev, stream_key))
         log.debug("clip %.0f-%.0f s of %s: detected=%s confidence=%.1f (t=%.0f)",
                   clip.start_s, clip.end_s, stream_key, clip.detected, clip.confidence, start)
+        return self.accepted
 
     async def expire(self, now_t: float, slack_s: float) -> None:
         """End the open encounter when the stream has stalled (no clip for a long time).
@@ -110,9 +125,42 @@ class Emitter:
 
     async def emit(self, event: Event) -> None:
         self.events_emitted += 1
-        await emit_all(self.sinks, event, self.metrics)
+        await self.retry_pending()
+        ready = [s for s in self.sinks if not (s.durable and self._unwritten[s.name])]
+        for sink in self.sinks:
+            if sink not in ready:
+                self._unwritten[sink.name].append(event)  # behind the ones it refused
+        for sink in await emit_each(ready, event, self.metrics):
+            if sink.durable:
+                self._unwritten[sink.name].append(event)
+                log.error("sink %s refused event %s (%s); kept in memory and retried, the "
+                          "resume point waits for it", sink.name, event.id, event.kind)
+        self._report_unwritten()
+
+    async def retry_pending(self) -> bool:
+        """Offer refused events again, in order; True when none is left."""
+        for sink in self.sinks:
+            queue = self._unwritten.get(sink.name)
+            while queue:
+                if await emit_each([sink], queue[0], self.metrics):
+                    break
+                written = queue.popleft()
+                log.info("sink %s: event %s written on retry; %d still waiting", sink.name,
+                         written.id, len(queue))
+        self._report_unwritten()
+        return self.accepted
+
+    def _report_unwritten(self) -> None:
+        for name, queue in self._unwritten.items():
+            if name != "webhook":  # the webhook reports its own outbox depth
+                self.metrics.sink_metrics(name).outbox_depth.set(len(queue))
 
     async def close(self, timeout_s: float) -> None:
+        if not await self.retry_pending():
+            left = sum(len(q) for q in self._unwritten.values())
+            log.error("%d event record(s) still refused by their sinks at shutdown; the "
+                      "resume point is before them, so the next start scores them again",
+                      left)
         for sink in self.sinks:
             try:
                 await sink.close(timeout_s)

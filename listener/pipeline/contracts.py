@@ -37,9 +37,13 @@ ScoreWavesFn = Callable[[np.ndarray], np.ndarray]  # (B, S) waveforms -> (B,) sc
 
 
 class ClipHandler(Protocol):
-    """Receives each finished clip (the emitter, or replay's range filter around it)."""
+    """Receives each finished clip (the emitter, or replay's range filter around it).
 
-    async def clip(self, clip: ClipResult, stream_key: str) -> None: ...
+    ``clip`` answers True once the clip's records are durable (or need none);
+    False keeps the pipeline's resume point before it.
+    """
+
+    async def clip(self, clip: ClipResult, stream_key: str) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -329,9 +329,10 @@ class StationPipeline:
     async def _clip(self, clip: ClipResult, stream_key: str) -> None:
         if not clip.windows:
             return
-        await self.handler.clip(clip, stream_key)
+        durable = await self.handler.clip(clip, stream_key)
         self._hold_audio(stream_key, clip.start_s)
-        self._report_progress(clip, stream_key)
+        if durable:
+            self._report_progress(clip, stream_key)
 
     def _report_progress(self, clip: ClipResult, stream_key: str) -> None:
         """Clips up to ``clip.end_s`` are done; a resume re-reads from one segment before."""

@@ -54,21 +54,25 @@ class RangeClips:
         self.outside = 0
         self.detections: list[dict[str, Any]] = []
 
-    async def clip(self, clip: ClipResult, stream_key: str) -> None:
-        """Emit ``clip`` if it overlaps the range; count it either way."""
+    async def clip(self, clip: ClipResult, stream_key: str) -> bool:
+        """Emit ``clip`` if it overlaps the range; count it either way.
+
+        True once the emitter's durable sinks hold its records.
+        """
         if clip.utc_start is not None:
             end = clip.utc_start + timedelta(seconds=clip.end_s - clip.start_s)
             if end <= self.start_utc or clip.utc_start >= self.end_utc:
                 self.outside += 1
                 log.debug("clip %s of %s is outside the range; not reported",
                           iso_utc(clip.utc_start), stream_key)
-                return
-        await self.emitter.clip(clip, stream_key)
+                return self.emitter.accepted
+        durable = await self.emitter.clip(clip, stream_key)
         self.clips += 1
         if clip.detected:
             self.detections.append(detection_json(clip, stream_key))
         if self.on_clip is not None:
             self.on_clip(clip, stream_key)
+        return durable
 
 
 def detection_json(clip: ClipResult, stream_key: str) -> dict[str, Any]:

@@ -207,11 +207,13 @@ class Daemon:
         self.station = station
 
     async def _expire_encounters(self, every_s: float = 30.0) -> None:
-        """End an encounter left open by a stalled stream (live mode only)."""
+        """End an encounter left open by a stalled stream (live mode only); offer
+        refused records to their sinks again (a disk that was full)."""
         slack = self.cfg.stream.stale_after_s if self.cfg.stream else 120.0
         while True:
             await asyncio.sleep(every_s)
             if self.emitter is not None:
+                await self.emitter.retry_pending()
                 await self.emitter.expire(time.time(), slack)
 
     def _observe_fetch(self, result: FetchResult) -> None:

@@ -65,12 +65,19 @@ def as_hook(source: MetricsHook | SinkMetricsSource | None) -> MetricsHook | Non
 
 
 class Sink(Protocol):
-    """An event destination. ``reports_own_deliveries`` is True for sinks that
-    finish their work after ``emit`` returns (outbox, background writes) and
-    count deliveries and failures themselves."""
+    """An event destination.
+
+    ``reports_own_deliveries`` is True for sinks that finish their work after
+    ``emit`` returns (outbox, background writes) and count deliveries and
+    failures themselves. ``durable`` is True for the records a detection is
+    not accepted without (JSON lines, OrcaHello records, the webhook outbox):
+    the emitter keeps and retries what they refused, and the resume point
+    waits for them.
+    """
 
     name: str
     reports_own_deliveries: bool
+    durable: bool
 
     async def start(self) -> None: ...
 
@@ -81,23 +88,29 @@ class Sink(Protocol):
 
 async def emit_all(sinks: Sequence[Sink], event: Event,
                    metrics: MetricsHook | SinkMetricsSource | None = None) -> int:
-    """Give ``event`` to every sink in order; return how many failed.
+    """Give ``event`` to every sink in order; return how many failed."""
+    return len(await emit_each(sinks, event, metrics))
+
+
+async def emit_each(sinks: Sequence[Sink], event: Event,
+                    metrics: MetricsHook | SinkMetricsSource | None = None) -> list[Sink]:
+    """Give ``event`` to every sink in order; return the sinks that failed.
 
     A failure is logged and counted, never raised: detection must go on even
     when the disk is full or the webhook is down. Cancellation propagates.
     """
     hook = as_hook(metrics)
-    failed = 0
+    failed: list[Sink] = []
     for sink in sinks:
         try:
             await sink.emit(event)
         except SinkError as err:
-            failed += 1
+            failed.append(sink)
             logger.warning("sink %s failed on event %s (%s): %s",
                            sink.name, event.id, event.kind, err)
         except Exception:
             # A bug in a sink, not an I/O problem: log the traceback, keep going.
-            failed += 1
+            failed.append(sink)
             logger.exception("sink %s crashed on event %s (%s)", sink.name, event.id, event.kind)
         else:
             if hook is not None and not sink.reports_own_deliveries:

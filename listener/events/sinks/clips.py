@@ -107,6 +107,7 @@ class ClipSink:
     """
 
     reports_own_deliveries = True
+    durable = False
 
     def __init__(self, cfg: ClipSinkConfig, history: AudioHistory, *,
                  on_written: Callable[[], None] | None = None,

@@ -11,6 +11,7 @@ intact. Readers must therefore skip a line that is not valid JSON, as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -61,6 +62,7 @@ class JsonlSink:
     """
 
     reports_own_deliveries = False
+    durable = True
 
     def __init__(self, cfg: JsonlSinkConfig, *, audio_base_uri: str = "",
                  image_base_uri: str = "", audio_format: str = "flac") -> None:
@@ -92,9 +94,17 @@ class JsonlSink:
     def _write(self, line: bytes) -> None:
         if self._fh is None:
             self._fh = self._open()
-        self._fh.write(line + b"\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        start = self._fh.tell()
+        try:
+            self._fh.write(line + b"\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError:
+            # A full disk may have taken part of the line: cut it off, so the
+            # retry appends a whole line where this one began.
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, start)
+            raise
 
     async def emit(self, event: Event) -> None:
         """Append one line and make it durable; raises :class:`SinkError`."""

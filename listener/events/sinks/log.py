@@ -13,6 +13,7 @@ class LogSink:
     """Logs station, kind, UTC start, confidence and the positive seconds."""
 
     reports_own_deliveries = False
+    durable = False
 
     def __init__(self) -> None:
         self.name = "log"

@@ -27,6 +27,7 @@ class OrcaHelloSink:
     """
 
     reports_own_deliveries = False
+    durable = True
 
     def __init__(self, cfg: OrcaHelloSinkConfig, audio_format: str = "flac") -> None:
         self.name = "orcahello"

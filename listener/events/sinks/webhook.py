@@ -82,6 +82,7 @@ class WebhookSink:
     """
 
     reports_own_deliveries = True
+    durable = True
 
     def __init__(self, cfg: WebhookSinkConfig, outbox_dir: Path,
                  on_depth: Callable[[int], None] | None = None, *,
