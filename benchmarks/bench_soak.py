@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
 import sys
 import tempfile
 import threading
@@ -28,7 +27,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from common import RECORDING, cpu_seconds
+from common import RECORDING, cpu_model, cpu_seconds
 from prometheus_client import CollectorRegistry
 
 from listener.config import (
@@ -48,16 +47,6 @@ from listener.service.daemon import Daemon
 from listener.service.metrics import DROP_REASONS
 
 NODE = "rpi_soak"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def rss_mb() -> float:
