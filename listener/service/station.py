@@ -27,6 +27,7 @@ from listener.detection.rule import Encounter
 from listener.errors import ListenerError
 from listener.events.emitter import Emitter
 from listener.events.sinks import Sink, build_sinks
+from listener.pipeline.batcher import WindowBatcher
 from listener.pipeline.station import (
     ClipHandler,
     ClipProgress,
@@ -99,8 +100,11 @@ class Station:
 
 def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
                   options: StationOptions | None = None,
-                  on_fetch: FetchObserver | None = None) -> Station:
+                  on_fetch: FetchObserver | None = None,
+                  batcher: WindowBatcher[Any] | None = None) -> Station:
     """Build one station's sinks, emitter, source and pipeline (nothing started yet).
+
+    ``batcher``: this station's lane of a batcher shared by a fleet; None = its own.
 
     Raises:
         ListenerError: a part cannot be built (the config has no stream, a sink
@@ -136,7 +140,8 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
 
     pipeline = StationPipeline(
         cfg, scorer.frontend.prepare, scorer.score_waves, source, handler, metrics,
-        resume=_resume_point(saved), on_progress=save_progress, history=history)
+        resume=_resume_point(saved), on_progress=save_progress, history=history,
+        batcher=batcher)
     return Station(cfg, pipeline, emitter, source, client, store)
 
 
