@@ -156,13 +156,25 @@ def cmd_convert_fastai(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from listener.service.daemon import run_daemon
+    from listener.service.fleet import run_fleet
     from listener.service.logs import setup_logging
+    from listener.service.readiness import parse_quorum
+    from listener.service.roster import Shard, load_roster
 
-    cfg = load_config(args.config)
-    setup_logging(args.log_level or cfg.logging.level, args.log_format or cfg.logging.format,
-                  station=cfg.station.id)
-    return run_daemon(cfg)
+    shard = Shard.parse(args.shard) if args.shard else None
+    roster = load_roster(args.config, keep_going=args.keep_going, shard=shard)
+    first = roster.stations[0].cfg
+    single = len(roster.stations) == 1
+    setup_logging(args.log_level or first.logging.level, args.log_format or first.logging.format,
+                  station=first.station.id if single else None)
+    for path, why in roster.skipped:
+        log.error("skipped %s: %s", path, why)
+    if not single:
+        log.info("running %d stations%s: %s", len(roster.stations),
+                 f" (shard {shard})" if shard else "",
+                 ", ".join(e.cfg.station.id for e in roster.stations))
+    quorum = parse_quorum(args.quorum, len(roster.stations))
+    return run_fleet([e.cfg for e in roster.stations], quorum=quorum, keep_going=args.keep_going)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -186,8 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], default=None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("run", help="follow one hydrophone's live stream (the daemon)")
-    s.add_argument("--config", required=True, help="station YAML file")
+    s = sub.add_parser("run", help="follow live hydrophone streams (the daemon)")
+    s.add_argument("--config", required=True, action="append",
+                   help="station YAML file, or a folder of them; repeatable (one process, "
+                        "one model shared by the stations)")
+    s.add_argument("--keep-going", action="store_true",
+                   help="skip a station whose config or start fails (default: refuse to start)")
+    s.add_argument("--shard", default=None, metavar="I/N",
+                   help="run only part I of N of the stations (e.g. a StatefulSet ordinal)")
+    s.add_argument("--quorum", default="1", metavar="N|P%",
+                   help="/readyz is ready while this many stations are current (default 1)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("demo", help="serve bundled recordings as live HLS and run the daemon")
