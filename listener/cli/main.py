@@ -175,7 +175,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                  f" (shard {shard})" if shard else "",
                  ", ".join(e.cfg.station.id for e in roster.stations))
     quorum = parse_quorum(args.quorum, len(roster.stations))
-    return run_fleet([e.cfg for e in roster.stations], quorum=quorum, keep_going=args.keep_going)
+    configs = [e.cfg for e in roster.stations]
+    if args.device:
+        configs = [c.model_copy(update={"model": c.model.model_copy(
+            update={"device": args.device})}) for c in configs]
+    return run_fleet(configs, quorum=quorum, keep_going=args.keep_going)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -259,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only part I of N of the stations (e.g. a StatefulSet ordinal)")
     s.add_argument("--quorum", default="1", metavar="N|P%",
                    help="/readyz is ready while this many stations are current (default 1)")
+    s.add_argument("--device", default=None,
+                   help="override model.device of every station (e.g. cuda on a GPU node)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("demo", help="serve bundled recordings as live HLS and run the daemon")
