@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -156,13 +157,29 @@ def cmd_convert_fastai(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from listener.service.daemon import run_daemon
+    from listener.service.fleet import run_fleet
     from listener.service.logs import setup_logging
+    from listener.service.readiness import parse_quorum
+    from listener.service.roster import Shard, load_roster
 
-    cfg = load_config(args.config)
-    setup_logging(args.log_level or cfg.logging.level, args.log_format or cfg.logging.format,
-                  station=cfg.station.id)
-    return run_daemon(cfg)
+    shard = Shard.parse(args.shard) if args.shard else None
+    roster = load_roster(args.config, keep_going=args.keep_going, shard=shard)
+    first = roster.stations[0].cfg
+    single = len(roster.stations) == 1
+    setup_logging(args.log_level or first.logging.level, args.log_format or first.logging.format,
+                  station=first.station.id if single else None)
+    for path, why in roster.skipped:
+        log.error("skipped %s: %s", path, why)
+    if not single:
+        log.info("running %d stations%s: %s", len(roster.stations),
+                 f" (shard {shard})" if shard else "",
+                 ", ".join(e.cfg.station.id for e in roster.stations))
+    quorum = parse_quorum(args.quorum, len(roster.stations))
+    configs = [e.cfg for e in roster.stations]
+    if args.device:
+        configs = [c.model_copy(update={"model": c.model.model_copy(
+            update={"device": args.device})}) for c in configs]
+    return run_fleet(configs, quorum=quorum, keep_going=args.keep_going)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -175,8 +192,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from listener.replay.runner import run_replay
 
-    return run_replay(args, say=lambda text: print(text, flush=True),
-                      make_progress=_ProgressBar if sys.stderr.isatty() else None)
+    if args.action == "merge":
+        return _replay_merge(args)
+    if args.folders:
+        raise ListenerError(f"replay: unexpected argument(s) {' '.join(args.folders)}")
+    for flag, value in (("--config", args.config), ("--from", args.start), ("--to", args.end)):
+        if not value:
+            raise ListenerError(f"replay needs {flag}")
+    files = _config_files(args.config)
+    if args.shard is None and len(files) == 1:
+        args.config = str(files[0])
+        return run_replay(args, say=lambda text: print(text, flush=True),
+                          make_progress=_ProgressBar if sys.stderr.isatty() else None)
+    return _replay_sharded(args, files)
+
+
+def _config_files(paths: list[str]) -> list[Path]:
+    from listener.service.roster import config_files
+
+    return config_files(paths)
+
+
+def _replay_sharded(args: argparse.Namespace, files: list[Path]) -> int:
+    from listener.replay.runner import parse_time
+    from listener.replay.shard import parse_chunk, run_parts, shard_parts, split
+    from listener.service.roster import Shard, load_roster
+
+    if not args.out:
+        raise ListenerError("a replay of several stations or with --shard needs --out DIR "
+                            "(shared by every shard)")
+    roster = load_roster(files)
+    start, end = parse_time(args.start, "--from"), parse_time(args.end, "--to")
+    clip = max(e.cfg.detection.clip_s for e in roster.stations)
+    parts = split([(e.cfg.station.id, str(e.path)) for e in roster.stations], start, end,
+                  parse_chunk(args.chunk), timedelta(seconds=clip))
+    mine = shard_parts(parts, Shard.parse(args.shard) if args.shard else None)
+    print(f"{len(mine)} of {len(parts)} part(s) in this shard", flush=True)
+    return run_parts(mine, Path(args.out), concurrency=args.concurrency,
+                     say=lambda text: print(text, flush=True))
+
+
+def _replay_merge(args: argparse.Namespace) -> int:
+    from listener.replay.shard import merge
+
+    if len(args.folders) != 1:
+        raise ListenerError("usage: listener replay merge OUT (the --out of the shards)")
+    merged = merge(Path(args.folders[0]))
+    text = json.dumps(merged.to_json(), indent=1)
+    (Path(args.folders[0]) / "merged.json").write_text(text + "\n", encoding="utf-8")
+    print(f"{merged.parts} part(s) of {len(merged.stations)} station(s) joined, none missing "
+          f"or doubled: {len(merged.detections)} detection(s); "
+          f"{Path(args.folders[0]) / 'merged.json'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,8 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], default=None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("run", help="follow one hydrophone's live stream (the daemon)")
-    s.add_argument("--config", required=True, help="station YAML file")
+    s = sub.add_parser("run", help="follow live hydrophone streams (the daemon)")
+    s.add_argument("--config", required=True, action="append",
+                   help="station YAML file, or a folder of them; repeatable (one process, "
+                        "one model shared by the stations)")
+    s.add_argument("--keep-going", action="store_true",
+                   help="skip a station whose config or start fails (default: refuse to start)")
+    s.add_argument("--shard", default=None, metavar="I/N",
+                   help="run only part I of N of the stations (e.g. a StatefulSet ordinal)")
+    s.add_argument("--quorum", default="1", metavar="N|P%",
+                   help="/readyz is ready while this many stations are current (default 1)")
+    s.add_argument("--device", default=None,
+                   help="override model.device of every station (e.g. cuda on a GPU node)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("demo", help="serve bundled recordings as live HLS and run the daemon")
@@ -196,11 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=9108, help="metrics port (default 9108)")
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("replay", help="score a past time range from the archive")
-    s.add_argument("--config", required=True)
-    s.add_argument("--from", dest="start", required=True,
-                   help="ISO 8601, e.g. 2020-09-01T15:13-07:00")
-    s.add_argument("--to", dest="end", required=True)
+    s = sub.add_parser("replay", help="score a past time range from the archive "
+                       "(`replay merge OUT` joins sharded parts)")
+    s.add_argument("action", nargs="?", choices=["merge"], help=argparse.SUPPRESS)
+    s.add_argument("folders", nargs="*", help=argparse.SUPPRESS)
+    s.add_argument("--config", action="append",
+                   help="station YAML file or folder; repeatable")
+    s.add_argument("--from", dest="start", help="ISO 8601, e.g. 2020-09-01T15:13-07:00")
+    s.add_argument("--to", dest="end")
+    s.add_argument("--shard", default=None, metavar="I/N",
+                   help="run part I of N of (stations x chunks), e.g. an Indexed Job's index")
+    s.add_argument("--chunk", default="1d", help="time per part when sharding (default 1d)")
     s.add_argument("--out", default=None, help="folder for the results and resume state")
     s.add_argument("--concurrency", type=int, default=4, help="segments fetched ahead")
     s.set_defaults(func=cmd_replay)

@@ -1,5 +1,8 @@
 """Windows -> batches -> scores, off the event loop, with an explicit shedding policy.
 
+:class:`MicroBatcher` serves one station; :class:`SharedBatcher` serves many
+(``listener run`` with several configs), one :class:`BatchLane` per station.
+
 Windows queue up in arrival order. A batch is cut when ``batch_size`` windows
 wait or the oldest has waited ``max_wait_s``; it is resampled and scored in a
 single worker thread (so scores come back in order and the loop never
@@ -17,7 +20,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -109,3 +112,239 @@ class MicroBatcher(Generic[T]):
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class WindowBatcher(Protocol[T]):
+    """What a station pipeline needs of a batcher: its own (:class:`MicroBatcher`) or a
+    station's lane of a :class:`SharedBatcher`."""
+
+    @property
+    def backlog_s(self) -> float: ...
+
+    def put(self, window: T) -> None: ...
+
+    def close(self) -> None: ...
+
+    def batches(self) -> AsyncIterator[tuple[list[T], np.ndarray]]: ...
+
+    def shutdown(self) -> None: ...
+
+
+class Waved(Protocol):
+    """A queued item holding its model-rate waveform (the pipeline's tagged window)."""
+
+    @property
+    def wave(self) -> np.ndarray: ...
+
+
+W = TypeVar("W", bound=Waved)
+
+
+class BatchLane(Generic[W]):
+    """One station's lane of a :class:`SharedBatcher`: its own queue, backlog limit,
+    metrics and ordered results; the same interface as :class:`MicroBatcher`."""
+
+    def __init__(self, shared: SharedBatcher[W], name: str, *, max_backlog_s: float,
+                 hop_s: float, metrics: Metrics | None) -> None:
+        self.shared = shared
+        self.name = name
+        self.hop_s = hop_s
+        self.max_backlog_windows = max(1, int(max_backlog_s / hop_s))
+        self.metrics = metrics
+        self.queue: collections.deque[tuple[float, W]] = collections.deque()
+        self.in_flight = 0  # windows of this lane inside the batch being scored
+        self.closed = False
+        self.dropped_windows = 0
+        self._results: collections.deque[tuple[list[W], np.ndarray] | BaseException] = \
+            collections.deque()
+        self._ready = asyncio.Event()
+        self._last_drop_log = 0.0
+
+    @property
+    def backlog_s(self) -> float:
+        return len(self.queue) * self.hop_s
+
+    def put(self, window: W) -> None:
+        """Queue a window (never blocks); sheds this lane's oldest past its backlog limit."""
+        self.queue.append((time.monotonic(), window))
+        while len(self.queue) > self.max_backlog_windows:
+            self.queue.popleft()
+            self.dropped_windows += 1
+            if self.metrics is not None:
+                self.metrics.drop("backlog", self.hop_s)
+            now = time.monotonic()
+            if now - self._last_drop_log > 10.0:
+                self._last_drop_log = now
+                log.warning("%s: inference is behind by %.0f s: dropping this station's "
+                            "oldest audio (%d windows dropped so far)", self.name,
+                            self.backlog_s, self.dropped_windows)
+        self.update_gauge()
+        self.shared.wake()
+
+    def close(self) -> None:
+        """No more windows: :meth:`batches` ends once the queued ones are scored."""
+        self.closed = True
+        self.shared.wake()
+        self._ready.set()
+
+    async def batches(self) -> AsyncIterator[tuple[list[W], np.ndarray]]:
+        """This lane's ``(windows, scores)`` in window order."""
+        self.shared.ensure_running()
+        while True:
+            if self._results:
+                item = self._results.popleft()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                continue
+            if self.closed and not self.queue and not self.in_flight:
+                return
+            self._ready.clear()
+            await self._ready.wait()
+
+    def shutdown(self) -> None:
+        """Leave the shared batcher (after :meth:`batches` ended); queued windows are dropped."""
+        self.closed = True
+        self.queue.clear()
+        self.shared.detach(self)
+
+    def update_gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.backlog_seconds.set(self.backlog_s)
+
+    def deliver(self, result: tuple[list[W], np.ndarray] | BaseException) -> None:
+        self._results.append(result)
+        self._ready.set()
+
+
+class SharedBatcher(Generic[W]):
+    """One model's batcher shared by many stations: fair, bounded, latency-bounded.
+
+    Each station puts windows into its own :class:`BatchLane`. A batch is cut
+    when ``batch_size`` windows wait in all lanes together, when the oldest has
+    waited ``max_wait_s``, or when a closing lane has windows left; it is filled
+    round-robin, one window per lane per turn, starting after the lane that
+    was served last. So a station catching up after an outage (a long queue)
+    gets no more than its share of each batch and cannot starve the live ones,
+    while each lane's backlog limit (``buffer.max_backlog_s``) sheds only that
+    station's oldest audio. Batches are scored one at a time in a worker
+    thread; each score goes back to its own window, so the scores a station
+    gets do not depend on which other stations shared its batches (beyond the
+    model's own float rounding across batch sizes, which a single station sees
+    too).
+    """
+
+    def __init__(self, score_waves: Callable[[np.ndarray], np.ndarray], *, batch_size: int,
+                 max_wait_s: float) -> None:
+        if batch_size < 1 or max_wait_s < 0:
+            raise ValueError(f"batch_size must be >= 1 and max_wait_s >= 0, got "
+                             f"{batch_size} and {max_wait_s}")
+        self._score_waves = score_waves
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
+        self.lanes: list[BatchLane[W]] = []
+        self._next = 0  # the lane the next batch starts with
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer")
+        self.batches_scored = 0
+
+    def lane(self, name: str, *, max_backlog_s: float, hop_s: float,
+             metrics: Metrics | None = None) -> BatchLane[W]:
+        """A new lane for one station (one per pipeline run)."""
+        lane = BatchLane(self, name, max_backlog_s=max_backlog_s, hop_s=hop_s, metrics=metrics)
+        self.lanes.append(lane)
+        return lane
+
+    def detach(self, lane: BatchLane[W]) -> None:
+        if lane in self.lanes:
+            index = self.lanes.index(lane)
+            self.lanes.remove(lane)
+            if index < self._next:
+                self._next -= 1
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def ensure_running(self) -> None:
+        """Start the scheduling task on this loop if it is not running."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(),
+                                                                name="shared-batcher")
+
+    async def aclose(self) -> None:
+        """Stop scheduling and release the worker thread (after every lane has ended)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _waiting(self) -> int:
+        return sum(len(lane.queue) for lane in self.lanes)
+
+    def _due_in(self) -> float:
+        """Seconds until a batch must be cut (0: now)."""
+        queued = [lane for lane in self.lanes if lane.queue]
+        if not queued:
+            return float("inf")
+        if self._waiting() >= self.batch_size or any(lane.closed for lane in queued):
+            return 0.0
+        oldest = min(lane.queue[0][0] for lane in queued)
+        return max(0.0, self.max_wait_s - (time.monotonic() - oldest))
+
+    async def _run(self) -> None:
+        while True:
+            due = self._due_in()
+            if due > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(),
+                                           None if due == float("inf") else due)
+                except TimeoutError:
+                    pass
+                continue
+            await self._score(self._cut())
+
+    def _cut(self) -> list[tuple[BatchLane[W], W]]:
+        """Up to ``batch_size`` windows, one per lane per turn, round-robin."""
+        batch: list[tuple[BatchLane[W], W]] = []
+        n = len(self.lanes)
+        turn = self._next % n
+        idle = 0
+        while len(batch) < self.batch_size and idle < n:
+            lane = self.lanes[turn]
+            turn = (turn + 1) % n
+            if not lane.queue:
+                idle += 1
+                continue
+            idle = 0
+            batch.append((lane, lane.queue.popleft()[1]))
+            lane.in_flight += 1
+        self._next = turn
+        return batch
+
+    async def _score(self, batch: list[tuple[BatchLane[W], W]]) -> None:
+        loop = asyncio.get_running_loop()
+        waves = np.stack([item.wave for _, item in batch])
+        started = time.perf_counter()
+        try:
+            scores = await loop.run_in_executor(self._executor, self._score_waves, waves)
+            result: np.ndarray | BaseException = np.asarray(scores, dtype=np.float64)
+        except Exception as err:  # each station in the batch sees the failure
+            result = err
+        elapsed = time.perf_counter() - started
+        self.batches_scored += 1
+        by_lane: dict[int, tuple[BatchLane[W], list[int]]] = {}
+        for i, (lane, _) in enumerate(batch):
+            by_lane.setdefault(id(lane), (lane, []))[1].append(i)
+        for lane, rows in by_lane.values():
+            lane.in_flight -= len(rows)
+            if isinstance(result, BaseException):
+                lane.deliver(result)
+                continue
+            lane.deliver(([batch[i][1] for i in rows], result[rows]))
+            if lane.metrics is not None:
+                lane.metrics.batch_size.observe(len(batch))
+                lane.metrics.inference_duration.observe(elapsed)
+                lane.metrics.windows_scored.inc(len(rows))
+            lane.update_gauge()

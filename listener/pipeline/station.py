@@ -35,7 +35,7 @@ from listener.audio.windows import Window, WindowCutter
 from listener.config import Config
 from listener.detection.rule import ClipAggregator, ClipResult, WindowScore
 from listener.errors import DecodeError, FetchError
-from listener.pipeline.batcher import MicroBatcher
+from listener.pipeline.batcher import MicroBatcher, WindowBatcher
 from listener.pipeline.contracts import (
     ClipHandler,
     ClipProgress,
@@ -66,7 +66,8 @@ class StationPipeline:
     def __init__(self, cfg: Config, prepare: PrepareFn, score_waves: ScoreWavesFn,
                  source: SegmentSource, handler: ClipHandler, metrics: Metrics, *,
                  resume: ResumePoint | None = None, on_progress: ProgressFn | None = None,
-                 history: AudioHistory | None = None, ffmpeg_exe: str | None = None) -> None:
+                 history: AudioHistory | None = None, ffmpeg_exe: str | None = None,
+                 batcher: WindowBatcher[_Tagged] | None = None) -> None:
         self.cfg = cfg
         self.source = source
         self.handler = handler
@@ -80,7 +81,8 @@ class StationPipeline:
         # event loop nor the model waits for it; queued windows then hold
         # 20 kHz mono audio instead of the native rate.
         self._prep_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="resample")
-        self.batcher: MicroBatcher[_Tagged] = MicroBatcher(
+        # A fleet hands in this station's lane of the batcher its stations share.
+        self.batcher: WindowBatcher[_Tagged] = batcher if batcher is not None else MicroBatcher(
             _scorer_of(score_waves), batch_size=cfg.model.batch_size,
             max_wait_s=cfg.model.max_batch_wait_s, max_backlog_s=cfg.buffer.max_backlog_s,
             hop_s=det.hop_s, metrics=metrics)

@@ -29,7 +29,13 @@ from listener.pipeline.station import StationPipeline
 from listener.service.metrics import Metrics
 from listener.service.probes import ProbeServer
 from listener.service.sdnotify import SystemdNotifier, watchdog_loop
-from listener.service.station import Station, StationOptions, WindowScorer, build_station
+from listener.service.station import (
+    Station,
+    StationOptions,
+    WindowScorer,
+    build_station,
+    tend,
+)
 from listener.sources.http_client import FetchResult, HttpClient
 
 log = logging.getLogger(__name__)
@@ -207,14 +213,11 @@ class Daemon:
         self.station = station
 
     async def _expire_encounters(self, every_s: float = 30.0) -> None:
-        """End an encounter left open by a stalled stream (live mode only); offer
-        refused records to their sinks again (a disk that was full)."""
-        slack = self.cfg.stream.stale_after_s if self.cfg.stream else 120.0
+        """Tend the station (live mode only; :func:`~listener.service.station.tend`)."""
         while True:
             await asyncio.sleep(every_s)
-            if self.emitter is not None:
-                await self.emitter.retry_pending()
-                await self.emitter.expire(time.time(), slack)
+            if self.station is not None:
+                await tend(self.station)
 
     def _observe_fetch(self, result: FetchResult) -> None:
         if result.ok:

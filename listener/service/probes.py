@@ -13,7 +13,8 @@ meaningful. Routes (GET and HEAD):
     *starved* loop (callbacks queued behind long CPU work) still answers
     eventually, and this tells the supervisor it is unhealthy.
 ``/readyz``
-    Readiness. 200 or 503 with the reason returned by the ``ready`` callable.
+    Readiness. 200 or 503 with the reason returned by the ``ready`` callable:
+    a line of text, or a JSON document (a fleet's per-station report).
 
 Every response closes the connection: probes and scrapers open one connection
 per request anyway, and this keeps the server free of keep-alive state.
@@ -23,18 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 logger = logging.getLogger(__name__)
 
-ReadyCheck = Callable[[], tuple[bool, str]]
+ReadyCheck = Callable[[], tuple[bool, str | Mapping[str, Any]]]
 
 _TEXT = "text/plain; charset=utf-8"
+_JSON = "application/json"
 _ROUTES = ("/metrics", "/healthz", "/readyz")
 _METHODS = ("GET", "HEAD")
 
@@ -188,6 +192,9 @@ class ProbeServer:
             return self._healthz()
         ok, reason = self.ready()
         status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
+        if isinstance(reason, Mapping):
+            body = json.dumps(reason, indent=1, sort_keys=True) + "\n"
+            return status, _JSON, body.encode(), {}
         return status, _TEXT, f"{reason}\n".encode(), {}
 
     def _healthz(self) -> tuple[HTTPStatus, str, bytes, dict[str, str]]:

@@ -15,6 +15,7 @@ station here, in data-flow order and with nothing patched afterwards:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ from listener.detection.rule import Encounter
 from listener.errors import ListenerError
 from listener.events.emitter import Emitter
 from listener.events.sinks import Sink, build_sinks
+from listener.pipeline.batcher import WindowBatcher
 from listener.pipeline.contracts import ClipHandler, ClipProgress, ResumePoint, SegmentSource
 from listener.pipeline.station import StationPipeline
 from listener.service.metrics import Metrics
@@ -94,8 +96,11 @@ class Station:
 
 def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
                   options: StationOptions | None = None,
-                  on_fetch: FetchObserver | None = None) -> Station:
+                  on_fetch: FetchObserver | None = None,
+                  batcher: WindowBatcher[Any] | None = None) -> Station:
     """Build one station's sinks, emitter, source and pipeline (nothing started yet).
+
+    ``batcher``: this station's lane of a batcher shared by a fleet; None = its own.
 
     Raises:
         ListenerError: a part cannot be built (the config has no stream, a sink
@@ -131,7 +136,8 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
 
     pipeline = StationPipeline(
         cfg, scorer.frontend.prepare, scorer.score_waves, source, handler, metrics,
-        resume=_resume_point(saved), on_progress=save_progress, history=history)
+        resume=_resume_point(saved), on_progress=save_progress, history=history,
+        batcher=batcher)
     return Station(cfg, pipeline, emitter, source, client, store)
 
 
@@ -159,3 +165,11 @@ def _saved_encounter(saved: StreamState | None) -> Encounter | None:
     except (KeyError, TypeError, ValueError) as err:
         log.warning("ignoring the saved encounter: %s", err)
         return None
+
+
+async def tend(station: Station) -> None:
+    """Periodic care of a live station (every ~30 s): offer refused records to their
+    sinks again (a disk that was full), end an encounter left open by a stalled stream."""
+    slack = station.cfg.stream.stale_after_s if station.cfg.stream else 120.0
+    await station.emitter.retry_pending()
+    await station.emitter.expire(time.time(), slack)

@@ -1,0 +1,164 @@
+"""The shared batcher: fair across stations, bounded per station, latency-bounded,
+and each score goes back to its own window whatever the batch held."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from listener.pipeline.batcher import SharedBatcher
+from listener.service.metrics import MetricFamilies, Metrics
+
+
+@dataclass(frozen=True)
+class Item:
+    station: str
+    index: int
+    wave: np.ndarray
+
+
+def _score(waves: np.ndarray) -> np.ndarray:
+    """A row-wise model fake: each score depends on its own row only."""
+    return np.tanh(waves.mean(axis=1) * 3.0 + waves[:, 0])
+
+
+def _items(station: str, n: int, seed: int) -> list[Item]:
+    rng = np.random.default_rng(seed)
+    return [Item(station, i, rng.standard_normal(64).astype(np.float32)) for i in range(n)]
+
+
+async def _collect(lane, out: list[tuple[Item, float]]) -> None:  # type: ignore[no-untyped-def]
+    async for batch, scores in lane.batches():
+        out.extend(zip(batch, scores.tolist(), strict=True))
+
+
+def test_scores_do_not_depend_on_batch_composition() -> None:
+    """Three stations share batches of many shapes; each gets the scores it gets alone."""
+    async def main() -> dict[str, list[tuple[int, float]]]:
+        shared: SharedBatcher[Item] = SharedBatcher(_score, batch_size=5, max_wait_s=0.01)
+        lanes = {s: shared.lane(s, max_backlog_s=1000, hop_s=1.0) for s in "abc"}
+        got: dict[str, list[tuple[Item, float]]] = {s: [] for s in lanes}
+        tasks = [asyncio.create_task(_collect(lanes[s], got[s])) for s in lanes]
+        feeds = {s: _items(s, 23 + 7 * k, k) for k, s in enumerate(lanes)}
+        for i in range(40):  # uneven interleaving: batches mix stations differently
+            for k, s in enumerate(lanes):
+                if i % (k + 1) == 0 and feeds[s]:
+                    lanes[s].put(feeds[s].pop(0))
+            await asyncio.sleep(0.002 * (i % 3))
+        for s in lanes:
+            for item in feeds[s]:
+                lanes[s].put(item)
+            lanes[s].close()
+        await asyncio.gather(*tasks)
+        await shared.aclose()
+        assert shared.batches_scored > 3
+        return {s: [(it.index, sc) for it, sc in got[s]] for s in got}
+
+    got = asyncio.run(main())
+    for k, s in enumerate("abc"):
+        alone = _items(s, 23 + 7 * k, k)
+        expected = [(it.index, float(v)) for it, v in
+                    zip(alone, _score(np.stack([it.wave for it in alone])), strict=True)]
+        assert got[s] == expected  # same order, bit-identical scores
+
+
+def test_a_station_catching_up_gets_a_fair_share_only() -> None:
+    """A lane with a long backlog takes one window per turn: the live lane is served first."""
+    async def main() -> tuple[list[int], list[str]]:
+        order: list[str] = []
+
+        def score(waves: np.ndarray) -> np.ndarray:
+            return waves[:, 0]
+
+        shared: SharedBatcher[Item] = SharedBatcher(score, batch_size=4, max_wait_s=0.0)
+        late = shared.lane("late", max_backlog_s=1000, hop_s=1.0)
+        live = shared.lane("live", max_backlog_s=1000, hop_s=1.0)
+        for i in range(200):
+            late.put(Item("late", i, np.full(4, float(i), np.float32)))
+        live.put(Item("live", 0, np.zeros(4, np.float32)))
+        live.put(Item("live", 1, np.zeros(4, np.float32)))
+        sizes: list[int] = []
+
+        async def watch(lane, name: str) -> None:  # type: ignore[no-untyped-def]
+            async for batch, _ in lane.batches():
+                order.extend(name for _ in batch)
+                if name == "live":
+                    sizes.append(shared.batches_scored)
+                    if len(sizes) == 1:
+                        lane.close()
+                        late.close()
+
+        await asyncio.gather(watch(late, "late"), watch(live, "live"))
+        await shared.aclose()
+        return sizes, order
+
+    sizes, order = asyncio.run(main())
+    assert sizes == [1]  # both live windows rode in the very first batch
+    assert order[:4].count("live") == 2
+
+
+def test_backlog_limit_sheds_only_that_stations_oldest_windows() -> None:
+    async def main() -> tuple[list[int], list[int], float]:
+        reg = MetricFamilies(CollectorRegistry())
+        shared: SharedBatcher[Item] = SharedBatcher(_score, batch_size=8, max_wait_s=0.0)
+        m_busy = Metrics(reg, "busy")
+        busy = shared.lane("busy", max_backlog_s=5, hop_s=1.0, metrics=m_busy)
+        calm = shared.lane("calm", max_backlog_s=5, hop_s=1.0, metrics=Metrics(reg, "calm"))
+        for item in _items("busy", 12, 1):  # nothing scores until the loop yields
+            busy.put(item)
+        for item in _items("calm", 3, 2):
+            calm.put(item)
+        busy.close()
+        calm.close()
+        got: dict[str, list[tuple[Item, float]]] = {"busy": [], "calm": []}
+        await asyncio.gather(_collect(busy, got["busy"]), _collect(calm, got["calm"]))
+        await shared.aclose()
+        dropped = m_busy.dropped_seconds["backlog"]._value.get()
+        return [i.index for i, _ in got["busy"]], [i.index for i, _ in got["calm"]], dropped
+
+    busy, calm, dropped = asyncio.run(main())
+    assert busy == [7, 8, 9, 10, 11]  # the 7 oldest were shed, the newest 5 s kept
+    assert calm == [0, 1, 2]
+    assert dropped == 7.0
+
+
+def test_a_lone_window_waits_at_most_max_wait() -> None:
+    async def main() -> float:
+        shared: SharedBatcher[Item] = SharedBatcher(_score, batch_size=64, max_wait_s=0.05)
+        lane = shared.lane("a", max_backlog_s=100, hop_s=1.0)
+        started = time.monotonic()
+        lane.put(_items("a", 1, 0)[0])
+        async for _batch, _scores in lane.batches():
+            break
+        waited = time.monotonic() - started
+        lane.close()
+        lane.shutdown()
+        await shared.aclose()
+        return waited
+
+    waited = asyncio.run(main())
+    assert 0.04 <= waited < 1.0
+
+
+def test_a_model_failure_reaches_the_stations_in_that_batch() -> None:
+    def broken(waves: np.ndarray) -> np.ndarray:
+        raise RuntimeError("model exploded")
+
+    async def main() -> None:
+        shared: SharedBatcher[Item] = SharedBatcher(broken, batch_size=2, max_wait_s=0.0)
+        lane = shared.lane("a", max_backlog_s=100, hop_s=1.0)
+        lane.put(_items("a", 1, 0)[0])
+        lane.close()
+        try:
+            with pytest.raises(RuntimeError, match="model exploded"):
+                async for _ in lane.batches():
+                    pass
+        finally:
+            await shared.aclose()
+
+    asyncio.run(main())

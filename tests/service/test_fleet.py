@@ -1,0 +1,110 @@
+"""Several stations in one process against the loopback HLS server.
+
+One node never comes up: the other two keep scoring, their events equal
+their single-station runs, and /readyz reports each station.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client import CollectorRegistry
+from support.daemon_support import (
+    ToneScorer,
+    read_events,
+    run_daemon_until,
+    station_config,
+    tone_recording,
+    ts_segments,
+)
+from support.hls_server import LiveHlsServer
+
+from listener.config import Config, MetricsConfig
+from listener.service.daemon import Timeouts
+from listener.service.fleet import Fleet
+
+FOLDER = 1_600_000_000
+LIVE = ("rpi_alpha", "rpi_beta")
+DEAD = "rpi_dead"
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[bytes, float]]]:
+    """Two 130 s recordings with tones in different minutes (a detection each)."""
+    d = tmp_path_factory.mktemp("fleet")
+    return {
+        LIVE[0]: ts_segments(tone_recording(d / "a.wav", 130.0, [(75.0, 85.0)]), d / "a"),
+        LIVE[1]: ts_segments(tone_recording(d / "b.wav", 130.0, [(20.0, 32.0)], seed=1),
+                             d / "b"),
+    }
+
+
+def _config(server: LiveHlsServer, node: str, workdir: Path, port: int = 0) -> Config:
+    return station_config(server.base_url, node, workdir / node,
+                          metrics=MetricsConfig(host="127.0.0.1", port=port))
+
+
+def _comparable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in e.items() if k != "created_utc"}  # when it was written
+            for e in events]
+
+
+def _publish(server: LiveHlsServer, recordings: dict[str, list[tuple[bytes, float]]]) -> None:
+    for node, segments in recordings.items():
+        server.start_folder(node, FOLDER)
+        for data, dur in segments:
+            server.publish(node, data, dur)
+
+
+def test_a_dead_stream_does_not_stall_the_others(
+        tmp_path: Path, recordings: dict[str, list[tuple[bytes, float]]]) -> None:
+    seen: dict[str, Any] = {}
+    with LiveHlsServer() as server:
+        _publish(server, recordings)
+        configs = [_config(server, n, tmp_path / "fleet") for n in (*LIVE, DEAD)]
+        fleet = Fleet(configs, scorer=ToneScorer(), registry=CollectorRegistry(), quorum=2,
+                      timeouts=Timeouts(drain_s=20, sinks_s=5, probes_s=2))
+
+        async def main() -> int:
+            async def watch() -> None:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                    units = [fleet.unit(n) for n in LIVE]
+                    if all(u.station and u.station.pipeline.windows_scored >= 128
+                           for u in units):
+                        break
+                assert fleet.probes is not None
+                r = await asyncio.to_thread(requests.get, fleet.probes.url + "/readyz",
+                                            timeout=5)
+                seen["ready"] = (r.status_code, r.headers["Content-Type"], r.json())
+                fleet.request_stop("test finished")
+
+            watcher = asyncio.create_task(watch())
+            status = await fleet.run()
+            await watcher
+            return status
+
+        assert asyncio.run(main()) == 0
+        # each live station alone, same segments, a fresh state folder
+        alone = {n: run_daemon_until(_config(server, n, tmp_path / "alone"), ToneScorer(),
+                                     lambda d: d.pipeline.windows_scored >= 128, timeout_s=60)
+                 for n in LIVE}
+    for node in LIVE:
+        together = read_events(tmp_path / "fleet" / node / "events.jsonl")
+        single = read_events(tmp_path / "alone" / node / "events.jsonl")
+        assert [e["kind"] for e in together].count("detection") == 1
+        assert _comparable(together) == _comparable(single)
+        assert alone[node].pipeline is not None
+    assert not read_events(tmp_path / "fleet" / DEAD / "events.jsonl")
+    status, ctype, body = seen["ready"]
+    assert status == 200 and ctype == "application/json"
+    assert body["quorum"] == 2 and body["current"] == 2
+    assert body["stations"][LIVE[0]]["current"] and body["stations"][LIVE[1]]["current"]
+    dead = body["stations"][DEAD]
+    assert not dead["current"] and dead["reason"] == "waiting for the first segment"
