@@ -1,0 +1,219 @@
+"""Stations per process: one `listener run` over N stations against N separate processes.
+
+Each simulated station is a loopback Orcasound node (real MPEG-TS/AAC segments
+cut by ffmpeg from the bundled L pod recording) publishing at real-time pace.
+For each N, the real daemon runs as a subprocess (`listener run --config DIR`,
+real ResNet18 with random weights, CPU, float32); once every station reports,
+it is measured for ``--seconds``: its
+``/metrics`` are scraped for every station's lag, and its process tree's CPU
+time and RSS are read from /proc. The same is then done with N separate
+`listener run` processes, up to ``--max-separate``. A step is "real time"
+when every station's lag at the end is under 2 x the poll interval.
+
+Prints the CPU model, a row per (mode, N), the largest N that stayed real
+time, RSS and CPU per added station, stations per core and per GB.
+
+    python benchmarks/bench_fleet.py [--counts 1,5,10,20] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import yaml
+from common import RECORDING, cpu_model
+from prometheus_client.parser import text_string_to_metric_families
+from safetensors.torch import save_file
+
+from listener.demo.server import LiveNode, make_segments
+from listener.model.network import build_model
+
+POLL_S = 2.0
+BASE_PORT = 19300
+
+
+@dataclass
+class Step:
+    mode: str
+    n: int
+    realtime: bool
+    max_lag_s: float
+    rss_mb: float
+    cpu_cores: float
+
+
+def station_yaml(i: int, node: LiveNode, work: Path, weights: Path, port: int) -> dict:
+    return {
+        "station": {"id": f"sim{i:03d}", "name": f"simulated {i}",
+                    "longitude": -123.0, "latitude": 48.5},
+        "stream": {"kind": "orcasound", "base_url": node.base_url, "node": node.node,
+                   "poll_interval_s": POLL_S, "start_segments_back": 1},
+        "model": {"architecture": "resnet18", "weights": str(weights), "device": "cpu",
+                  "batch_size": 16, "max_batch_wait_s": 0.5},
+        "outputs": {"log": False, "jsonl": {"path": str(work / f"events{i:03d}.jsonl")}},
+        "metrics": {"host": "127.0.0.1", "port": port},
+        "state": {"dir": str(work / "state")},
+    }
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (ffmpeg decoders)."""
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def usage(pids: list[int]) -> tuple[float, float]:
+    """(CPU seconds, RSS MB) of the processes and their descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = rss = 0.0
+    for root in pids:
+        for p in tree(root):
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu += (int(fields[11]) + int(fields[12])) / tick
+                for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1]) / 1024
+            except (OSError, IndexError, ValueError):
+                continue
+    return cpu, rss
+
+
+def lags(port: int) -> dict[str, float]:
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except requests.RequestException:
+        return {}
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "listener_stream_lag_seconds":
+            for s in fam.samples:
+                out[s.labels["station"]] = s.value
+    return out
+
+
+def all_lags(ports: list[int]) -> dict[str, float]:
+    seen: dict[str, float] = {}
+    for port in sorted(set(ports)):
+        seen.update(lags(port))
+    return seen
+
+
+def run_step(mode: str, n: int, nodes: list[LiveNode], work: Path, weights: Path,
+             seconds: float) -> Step:
+    step_dir = work / f"{mode}{n}"
+    cfg_dir = step_dir / "configs"
+    cfg_dir.mkdir(parents=True)
+    ports = [BASE_PORT + (0 if mode == "fleet" else i) for i in range(n)]
+    for i in range(n):
+        (cfg_dir / f"sim{i:03d}.yaml").write_text(yaml.safe_dump(
+            station_yaml(i, nodes[i], step_dir, weights, ports[i])))
+    cmd = [sys.executable, "-m", "listener", "--log-level", "WARNING", "run"]
+    if mode == "fleet":
+        argv = [[*cmd, "--config", str(cfg_dir)]]
+    else:
+        argv = [[*cmd, "--config", str(cfg_dir / f"sim{i:03d}.yaml")] for i in range(n)]
+    procs = [subprocess.Popen(a, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for a in argv]
+    try:
+        # Start-up (imports, model load) and the first segments, before measuring.
+        deadline = time.monotonic() + 300
+        while len(all_lags(ports)) < n and time.monotonic() < deadline:
+            time.sleep(2)
+        time.sleep(2 * POLL_S)
+        cpu0, _ = usage([p.pid for p in procs])
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        cpu1, rss = usage([p.pid for p in procs])
+        wall = time.monotonic() - t0
+        seen = all_lags(ports)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    worst = max(seen.values()) if len(seen) == n else float("inf")
+    return Step(mode, n, worst < 2 * POLL_S, worst, rss, (cpu1 - cpu0) / wall)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--counts", default="1,5,10,20")
+    p.add_argument("--max-separate", type=int, default=10)
+    p.add_argument("--seconds", type=float, default=60.0)
+    args = p.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+    out = sys.stdout.write
+    out(f"CPU: {cpu_model()}, {os.cpu_count()} cores; ResNet18 float32, random weights\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        weights = work / "r18.safetensors"
+        save_file({k: v.contiguous() for k, v in build_model("resnet18").state_dict().items()},
+                  str(weights))
+        segments = make_segments(RECORDING, work / "hls", 8 * 60 + 2 * args.seconds)
+        steps: list[Step] = []
+        for mode in ("fleet", "separate"):
+            for n in counts:
+                if mode == "separate" and n > args.max_separate:
+                    continue
+                start = int(time.time()) - 20
+                nodes = [LiveNode(f"sim{i:03d}", start, work / "hls", segments)
+                         for i in range(n)]
+                for node in nodes:
+                    node.start(initially=2)
+                try:
+                    step = run_step(mode, n, nodes, work, weights, args.seconds)
+                finally:
+                    for node in nodes:
+                        node.stop()
+                steps.append(step)
+                out(f"{mode:9s} N={n:3d}: {'real time' if step.realtime else 'BEHIND':9s} "
+                    f"max lag {step.max_lag_s:6.1f} s, RSS {step.rss_mb:7.0f} MB, "
+                    f"CPU {step.cpu_cores:4.2f} cores\n")
+    summarize(out, steps)
+
+
+def summarize(out: object, steps: list[Step]) -> None:
+    write = out  # type: ignore[assignment]
+    assert callable(write)
+    for mode in ("fleet", "separate"):
+        rows = [s for s in steps if s.mode == mode]
+        ok = [s for s in rows if s.realtime]
+        if len(rows) >= 2:
+            a, b = rows[0], rows[-1]
+            per_rss = (b.rss_mb - a.rss_mb) / (b.n - a.n)
+            per_cpu = (b.cpu_cores - a.cpu_cores) / (b.n - a.n)
+            write(f"{mode}: each added station costs {per_rss:.1f} MB RSS and "
+                  f"{per_cpu * 100:.1f}% of a core\n")
+        if ok:
+            best = max(ok, key=lambda s: s.n)
+            cores = os.cpu_count() or 1
+            write(f"{mode}: largest N in real time {best.n} = {best.n / cores:.1f} stations "
+                  f"per core, {best.n / (best.rss_mb / 1024):.1f} per GB\n")
+
+
+if __name__ == "__main__":
+    main()
