@@ -161,6 +161,8 @@ def run_case(case: FaultCase, segments: Segments, workdir: Path) -> CaseResult:
             threading.Thread(target=publish, daemon=True).start()
             cfg = _config(node.base_url, workdir, case)
             metrics: dict[str, float] = {}
+            expected_s = sum(d for _, d in segments) + (2 * segments[0][1] if case.history
+                                                        else 0.0)
             quiet = _Quiet()
 
             probe_url: list[str] = []
@@ -177,9 +179,21 @@ def run_case(case: FaultCase, segments: Segments, workdir: Path) -> CaseResult:
             def finished(d: Any) -> bool:
                 if d.probes is not None and not probe_url:
                     probe_url.append(d.probes.url)
-                return done.is_set() and quiet.for_s(d.pipeline.windows_scored) > 2.0
+                if not done.is_set():
+                    return False
+                idle = quiet.for_s(d.pipeline.windows_scored)
+                registry, labels = d.registry, {"station": NODE}
+                accounted = (registry.get_sample_value(
+                    "listener_audio_decoded_seconds_total", labels) or 0.0) + sum(
+                    registry.get_sample_value("listener_audio_dropped_seconds_total",
+                                              {**labels, "reason": r}) or 0.0
+                    for r in ("gap", "backlog", "decode_error"))
+                # All accounted for and settled, or nothing moving for long.
+                return (accounted >= expected_s - 3.0 and idle > 1.0) or idle > 8.0
 
             def scrape(d: Any) -> None:
+                stop_probing.set()  # before the daemon stops serving
+                prober.join()
                 metrics.update(_scrape(d.probes.url))
 
             try:
