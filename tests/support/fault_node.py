@@ -66,8 +66,25 @@ class FaultNode(LiveHlsServer):
     def __init__(self) -> None:
         super().__init__()
         self.rewrite: Callable[[str], str] | None = None
+        self._cache: dict[str, tuple[tuple[str, int, bool], tuple[bytes, str]]] = {}
 
     def _content(self, path: str) -> tuple[bytes, str] | None:
+        # A 100,000-entry playlist takes the server thread ~0.1 s (and the
+        # GIL) to write: write it once per change, not on every poll.
+        with self.lock:
+            parts = path.strip("/").split("/")
+            folder = (self._nodes.get(parts[0], {}).get(int(parts[2]))
+                      if len(parts) == 4 and parts[2].isdigit() else None)
+            key = (path, len(folder.segments), folder.ended) if folder is not None else None
+            cached = self._cache.get(path)
+            if key is not None and cached is not None and cached[0] == key:
+                return cached[1]
+            content = self._render(path)
+            if key is not None and content is not None:
+                self._cache[path] = (key, content)
+            return content
+
+    def _render(self, path: str) -> tuple[bytes, str] | None:
         content = super()._content(path)
         if content is not None and content[1] == PLAYLIST_TYPE and self.rewrite is not None:
             return self.rewrite(content[0].decode()).encode(), PLAYLIST_TYPE
