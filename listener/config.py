@@ -21,10 +21,16 @@ from listener.errors import ConfigError
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
+# Durations get upper bounds too: a finite but absurd value (1e308 s) would
+# overflow the event loop's clock or make a wait that never ends.
+Timeout = Annotated[float, Field(gt=0, le=3600)]
+Seconds = Annotated[float, Field(gt=0, le=7 * 86400)]
+SecondsOrZero = Annotated[float, Field(ge=0, le=7 * 86400)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # .inf and .nan are valid YAML floats; no setting here means them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StationConfig(_Section):
@@ -39,15 +45,18 @@ class StationConfig(_Section):
 class FetchConfig(_Section):
     """HTTP behaviour for playlists and segments."""
 
-    connect_timeout_s: Positive = 5.0
-    read_timeout_s: Positive = 15.0
+    connect_timeout_s: Timeout = 5.0
+    read_timeout_s: Timeout = 15.0
+    #: A whole download (one attempt) must end within this: the read timeout
+    #: only bounds each wait for data, so a trickled body would pass it.
+    max_fetch_s: Timeout = 30.0
     retries: int = Field(default=4, ge=0, le=20)
-    backoff_initial_s: Positive = 0.5
-    backoff_max_s: Positive = 20.0
+    backoff_initial_s: Timeout = 0.5
+    backoff_max_s: Timeout = 20.0
     max_playlist_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_segment_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    breaker_failures: int = Field(default=5, ge=1)
-    breaker_reset_s: Positive = 30.0
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    breaker_reset_s: Timeout = 30.0
     user_agent: str = "listener/0.1 (+https://github.com/orcasound)"
 
 
@@ -74,10 +83,13 @@ class StreamConfig(_Section):
     base_url: str = "https://s3-us-west-2.amazonaws.com/audio-orcasound-net"
     node: str | None = None
     url: str | None = None
-    poll_interval_s: Positive = 5.0
-    start_segments_back: int = Field(default=3, ge=0)
-    ffmpeg_start_offset_s: float = 0.0
-    stale_after_s: Positive = 120.0
+    poll_interval_s: Timeout = 5.0
+    start_segments_back: int = Field(default=3, ge=0, le=1_000_000)
+    ffmpeg_start_offset_s: float = Field(default=0.0, ge=-60, le=60)
+    stale_after_s: Seconds = 120.0
+    #: After a node restart, how long the old folder is still polled for
+    #: segments its uploader publishes late (Orcasound).
+    restart_grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0
     fetch: FetchConfig = FetchConfig()
 
     @model_validator(mode="after")
@@ -106,15 +118,16 @@ class FrontendConfig(_Section):
     the model was trained with; 20 000 is the "correct" labelling.
     """
 
-    sample_rate: int = Field(default=20000, gt=0)
-    n_fft: int = Field(default=2560, gt=0)
-    hop_length: int = Field(default=256, gt=0)
-    n_mels: int = Field(default=256, gt=0)
+    # Bounds keep a typo (n_fft: 1e8) from allocating gigabytes at start-up.
+    sample_rate: int = Field(default=20000, gt=0, le=384_000)
+    n_fft: int = Field(default=2560, gt=0, le=65536)
+    hop_length: int = Field(default=256, gt=0, le=65536)
+    n_mels: int = Field(default=256, gt=0, le=2048)
     f_min: NonNegative = 0.0
-    f_max: Positive = 10000.0
-    mel_sample_rate: int = Field(default=16000, gt=0)
-    top_db: Positive = 100.0
-    frames: int = Field(default=312, gt=0)
+    f_max: Annotated[float, Field(gt=0, le=192_000)] = 10000.0
+    mel_sample_rate: int = Field(default=16000, gt=0, le=384_000)
+    top_db: Annotated[float, Field(gt=0, le=1000)] = 100.0
+    frames: int = Field(default=312, gt=0, le=100_000)
     padding: Literal["fastai", "waveform"] = "fastai"
 
 
@@ -125,23 +138,24 @@ class ModelConfig(_Section):
     architecture: Literal["auto", "resnet18", "resnet50"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(default=16, ge=1, le=1024)
-    cpu_threads: int = Field(default=0, ge=0)
+    cpu_threads: int = Field(default=0, ge=0, le=1024)
     fp16: bool = True
     channels_last: bool = True
     fuse_batchnorm: bool = True
-    max_batch_wait_s: NonNegative = 0.25
+    max_batch_wait_s: Annotated[float, Field(ge=0, le=60)] = 0.25
     model_id: str = "orcahello-srkw"
 
 
 class DetectionConfig(_Section):
     """Windows and the per-clip decision rule (OrcaHello's production values)."""
 
-    window_s: Positive = 2.0
-    hop_s: Positive = 1.0
-    clip_s: Positive = 60.0
+    # A hop of nanoseconds means billions of windows per second of audio.
+    window_s: Annotated[float, Field(ge=0.1, le=600)] = 2.0
+    hop_s: Annotated[float, Field(ge=0.01, le=600)] = 1.0
+    clip_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     local_threshold: float = Field(default=0.5, ge=0, le=1)
     global_threshold: int = Field(default=3, ge=1)
-    encounter_gap_s: NonNegative = 300.0
+    encounter_gap_s: SecondsOrZero = 300.0
 
     @model_validator(mode="after")
     def _check_lengths(self) -> DetectionConfig:
@@ -155,7 +169,7 @@ class DetectionConfig(_Section):
 class BufferConfig(_Section):
     """What happens when inference cannot keep up with the stream."""
 
-    max_backlog_s: Positive = 600.0
+    max_backlog_s: Seconds = 600.0
 
 
 class JsonlSinkConfig(_Section):
@@ -166,9 +180,9 @@ class WebhookSinkConfig(_Section):
     url: str
     token_env: str | None = None
     token_file: Path | None = None
-    timeout_s: Positive = 10.0
-    backoff_initial_s: Positive = 1.0
-    backoff_max_s: Positive = 300.0
+    timeout_s: Timeout = 10.0
+    backoff_initial_s: Timeout = 1.0
+    backoff_max_s: Seconds = 300.0
     outbox_dir: Path | None = None
 
     @model_validator(mode="after")
@@ -191,8 +205,8 @@ class ClipSinkConfig(_Section):
 
     dir: Path
     format: Literal["wav", "flac"] = "flac"
-    before_s: NonNegative = 10.0
-    after_s: NonNegative = 10.0
+    before_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+    after_s: Annotated[float, Field(ge=0, le=600)] = 10.0
 
 
 class OutputsConfig(_Section):
@@ -240,26 +254,66 @@ def default_config(station_id: str = "local") -> Config:
     return Config(station=StationConfig(id=station_id))
 
 
-def _line_index(node: yaml.Node, prefix: tuple[str | int, ...], out: dict[tuple, int]) -> None:
-    """Map each dotted key path to its 1-based line in the YAML text."""
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            path = (*prefix, str(key_node.value))
-            out[path] = key_node.start_mark.line + 1
-            _line_index(value_node, path, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            path = (*prefix, i)
-            out[path] = item.start_mark.line + 1
-            _line_index(item, path, out)
+# A config is a few hundred nodes; more means aliases expanding exponentially.
+_MAX_NODES = 100_000
+_UNDEFINED_VAR = re.compile(r"\$(\{[^}]*\}?|[A-Za-z_][A-Za-z0-9_]*)")
 
 
-def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    """Relative file paths in a config are relative to the config file."""
+def _line_index(node: yaml.Node, path: str, out: dict[tuple, int]) -> None:
+    """Map each key path to its 1-based line; refuse duplicate keys, recursive
+    aliases and alias bombs (each a ConfigError naming the line and key)."""
+    seen = 0
+
+    def walk(node: yaml.Node, prefix: tuple[str | int, ...], active: set[int]) -> None:
+        nonlocal seen
+        seen += 1
+        key = ".".join(str(p) for p in prefix) or None
+        line = node.start_mark.line + 1
+        if id(node) in active:
+            raise ConfigError("recursive YAML alias (an anchor that contains itself)",
+                              path=path, line=line, key=key)
+        if seen > _MAX_NODES:
+            raise ConfigError(f"more than {_MAX_NODES} YAML nodes (aliases expanding "
+                              "exponentially?)", path=path, line=line, key=key)
+        children: list[tuple[tuple[str | int, ...], yaml.Node, int]] = []
+        if isinstance(node, yaml.MappingNode):
+            names: set[str] = set()
+            for key_node, value_node in node.value:
+                name = str(key_node.value)
+                if name in names:
+                    raise ConfigError(f"duplicate key {name!r} (YAML keeps only the last "
+                                      "one; remove one of them)", path=path,
+                                      line=key_node.start_mark.line + 1, key=key)
+                names.add(name)
+                children.append(((*prefix, name), value_node, key_node.start_mark.line + 1))
+        elif isinstance(node, yaml.SequenceNode):
+            children = [((*prefix, i), item, item.start_mark.line + 1)
+                        for i, item in enumerate(node.value)]
+        active.add(id(node))
+        for child_path, child, child_line in children:
+            out.setdefault(child_path, child_line)
+            walk(child, child_path, active)
+        active.discard(id(node))
+
+    walk(node, (), set())
+
+
+def _resolve_paths(data: dict[str, Any], base: Path, path: str) -> None:
+    """Relative file paths in a config are relative to the config file.
+
+    ``$VAR`` and ``${VAR}`` are expanded; an undefined one is an error (left
+    as is, it would silently name a folder called ``${VAR}``).
+    """
 
     def fix(section: dict[str, Any] | None, key: str) -> None:
         if isinstance(section, dict) and isinstance(section.get(key), str):
-            p = Path(os.path.expandvars(os.path.expanduser(section[key])))
+            expanded = os.path.expandvars(os.path.expanduser(section[key]))
+            undefined = _UNDEFINED_VAR.search(expanded)
+            if undefined:
+                raise ConfigError(f"environment variable {undefined.group(0)} is not set "
+                                  f"(in {section[key]!r})", path=path,
+                                  key=f"{_section_name(data, section)}.{key}")
+            p = Path(expanded)
             section[key] = str(p if p.is_absolute() else base / p)
 
     fix(data.get("model"), "weights")
@@ -273,10 +327,27 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         fix(outputs.get("webhook"), "token_file")
 
 
+def _section_name(data: dict[str, Any], section: dict[str, Any]) -> str:
+    """Dotted name of a nested section (for error messages)."""
+    for name, value in data.items():
+        if value is section:
+            return str(name)
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                if inner is section:
+                    return f"{name}.{sub}"
+    return "?"
+
+
 def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None) -> Config:
     """Parse and validate YAML text; raise :class:`ConfigError` naming file:line key."""
+    lines: dict[tuple, int] = {}
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            # Checked before constructing: a recursive alias or an alias bomb
+            # must be refused before it is expanded.
+            _line_index(root, path, lines)
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
@@ -286,11 +357,8 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping of sections "
                           "(station, stream, model, ...)", path=path, line=1)
-    lines: dict[tuple, int] = {}
-    if root is not None:
-        _line_index(root, (), lines)
     if base_dir is not None:
-        _resolve_paths(data, base_dir)
+        _resolve_paths(data, base_dir, path)
     try:
         return Config.model_validate(data)
     except ValidationError as err:
@@ -325,7 +393,14 @@ def load_config(path: str | Path) -> Config:
     """Read a station config file; relative paths in it resolve against its folder."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except OSError as err:
         raise ConfigError(f"cannot read: {err.strerror or err}", path=str(p)) from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text (byte {raw[err.start:err.start + 1]!r} at offset "
+                          f"{err.start}); save the file as UTF-8", path=str(p),
+                          line=line) from err
     return parse_config(text, path=str(p), base_dir=p.resolve().parent)

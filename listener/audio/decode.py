@@ -40,6 +40,11 @@ _STDERR_LINES = 20
 _MAX_HEADER = 64 * 1024
 
 
+# Beyond any audio interface (768 kHz) or channel layout a recording uses.
+MAX_FILE_RATE = 768_000
+MAX_FILE_CHANNELS = 64
+
+
 def find_ffmpeg() -> str:
     """The ffmpeg binary: ``$LISTENER_FFMPEG``, then PATH, then imageio-ffmpeg's."""
     explicit = os.environ.get("LISTENER_FFMPEG")
@@ -197,6 +202,12 @@ class FileDecoder:
                 proc.wait(timeout=30)
                 reader.join(timeout=5)
                 raise DecodeError(self.path, _reason(tail), tail.text()) from None
+            if not 0 < self.sample_rate <= MAX_FILE_RATE or self.channels > MAX_FILE_CHANNELS:
+                # A corrupt header would size the block buffer (10 s x rate)
+                # in gigabytes; refuse it before allocating anything.
+                raise DecodeError(self.path, f"header claims {self.sample_rate} Hz x "
+                                  f"{self.channels} channels; at most {MAX_FILE_RATE} Hz and "
+                                  f"{MAX_FILE_CHANNELS} channels are decoded (corrupt file?)")
             frame = 4 * self.channels
             block_bytes = max(1, int(self.block_s * self.sample_rate)) * frame
             while True:

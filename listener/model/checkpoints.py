@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from listener.errors import ModelLoadError
+from listener.model.fastai.unpickle import Limits
 from listener.model.network import ARCHITECTURES, OrcaResNet, build_model, parameter_count
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ _PREFIXES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+# The caps convert-fastai applies to untrusted archives (64 MB of pickle, ...).
+_LIMITS = Limits()
 _LIST_LIMIT = 10
 
 
@@ -111,6 +115,32 @@ def _weights_only_reason(err: Exception) -> str:
     return "weights-only loading refused it"
 
 
+def _check_archive_sizes(path: Path, limits: Limits = _LIMITS) -> None:
+    """Refuse a torch zip archive whose members would inflate past convert-fastai's
+    limits, before torch.load allocates them (a zip bomb)."""
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format is read as it is, with no inflation
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ModelLoadError(f"{path}: not a readable torch file: {err}") from err
+    if len(infos) > limits.max_members:
+        raise ModelLoadError(f"{path}: refused: {len(infos)} archive members "
+                             f"(at most {limits.max_members})")
+    total = 0
+    for info in infos:
+        # torch.save stores members uncompressed; only the pickle is small.
+        cap = (limits.max_pickle_bytes if info.compress_type != zipfile.ZIP_STORED
+               or info.filename.endswith(".pkl") else limits.max_storage_bytes)
+        total += info.file_size
+        if info.file_size > cap or total > limits.max_total_storage_bytes:
+            raise ModelLoadError(f"{path}: refused: archive member {info.filename!r:.120} "
+                                 f"inflates to {info.file_size} bytes ({total} in all); at "
+                                 f"most {cap} for it and {limits.max_total_storage_bytes} "
+                                 f"in all")
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     """Read a ``.safetensors`` or weights-only ``.pt``/``.pth`` file onto the CPU.
 
@@ -143,6 +173,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     if suffix not in _TORCH_SUFFIXES:
         raise ModelLoadError(f"{p}: unsupported weights file suffix {p.suffix!r}; expected "
                              f".safetensors, .pt or .pth")
+    _check_archive_sizes(p)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -33,6 +33,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from listener.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 ReadyCheck = Callable[[], tuple[bool, str | Mapping[str, Any]]]
@@ -90,8 +92,13 @@ class ProbeServer:
             return
         self.last_heartbeat = time.monotonic()
         # The stream limit bounds how much of a request head we ever buffer.
-        self._server = await asyncio.start_server(
-            self._on_connection, self.host, self.port, limit=self.max_header_bytes)
+        try:
+            self._server = await asyncio.start_server(
+                self._on_connection, self.host, self.port, limit=self.max_header_bytes)
+        except OSError as err:  # port in use, host unresolvable or not ours
+            raise ConfigError(f"cannot serve metrics on {self.host}:{self.port}: "
+                              f"{err.strerror or err}", key="metrics.host/metrics.port"
+                              ) from err
         sockets = self._server.sockets
         if sockets:
             self.port = sockets[0].getsockname()[1]

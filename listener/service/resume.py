@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _VERSION = 1
 _MAX_BYTES = 1024 * 1024
+_MAX_OFFSET_S = 1e9
 
 
 @dataclass
@@ -57,10 +58,15 @@ class StateStore:
             doc = json.loads(raw)
             if doc.get("version") != _VERSION:
                 raise ValueError(f"unknown version {doc.get('version')!r}")
+            clip_end_s = float(doc["clip_end_s"])
+            # json reads NaN and Infinity; no stream offset is beyond 30 years.
+            if not 0.0 <= clip_end_s <= _MAX_OFFSET_S:
+                raise ValueError(f"clip_end_s {clip_end_s!r} is not a stream offset "
+                                 f"(0 to {_MAX_OFFSET_S:g} s)")
             return StreamState(
                 stream_key=str(doc["stream_key"]),
                 resume_sequence=int(doc["resume_sequence"]),
-                clip_end_s=float(doc["clip_end_s"]),
+                clip_end_s=clip_end_s,
                 encounter=doc.get("encounter"),
                 extra=dict(doc.get("extra") or {}),
             )

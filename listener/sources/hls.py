@@ -170,7 +170,8 @@ def make_source(config: StreamConfig, client: HttpClient,
             raise PlaylistError("stream kind 'orcasound' needs a node")
         return OrcasoundSource(config.base_url, config.node, client,
                                poll_interval_s=config.poll_interval_s,
-                               start_segments_back=config.start_segments_back, stop=stop)
+                               start_segments_back=config.start_segments_back, stop=stop,
+                               finish_s=config.restart_grace_s)
     if not config.url:
         raise PlaylistError("stream kind 'hls' needs a url")
     return HlsSource(config.url, client, poll_interval_s=config.poll_interval_s,

@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 FetchKind = Literal["playlist", "segment"]
 
 # Large enough to keep per-chunk overhead low, small enough that the "cap plus
-# one chunk" bound on buffered bytes stays tight.
-DEFAULT_CHUNK_BYTES = 64 * 1024
+# one chunk" bound on buffered bytes stays tight and that a trickled body
+# reaches the per-fetch deadline check every few seconds even at 4 kB/s.
+DEFAULT_CHUNK_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,18 @@ class FetchObserver(Protocol):
     def __call__(self, result: FetchResult) -> None: ...
 
 
+class OversizeError(FetchError):
+    """The body is larger than the cap: refused at once, never retried."""
+
+
 class _AttemptFailed(Exception):
     """One HTTP attempt failed; says whether to retry and whether the host is to blame."""
 
     def __init__(self, reason: str, *, retryable: bool, host_fault: bool,
                  status: int | None = None, retry_after_s: float | None = None,
-                 cause: BaseException | None = None) -> None:
+                 cause: BaseException | None = None, oversize: bool = False) -> None:
         super().__init__(reason)
+        self.oversize = oversize
         self.reason = reason
         self.retryable = retryable
         self.host_fault = host_fault
@@ -235,7 +241,8 @@ class HttpClient:
         """Raise FetchError if this failure is final, else sleep the backoff."""
         if not fail.retryable or attempts >= tries:
             reason = fail.reason if attempts == 1 else f"{fail.reason} (after {attempts} attempts)"
-            raise FetchError(url, reason, status=fail.status) from fail.cause
+            error = OversizeError if fail.oversize else FetchError
+            raise error(url, reason, status=fail.status) from fail.cause
         delay = self._backoff.delay(attempts, fail.retry_after_s)
         log.info("%s: %s; retry %d of %d in %.2f s", url, fail.reason, attempts, tries - 1, delay)
         if self._stop.wait(delay):
@@ -273,6 +280,7 @@ class HttpClient:
 
     def _request(self, url: str, cap: int, retry_404: bool) -> tuple[bytes, int]:
         timeout = (self._config.connect_timeout_s, self._config.read_timeout_s)
+        started = time.monotonic()
         try:
             resp = self._session.get(url, stream=True, timeout=timeout)
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
@@ -290,7 +298,7 @@ class HttpClient:
         with resp:
             status = resp.status_code
             if 200 <= status < 300:
-                return self._read_capped(resp, cap), status
+                return self._read_capped(resp, cap, started), status
             reason = f"HTTP {status} {resp.reason or ''}".rstrip()
             if status == 429 or status >= 500:
                 raise _AttemptFailed(reason, retryable=True, host_fault=True, status=status,
@@ -299,8 +307,13 @@ class HttpClient:
             raise _AttemptFailed(reason, retryable=status == 404 and retry_404,
                                  host_fault=False, status=status)
 
-    def _read_capped(self, resp: requests.Response, cap: int) -> bytes:
-        """Stream the body into memory, refusing more than ``cap`` bytes."""
+    def _read_capped(self, resp: requests.Response, cap: int, started: float) -> bytes:
+        """Stream the body into memory, refusing more than ``cap`` bytes.
+
+        The read timeout bounds each wait for data, not the whole body, so a
+        body trickled a few bytes at a time is cut at ``max_fetch_s``.
+        """
+        deadline = started + self._config.max_fetch_s
         declared: int | None = None
         header = resp.headers.get("Content-Length")
         if header is not None:
@@ -313,14 +326,17 @@ class HttpClient:
             if declared > cap:
                 raise _AttemptFailed(f"body is larger than {cap} bytes "
                                      f"(Content-Length {declared})", retryable=False,
-                                     host_fault=False, status=resp.status_code)
+                                     host_fault=False, status=resp.status_code, oversize=True)
         body = bytearray()
         try:
             for chunk in resp.iter_content(chunk_size=self._chunk_bytes):
                 body += chunk
+                if time.monotonic() > deadline:
+                    self._too_slow(resp.url, len(body), resp.status_code)
                 if len(body) > cap:
                     raise _AttemptFailed(f"body is larger than {cap} bytes", retryable=False,
-                                         host_fault=False, status=resp.status_code)
+                                         host_fault=False, status=resp.status_code,
+                                         oversize=True)
         except requests.exceptions.ChunkedEncodingError as err:
             # urllib3 enforces Content-Length: a connection closed early lands here.
             raise _AttemptFailed(f"truncated body: {err}", retryable=True, host_fault=True,
@@ -334,6 +350,20 @@ class HttpClient:
             raise _AttemptFailed(f"truncated body: got {len(body)} of {declared} bytes",
                                  retryable=True, host_fault=True, status=resp.status_code)
         return bytes(body)
+
+    def _too_slow(self, url: str, nbytes: int, status: int) -> None:
+        limit = self._config.max_fetch_s
+        log.warning("%s: still downloading after the %.1f s per-fetch deadline (%d bytes so "
+                    "far, %.1f kB/s); abandoning this attempt", url, limit, nbytes,
+                    nbytes / 1000 / limit)
+        raise _AttemptFailed(f"too slow: not complete within max_fetch_s={limit:g} s "
+                             f"({nbytes} bytes received)", retryable=True, host_fault=True,
+                             status=status)
+
+    def report_invalid(self, url: str, kind: FetchKind, reason: str) -> None:
+        """Tell the observer a fetched body was unusable (e.g. a playlist that does
+        not parse), so it is counted like a failed fetch of that kind."""
+        self._report(FetchResult(url, kind, False, None, 0, 0.0, 0, reason))
 
     def _report(self, result: FetchResult) -> None:
         if self._on_result is None:

@@ -9,11 +9,19 @@ exact sum of the EXTINF durations before it, and its wall-clock time is
 and the ffmpeg start-up offset, which the daemon applies, not this module).
 
 Node restart: when ``latest.txt`` names a new folder, the old folder is
-finished first: it keeps being polled until a poll at least ``finish_polls``
-polls after the switch brings nothing new, or it lists ``#EXT-X-ENDLIST``, or
-``4 * finish_polls`` polls have passed (the bound: an old folder that keeps
+finished first: it keeps being polled until it lists ``#EXT-X-ENDLIST``, or a
+poll at least ``finish_polls`` polls and ``finish_s`` seconds after the switch
+brings nothing new (the node's uploader may publish the old folder's last
+segments seconds after ``latest.txt`` changed), or ``4 * finish_polls`` polls
+and ``4 * finish_s`` seconds have passed (the bound: an old folder that keeps
 growing is a misconfigured node, not a reason to stall). Then the new folder
 is followed from its first segment, which is marked discontinuous.
+
+``latest.txt`` naming an *older* folder than the one followed is a stale
+cached copy until it has done so for ``_OLDER_POLLS`` polls in a row; only
+then is that folder followed (from its live edge, after finishing the
+current one as above). A folder already followed is never started again
+from its beginning: it resumes after the last segment yielded from it.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ log = logging.getLogger(__name__)
 _LATEST_MAX_BYTES = 64
 # Orcasound started streaming in 2017; earlier times mean a corrupt file.
 _EARLIEST_TS = 1_400_000_000
+# Polls in a row latest.txt must name an older folder before it is believed.
+_OLDER_POLLS = 12
 
 
 def parse_latest_txt(data: bytes, url: str, now: float | None = None) -> int:
@@ -80,13 +90,15 @@ class OrcasoundSource(PollingSource):
         node: node folder, e.g. ``rpi_orcasound_lab``.
         client: the HTTP client.
         finish_polls: polls of the old folder after a restart is seen.
+        finish_s: seconds the old folder is still polled after a restart is seen.
         **kwargs: see :class:`~listener.sources.polling.PollingSource`.
     """
 
     def __init__(self, base_url: str, node: str, client: HttpClient, *,
                  poll_interval_s: float = 5.0, start_segments_back: int = 3,
                  stop: asyncio.Event | None = None, max_resume_backlog_s: float | None = None,
-                 segment_retries: int | None = None, finish_polls: int = 2) -> None:
+                 segment_retries: int | None = None, finish_polls: int = 2,
+                 finish_s: float = 10.0) -> None:
         super().__init__(client, poll_interval_s=poll_interval_s,
                          start_segments_back=start_segments_back, stop=stop,
                          max_resume_backlog_s=max_resume_backlog_s,
@@ -98,6 +110,10 @@ class OrcasoundSource(PollingSource):
         self.base_url = base_url.rstrip("/")
         self.node = node
         self._finish_polls = max(1, finish_polls)
+        self._finish_s = max(0.0, finish_s)
+        # Folders left behind: ts -> the last sequence yielded from them.
+        self._left: dict[int, int] = {}
+        self._older: tuple[int, int] | None = None  # (ts, polls in a row)
         self.latest_url = f"{self.base_url}/{node}/latest.txt"
         #: stream_key of the folder being followed (None before the first read).
         self.stream_key: str | None = None
@@ -110,7 +126,8 @@ class OrcasoundSource(PollingSource):
                 discontinuous: bool = False, reason_prefix: str = "") -> _Folder:
         key = self.folder_key(ts)
         start = datetime.fromtimestamp(ts, UTC)
-        return _Folder(ts, key, f"{self.base_url}/{key}/live.m3u8", StreamTracker(key, start),
+        tracker = StreamTracker(key, start, restarts=False)
+        return _Folder(ts, key, f"{self.base_url}/{key}/live.m3u8", tracker,
                        resume, from_beginning, discontinuous, reason_prefix)
 
     def _ts_of(self, stream_key: str) -> int | None:
@@ -137,15 +154,15 @@ class OrcasoundSource(PollingSource):
         try:
             ts = parse_latest_txt(data, self.latest_url)
         except PlaylistError as err:
-            self._note_failure("latest.txt", self.latest_url, err, False)
+            self._parse_failed("latest.txt", self.latest_url, err)
             return None
         self._note_ok("latest.txt", self.latest_url)
         return ts
 
     async def _follow(self, resume: Position | None) -> AsyncIterator[Segment | Gap]:
         folder: _Folder | None = None
-        pending: int | None = None  # a newer folder named by latest.txt
-        polls_since_switch = 0
+        pending: int | None = None  # the folder to follow once this one is finished
+        switch_seen = (0, 0.0)  # polls since, and monotonic time of, the switch
         while True:
             latest = await self._read_latest()
             if folder is None:
@@ -155,38 +172,70 @@ class OrcasoundSource(PollingSource):
                 folder, pending, gaps = await self._open(latest, resume)
                 for gap in gaps:
                     yield gap
-            elif latest is not None and latest != folder.ts and latest != pending:
-                if latest < folder.ts:
-                    log.warning("%s names an older folder %s than the one followed (%s); "
-                                "following it anyway", self.latest_url, latest, folder.ts)
+            elif latest is not None and self._believe(latest, folder, pending):
                 log.info("node %s restarted: new folder %s; finishing %s first",
                          self.node, self.folder_key(latest), folder.key)
-                pending, polls_since_switch = latest, 0
+                pending, switch_seen = latest, (0, time.monotonic())
             self.stream_key = folder.key
             playlist = await self._get_playlist(folder.playlist_url)
             fresh = 0
             if playlist is not None:
                 for item in self._advance(folder, playlist):
-                    fresh += isinstance(item, Segment)
+                    fresh += isinstance(item, Segment | Gap)
                     yield item
             if pending is not None:
-                polls_since_switch += 1
-                if self._old_folder_done(folder, playlist, fresh, polls_since_switch):
+                switch_seen = (switch_seen[0] + 1, switch_seen[1])
+                if self._old_folder_done(folder, playlist, fresh, *switch_seen):
                     log.info("switching from %s to %s", folder.key, self.folder_key(pending))
-                    folder = self._folder(pending, from_beginning=True, discontinuous=True)
+                    folder = self._next_folder(folder, pending)
                     pending = None
                     continue  # the new folder's playlist at once, no pause
             await self._pause()
 
+    def _believe(self, latest: int, folder: _Folder, pending: int | None) -> bool:
+        """Whether latest.txt naming ``latest`` starts a switch now."""
+        if latest == folder.ts or latest == pending:
+            self._older = None
+            return False
+        if latest > folder.ts:
+            self._older = None
+            return True
+        polls = self._older[1] + 1 if self._older and self._older[0] == latest else 1
+        self._older = (latest, polls)
+        if polls == 1:
+            log.warning("%s names an older folder %s than the one followed (%s); treating "
+                        "it as a stale copy unless it persists for %d polls",
+                        self.latest_url, latest, folder.ts, _OLDER_POLLS)
+        if polls < _OLDER_POLLS:
+            return False
+        log.warning("%s has named the older folder %s for %d polls; following it once %s "
+                    "is finished", self.latest_url, latest, polls, folder.key)
+        self._older = None
+        return True
+
+    def _next_folder(self, old: _Folder, ts: int) -> _Folder:
+        """The folder to follow after ``old``; one followed before resumes, never restarts."""
+        if old.tracker.next_sequence is not None:
+            self._left[old.ts] = old.tracker.next_sequence - 1
+        if ts in self._left:
+            log.warning("returning to %s after sequence %d", self.folder_key(ts),
+                        self._left[ts])
+            return self._folder(ts, resume=self._left[ts], discontinuous=True)
+        if ts < old.ts:
+            return self._folder(ts, discontinuous=True)  # an older folder: its live edge
+        return self._folder(ts, from_beginning=True, discontinuous=True)
+
     def _old_folder_done(self, folder: _Folder, playlist: MediaPlaylist | None, fresh: int,
-                         polls: int) -> bool:
+                         polls: int, since: float) -> bool:
         if playlist is not None and playlist.endlist and folder.tracker.started:
             return True
-        if polls >= 4 * self._finish_polls:
+        waited = time.monotonic() - since
+        if polls >= 4 * self._finish_polls and waited >= 4 * self._finish_s:
             log.warning("%s still not finished after %d polls; switching anyway",
                         folder.key, polls)
             return True
-        return playlist is not None and fresh == 0 and polls >= self._finish_polls
+        return (playlist is not None and fresh == 0 and polls >= self._finish_polls
+                and waited >= self._finish_s)
 
     async def _open(self, latest: int, resume: Position | None
                     ) -> tuple[_Folder, int | None, list[Gap]]:

@@ -1,20 +1,23 @@
-"""HLS playlist parsing (pure functions over text, built on the ``m3u8`` library).
+"""HLS playlist parsing (pure functions over text; master playlists via ``m3u8``).
 
-Parsing is tolerant of what real encoders write (ffmpeg's segment muxer, as
-Orcasound uses it: ``#EXT-X-ALLOW-CACHE``, no ``#EXT-X-ENDLIST`` while live,
-no program date-time) but strict about what would make us fetch the wrong
-thing: the text must start with ``#EXTM3U``, durations must be finite and
-non-negative, segment and variant URLs must resolve to http(s). Everything
-else that is wrong raises :class:`~listener.errors.PlaylistError` naming the
-playlist URL.
+Media playlists are read by :class:`MediaPlaylistParser`, line by line and
+incrementally (a live playlist only grows: only appended lines are read
+again). It is tolerant of what real encoders write (ffmpeg's segment muxer,
+as Orcasound uses it: ``#EXT-X-ALLOW-CACHE``, no ``#EXT-X-ENDLIST`` while
+live, no program date-time) and tolerant per entry: a URI whose duration is
+missing, negative, not finite or absurd, or that is not http(s), is kept as
+an entry with ``error`` set, which the tracker turns into a recorded Gap;
+the rest of the playlist is still followed. A bad header (no ``#EXTM3U``,
+not UTF-8, a bad media sequence) raises :class:`~listener.errors.PlaylistError`
+naming the playlist URL.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -38,6 +41,10 @@ class PlaylistEntry:
     duration_s: float
     discontinuity: bool = False
     program_date_time: datetime | None = None
+    #: Why this entry cannot be fetched (bad or missing EXTINF, bad URI);
+    #: None for a good entry. A bad entry keeps its sequence number and an
+    #: estimated ``duration_s`` so later offsets stay right.
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,32 +137,148 @@ def _load(text: str | bytes, url: str) -> dict[str, Any]:
         raise PlaylistError(f"{url}: malformed playlist: {err}") from err
 
 
-def _media_from(data: dict[str, Any], url: str) -> MediaPlaylist:
-    sequence = data.get("media_sequence") or 0
-    if not isinstance(sequence, int) or sequence < 0:
-        raise PlaylistError(f"{url}: bad EXT-X-MEDIA-SEQUENCE {sequence!r}")
-    target = data.get("targetduration")
-    target_s = float(target) if isinstance(target, int | float) and target > 0 else None
-    base = urljoin(url, ".")
-    entries = []
-    for i, seg in enumerate(data.get("segments") or []):
-        duration = seg.get("duration")
-        if (not isinstance(duration, int | float) or not math.isfinite(duration)
-                or duration < 0 or duration > _MAX_SEGMENT_S):
-            raise PlaylistError(f"{url}: bad EXTINF duration {duration!r} "
-                                f"for segment {seg.get('uri')!r}")
-        uri = seg.get("uri")
-        if not isinstance(uri, str) or not uri.strip():
-            raise PlaylistError(f"{url}: EXTINF without a segment URI")
-        entries.append(PlaylistEntry(
-            sequence=sequence + i,
-            url=_absolute(base, uri, url),
-            duration_s=float(duration),
-            discontinuity=bool(seg.get("discontinuity")),
-            program_date_time=_utc(seg.get("current_program_date_time")),
-        ))
-    return MediaPlaylist(url=url, media_sequence=sequence, target_duration_s=target_s,
-                         endlist=bool(data.get("is_endlist")), entries=tuple(entries))
+@dataclass
+class _ParseState:
+    """Where a media playlist parse stands after the lines read so far."""
+
+    sequence: int = 0
+    media_sequence: int = 0
+    target_s: float | None = None
+    endlist: bool = False
+    seen_entry: bool = False
+    extinf: float | str | None = None  # float, or why the pending #EXTINF is bad
+    discontinuity: bool = False
+    pdt: datetime | None = None
+    valid_s: float = 0.0
+    valid_n: int = 0
+
+    def estimate_s(self) -> float:
+        """Duration to book for an entry whose own is unknown (mean listed EXTINF)."""
+        if self.valid_n:
+            return self.valid_s / self.valid_n
+        return self.target_s or 0.0
+
+
+def _extinf(value: str) -> float | str:
+    text = value.split(",", 1)[0].strip()
+    try:
+        duration = float(text)
+    except ValueError:
+        return f"bad EXTINF duration {text[:40]!r}"
+    if not math.isfinite(duration) or duration < 0 or duration > _MAX_SEGMENT_S:
+        return f"bad EXTINF duration {text[:40]!r}"
+    return duration
+
+
+def _pdt(value: str) -> datetime | None:
+    try:
+        return _utc(datetime.fromisoformat(value.strip()))
+    except ValueError:
+        return None
+
+
+class MediaPlaylistParser:
+    """Parses successive copies of one media playlist, reading only what was appended.
+
+    A live playlist (Orcasound's in particular) only grows, so when a new copy
+    starts with the bytes already parsed only the new complete lines are read;
+    anything else is parsed from scratch. Parsing is tolerant per entry: a URI
+    whose ``#EXTINF`` is missing or bad, or that is not http(s), becomes a
+    :class:`PlaylistEntry` with ``error`` set (its sequence number is kept,
+    its duration estimated), so one bad line costs one segment, not the stream.
+    Only a bad header (no ``#EXTM3U``, a bad media sequence) raises.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._base = urljoin(url, ".")
+        self._prefix = b""
+        self._state = _ParseState()
+        self._entries: list[PlaylistEntry] = []
+
+    def parse(self, data: str | bytes) -> MediaPlaylist:
+        """The playlist as of this copy; raises PlaylistError for a bad header."""
+        raw = data.encode() if isinstance(data, str) else data
+        if not self._prefix or not raw.startswith(self._prefix):
+            _check_header(raw, self.url)
+            self._prefix, self._state, self._entries = b"", _ParseState(), []
+        cut = raw.rfind(b"\n") + 1
+        if cut > len(self._prefix):
+            self._feed(raw[len(self._prefix):cut], self._state, self._entries)
+            self._prefix = raw[:cut]
+        state, entries = self._state, self._entries
+        if raw[cut:].strip():
+            # An unterminated last line: parse it, but do not commit it.
+            state, entries = replace(state), list(entries)
+            self._feed(raw[cut:], state, entries)
+        return MediaPlaylist(url=self.url, media_sequence=state.media_sequence,
+                             target_duration_s=state.target_s, endlist=state.endlist,
+                             entries=tuple(entries))
+
+    def _feed(self, chunk: bytes, st: _ParseState, out: list[PlaylistEntry]) -> None:
+        for line in chunk.decode("utf-8", errors="replace").splitlines():
+            line = line.strip().lstrip("\ufeff")
+            if not line:
+                continue
+            if line.startswith("#"):
+                self._tag(line, st)
+            else:
+                out.append(self._entry(line, st))
+
+    def _tag(self, line: str, st: _ParseState) -> None:
+        tag, _, value = line.partition(":")
+        if tag == "#EXTINF":
+            st.extinf = _extinf(value)
+        elif tag == "#EXT-X-DISCONTINUITY":
+            st.discontinuity = True
+        elif tag == "#EXT-X-PROGRAM-DATE-TIME":
+            st.pdt = _pdt(value)
+        elif tag == "#EXT-X-ENDLIST":
+            st.endlist = True
+        elif tag == "#EXT-X-TARGETDURATION":
+            target = _extinf(value)
+            st.target_s = target if isinstance(target, float) and target > 0 else None
+        elif tag == "#EXT-X-MEDIA-SEQUENCE" and not st.seen_entry:
+            value = value.strip()
+            if not value.isdigit():
+                raise PlaylistError(f"{self.url}: malformed playlist: bad "
+                                    f"EXT-X-MEDIA-SEQUENCE {value[:40]!r}")
+            st.media_sequence = st.sequence = int(value)
+
+    def _entry(self, ref: str, st: _ParseState) -> PlaylistEntry:
+        error: str | None = None
+        if st.extinf is None:
+            error = "URI line without #EXTINF"
+        elif isinstance(st.extinf, str):
+            error = st.extinf
+        url = urljoin(self._base, ref)
+        if urlsplit(url).scheme not in ("http", "https") or "\ufffd" in ref:
+            error, url = f"refers to a non-http(s) or non-UTF-8 URL {ref[:80]!r}", ""
+        if isinstance(st.extinf, float):
+            duration = st.extinf
+            st.valid_s += duration
+            st.valid_n += 1
+        else:
+            duration = st.estimate_s()
+        if error is not None:
+            error = f"{error} (line {ref[:80]!r})"
+        entry = PlaylistEntry(st.sequence, url, duration, st.discontinuity, st.pdt, error)
+        st.sequence += 1
+        st.seen_entry = True
+        st.extinf, st.discontinuity = None, False
+        if st.pdt is not None:
+            st.pdt += timedelta(seconds=duration)
+        return entry
+
+
+def _check_header(raw: bytes, url: str) -> None:
+    text = raw[:64].decode("utf-8-sig", errors="replace").lstrip("\ufeff \t\r\n")
+    if text.startswith("#EXTM3U"):
+        return
+    if "\ufffd" in text:
+        raise PlaylistError(f"{url}: playlist is not UTF-8 text (starts {raw[:16]!r})")
+    raise PlaylistError(f"{url}: not an HLS playlist (no #EXTM3U header; "
+                        f"starts {text[:40]!r})")
 
 
 def _master_from(data: dict[str, Any], url: str) -> MasterPlaylist:
@@ -186,12 +309,15 @@ def _master_from(data: dict[str, Any], url: str) -> MasterPlaylist:
     return MasterPlaylist(url=url, variants=tuple(variants), audio_renditions=tuple(renditions))
 
 
+_MASTER_TAGS = (b"#EXT-X-STREAM-INF", b"#EXT-X-MEDIA:")
+
+
 def parse_playlist(text: str | bytes, url: str) -> MediaPlaylist | MasterPlaylist:
     """Parse either kind of playlist; ``url`` resolves relative URIs and names errors."""
-    data = _load(text, url)
-    if data.get("is_variant") or data.get("playlists"):
-        return _master_from(data, url)
-    return _media_from(data, url)
+    raw = text.encode() if isinstance(text, str) else text
+    if any(tag in raw for tag in _MASTER_TAGS) and b"#EXTINF" not in raw:
+        return _master_from(_load(raw, url), url)
+    return MediaPlaylistParser(url).parse(raw)
 
 
 def parse_media_playlist(text: str | bytes, url: str) -> MediaPlaylist:
@@ -200,7 +326,6 @@ def parse_media_playlist(text: str | bytes, url: str) -> MediaPlaylist:
     if isinstance(playlist, MasterPlaylist):
         raise PlaylistError(f"{url}: is a master playlist, expected a media playlist")
     return playlist
-
 
 def _audio_only(codecs: str | None) -> bool:
     if not codecs:

@@ -24,14 +24,18 @@ from collections.abc import Awaitable
 from datetime import datetime
 from typing import TypeVar
 
-from listener.errors import FetchError, PlaylistError
-from listener.sources.http_client import FetchKind, HttpClient
-from listener.sources.playlist import MediaPlaylist, parse_media_playlist
+from listener.errors import CircuitOpenError, FetchError, PlaylistError
+from listener.sources.http_client import FetchKind, HttpClient, OversizeError
+from listener.sources.playlist import MediaPlaylist, MediaPlaylistParser
 from listener.sources.segments import Gap, Segment
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Parsers (each holding one playlist's text) kept per source: the folder
+# followed, one being finished, and a spare.
+_PARSERS_KEPT = 3
 
 
 class Stopped(Exception):
@@ -69,6 +73,8 @@ class PollingSource:
         self._max_backlog_s = max_resume_backlog_s
         self._segment_retries = segment_retries
         self._failures: dict[str, int] = {}
+        self._parsers: dict[str, MediaPlaylistParser] = {}
+        self._oversize_warned: set[str] = set()
         #: Wall-clock time where the newest listed segment ends (None: unknown).
         self.live_edge_utc: datetime | None = None
         #: ``time.monotonic()`` of the last playlist fetched and parsed.
@@ -96,16 +102,29 @@ class PollingSource:
         FetchError is re-raised instead: the segment is not lost, a resumed
         run will fetch it again.
         """
-        try:
-            return await self.fetch(segment)
-        except FetchError as err:
-            if self._stop.is_set() or self._client.stopped:
-                raise
-            log.warning("segment %s of %s is lost: %s", segment.sequence, segment.stream_key,
-                        err)
-            return Gap(segment.stream_key, segment.sequence, segment.sequence,
-                       f"segment fetch failed: {err.reason}", segment.utc_start,
-                       segment.duration_s, segment.url)
+        while True:
+            try:
+                return await self.fetch(segment)
+            except CircuitOpenError as err:
+                # The host is down, not the segment: wait for the breaker's
+                # trial instead of declaring never-requested segments lost.
+                if self._stop.is_set() or self._client.stopped:
+                    raise
+                log.debug("segment %s waits for the circuit breaker: %s", segment.url, err)
+                try:
+                    await self._pause()
+                except Stopped:
+                    raise err from None
+            except FetchError as err:
+                if self._stop.is_set() or self._client.stopped:
+                    raise
+                return self._lost(segment, err)
+
+    def _lost(self, segment: Segment, err: FetchError) -> Gap:
+        log.warning("segment %s of %s is lost: %s", segment.sequence, segment.stream_key, err)
+        return Gap(segment.stream_key, segment.sequence, segment.sequence,
+                   f"segment fetch failed: {err.reason}", segment.utc_start,
+                   segment.duration_s, segment.url)
 
     async def _race(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` unless the stop event comes first (then raise Stopped)."""
@@ -143,24 +162,47 @@ class PollingSource:
         try:
             data = await self._race(self._client.aget(url, kind, max_bytes))
         except FetchError as err:
+            if isinstance(err, OversizeError) and what not in self._oversize_warned:
+                # Refused on every poll until configured otherwise: say how.
+                self._oversize_warned.add(what)
+                log.warning("%s %s is larger than the %d-byte cap and is refused on every "
+                            "poll; raise stream.fetch.max_playlist_bytes to follow it (%s)",
+                            what, url, self._client.max_bytes_for(kind)
+                            if max_bytes is None else max_bytes, err)
             self._note_failure(what, url, err, expect_404 and err.status == 404)
             return None
+        self._oversize_warned.discard(what)
         return data
 
     async def _get_playlist(self, url: str, what: str = "playlist") -> MediaPlaylist | None:
-        """Fetch and parse a media playlist; None (logged) when it fails."""
+        """Fetch and parse a media playlist; None (logged and counted) when it fails.
+
+        Parsing runs in a worker thread and reads only what was appended since
+        the last copy, so a long-lived 100,000-entry playlist never holds up
+        the event loop (and with it /healthz).
+        """
         # A playlist is 404 until its first segment exists (a node just started).
         data = await self._get(url, "playlist", None, what, expect_404=True)
         if data is None:
             return None
+        parser = self._parsers.pop(url, None) or MediaPlaylistParser(url)
+        # Most recently used last; a few old folders' parsers are kept at most.
+        self._parsers[url] = parser
+        while len(self._parsers) > _PARSERS_KEPT:
+            self._parsers.pop(next(iter(self._parsers)))
         try:
-            playlist = parse_media_playlist(data, url)
+            playlist = await self._race(asyncio.to_thread(parser.parse, data))
         except PlaylistError as err:
-            self._note_failure(what, url, err, False)
+            self._parse_failed(what, url, err)
             return None
         self._note_ok(what, url)
         self.last_playlist_ok = time.monotonic()
         return playlist
+
+    def _parse_failed(self, what: str, url: str, err: Exception) -> None:
+        """A fetched playlist (or latest.txt) that is garbage: logged and counted."""
+        self._client.report_invalid(url, "playlist", str(err))
+        self._note_failure(what, url, err, False)
 
     def _note_failure(self, what: str, url: str, err: Exception, expected: bool) -> None:
         count = self._failures.get(what, 0) + 1

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from listener.sources.playlist import MediaPlaylist
+from listener.sources.playlist import MediaPlaylist, PlaylistEntry
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,18 @@ class StreamTracker:
     Args:
         stream_key: the key stamped on every record.
         stream_start_utc: anchor for ``utc_start`` when there is no PDT.
+        restarts: a playlist that stays shorter than what was yielded for
+            ``_BACKWARDS_POLLS`` polls means the stream restarted (generic
+            HLS). False (Orcasound): it is only ever a stale copy, waited out.
     """
 
-    def __init__(self, stream_key: str, stream_start_utc: datetime | None = None) -> None:
+    def __init__(self, stream_key: str, stream_start_utc: datetime | None = None, *,
+                 restarts: bool = True) -> None:
         self.stream_key = stream_key
         self.stream_start_utc = stream_start_utc
+        # False for Orcasound: a folder's playlist only grows and offsets are
+        # absolute from segment 0, so a shorter copy is always a stale one.
+        self._restarts = restarts
         self.next_sequence: int | None = None
         self._next_offset_s = 0.0
         self._last_end_pdt: datetime | None = None
@@ -192,6 +199,13 @@ class StreamTracker:
             self._backwards += 1
             if self._backwards < _BACKWARDS_POLLS:
                 return out  # probably a stale cached copy; wait for a fresh one
+            if not self._restarts:
+                if self._backwards == _BACKWARDS_POLLS:
+                    log.warning("%s: the playlist lists only up to sequence %d, behind the "
+                                "%d already followed, for %d polls; waiting for it to catch "
+                                "up (its offsets count from segment 0)", self.stream_key,
+                                last, self.next_sequence - 1, self._backwards)
+                return out
             log.warning("%s: media sequence went back from %d to %d; the stream restarted",
                         self.stream_key, self.next_sequence - 1, last)
             # Keep accumulating offsets: they count audio received, and the
@@ -209,16 +223,17 @@ class StreamTracker:
             self.next_sequence = first
             self._pending_discontinuity = True
         offset = self._next_offset_s
-        for entry in playlist.entries:
-            if entry.sequence < self.next_sequence:
-                continue
-            out.append(Segment(
-                stream_key=self.stream_key, sequence=entry.sequence, url=entry.url,
-                duration_s=entry.duration_s, stream_start_utc=self.stream_start_utc,
-                offset_s=offset, program_date_time=entry.program_date_time,
-                discontinuity=entry.discontinuity or self._pending_discontinuity,
-            ))
-            self._pending_discontinuity = False
+        for entry in playlist.entries[max(0, self.next_sequence - first):]:
+            if entry.error is not None:
+                out.append(self._bad_entry(entry, offset))
+            else:
+                out.append(Segment(
+                    stream_key=self.stream_key, sequence=entry.sequence, url=entry.url,
+                    duration_s=entry.duration_s, stream_start_utc=self.stream_start_utc,
+                    offset_s=offset, program_date_time=entry.program_date_time,
+                    discontinuity=entry.discontinuity or self._pending_discontinuity,
+                ))
+                self._pending_discontinuity = False
             offset += entry.duration_s
             if entry.program_date_time is not None:
                 self._last_end_pdt = entry.program_date_time + timedelta(
@@ -226,6 +241,16 @@ class StreamTracker:
         self._next_offset_s = offset
         self.next_sequence = max(self.next_sequence, last + 1)
         return out
+
+    def _bad_entry(self, entry: PlaylistEntry, offset_s: float) -> Gap:
+        """A malformed playlist entry: lost, but its sequence (and time) is kept."""
+        self._pending_discontinuity = True
+        utc = entry.program_date_time
+        if utc is None and self.stream_start_utc is not None:
+            utc = self.stream_start_utc + timedelta(seconds=offset_s)
+        return Gap(self.stream_key, entry.sequence, entry.sequence,
+                   f"bad playlist entry: {entry.error}", utc,
+                   entry.duration_s if entry.duration_s > 0 else None, entry.url or None)
 
     def _gap(self, playlist: MediaPlaylist, first_missing: int, last_missing: int,
              reason: str, offset_s: float) -> Gap:
@@ -262,5 +287,6 @@ class StreamTracker:
         """Stream offset where the newest listed segment ends."""
         if self.next_sequence is None:
             return sum(e.duration_s for e in playlist.entries)
-        ahead = sum(e.duration_s for e in playlist.entries if e.sequence >= self.next_sequence)
+        skip = max(0, self.next_sequence - playlist.media_sequence)
+        ahead = sum(e.duration_s for e in playlist.entries[skip:])
         return self._next_offset_s + ahead

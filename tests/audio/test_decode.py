@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +136,15 @@ def test_stream_decoder_reports_garbage_input() -> None:
 
     with pytest.raises(DecodeError, match="garbage"):
         asyncio.run(run())
+
+
+def test_wav_header_claiming_2_ghz_is_refused_before_allocating(tmp_path: Path) -> None:
+    rate, channels, data = 2_000_000_000, 1, np.zeros(4000, "<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * 2 * channels, 2 * channels, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt \
+        + b"data" + struct.pack("<I", len(data)) + data
+    path = tmp_path / "bogus.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    with pytest.raises(DecodeError, match="header claims 2000000000 Hz") as info:
+        list(FileDecoder(path))
+    assert str(path) in str(info.value)

@@ -417,3 +417,55 @@ def test_png_round_trip_and_spectrogram_size_bounds(tmp_path: Path) -> None:
     long_48k = rng.standard_normal(80 * 48000).astype(np.float32)
     assert spectrogram_image(long_48k, 48000).shape == (400, 1200, 3)
     assert spectrogram_image(np.zeros(10, np.float32), 48000).max() <= 84  # silence: dark
+
+
+def test_outbox_counter_at_its_limit_is_renumbered_not_overflowed(
+        tmp_path: Path, endpoint: Endpoint, caplog: pytest.LogCaptureFixture) -> None:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    old, new = make_event(0), make_event(1)
+    (outbox / f"999999999999-{old.id}.json").write_bytes(b'{"id": "old"}')
+
+    async def main() -> None:
+        sink = WebhookSink(hook_cfg(endpoint.url), outbox)
+        await sink.start()
+        await sink.emit(new)
+        assert outbox_files(outbox) == [f"000000000000-{old.id}.json",
+                                        f"000000000001-{new.id}.json"]
+        endpoint.up()
+        await sink.close(5.0)
+
+    with caplog.at_level(logging.WARNING, logger="listener"):
+        asyncio.run(main())
+    assert endpoint.first_successes() == [old.id, new.id]
+    assert any("renumbering" in r.getMessage() for r in caplog.records)
+
+
+def test_outbox_symlinks_are_never_posted(tmp_path: Path, endpoint: Endpoint,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"root:x:0:0")
+    link = outbox / "000000000000-stolen.json"
+    link.symlink_to(secret)
+    endpoint.up()
+
+    async def main() -> None:
+        sink = WebhookSink(hook_cfg(endpoint.url), outbox)
+        await sink.start()
+        assert sink.depth == 0
+        await sink.emit(make_event(5))
+        # A link swapped in after the scan is refused when it is read.
+        pending = sink._pending[0]
+        pending.unlink()
+        pending.symlink_to(secret)
+        await sink.close(2.0)
+
+    with caplog.at_level(logging.WARNING, logger="listener"):
+        asyncio.run(main())
+    assert all(b"root:x" not in r["body"] for r in endpoint.requests)
+    assert endpoint.requests == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("symbolic link" in m and str(link) in m for m in messages)
+    assert any("rejected permanently" in m and "unreadable outbox file" in m for m in messages)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,17 @@ def test_malicious_pt_does_not_run(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"evil\.pt: refused.*system"):
         load_model(tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+def test_zip_bomb_pt_is_refused_before_inflating(r18: nn.Module, tmp_path: Path) -> None:
+    path = tmp_path / "bomb.pt"
+    torch.save(r18.state_dict(), path)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        prefix = zf.namelist()[0].split("/", 1)[0]
+        with zf.open(f"{prefix}/padding.pkl", "w") as member:
+            for _ in range(80):  # 80 MB of zeros deflate to ~80 kB
+                member.write(bytes(1 << 20))
+    assert path.stat().st_size < 60 << 20
+    with pytest.raises(ModelLoadError, match=r"padding.pkl.*inflates to 83886080 bytes") as info:
+        load_state_dict_file(path)
+    assert str(path) in str(info.value)

@@ -7,10 +7,12 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import requests
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from listener.errors import ConfigError
 from listener.service.metrics import Metrics
 from listener.service.probes import ProbeServer
 
@@ -178,3 +180,22 @@ def test_stop_releases_the_port() -> None:
     run_with_server(test)
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_port_in_use_or_unresolvable_host_is_a_clear_config_error() -> None:
+    async def main() -> list[str]:
+        messages = []
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            for host, p in (("127.0.0.1", port), ("no-such-host.invalid", 0)):
+                server = ProbeServer(CollectorRegistry(), host, p, lambda: (True, "ok"))
+                with pytest.raises(ConfigError) as info:
+                    await server.start()
+                messages.append(str(info.value))
+        return messages
+
+    in_use, unresolvable = asyncio.run(main())
+    assert "metrics.host/metrics.port" in in_use and "in use" in in_use
+    assert "no-such-host.invalid" in unresolvable

@@ -255,3 +255,19 @@ def test_a_failing_observer_does_not_break_fetching(
     url = hls_server.put("/a.bin", BODY)
     with HttpClient(fast_fetch_config, on_result=broken) as client:
         assert client.get(url, "segment") == BODY
+
+
+def test_a_trickled_body_is_cut_at_the_per_fetch_deadline(
+        hls_server: LiveHlsServer, caplog: pytest.LogCaptureFixture) -> None:
+    # 20 kB at 1 kB per 0.1 s would take 2 s; every read is well within the
+    # read timeout, so only the whole-download deadline can stop it.
+    url = hls_server.put("/slow.ts", b"x" * 20_000)
+    hls_server.trickle("/slow.ts", 0.1)
+    config = FetchConfig(read_timeout_s=1.0, max_fetch_s=0.5, retries=1,
+                         backoff_initial_s=0.01, backoff_max_s=0.01)
+    with HttpClient(config, chunk_bytes=1024) as client, \
+            caplog.at_level(logging.WARNING, logger="listener"):
+        assert client.get(url, "segment") == b"x" * 20_000  # the retry is served whole
+    assert any("per-fetch deadline" in r.getMessage() and url in r.getMessage()
+               for r in caplog.records)
+    assert hls_server.count("/slow.ts") == 2

@@ -10,6 +10,7 @@ from listener.errors import PlaylistError
 from listener.sources.orcasound import parse_latest_txt
 from listener.sources.playlist import (
     MasterPlaylist,
+    MediaPlaylistParser,
     parse_media_playlist,
     parse_playlist,
     select_audio_rendition,
@@ -59,17 +60,83 @@ def test_parse_program_date_time_discontinuity_and_endlist() -> None:
 @pytest.mark.parametrize("text, match", [
     ("<html>nope</html>", "no #EXTM3U"),
     (b"\xff\xfe\x00garbage", "not UTF-8"),
-    ("#EXTM3U\n#EXTINF:abc,\nx.ts\n", "malformed"),
-    ("#EXTM3U\n#EXTINF:-3,\nx.ts\n", "bad EXTINF"),
-    ("#EXTM3U\n#EXTINF:nan,\nx.ts\n", "bad EXTINF"),
     ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:x\n", "malformed"),
-    ("#EXTM3U\n#EXTINF:10,\nfile:///etc/passwd\n", "non-http"),
+    ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:-4\n#EXTINF:10,\nx.ts\n", "malformed"),
 ])
 def test_garbage_playlists_raise_playlist_error_naming_url(text: str | bytes,
                                                            match: str) -> None:
     with pytest.raises(PlaylistError, match=match) as info:
         parse_media_playlist(text, "http://h/bad.m3u8")
     assert "http://h/bad.m3u8" in str(info.value)
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("#EXTINF:-5,\nlive001.ts", "bad EXTINF duration '-5'"),
+    ("#EXTINF:abc,\nlive001.ts", "bad EXTINF duration 'abc'"),
+    ("#EXTINF:nan,\nlive001.ts", "bad EXTINF duration 'nan'"),
+    ("#EXTINF:1e9,\nlive001.ts", "bad EXTINF duration '1e9'"),
+    ("live001.ts", "URI line without #EXTINF"),
+    ("#EXTINF:10,\nfile:///etc/passwd", "non-http(s)"),
+])
+def test_a_bad_entry_keeps_its_sequence_and_the_rest_is_followed(bad: str, why: str) -> None:
+    text = ("#EXTM3U\n#EXT-X-TARGETDURATION:11\n#EXTINF:10.0,\nlive000.ts\n" + bad
+            + "\n#EXTINF:10.0,\nlive002.ts\n#EXTINF:9.0,\nlive003.ts\n")
+    pl = parse_media_playlist(text, "http://h/n/hls/1/live.m3u8")
+    assert [e.sequence for e in pl.entries] == [0, 1, 2, 3]
+    assert [e.error is None for e in pl.entries] == [True, False, True, True]
+    assert why in (pl.entries[1].error or "")
+    assert pl.entries[2].url == "http://h/n/hls/1/live002.ts"
+    # The bad entry is booked at the mean listed EXTINF, so later offsets stay right.
+    tracker = StreamTracker("n/hls/1", datetime.fromtimestamp(TS_A, UTC))
+    tracker.start(pl, None, back=4)
+    items = tracker.advance(pl)
+    assert _seqs(items) == [0, ("gap", 1, 1), 2, 3]
+    gap, after = items[1], items[2]
+    assert isinstance(gap, Gap) and why in gap.reason and gap.duration_s == 10.0
+    assert gap.utc_start == datetime.fromtimestamp(TS_A + 10, UTC)
+    assert isinstance(after, Segment) and after.discontinuity and after.offset_s == 20.0
+
+
+def test_incremental_parse_reads_only_what_was_appended() -> None:
+    parser = MediaPlaylistParser("http://h/n/hls/1/live.m3u8")
+    text = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n"
+    for k in range(3):
+        text += f"#EXTINF:10.0,\nlive{k:03d}.ts\n"
+    assert parser.parse(text).last_sequence == 2
+    # An unterminated last line is parsed but not committed.
+    grown = text + "#EXTINF:4.0,\nlive003.ts"
+    assert [e.duration_s for e in parser.parse(grown).entries][-1] == 4.0
+    full = grown + "\n#EXTINF:10.0,\nlive004.ts\n#EXT-X-ENDLIST\n"
+    pl = parser.parse(full)
+    assert pl.endlist and [e.sequence for e in pl.entries] == [0, 1, 2, 3, 4]
+    assert pl == parse_media_playlist(full, "http://h/n/hls/1/live.m3u8")
+    # A copy that is not a continuation (rewritten, shorter) is parsed afresh.
+    assert parser.parse(text).last_sequence == 2 and not parser.parse(text).endlist
+
+
+def test_a_100000_entry_playlist_parses_fast_and_new_lines_faster() -> None:
+    lines = ["#EXTM3U", "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-TARGETDURATION:11"]
+    for k in range(100_000):
+        lines += ["#EXTINF:10.005333,", f"live{k:05d}.ts"]
+    text = ("\n".join(lines) + "\n").encode()
+    parser = MediaPlaylistParser("http://h/n/hls/1/live.m3u8")
+    assert parser.parse(text).last_sequence == 99_999
+    tracker = StreamTracker("n/hls/1", None, restarts=False)
+    tracker.start(parser.parse(text), None, back=1)
+    assert len(tracker.advance(parser.parse(text))) == 1
+    grown = text + b"#EXTINF:10.0,\nlive100000.ts\n"
+    # Counting work, not time: the appended copy parses only its new lines.
+    calls = 0
+    feed = parser._feed
+
+    def counting(chunk: bytes, *args: object) -> None:
+        nonlocal calls
+        calls += chunk.count(b"\n")
+        feed(chunk, *args)  # type: ignore[arg-type]
+
+    parser._feed = counting  # type: ignore[method-assign]
+    items = tracker.advance(parser.parse(grown))
+    assert _seqs(items) == [100_000] and calls == 2
 
 
 MASTER = """#EXTM3U
@@ -174,3 +241,17 @@ def test_tracker_ignores_a_stale_copy_but_follows_a_restart() -> None:
     assert _seqs(items) == [0, 1]
     first = items[0]
     assert isinstance(first, Segment) and first.discontinuity and first.offset_s == 16.0
+
+
+def test_orcasound_tracker_waits_out_a_shorter_playlist_instead_of_restarting() -> None:
+    url = "http://h/n/hls/1/live.m3u8"
+    tracker = StreamTracker("n/hls/1", datetime.fromtimestamp(TS_A, UTC), restarts=False)
+    tracker.start(parse_media_playlist(_window(0, 6), url), None, back=6)
+    assert _seqs(tracker.advance(parse_media_playlist(_window(0, 6), url))) == [0, 1, 2, 3, 4, 5]
+    short = parse_media_playlist(_window(0, 2), url)
+    for _ in range(5):
+        assert tracker.advance(short) == []
+    items = tracker.advance(parse_media_playlist(_window(0, 7), url))
+    assert _seqs(items) == [6]
+    seg = items[0]
+    assert isinstance(seg, Segment) and seg.offset_s == 24.0 and not seg.discontinuity

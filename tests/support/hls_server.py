@@ -57,13 +57,15 @@ class Fault:
     kind: ``status`` (answer ``status`` with ``headers``), ``delay`` (sleep
     ``delay_s`` then answer normally), ``truncate`` (announce the full
     Content-Length, send half, close), ``nolength`` (send the body without
-    Content-Length, end it by closing) or ``drop`` (close without answering).
+    Content-Length, end it by closing), ``trickle`` (send the body in 1 kB
+    pieces ``delay_s`` apart) or ``drop`` (close without answering).
     """
 
     kind: str
     status: int = 500
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None  # ``status``: what to send instead of "injected fault"
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,10 @@ class LiveHlsServer:
         """Answer ``status`` (with ``headers``) to the next ``times`` requests."""
         self.inject(path, Fault("status", status=status, headers=headers or {}), times)
 
+    def serve_instead(self, path: str, body: bytes, times: int = 1, status: int = 200) -> None:
+        """Answer the next ``times`` requests with ``body`` (a stale or garbage copy)."""
+        self.inject(path, Fault("status", status=status, body=body), times)
+
     def delay(self, path: str, seconds: float, times: int = 1) -> None:
         """Sleep ``seconds`` before answering (a slow origin: read timeouts)."""
         self.inject(path, Fault("delay", delay_s=seconds), times)
@@ -267,6 +273,10 @@ class LiveHlsServer:
     def no_length(self, path: str, times: int = 1) -> None:
         """Send the body without Content-Length (ended by closing)."""
         self.inject(path, Fault("nolength"), times)
+
+    def trickle(self, path: str, piece_delay_s: float, times: int = 1) -> None:
+        """Send the body 1 kB at a time, ``piece_delay_s`` apart (a crawling link)."""
+        self.inject(path, Fault("trickle", delay_s=piece_delay_s), times)
 
     def drop(self, path: str, times: int = 1) -> None:
         """Close the connection without answering."""
@@ -320,13 +330,17 @@ class LiveHlsServer:
             h.close_connection = True
             return
         if fault is not None and fault.kind == "status":
-            self._send(h, path, fault.status, b"injected fault\n", "text/plain", fault.headers)
+            body = b"injected fault\n" if fault.body is None else fault.body
+            self._send(h, path, fault.status, body, "text/plain", fault.headers)
             return
         content = self._content(path)
         if content is None:
             self._send(h, path, 404, b"not found\n", "text/plain")
             return
         body, ctype = content
+        if fault is not None and fault.kind == "trickle":
+            self._trickle(h, path, body, ctype, fault.delay_s)
+            return
         if fault is not None and fault.kind in ("truncate", "nolength"):
             self._record(h, path, 200)
             h.send_response(200)
@@ -342,6 +356,22 @@ class LiveHlsServer:
             h.close_connection = True
             return
         self._send(h, path, 200, body, ctype)
+
+    def _trickle(self, h: _Handler, path: str, body: bytes, ctype: str, delay_s: float
+                 ) -> None:
+        self._record(h, path, 200)
+        h.send_response(200)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        try:
+            for i in range(0, len(body), 1024):
+                h.wfile.write(body[i:i + 1024])
+                h.wfile.flush()
+                time.sleep(delay_s)
+        except OSError:
+            pass  # the client gave up: that is the point
+        h.close_connection = True
 
     def _send(self, h: _Handler, path: str, status: int, body: bytes, ctype: str,
               headers: dict[str, str] | None = None) -> None:

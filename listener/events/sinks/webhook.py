@@ -42,6 +42,9 @@ from listener.retry import Backoff, parse_retry_after
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^(\d{12})-([0-9A-Za-z-]{1,64})\.json$")
+# Past this the outbox is renumbered from 0 at start, so names stay 12 digits
+# (an entry named 999999999999-... would otherwise make the next one 13).
+_RENUMBER_AT = 10**11
 _USER_AGENT = "listener/0.1 (+https://github.com/orcasound)"
 
 
@@ -67,6 +70,13 @@ def read_token(cfg: WebhookSinkConfig) -> str | None:
     if any(c in value for c in "\r\n\0"):
         raise SinkError("webhook: the token contains a line break or NUL")
     return value
+
+
+def _read_entry(path: Path) -> bytes:
+    """An outbox file's bytes; a symbolic link (swapped in after the scan) is refused."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
 
 
 class WebhookSink:
@@ -124,14 +134,33 @@ class WebhookSink:
         self.outbox.mkdir(parents=True, exist_ok=True)
         found = []
         for p in self.outbox.iterdir():
-            if p.name.startswith(".") and p.name.endswith(".tmp"):
+            if p.is_symlink():
+                # Never POST a link's target: it could be any file on the host.
+                logger.error("webhook outbox: %s is a symbolic link; it is never delivered "
+                             "(remove it)", p)
+            elif p.name.startswith(".") and p.name.endswith(".tmp"):
                 p.unlink(missing_ok=True)  # torn write from a crash: never acknowledged
             elif p.is_file():
                 if _NAME.match(p.name):
                     found.append(p)
                 else:
                     logger.warning("webhook outbox: ignoring unexpected file %s", p)
-        return sorted(found)
+        found.sort()
+        if found and int(found[-1].name[:12]) >= _RENUMBER_AT:
+            found = self._renumber(found)
+        return found
+
+    def _renumber(self, found: list[Path]) -> list[Path]:
+        """Rename pending files to 0, 1, 2... in their order (names stay 12 digits)."""
+        logger.warning("webhook outbox: counter at %s, near its 12-digit limit; renumbering "
+                       "%d pending file(s) from 0", found[-1].name[:12], len(found))
+        out = []
+        for i, p in enumerate(found):
+            target = p.with_name(f"{i:012d}{p.name[12:]}")
+            if target != p:
+                os.replace(p, target)
+            out.append(target)
+        return out
 
     async def start(self) -> None:
         """Load the outbox left by a previous run and start delivering it."""
@@ -224,10 +253,9 @@ class WebhookSink:
         """Try the oldest pending event once; return the new consecutive-failure count."""
         path = self._pending[0]
         m = _NAME.match(path.name)
-        assert m is not None
-        event_id = m[2]
+        event_id = m[2] if m is not None else path.name
         try:
-            body = await asyncio.to_thread(path.read_bytes)
+            body = await asyncio.to_thread(_read_entry, path)
             outcome, detail, hint = await asyncio.to_thread(self._post, body, event_id)
         except OSError as err:
             outcome, detail, hint = "dead", f"unreadable outbox file: {err}", None

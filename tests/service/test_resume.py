@@ -1,0 +1,32 @@
+"""The state file: a corrupt one is set aside with an ERROR, never trusted (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from listener.service.resume import StateStore, StreamState
+
+
+@pytest.mark.parametrize("clip_end", ["NaN", "Infinity", "-Infinity", "1e12", "-5"])
+def test_absurd_clip_end_is_a_corrupt_state_file(tmp_path: Path, clip_end: str,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    store = StateStore(tmp_path, "st")
+    store.save(StreamState("node/hls/1700000000", 5, 60.0))
+    text = store.path.read_text().replace('"clip_end_s": 60.0', f'"clip_end_s": {clip_end}')
+    assert clip_end in text
+    store.path.write_text(text)
+    with caplog.at_level(logging.ERROR, logger="listener"):
+        assert store.load() is None
+    assert store.path.with_suffix(".corrupt").exists() and not store.path.exists()
+    assert any("clip_end_s" in r.getMessage() for r in caplog.records)
+
+
+def test_a_sane_state_round_trips(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, "st")
+    store.save(StreamState("node/hls/1700000000", 5, 123.5, {"n": 1}))
+    assert store.load() == StreamState("node/hls/1700000000", 5, 123.5, {"n": 1})
+    assert json.loads(store.path.read_text())["version"] == 1
