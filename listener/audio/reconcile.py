@@ -114,4 +114,5 @@ class SegmentReconciler:
         return Verdict(feed=True, restart=restart, end_after=True, limit_s=end,
                        dropped_s=real - listed, reason="excess_audio", probe=probe,
                        problem=f"holds {real:.3f} s of audio but is listed as {listed:.3f} s; "
-                               f"the {real - listed:.3f} s past its listed end are dropped")
+                               f"the {real - listed:.3f} s past its listed end are lost (the "
+                               "playlist's timeline has no room for them)")

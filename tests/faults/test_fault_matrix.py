@@ -34,6 +34,14 @@ def _uri_without_extinf(text: str) -> str:
     return text.replace("#EXTINF:10.005333,\nlive005.ts", "live005.ts")
 
 
+def _zero_extinf(text: str) -> str:
+    return text.replace("#EXTINF:10.005333,\nlive005.ts", "#EXTINF:0,\nlive005.ts")
+
+
+_HTML = b"<html><head><title>503</title></head><body>Service Unavailable</body></html>\n"
+_RANDOM = bytes((i * 7919 + 13) % 256 for i in range(150_000))
+
+
 def _older_latest(node: FaultNode) -> None:
     node.serve_instead(node.latest_path, f"{FOLDER - 3600}\n".encode(), times=6)
 
@@ -60,6 +68,16 @@ CASES = [
     FaultCase("older latest.txt", at={5: _older_latest}),
     # finding 4: a 100,000-entry folder must not block /healthz
     FaultCase("100k-entry playlist", history=100_000),
+    # finding 1: a segment holding less (or more) audio than its EXTINF never moves time
+    FaultCase("HTML page with 200", max_lost_s=10.1,
+              at={4: lambda n: n.serve_instead(n.seg_path(4), _HTML, times=1000)}),
+    FaultCase("random bytes with 200", max_lost_s=10.1,
+              at={4: lambda n: n.serve_instead(n.seg_path(4), _RANDOM, times=1000)}),
+    FaultCase("empty body with 200", max_lost_s=10.1,
+              at={4: lambda n: n.serve_instead(n.seg_path(4), b"", times=1000)}),
+    FaultCase("half a segment with 200", max_lost_s=5.5,
+              at={4: lambda n: n.shorten(n.seg_path(4), times=1000)}),
+    FaultCase("EXTINF:0", setup=lambda n: setattr(n, "rewrite", _zero_extinf), max_lost_s=10.1),
 ]
 
 

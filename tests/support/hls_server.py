@@ -270,6 +270,10 @@ class LiveHlsServer:
         """Announce the full Content-Length, send half the body, close."""
         self.inject(path, Fault("truncate"), times)
 
+    def shorten(self, path: str, times: int = 1) -> None:
+        """Serve the first half of the body as if it were all (a body cut at the origin)."""
+        self.inject(path, Fault("half"), times)
+
     def no_length(self, path: str, times: int = 1) -> None:
         """Send the body without Content-Length (ended by closing)."""
         self.inject(path, Fault("nolength"), times)
@@ -338,6 +342,9 @@ class LiveHlsServer:
             self._send(h, path, 404, b"not found\n", "text/plain")
             return
         body, ctype = content
+        if fault is not None and fault.kind == "half":
+            self._send(h, path, 200, body[: len(body) // 2], ctype)
+            return
         if fault is not None and fault.kind == "trickle":
             self._trickle(h, path, body, ctype, fault.delay_s)
             return
