@@ -35,6 +35,8 @@ def _import_transformers() -> Any:
     except ImportError as err:
         raise ModelLoadError(f"backend 'transformers' needs the optional extra: "
                              f"{EXTRA_HINT} ({err})") from err
+    # Its per-load progress bars would flood a daemon's log.
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
