@@ -63,7 +63,7 @@ def test_resnet_snapshot_folder_reads_architecture_and_thresholds(tmp_path: Path
         "id2label": {"0": "negative", "1": "srkw"}})
     cfg = parse_config(f"station: {{id: s}}\nmodel: {{weights: '{folder}', device: cpu}}\n")
     assert (cfg.detection.local_threshold, cfg.detection.global_threshold) == (0.7, 5)
-    model, info = load_model(folder)
+    _model, info = load_model(folder)
     assert (info.architecture, info.layout) == ("resnet18", "hub")
     assert info.path == folder / "model.safetensors"
     plan = plan_models(cfg)[0]
@@ -94,7 +94,7 @@ def test_resnet_snapshot_architecture_clash_is_refused(tmp_path: Path) -> None:
 def test_model_list_errors_name_the_key(models: str, key: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(_cfg(models), path="station.yaml")
-    assert f"station.yaml:" in str(err.value) and f"{key}:" in str(err.value)
+    assert "station.yaml:" in str(err.value) and f"{key}:" in str(err.value)
     assert message in str(err.value)
 
 
@@ -124,7 +124,7 @@ def test_missing_extra_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_model_and_models_together_are_refused() -> None:
-    with pytest.raises(ConfigError, match="either 'model'.*or 'models'"):
+    with pytest.raises(ConfigError, match=r"either 'model'.*or 'models'"):
         parse_config(_cfg("  - {id: a}\n", extra="model: {device: cpu}\n"))
 
 
