@@ -287,7 +287,12 @@ def load_model(path: str | Path, architecture: str = "auto") -> tuple[OrcaResNet
     """
     p = Path(path)
     if p.is_dir():  # a hub snapshot folder: config.json + model.safetensors
-        from listener.model.snapshot import read_snapshot
+        from listener.model.snapshot import CONFIG_NAME, read_snapshot
+
+        if not (p / CONFIG_NAME).is_file():
+            raise ModelLoadError(f"{p}: not a regular file, and a folder without "
+                                 f"{CONFIG_NAME} (a hub snapshot folder has config.json "
+                                 f"and model.safetensors)")
 
         snap = read_snapshot(p)
         if architecture == "auto" and snap.architecture is not None:
