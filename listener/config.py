@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from listener.errors import ConfigError
 
@@ -166,6 +166,65 @@ class DetectionConfig(_Section):
         return self
 
 
+BackendName = Literal["orcahello-resnet", "transformers"]
+ModelRole = Literal["primary", "shadow", "secondary"]
+
+
+class RuleConfig(_Section):
+    """One model's decision rule over its target-label window scores.
+
+    ``per_second`` is OrcaHello's production rule (:mod:`listener.detection.rule`);
+    ``mean_thresholded`` and ``mean_top_k`` are the file-level strategies of
+    OrcaHello's newer inference code, applied per clip:
+
+    * ``mean_thresholded``: windows scoring above ``local_threshold`` are
+      positive; a detection needs ``global_threshold`` of them; confidence is
+      100 x their mean;
+    * ``mean_top_k``: confidence is 100 x the mean of the ``top_k`` highest
+      window scores; a detection when that mean reaches ``top_k_threshold``.
+    """
+
+    strategy: Literal["per_second", "mean_thresholded", "mean_top_k"] = "per_second"
+    local_threshold: float = Field(default=0.5, ge=0, le=1)
+    global_threshold: int = Field(default=3, ge=1)
+    top_k: int = Field(default=3, ge=1)
+    top_k_threshold: float = Field(default=0.5, ge=0, le=1)
+
+
+class ModelEntry(ModelConfig):
+    """One model of ``models:``: a backend, its weights, windows, rule and role.
+
+    Unset ``window_s``/``hop_s``/``rule`` fall back to the ``detection``
+    section (for the ResNet) or to the backend's own defaults (3 s every 2 s
+    for ``transformers``, as OrcaHello runs its transformer); unset
+    ``target_labels`` means ``("call",)`` for the ResNet and every label except
+    OrcaHello's negative ones for other backends.
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")
+    backend: BackendName = "orcahello-resnet"
+    role: ModelRole = "primary"
+    target_labels: tuple[str, ...] | None = None
+    window_s: Positive | None = None
+    hop_s: Positive | None = None
+    rule: RuleConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_entry(self) -> ModelEntry:
+        if "model_id" in self.model_fields_set:
+            raise ValueError("set 'id' here, not 'model_id'")
+        if self.window_s is not None and self.hop_s is not None and self.hop_s > self.window_s:
+            raise ValueError(f"hop_s ({self.hop_s}) must not exceed window_s ({self.window_s})")
+        if self.target_labels is not None and not self.target_labels:
+            raise ValueError("target_labels must name at least one label")
+        return self
+
+    def model_config_view(self) -> ModelConfig:
+        """This entry as the plain ``model`` section (what ``Scorer`` takes)."""
+        fields = {k: getattr(self, k) for k in ModelConfig.model_fields if k != "model_id"}
+        return ModelConfig(**fields, model_id=self.id)
+
+
 class BufferConfig(_Section):
     """What happens when inference cannot keep up with the stream."""
 
@@ -247,6 +306,49 @@ class Config(_Section):
     metrics: MetricsConfig = MetricsConfig()
     state: StateConfig = StateConfig()
     logging: LoggingConfig = LoggingConfig()
+    models: tuple[ModelEntry, ...] | None = None
+
+    @field_validator("models")
+    @classmethod
+    def _check_model_list(cls, models: tuple[ModelEntry, ...] | None
+                          ) -> tuple[ModelEntry, ...] | None:
+        if models is not None:
+            _check_model_list(models)
+        return models
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Config:
+        if self.models is None:
+            return self
+        if "model" in self.model_fields_set:
+            raise ValueError("set either 'model' (one model) or 'models' (a list), not both")
+        primary = next(m for m in self.models if m.role == "primary")
+        # cfg.model stays the primary's settings, so code written for one
+        # model (the daemon, replay, detect) keeps working unchanged.
+        object.__setattr__(self, "model", primary.model_config_view())
+        return self
+
+    def model_entries(self) -> tuple[ModelEntry, ...]:
+        """Every configured model; a single ``model:`` section is a list of one."""
+        if self.models is not None:
+            return self.models
+        fields = {k: getattr(self.model, k) for k in ModelConfig.model_fields
+                  if k != "model_id"}
+        return (ModelEntry(**fields, id=self.model.model_id),)
+
+
+def _check_model_list(models: tuple[ModelEntry, ...]) -> None:
+    if not models:
+        raise ValueError("models must list at least one model")
+    seen: set[str] = set()
+    for m in models:
+        if m.id in seen:
+            raise ValueError(f"two models have the id {m.id!r}; each id must be unique")
+        seen.add(m.id)
+    primaries = [m.id for m in models if m.role == "primary"]
+    if len(primaries) != 1:
+        raise ValueError(f"exactly one model must have role 'primary' (it emits detections), "
+                         f"found {len(primaries)}: {primaries or 'none'}")
 
 
 def default_config(station_id: str = "local") -> Config:
@@ -317,6 +419,10 @@ def _resolve_paths(data: dict[str, Any], base: Path, path: str) -> None:
             section[key] = str(p if p.is_absolute() else base / p)
 
     fix(data.get("model"), "weights")
+    models = data.get("models")
+    if isinstance(models, list):
+        for entry in models:
+            fix(entry, "weights")
     fix(data.get("state"), "dir")
     outputs = data.get("outputs")
     if isinstance(outputs, dict):
@@ -360,7 +466,7 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
     if base_dir is not None:
         _resolve_paths(data, base_dir, path)
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
@@ -372,6 +478,11 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
         key = ".".join(str(p) for p in loc) or None
         message = _explain(first, err.error_count())
         raise ConfigError(message, path=path, line=line, key=key) from err
+    # Checks that read the model folders (labels, config.json, installed
+    # extras): imported late, the model package imports this module.
+    from listener.model.backends.check import check_models
+
+    return check_models(cfg, path=path, lines=lines)
 
 
 def _explain(error: Any, count: int) -> str:

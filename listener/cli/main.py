@@ -74,6 +74,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from listener.pipeline.files import score_file
 
     cfg = _load(args)
+    if args.models is not None:
+        from listener.cli.compare import detect_models
+
+        return detect_models(cfg, args.files, select=args.models or None, json_out=args.json,
+                             quiet=args.quiet)
     scorer = Scorer(cfg.model, cfg.frontend)
     failed = 0
     outputs: list[dict[str, Any]] = []
@@ -295,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", default=None, metavar="OUT",
                    help="write results as JSON ('-' = stdout)")
     s.add_argument("--quiet", action="store_true", help="no summary, no progress bar")
+    s.add_argument("--models", nargs="?", const="", default=None, metavar="ID,...",
+                   help="score with every model of the config's 'models:' (or those named) "
+                        "and compare them side by side")
     s.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("features", help="write the exact model input of one window as .npy")

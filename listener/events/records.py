@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from listener.config import DetectionConfig, StationConfig
+from listener.detection.labels import ClipLabels
 from listener.detection.rule import ClipResult, Encounter, EncounterEvent
 
 EVENT_KINDS = ("detection", "encounter_start", "encounter_update", "encounter_end")
@@ -54,6 +55,7 @@ class Event:
     encounter: dict[str, Any] | None
     created_utc: datetime
     stream_key: str
+    labels: ClipLabels | None = None  # a multi-class model's labels for the clip
 
     @property
     def model_id(self) -> str:
@@ -103,8 +105,13 @@ def encounter_summary(encounter: Encounter) -> dict[str, Any]:
 def make_detection_event(clip: ClipResult, *, station: StationConfig, model: dict[str, Any],
                          detection: DetectionConfig, stream_key: str,
                          encounter_id: str | None = None, encounter: Encounter | None = None,
-                         created_utc: datetime | None = None) -> Event:
-    """The event for one positive clip; raises ``ValueError`` for a negative one."""
+                         created_utc: datetime | None = None,
+                         labels: ClipLabels | None = None) -> Event:
+    """The event for one positive clip; raises ``ValueError`` for a negative one.
+
+    ``labels`` (a multi-class model's decision) adds OrcaHello's
+    ``globalPredictionLabel``, ``predictions[].label`` and ``comments``.
+    """
     if not clip.detected:
         raise ValueError(f"clip at {clip.start_s:.3f} s is not a detection "
                          f"(confidence {clip.confidence:.1f})")
@@ -115,7 +122,7 @@ def make_detection_event(clip: ClipResult, *, station: StationConfig, model: dic
         station=station, model=dict(model), detection=detection, clip=clip,
         encounter_id=encounter_id if encounter is None else encounter.id,
         encounter=encounter_summary(encounter) if encounter is not None else None,
-        created_utc=created_utc or datetime.now(UTC), stream_key=stream_key)
+        created_utc=created_utc or datetime.now(UTC), stream_key=stream_key, labels=labels)
 
 
 def make_encounter_event(ev: EncounterEvent, *, station: StationConfig, model: dict[str, Any],
@@ -185,7 +192,7 @@ def orcahello_record(event: Event, audio_base_uri: str, image_base_uri: str,
         raise ValueError(f"event {event.id} ({event.kind}) has no clip")
     audio, image = clip_file_names(event, audio_format)
     station = event.station
-    return {
+    doc = {
         "id": event.id,
         "modelId": event.model_id,
         "audioUri": _join_uri(audio_base_uri, audio),
@@ -202,6 +209,25 @@ def orcahello_record(event: Event, audio_base_uri: str, image_base_uri: str,
             for i, s in enumerate(clip.positive_seconds)
         ],
     }
+    if event.labels is not None:
+        add_label_fields(doc, clip, event.labels)
+    return doc
+
+
+def add_label_fields(doc: dict[str, Any], clip: ClipResult, labels: ClipLabels) -> None:
+    """OrcaHello's multi-class fields, as its PODS-AI orchestrator writes them.
+
+    ``globalPredictionLabel`` (the clip's dominant label), a ``label`` on each
+    prediction and ``comments`` (``"AI: transient and vessel"``). Only for
+    multi-class models: the moderator portal shows a record *with* a
+    ``globalPredictionLabel`` as PODS-AI's and one without as OrcaHello's.
+    """
+    doc["globalPredictionLabel"] = labels.label or ""
+    unit_labels = [lab for s, lab in zip(clip.seconds, labels.second_labels, strict=False)
+                   if s.positive]
+    for pred, lab in zip(doc["predictions"], unit_labels, strict=False):
+        pred["label"] = lab or labels.label or ""
+    doc["comments"] = labels.comments
 
 
 def clip_record(clip: ClipResult) -> dict[str, Any]:

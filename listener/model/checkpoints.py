@@ -304,7 +304,9 @@ def load_model(path: str | Path, architecture: str = "auto") -> tuple[OrcaResNet
     """Read a weights file, build the matching network and load it strictly.
 
     Args:
-        path: ``.safetensors``, ``.pt`` or ``.pth`` in any of the three layouts.
+        path: ``.safetensors``, ``.pt`` or ``.pth`` in any of the three layouts,
+            or a hub snapshot folder (:mod:`listener.model.snapshot`), whose
+            ``config.json`` gives the architecture when ``architecture`` is auto.
         architecture: ``"auto"`` (from the file's names), ``"resnet18"`` or ``"resnet50"``.
 
     Returns:
@@ -315,6 +317,18 @@ def load_model(path: str | Path, architecture: str = "auto") -> tuple[OrcaResNet
             of the other architecture than asked, or does not fit strictly.
     """
     p = Path(path)
+    if p.is_dir():  # a hub snapshot folder: config.json + model.safetensors
+        from listener.model.snapshot import CONFIG_NAME, read_snapshot
+
+        if not (p / CONFIG_NAME).is_file():
+            raise ModelLoadError(f"{p}: not a regular file, and a folder without "
+                                 f"{CONFIG_NAME} (a hub snapshot folder has config.json "
+                                 f"and model.safetensors)")
+
+        snap = read_snapshot(p)
+        if architecture == "auto" and snap.architecture is not None:
+            architecture = snap.architecture
+        p = snap.weights_file()
     if architecture not in ("auto", *ARCHITECTURES):
         raise ModelLoadError(f"{p}: unknown architecture {architecture!r}; expected auto, "
                              f"{', '.join(ARCHITECTURES)}")

@@ -1,0 +1,87 @@
+"""The model-backend interface and a model's resolved plan.
+
+A backend turns waveform windows at the model's own rate into per-window
+class probabilities ``(B, n_labels)``. :class:`ModelPlan` is one entry of the
+config's ``models:`` with every default resolved (labels, targets, windows,
+rule), computed at config load so bad labels fail before any audio is fetched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from listener.config import ModelEntry, RuleConfig
+
+# The ResNet's two classes: class 1 is a call (orcahello-model.md, "Network").
+RESNET_LABELS = ("other", "call")
+# OrcaHello runs its transformer on 3 s segments every 2 s.
+TRANSFORMERS_WINDOW_S = 3.0
+TRANSFORMERS_HOP_S = 2.0
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """What the pipelines need of a model, whatever its framework."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def window_s(self) -> float: ...
+
+    @property
+    def hop_s(self) -> float: ...
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+    @property
+    def info(self) -> Mapping[str, Any]: ...
+
+    def prepare(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        """One window at its native rate -> mono float32 at :attr:`sample_rate`."""
+        ...
+
+    def predict(self, waves: np.ndarray) -> np.ndarray:
+        """``(B, samples)`` prepared windows -> ``(B, n_labels)`` float64 probabilities."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """One configured model with its defaults resolved."""
+
+    entry: ModelEntry
+    labels: tuple[str, ...]
+    targets: tuple[str, ...]
+    window_s: float
+    hop_s: float
+    rule: RuleConfig
+
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+    @property
+    def backend(self) -> str:
+        return self.entry.backend
+
+    @property
+    def role(self) -> str:
+        return self.entry.role
+
+    @property
+    def weights(self) -> Path | None:
+        return self.entry.weights
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as plain JSON values (for ``detect`` output and events)."""
+        return {"id": self.id, "backend": self.backend, "role": self.role,
+                "labels": list(self.labels), "target_labels": list(self.targets),
+                "window_s": self.window_s, "hop_s": self.hop_s,
+                "rule": self.rule.model_dump(mode="json")}
