@@ -186,6 +186,7 @@ class Daemon:
         self.metrics.set_build_info(
             version=__version__, model_id=cfg.model.model_id,
             architecture=str(info.get("architecture", "")), device=str(info.get("device", "")),
+            precision=str(info.get("precision", "")),
             weights_sha256=str(info.get("sha256") or "")[:16])
         source = self.source
         if source is None:

@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 FETCH_KINDS: Final = ("playlist", "segment")
 DROP_REASONS: Final = ("gap", "backlog", "decode_error")
 RESTART_REASONS: Final = ("start", "discontinuity", "gap", "failure")
-BUILD_INFO_LABELS: Final = ("version", "model_id", "architecture", "device", "weights_sha256")
+BUILD_INFO_LABELS: Final = ("version", "model_id", "architecture", "device", "precision",
+                            "weights_sha256")
 
 # HLS fetches go over the internet to S3: tens of ms when healthy, up to the
 # read timeout (15 s default) when not.
