@@ -25,7 +25,6 @@ accumulation), many times slower; for the error figures only, never speed.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import ROOT
+from common import ROOT, cpu_model
 
 sys.path.insert(0, str(ROOT / "tests"))  # the calibrated random network lives with the tests
 from support.calibrated import save_calibrated
@@ -47,13 +46,6 @@ from listener.model.scorer import Scorer
 from listener.pipeline.files import FileResult, score_file
 
 SHARED = ROOT.parent / "shared" / "data"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def calibration_features(n_files: int = 24) -> torch.Tensor:
