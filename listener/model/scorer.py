@@ -110,8 +110,9 @@ class Scorer:
         seed: the seed of that random network.
 
     Raises:
-        ModelLoadError: weights missing, unreadable or not fitting, or
-            ``device: cuda`` without CUDA.
+        ModelLoadError: weights missing, unreadable or not fitting,
+            ``device: cuda`` without CUDA, or a ``precision`` this device
+            does not run well (checked first, before the weights load).
     """
 
     def __init__(self, cfg: ModelConfig, frontend_cfg: FrontendConfig | None = None, *,
