@@ -9,6 +9,7 @@ variable or a credentials file that holds them.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,6 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from listener.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -131,19 +134,51 @@ class FrontendConfig(_Section):
     padding: Literal["fastai", "waveform"] = "fastai"
 
 
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
+PRECISIONS: tuple[Precision, ...] = ("auto", "float32", "bfloat16", "float16")
+
+
 class ModelConfig(_Section):
-    """The network, its weights and where it runs."""
+    """The network, its weights and where it runs.
+
+    ``precision``: the network's number format (the frontend is always
+    float32). ``auto`` = float16 on CUDA, float32 on CPU (exact parity);
+    ``bfloat16`` on CPU needs native support (AVX512-BF16 or AMX) and is
+    refused without it; ``float16`` needs CUDA. ``docs/model.md`` gives the
+    measured error of each. The old ``fp16: true|false`` key is still read
+    (``true`` -> ``auto``, ``false`` -> ``float32``) with a deprecation warning.
+    """
 
     weights: Path | None = None
     architecture: Literal["auto", "resnet18", "resnet50"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Precision = "auto"
     batch_size: int = Field(default=16, ge=1, le=1024)
     cpu_threads: int = Field(default=0, ge=0, le=1024)
-    fp16: bool = True
     channels_last: bool = True
     fuse_batchnorm: bool = True
     max_batch_wait_s: Annotated[float, Field(ge=0, le=60)] = 0.25
     model_id: str = "orcahello-srkw"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _map_fp16(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "fp16" not in data:
+            return data
+        data = dict(data)
+        fp16 = data.pop("fp16")
+        if not isinstance(fp16, bool):
+            raise ValueError(f"fp16 must be true or false, got {fp16!r} "
+                             "(deprecated: use precision: auto|float32|bfloat16|float16)")
+        mapped = "auto" if fp16 else "float32"
+        if "precision" in data:
+            log.warning("model.fp16 is deprecated and ignored: model.precision (%s) is set",
+                        data["precision"])
+        else:
+            log.warning("model.fp16 is deprecated: read fp16: %s as precision: %s",
+                        str(fp16).lower(), mapped)
+            data["precision"] = mapped
+        return data
 
 
 class DetectionConfig(_Section):
@@ -359,6 +394,21 @@ def default_config(station_id: str = "local") -> Config:
 # A config is a few hundred nodes; more means aliases expanding exponentially.
 _MAX_NODES = 100_000
 _UNDEFINED_VAR = re.compile(r"\$(\{[^}]*\}?|[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def with_precision(cfg: Config, precision: str | None) -> Config:
+    """``cfg`` with ``model.precision`` replaced (a command line's ``--precision``).
+
+    ``None`` returns ``cfg`` unchanged; anything but one of :data:`PRECISIONS`
+    is a :class:`ConfigError`.
+    """
+    if precision is None:
+        return cfg
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                          f"got {precision!r}")
+    return cfg.model_copy(update={"model": cfg.model.model_copy(
+        update={"precision": precision})})
 
 
 def _line_index(node: yaml.Node, path: str, out: dict[tuple, int]) -> None:

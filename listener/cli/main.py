@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from listener import __version__
-from listener.config import Config, default_config, load_config
+from listener.config import PRECISIONS, Config, default_config, load_config, with_precision
 from listener.errors import ListenerError
 
 log = logging.getLogger("listener.cli.main")
@@ -31,7 +31,18 @@ def _load(args: argparse.Namespace) -> Config:
     if weights:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
             update={"weights": Path(weights)})})
-    return cfg
+    return with_precision(cfg, getattr(args, "precision", None))
+
+
+def add_precision_flag(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` for a command that scores (``args.precision``, ``None`` = the config's).
+
+    Apply it with :func:`listener.config.with_precision` after loading the config.
+    """
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="the network's number format: auto (float16 on CUDA, float32 "
+                             "on CPU), float32, bfloat16 (CPUs with AVX512-BF16/AMX), "
+                             "float16 (CUDA); default: model.precision of the config")
 
 
 class _ProgressBar:
@@ -86,7 +97,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     for path in args.files:
         bar = _ProgressBar(Path(path).name) if tty else None
         try:
-            result = score_file(path, cfg, scorer.score_waves, scorer.frontend, progress=bar)
+            result = score_file(path, cfg, scorer.score_waves, scorer.frontend, progress=bar,
+                                score_features=scorer.score_features)
         except ListenerError as err:
             if bar:
                 bar.close()
@@ -291,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk", default="1d", help="time per part when sharding (default 1d)")
     s.add_argument("--out", default=None, help="folder for the results and resume state")
     s.add_argument("--concurrency", type=int, default=4, help="segments fetched ahead")
+    add_precision_flag(s)
     s.set_defaults(func=cmd_replay)
 
     s = sub.add_parser("detect", help="score recordings (any format ffmpeg reads)")
@@ -303,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", nargs="?", const="", default=None, metavar="ID,...",
                    help="score with every model of the config's 'models:' (or those named) "
                         "and compare them side by side")
+    add_precision_flag(s)
     s.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("features", help="write the exact model input of one window as .npy")

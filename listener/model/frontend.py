@@ -10,6 +10,7 @@ included; ``docs/frontend.md`` lists them and the options that turn them off.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,9 +25,11 @@ log = logging.getLogger(__name__)
 class Frontend(torch.nn.Module):
     """Window audio to ``(batch, 1, n_mels, frames)`` float32 dB spectrograms.
 
-    Two steps, split on purpose: :meth:`prepare` runs per window on the CPU in
-    numpy (downmix and resample, exactly as the old pipeline did per window
-    file); :meth:`forward` runs on a batch of prepared windows on any device.
+    Two steps, split on purpose: :meth:`prepare` (one window) or
+    :meth:`prepare_batch` (many, same numbers) runs on the CPU in numpy
+    (downmix and resample each window on its own, exactly as the old
+    pipeline did per window file); :meth:`forward` runs on a batch of
+    prepared windows on any device.
 
     Args:
         cfg: sizes, rates, ``top_db`` and padding mode; the defaults match the
@@ -47,6 +50,7 @@ class Frontend(torch.nn.Module):
         fb = dsp.mel_filterbank(n_freqs, self.cfg.f_min, self.cfg.f_max, self.cfg.n_mels,
                                 self.cfg.mel_sample_rate)
         self.register_buffer("mel_fb", fb, persistent=False)
+        self._mel_blocks = dsp.mel_blocks(fb)
         if self.cfg.mel_sample_rate != self.cfg.sample_rate:
             log.debug("mel filterbank labelled as %d Hz for %d Hz audio (trained-model quirk)",
                       self.cfg.mel_sample_rate, self.cfg.sample_rate)
@@ -67,6 +71,39 @@ class Frontend(torch.nn.Module):
         """
         return dsp.resample(dsp.downmix(samples), sample_rate, self.cfg.sample_rate)
 
+    def prepare_batch(self, windows: Sequence[np.ndarray] | np.ndarray,
+                      sample_rate: int) -> np.ndarray:
+        """Many windows at one native rate -> ``(batch, samples')`` float32.
+
+        Bit for bit what :meth:`prepare` gives for each window, several times
+        faster: the resampling filter is designed once per rate pair and the
+        whole batch is filtered in one call (which releases the GIL).
+
+        Args:
+            windows: ``(batch, samples)`` mono, ``(batch, channels, samples)``,
+                or a sequence of ``(channels, samples)`` / ``(samples,)``
+                arrays (channel counts may differ) of one length.
+            sample_rate: their rate in Hz.
+
+        Returns:
+            ``(batch, ceil(samples * up / down))`` float32, C-contiguous.
+
+        Raises:
+            ValueError: windows of different lengths (batch them separately).
+        """
+        if isinstance(windows, np.ndarray) and windows.ndim == 2:
+            mono = np.asarray(windows, dtype=np.float32)
+        else:
+            parts = [dsp.downmix(np.asarray(w)) for w in windows]
+            lengths = sorted({p.shape[-1] for p in parts})
+            if len(lengths) > 1:
+                raise ValueError(f"prepare_batch needs windows of one length, got lengths "
+                                 f"{lengths[:5]}; batch each length separately")
+            if not parts:
+                return np.zeros((0, 0), dtype=np.float32)
+            mono = np.stack(parts)
+        return dsp.resample_batch(mono, sample_rate, self.cfg.sample_rate)
+
     @property
     def min_samples(self) -> int:
         """The shortest waveform the STFT accepts (reflect padding needs > n_fft // 2)."""
@@ -86,7 +123,9 @@ class Frontend(torch.nn.Module):
         """
         power = dsp.stft_power(wave, self.cfg.n_fft, self.cfg.hop_length, self.cfg.n_fft,
                                self.window.float())
-        mel = torch.matmul(power.transpose(-1, -2), self.mel_fb.float()).transpose(-1, -2)
+        # Block-sparse mel on a CPU (8x fewer flops); one dense matmul on a GPU.
+        blocks = self._mel_blocks if wave.device.type == "cpu" else None
+        mel = dsp.apply_mel(power, self.mel_fb.float(), blocks)
         return dsp.power_to_db(mel, self.cfg.top_db)
 
     def forward(self, wave: Tensor) -> Tensor:

@@ -165,10 +165,17 @@ class OrcaResNet(nn.Module):
         stage += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*stage)
 
+    def stem(self, x: Tensor) -> Tensor:
+        """``(B, 1, H, W) -> (B, 64, H/4, W/4)``: conv1, BatchNorm, ReLU, max-pool."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def stages(self, x: Tensor) -> Tensor:
+        """``(B, 64, H/4, W/4) -> (B, C, H/32, W/32)``: the four residual stages."""
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, 1, H, W) -> (B, C, H/32, W/32)`` body activations."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.stages(self.stem(x))
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 1, n_mels, frames)`` float32 -> ``(B, 2)`` logits."""

@@ -1,21 +1,25 @@
 """Window audio -> call probability: the frontend and the network on one device.
 
 :class:`Scorer` loads the weights (:mod:`listener.model.checkpoints`), picks the
-device, applies the speed options of :class:`~listener.config.ModelConfig`
-and scores batches. Speed options and why they are safe:
+device and the number format (:mod:`listener.model.precision`), applies the
+speed options of :class:`~listener.config.ModelConfig` and scores batches.
+Speed options and why they are safe:
 
 * ``fuse_batchnorm``: BatchNorm2d folded into the conv before it (exact up
   to float rounding, ~1e-6 on the scores);
 * ``channels_last``: NHWC memory layout, faster convolutions on most CPUs
   and GPUs, same maths;
 * ``cpu_threads``: ``torch.set_num_threads`` (process-wide; 0 leaves torch's default);
-* ``fp16``: float16 autocast for the network on CUDA only (CPU half
-  precision is slow and imprecise); the frontend always runs in float32.
+* ``precision``: the body's weights converted once to bfloat16 / float16
+  (no per-call autocast); the head, the softmax and the frontend stay
+  float32. ``docs/model.md`` has the measured score error of each.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -27,6 +31,7 @@ from listener.errors import ModelLoadError
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
 from listener.model.network import OrcaResNet, build_model, fuse_batchnorm, parameter_count
+from listener.model.precision import ExecutionPlan, plan_execution
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +58,45 @@ def select_device(requested: str, cuda_available: bool | None = None) -> torch.d
     return torch.device(requested)
 
 
-def autocast_dtype(device: torch.device | str, fp16: bool) -> torch.dtype | None:
-    """The autocast dtype for the network: float16 on CUDA when asked, else ``None`` (off)."""
-    return torch.float16 if fp16 and torch.device(device).type == "cuda" else None
+@dataclass(frozen=True)
+class ModelInfo(Mapping[str, Any]):
+    """What scores an event: the ``model`` block of events and ``listener_build_info``.
+
+    Also a read-only mapping of its fields plus ``dtype`` (the old name of
+    ``precision``), so ``{**info}`` and ``info.get("sha256")`` keep working.
+    """
+
+    id: str
+    architecture: str
+    weights: str | None
+    sha256: str | None
+    layout: str | None
+    random: bool
+    device: str
+    precision: str  # the network's number format as run: float32, bfloat16, float16
+    parameter_count: int
+    fuse_batchnorm: bool
+    channels_last: bool
+
+    def _keys(self) -> tuple[str, ...]:
+        return (*(f.name for f in fields(self)), "dtype")
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "dtype":
+            return self.precision
+        if key in self._keys():
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (JSON-ready)."""
+        return dict(self.items())
 
 
 class Scorer:
@@ -69,8 +110,9 @@ class Scorer:
         seed: the seed of that random network.
 
     Raises:
-        ModelLoadError: weights missing, unreadable or not fitting, or
-            ``device: cuda`` without CUDA.
+        ModelLoadError: weights missing, unreadable or not fitting,
+            ``device: cuda`` without CUDA, or a ``precision`` this device
+            does not run well (checked first, before the weights load).
     """
 
     def __init__(self, cfg: ModelConfig, frontend_cfg: FrontendConfig | None = None, *,
@@ -79,39 +121,40 @@ class Scorer:
         if cfg.cpu_threads > 0:
             torch.set_num_threads(cfg.cpu_threads)
         self.device = select_device(cfg.device)
-        info: dict[str, Any]
+        # Decided before loading: a refused precision should not cost a load.
+        self.plan: ExecutionPlan = plan_execution(
+            cfg.precision, self.device, fuse_batchnorm=cfg.fuse_batchnorm,
+            channels_last=cfg.channels_last)
+        model, source = self._load(cfg, allow_random_weights, seed)
+        n_params = parameter_count(model)  # of the network as trained, before any fusion
+        self.model: OrcaResNet = _prepare_network(model, self.plan, self.device)
+        self.frontend = Frontend(frontend_cfg or FrontendConfig()).to(self.device).eval()
+        self.info = ModelInfo(
+            id=cfg.model_id, architecture=model.architecture, **source,
+            device=str(self.device), precision=self.plan.precision,
+            parameter_count=n_params, fuse_batchnorm=self.plan.fuse_batchnorm,
+            channels_last=self.plan.channels_last)
+        log.info("scorer ready: %s on %s (%s)", model.architecture, self.device,
+                 self.plan.precision)
+
+    @classmethod
+    def _load(cls, cfg: ModelConfig, allow_random_weights: bool,
+              seed: int) -> tuple[OrcaResNet, dict[str, Any]]:
+        """The network in eval mode and where its weights came from."""
         if cfg.weights is not None:
             model, ckpt = load_model(cfg.weights, cfg.architecture)
-            info = {"weights": str(ckpt.path), "sha256": ckpt.sha256,
-                    "layout": ckpt.layout, "random": False}
+            source = {"weights": str(ckpt.path), "sha256": ckpt.sha256,
+                      "layout": ckpt.layout, "random": False}
         elif allow_random_weights:
-            model = self._random_model(cfg.architecture, seed)
-            info = {"weights": None, "sha256": None, "layout": None, "random": True}
+            model = cls._random_model(cfg.architecture, seed)
+            source = {"weights": None, "sha256": None, "layout": None, "random": True}
             log.warning("no model.weights: using a RANDOM %s (seed %d); scores are meaningless",
                         model.architecture, seed)
         else:
             raise ModelLoadError("model.weights is required: the path of a .safetensors or "
                                  ".pt file (convert a fastai model.pkl with "
                                  "`listener convert-fastai`)")
-        model.eval()
-        n_params = parameter_count(model)  # of the network as trained, before any fusion
-        if cfg.fuse_batchnorm:
-            fuse_batchnorm(model)
-        model.to(self.device)
-        if cfg.channels_last:
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.model: OrcaResNet = model
-        self.autocast = autocast_dtype(self.device, cfg.fp16)
-        self.frontend = Frontend(frontend_cfg or FrontendConfig()).to(self.device).eval()
-        self.info: dict[str, Any] = {
-            "id": cfg.model_id, "architecture": model.architecture, **info,
-            "device": str(self.device),
-            "dtype": str(self.autocast or torch.float32).removeprefix("torch."),
-            "parameter_count": n_params,
-            "fuse_batchnorm": cfg.fuse_batchnorm, "channels_last": cfg.channels_last,
-        }
-        log.info("scorer ready: %s on %s (%s)", model.architecture, self.device,
-                 self.info["dtype"])
+        return model.eval(), source
 
     @staticmethod
     def _random_model(architecture: str, seed: int) -> OrcaResNet:
@@ -122,14 +165,14 @@ class Scorer:
             return build_model(arch)
 
     def _network(self, x: Tensor) -> Tensor:
-        """``(B, 1, H, W)`` on the device -> ``(B,)`` float32 probability of class 1."""
-        if self.cfg.channels_last:
+        """``(B, 1, H, W)`` float32 on the device -> ``(B,)`` float32 probability of class 1."""
+        if self.plan.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=self.device.type, dtype=self.autocast,
-                            enabled=self.autocast is not None):
-            logits = self.model(x)
-        # softmax in float32 even under fp16 autocast: p close to 0/1 needs it.
-        return torch.softmax(logits.float(), dim=1)[:, 1]
+        # Stem and head in float32 whatever the stages' format (see _prepare_network);
+        # the softmax too: p close to 0 or 1 needs it.
+        body = self.model.stages(self.model.stem(x).to(self.plan.dtype))
+        logits = self.model.head(body.float())
+        return torch.softmax(logits, dim=1)[:, 1]
 
     def score_features(self, x: Tensor) -> np.ndarray:
         """Scores of model inputs.
@@ -177,3 +220,24 @@ def _to_numpy(parts: list[Tensor]) -> np.ndarray:
     if not parts:
         return np.zeros(0, dtype=np.float64)
     return torch.cat(parts).numpy().astype(np.float64)
+
+
+def _prepare_network(model: OrcaResNet, plan: ExecutionPlan, device: torch.device) -> OrcaResNet:
+    """Fold, move, convert and lay out ``model`` once, as ``plan`` says.
+
+    The four residual stages (~98% of the multiply-adds) are converted to
+    ``plan.dtype``. The stem stays float32: its input is dB values around -60
+    where bfloat16's step is 0.25-0.5 dB, a coarse quantisation of the very
+    signal (its output is centred by the folded BatchNorm, which bf16 holds
+    well). The head stays float32 too: a few thousand multiply-adds, and the
+    logits keep their precision.
+    """
+    if plan.fuse_batchnorm:
+        fuse_batchnorm(model)  # in float64, before any cast
+    model.to(device)
+    if plan.dtype != torch.float32:
+        for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+            stage.to(plan.dtype)
+    if plan.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model

@@ -1,8 +1,10 @@
 """Score whole files: decode -> windows -> frontend -> model -> clips.
 
-Decoding (an ffmpeg process) and the per-window resampling run in a producer
-thread that stays a few batches ahead, so the model's thread never waits on
-them; memory is bounded by the queue, whatever the file's length.
+Decoding (an ffmpeg process), the resampling of each batch of windows
+(:meth:`Frontend.prepare_batch`) and, when the caller gives
+``score_features``, the spectrograms too, run in a producer thread that stays
+a few batches ahead, so the model's thread only runs the network; memory is
+bounded by the queue, whatever the file's length.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import queue
 import re
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from listener.audio.decode import FileDecoder, find_ffmpeg
 from listener.audio.windows import Window, WindowCutter
@@ -29,6 +32,8 @@ from listener.model.frontend import Frontend
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, float | None], None]  # (seconds done, total or None)
+ScoreWaves = Callable[[np.ndarray], np.ndarray]  # (B, samples) 20 kHz -> (B,) scores
+ScoreFeatures = Callable[[torch.Tensor], np.ndarray]  # (B, 1, mels, frames) -> (B,) scores
 
 
 @dataclass
@@ -41,12 +46,12 @@ class FileResult:
     windows: list[WindowScore] = field(default_factory=list)
     clips: list[ClipResult] = field(default_factory=list)
 
-    def to_json(self, model_info: dict[str, Any]) -> dict[str, Any]:
+    def to_json(self, model_info: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "file": self.file,
             "sample_rate": self.sample_rate,
             "duration_s": round(self.duration_s, 6),
-            "model": model_info,
+            "model": dict(model_info),
             "windows": [{"start_s": round(w.start_s, 6), "end_s": round(w.end_s, 6),
                          "score": w.score} for w in self.windows],
             "clips": [clip_json(c) for c in self.clips],
@@ -83,17 +88,32 @@ _END = object()
 
 
 class _Batch:
-    def __init__(self, windows: list[Window], waves: np.ndarray) -> None:
+    """Windows and their model input: 20 kHz waves, or features when ``featurize``."""
+
+    def __init__(self, windows: list[Window], data: np.ndarray | torch.Tensor) -> None:
         self.windows = windows
-        self.waves = waves
+        self.data = data
+
+
+def _batch(windows: list[Window], frontend: Frontend, featurize: bool) -> _Batch:
+    """Resample a batch (one rate: one decoder) and, if asked, make its spectrograms."""
+    waves = frontend.prepare_batch([w.samples for w in windows], windows[0].sample_rate)
+    if waves.shape[-1] < frontend.min_samples:
+        need = frontend.min_samples / frontend.cfg.sample_rate
+        raise ValueError(f"too short to score: {windows[0].end_s - windows[0].start_s:.3f} s "
+                         f"of audio (the spectrogram needs at least {need:.3f} s)")
+    if not featurize:
+        return _Batch(windows, waves)
+    with torch.inference_mode():
+        return _Batch(windows, frontend(torch.from_numpy(waves)))
 
 
 def _produce(decoder: FileDecoder, cutter: WindowCutter, frontend: Frontend,
-             batch_size: int, out: queue.Queue[Any], stop: threading.Event) -> None:
-    """Producer thread: decode, cut, resample; puts _Batch, then _END or an exception."""
+             batch_size: int, featurize: bool, out: queue.Queue[Any],
+             stop: threading.Event) -> None:
+    """Producer thread: decode, cut, prepare; puts _Batch, then _END or an exception."""
     try:
         pending: list[Window] = []
-        waves: list[np.ndarray] = []
         started = False
         for block in decoder:
             if not started:
@@ -101,38 +121,42 @@ def _produce(decoder: FileDecoder, cutter: WindowCutter, frontend: Frontend,
                 started = True
             for w in cutter.push(block):
                 pending.append(w)
-                waves.append(frontend.prepare(w.samples, w.sample_rate))
                 if len(pending) == batch_size:
-                    out.put(_Batch(pending, np.stack(waves)))
-                    pending, waves = [], []
+                    out.put(_batch(pending, frontend, featurize))
+                    pending = []
             if stop.is_set():
                 return
         if pending:
-            out.put(_Batch(pending, np.stack(waves)))
+            out.put(_batch(pending, frontend, featurize))
         elif started and cutter.position_s < cutter.window_s:
             # A file shorter than one window: score it whole, padded like fastai.
             tail = cutter.tail()
             if tail is not None and tail.samples.size:
-                wave = frontend.prepare(tail.samples, tail.sample_rate)
-                if wave.size < frontend.min_samples:
-                    need = frontend.min_samples / frontend.cfg.sample_rate
-                    raise DecodeError(decoder.path, f"too short to score: {tail.end_s:.3f} s of "
-                                      f"audio (the spectrogram needs at least {need:.3f} s)")
-                out.put(_Batch([tail], wave[None]))
+                try:
+                    out.put(_batch([tail], frontend, featurize))
+                except ValueError as err:
+                    raise DecodeError(decoder.path, str(err)) from err
         out.put(_END)
     except BaseException as err:  # forwarded to the consumer, which re-raises it
         out.put(err)
 
 
-def iter_scored_windows(path: str | Path, cfg: Config, score: Callable[[np.ndarray], np.ndarray],
-                        frontend: Frontend, decoder: FileDecoder,
-                        batch_size: int) -> Iterator[WindowScore]:
-    """Yield each window's score in order; raises DecodeError for a bad file."""
+def iter_scored_windows(path: str | Path, cfg: Config, score: ScoreWaves,
+                        frontend: Frontend, decoder: FileDecoder, batch_size: int, *,
+                        score_features: ScoreFeatures | None = None) -> Iterator[WindowScore]:
+    """Yield each window's score in order; raises DecodeError for a bad file.
+
+    With ``score_features`` (e.g. :meth:`Scorer.score_features`) the whole
+    frontend runs in the producer thread and ``score`` is not called; without
+    it, ``score`` gets each batch of 20 kHz waves.
+    """
     cutter = WindowCutter(cfg.detection.window_s, cfg.detection.hop_s)
     q: queue.Queue[Any] = queue.Queue(maxsize=4)
     stop = threading.Event()
-    worker = threading.Thread(target=_produce, args=(decoder, cutter, frontend, batch_size, q,
-                                                     stop), name="decode", daemon=True)
+    featurize = score_features is not None
+    worker = threading.Thread(target=_produce, args=(decoder, cutter, frontend, batch_size,
+                                                     featurize, q, stop),
+                              name="decode", daemon=True)
     worker.start()
     try:
         while True:
@@ -141,7 +165,7 @@ def iter_scored_windows(path: str | Path, cfg: Config, score: Callable[[np.ndarr
                 return
             if isinstance(item, BaseException):
                 raise item
-            scores = score(item.waves)
+            scores = score_features(item.data) if score_features else score(item.data)
             for w, s in zip(item.windows, scores, strict=True):
                 yield WindowScore(w.start_s, w.end_s, float(s), w.utc)
     finally:
@@ -153,15 +177,21 @@ def iter_scored_windows(path: str | Path, cfg: Config, score: Callable[[np.ndarr
                 pass
 
 
-def score_file(path: str | Path, cfg: Config, score: Callable[[np.ndarray], np.ndarray],
-               frontend: Frontend, progress: Progress | None = None) -> FileResult:
-    """Score every window of a file and apply the decision rule per clip."""
+def score_file(path: str | Path, cfg: Config, score: ScoreWaves, frontend: Frontend,
+               progress: Progress | None = None, *,
+               score_features: ScoreFeatures | None = None) -> FileResult:
+    """Score every window of a file and apply the decision rule per clip.
+
+    ``score_features`` moves the spectrograms off the model's thread (see
+    :func:`iter_scored_windows`); ``listener detect`` passes it.
+    """
     ffmpeg_exe = find_ffmpeg()
     decoder = FileDecoder(path, ffmpeg_exe=ffmpeg_exe)
     total = probe_duration(str(path), ffmpeg_exe) if progress else None
     aggregator = ClipAggregator(cfg.detection)
     result = FileResult(str(path), 0, 0.0)
-    for w in iter_scored_windows(path, cfg, score, frontend, decoder, cfg.model.batch_size):
+    for w in iter_scored_windows(path, cfg, score, frontend, decoder, cfg.model.batch_size,
+                                 score_features=score_features):
         result.windows.append(w)
         result.clips.extend(aggregator.add(w))
         if progress:

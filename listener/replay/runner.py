@@ -31,7 +31,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
-from listener.config import Config, JsonlSinkConfig, load_config
+from listener.config import Config, JsonlSinkConfig, load_config, with_precision
 from listener.errors import ListenerError
 from listener.events.emitter import Emitter
 from listener.events.records import iso_utc
@@ -329,7 +329,7 @@ def run_replay(args: argparse.Namespace, say: Callable[[str], None] = _log_line,
         raise ListenerError(f"--to {args.end} is before --from {args.start}"
                             if end < start else f"--to equals --from ({args.start}): "
                             "an empty range")
-    cfg = load_config(args.config)
+    cfg = with_precision(load_config(args.config), getattr(args, "precision", None))
     replay = Replay(cfg, start, end, out_dir=Path(args.out) if args.out else None,
                     concurrency=args.concurrency,
                     progress=make_progress("replay") if make_progress else None)

@@ -206,6 +206,7 @@ class Daemon:
         self.metrics.set_build_info(
             version=__version__, model_id=cfg.model.model_id,
             architecture=str(info.get("architecture", "")), device=str(info.get("device", "")),
+            precision=str(info.get("precision", "")),
             weights_sha256=str(info.get("sha256") or "")[:16])
         station = build_station(cfg, scorer, self.metrics, options=self.options,
                                 on_fetch=self._observe_fetch)

@@ -28,7 +28,8 @@ DROP_REASONS: Final = ("gap", "backlog", "decode_error", "undecodable", "duplica
                         "short_segment", "excess_audio")
 RESTART_REASONS: Final = ("start", "discontinuity", "gap", "failure", "codec_change",
                            "reanchor")
-BUILD_INFO_LABELS: Final = ("version", "model_id", "architecture", "device", "weights_sha256")
+BUILD_INFO_LABELS: Final = ("version", "model_id", "architecture", "device", "precision",
+                            "weights_sha256")
 
 # HLS fetches go over the internet to S3: tens of ms when healthy, up to the
 # read timeout (15 s default) when not.

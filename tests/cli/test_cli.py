@@ -106,3 +106,24 @@ def test_detect_refuses_a_file_too_short_for_a_spectrogram(tmp_path: Path, weigh
     res = _cli("detect", str(tiny), "--weights", str(weights))
     assert res.returncode == 1
     assert "tiny.wav" in res.stderr and "too short" in res.stderr
+
+
+def test_detect_precision_flag(tmp_path: Path, weights: Path) -> None:
+    from listener.model.precision import cpu_has_native_bf16
+
+    clip = str(DATA / "clips" / "orcasoundlab_1594154121.mp3")
+    out = tmp_path / "out.json"
+    res = _cli("detect", clip, "--weights", str(weights), "--precision", "float32",
+               "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    model = json.loads(out.read_text())["model"]
+    assert model["precision"] == model["dtype"] == "float32"
+    res = _cli("detect", clip, "--weights", str(weights), "--precision", "bfloat16",
+               "--json", str(out))
+    if cpu_has_native_bf16():
+        assert res.returncode == 0 and json.loads(out.read_text())["model"]["precision"] == \
+            "bfloat16"
+    else:  # refused up front with the reason, not run many times slower
+        assert res.returncode == 1 and "no native bfloat16" in res.stderr
+        assert "Traceback" not in res.stderr
+    assert "--precision" in _cli("replay", "--help").stdout

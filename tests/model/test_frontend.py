@@ -201,3 +201,57 @@ def test_cuda_matches_cpu(frontend: Frontend, waves: torch.Tensor) -> None:
         gpu = fe(waves.to("cuda"))
     assert gpu.dtype == torch.float32
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-2)
+
+
+def _reference_spectrogram(fe: Frontend, wave: torch.Tensor) -> torch.Tensor:
+    """The frontend as first written (complex abs, dense mel matmul): the parity yardstick."""
+    spec = torch.stft(wave, fe.cfg.n_fft, fe.cfg.hop_length, window=fe.window, center=True,
+                      pad_mode="reflect", return_complex=True).abs().pow(2.0)
+    mel = torch.matmul(spec.transpose(-1, -2), fe.mel_fb).transpose(-1, -2)
+    db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
+    return torch.maximum(db, db.amax(dim=(-2, -1), keepdim=True) - fe.cfg.top_db)
+
+
+def _real_windows(name: str, n: int) -> tuple[np.ndarray, int]:
+    audio, rate = soundfile.read(DATA / "recordings" / name, dtype="float32")
+    return np.stack([audio[i * rate:(i + 2) * rate] for i in range(n)]), rate
+
+
+@pytest.mark.parametrize("labelling", [16000, 20000])
+def test_fast_spectrogram_within_1e4_db_of_the_reference(labelling: int) -> None:
+    fe = Frontend(FrontendConfig(mel_sample_rate=labelling))
+    windows, rate = _real_windows("onc_naxys_hydrophone_44000hz.wav", 6)
+    wave = torch.from_numpy(fe.prepare_batch(windows, rate))
+    got = fe.spectrogram(wave)
+    # Quiet real windows too: 60 dB down, their floors stay clear of the 1e-10 clamp.
+    quiet = fe.spectrogram(wave * 1e-3)
+    assert (got - _reference_spectrogram(fe, wave)).abs().max() <= 1e-4
+    assert (quiet - _reference_spectrogram(fe, wave * 1e-3)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize(("name", "rate_as"), [
+    ("S01-JL-1_44100hz.wav", None), ("S04-J-3_24576hz.wav", None),
+    ("S10-JKL-4_25057hz.wav", None), ("S12-J-4_36000hz.wav", None),
+    ("S01-JL_22050hz.wav", 48000), ("S01-JL_22050hz.wav", 20000)])
+def test_prepare_batch_is_bit_identical_to_prepare(frontend: Frontend, name: str,
+                                                   rate_as: int | None) -> None:
+    audio, rate = soundfile.read(DATA / "catalog" / name, dtype="float32")
+    rate = rate_as or rate
+    n = rate // 2  # half-second windows: four of them fit every catalogue call
+    windows = [np.stack([audio[i * n // 3:i * n // 3 + n]] * (1 + i % 2)) for i in range(4)]
+    batch = frontend.prepare_batch(windows, rate)
+    one_by_one = np.stack([frontend.prepare(w, rate) for w in windows])
+    assert batch.dtype == np.float32 and batch.shape == one_by_one.shape
+    assert np.array_equal(batch, one_by_one)
+    # A (batch, samples) mono array and a very short window take the same path.
+    mono = np.stack([w.mean(axis=0, dtype=np.float32) for w in windows])
+    assert np.array_equal(frontend.prepare_batch(mono, rate), one_by_one)
+    short = audio[None, :300]
+    alone = frontend.prepare(short[0], rate)[None]
+    assert np.array_equal(frontend.prepare_batch(short, rate), alone)
+
+
+def test_prepare_batch_refuses_mixed_lengths(frontend: Frontend) -> None:
+    with pytest.raises(ValueError, match="one length"):
+        frontend.prepare_batch([np.zeros(1000, np.float32), np.zeros(999, np.float32)], 48000)
+    assert frontend.prepare_batch([], 48000).shape == (0, 0)

@@ -15,7 +15,7 @@ from listener.config import FrontendConfig, ModelConfig
 from listener.errors import ModelLoadError
 from listener.model.frontend import Frontend
 from listener.model.network import build_model
-from listener.model.scorer import Scorer, autocast_dtype, select_device
+from listener.model.scorer import Scorer, select_device
 
 DATA = Path(__file__).parents[1] / "data"
 SR = 20_000
@@ -138,7 +138,8 @@ def test_info_describes_the_weights(weights: Path) -> None:
     info = Scorer(cfg(weights)).info
     assert info["architecture"] == "resnet18" and info["weights"] == str(weights)
     assert len(info["sha256"]) == 64 and info["layout"] == "listener"
-    assert info["device"] == "cpu" and info["dtype"] == "float32"  # fp16 is CUDA-only
+    assert info["device"] == "cpu" and info["dtype"] == "float32"  # auto: float32 on a CPU
+    assert info["precision"] == "float32"
     assert info["random"] is False and info["parameter_count"] == 11_699_138
     assert info["id"] == "orcahello-srkw"
 
@@ -188,16 +189,9 @@ def test_select_device() -> None:
         select_device("tpu")
 
 
-def test_autocast_only_on_cuda() -> None:
-    assert autocast_dtype("cuda", fp16=True) == torch.float16
-    assert autocast_dtype(torch.device("cuda:0"), fp16=True) == torch.float16
-    assert autocast_dtype("cuda", fp16=False) is None
-    assert autocast_dtype("cpu", fp16=True) is None
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_fp16_close_to_cpu_fp32(weights: Path, features: torch.Tensor) -> None:
-    gpu = Scorer(ModelConfig(weights=weights, device="cuda", fp16=True))
+    gpu = Scorer(ModelConfig(weights=weights, device="cuda"))  # auto = float16 on CUDA
     assert gpu.info["dtype"] == "float16"
     cpu = Scorer(cfg(weights))
     np.testing.assert_allclose(gpu.score_features(features), cpu.score_features(features),

@@ -124,7 +124,7 @@ def test_values_appear_in_a_scrape() -> None:
     assert s[("listener_sink_outbox_depth", frozenset({st, ("sink", "webhook")}))] == 3
     assert s[("listener_model_loaded", frozenset({st}))] == 1
     info = {("version", "0.1.0"), ("model_id", "orcahello-srkw"), ("device", "cpu"),
-            ("architecture", ""), ("weights_sha256", "")}
+            ("architecture", ""), ("precision", ""), ("weights_sha256", "")}
     assert s[("listener_build_info", frozenset({st, *info}))] == 1
 
 
@@ -170,7 +170,7 @@ def test_family_of_maps_series_to_families() -> None:
 
 def test_build_info_labels_are_the_documented_ones() -> None:
     assert BUILD_INFO_LABELS == ("version", "model_id", "architecture", "device",
-                                 "weights_sha256")
+                                 "precision", "weights_sha256")
 
 
 def test_every_metric_is_documented() -> None:

@@ -5,7 +5,7 @@ folder (``local_files_only``: never the hub at run time), at the extractor's
 own sampling rate, with the config's ``id2label`` as label names. Windows are
 downmixed and resampled one by one (like the ResNet path), then batched
 ``batch_size`` at a time under ``inference_mode``; float16 autocast on CUDA
-when ``fp16`` is set, as for the ResNet. Probabilities are the softmax of
+under ``model.precision``, as for the ResNet. Probabilities are the softmax of
 the logits, or the sigmoid for a ``multi_label_classification`` model.
 
 ``transformers`` is an optional extra: ``pip install 'listener[transformers]'``.
@@ -22,7 +22,8 @@ import torch
 from listener.errors import ModelLoadError
 from listener.model import dsp
 from listener.model.backends.base import ModelPlan
-from listener.model.scorer import autocast_dtype, select_device
+from listener.model.precision import plan_execution
+from listener.model.scorer import select_device
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,10 @@ class TransformersBackend:
         self.plan = plan
         self.device = select_device(entry.device)
         self.model = model.to(self.device).eval()
-        self.autocast = autocast_dtype(self.device, entry.fp16)
+        # model.precision as for the ResNet (refused where the device can't run it);
+        # transformers models run it under autocast rather than converted weights.
+        precision = plan_execution(entry.precision, self.device)
+        self.autocast = None if precision.precision == "float32" else precision.dtype
         self._rate = int(getattr(self.extractor, "sampling_rate", 0) or 0)
         if self._rate <= 0:
             raise ModelLoadError(f"{folder}: the feature extractor states no sampling_rate")

@@ -1,0 +1,134 @@
+"""Score error of each reduced precision against float32, on the shared real recordings.
+
+For every precision this host runs (bfloat16 where the CPU has it natively,
+float16 on CUDA), every file of ``../shared/data/recordings`` and
+``../shared/data/clips`` goes through ``listener detect``'s own path
+(``score_file``) in float32 and in that precision, and the script prints:
+
+* p50 / p99 / max of |score - float32 score| over all windows;
+* per-second decisions (score > local_threshold) that flip;
+* per-clip decisions (OrcaHello's rule: detected or not) that flip.
+
+Weights: ``--weights FILE`` for a real checkpoint. Without, a seeded random
+ResNet18 whose BatchNorm statistics are estimated on spectrograms of
+``../shared/data/train`` (no labels, no weight training; see
+``tests/support/calibrated.py``), so scores spread over (0, 1) as a trained
+network's do near its threshold.
+
+``--emulate-bf16`` runs bfloat16 on a CPU without native support (refused by
+the scorer otherwise): the same roundings (bf16 operands, float32
+accumulation), many times slower; for the error figures only, never speed.
+
+    python benchmarks/bench_precision.py [--weights W] [--emulate-bf16] [--max-files N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import ROOT, cpu_model
+
+sys.path.insert(0, str(ROOT / "tests"))  # the calibrated random network lives with the tests
+from support.calibrated import save_calibrated
+
+from listener.audio.decode import FileDecoder
+from listener.config import Config, ModelConfig, StationConfig
+from listener.model import precision as prec
+from listener.model.dsp import downmix
+from listener.model.frontend import Frontend
+from listener.model.scorer import Scorer
+from listener.pipeline.files import FileResult, score_file
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def calibration_features(n_files: int = 24) -> torch.Tensor:
+    """Spectrograms of the first 2 s of some training files (calls and background)."""
+    fe = Frontend()
+    files = sorted((SHARED / "train").rglob("*.wav"))[::max(1, 216 // n_files)][:n_files]
+    feats = []
+    for f in files:
+        dec = FileDecoder(f)
+        audio = np.concatenate([downmix(b) for b in dec])
+        rate = dec.sample_rate
+        if audio.size >= rate:
+            wave = fe.prepare_batch(audio[None, :2 * rate], rate)
+            with torch.no_grad():
+                feats.append(fe(torch.from_numpy(wave))[0])
+    return torch.stack(feats)
+
+
+def score_all(cfg: Config, files: list[Path]) -> list[FileResult]:
+    scorer = Scorer(cfg.model, cfg.frontend)
+    return [score_file(f, cfg, scorer.score_waves, scorer.frontend,
+                       score_features=scorer.score_features) for f in files]
+
+
+def compare(ref: list[FileResult], got: list[FileResult], threshold: float) -> str:
+    a = np.array([w.score for r in ref for w in r.windows])
+    b = np.array([w.score for r in got for w in r.windows])
+    d = np.abs(a - b)
+    sec = int(np.sum((a > threshold) != (b > threshold)))
+    ca = [c.detected for r in ref for c in r.clips]
+    cb = [c.detected for r in got for c in r.clips]
+    clip = sum(x != y for x, y in zip(ca, cb, strict=True))
+    near = int(np.sum(np.abs(a - threshold) < 0.05))
+    return (f"{len(a)} windows: |diff| p50 {np.percentile(d, 50):.2e}  p99 "
+            f"{np.percentile(d, 99):.2e}  max {d.max():.2e}; per-second flips {sec} "
+            f"({near} windows within 0.05 of the threshold); per-clip flips {clip} of "
+            f"{len(ca)} clips ({sum(ca)} detected in float32)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", type=Path, default=None)
+    p.add_argument("--emulate-bf16", action="store_true")
+    p.add_argument("--max-files", type=int, default=0, help="0 = all")
+    p.add_argument("--batch", type=int, default=16)
+    args = p.parse_args()
+    out = sys.stdout.write
+    files = sorted((SHARED / "recordings").glob("*.wav"))
+    files += sorted((SHARED / "clips").rglob("*.mp3"))
+    if args.max_files:
+        files = files[:args.max_files]
+    out(f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"native bf16: {prec.cpu_has_native_bf16()}; {len(files)} files\n")
+    precisions = []
+    if torch.cuda.is_available():
+        precisions.append(("cuda", "float16"))
+    if prec.cpu_has_native_bf16() or args.emulate_bf16:
+        if args.emulate_bf16 and not prec.cpu_has_native_bf16():
+            prec.cpu_has_native_bf16 = lambda flags=None: True  # type: ignore[assignment]
+            out("bfloat16 EMULATED on this CPU: error figures only\n")
+        precisions.append(("cpu", "bfloat16"))
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = args.weights
+        if weights is None:
+            weights = save_calibrated(Path(tmp) / "r18.safetensors", calibration_features())
+            out("weights: seeded random ResNet18, BatchNorm statistics from train/ spectrograms\n")
+        base = Config(station=StationConfig(id="bench"),
+                      model=ModelConfig(weights=weights, device="cpu", batch_size=args.batch,
+                                        precision="float32"))
+        t = time.perf_counter()
+        ref = score_all(base, files)
+        out(f"float32 reference scored in {time.perf_counter() - t:.0f} s\n")
+        for device, name in precisions:
+            cfg = base.model_copy(update={"model": base.model.model_copy(
+                update={"device": device, "precision": name})})
+            t = time.perf_counter()
+            got = score_all(cfg, files)
+            out(f"{name} on {device} ({time.perf_counter() - t:.0f} s): "
+                f"{compare(ref, got, base.detection.local_threshold)}\n")
+    if not precisions:
+        out("no reduced precision runs on this host (no native bf16, no CUDA); "
+            "--emulate-bf16 measures bf16's error anyway\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""model.precision: the per-host decision, the bf16 body, and its measured error bound."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from support.calibrated import save_calibrated
+
+from listener.config import ModelConfig, default_config, parse_config, with_precision
+from listener.errors import ConfigError, ModelLoadError
+from listener.model import precision as prec
+from listener.model.frontend import Frontend
+from listener.model.precision import cpu_flags, cpu_has_native_bf16, plan_execution
+from listener.model.scorer import ModelInfo, Scorer
+
+DATA = Path(__file__).parents[1] / "data"
+NATIVE_BF16 = cpu_has_native_bf16()
+
+
+@pytest.fixture(scope="module")
+def frontend() -> Frontend:
+    return Frontend()
+
+
+@pytest.fixture(scope="module")
+def calibration(frontend: Frontend) -> torch.Tensor:
+    """Real spectrograms (Sunset Bay's three, four catalogue calls) to set BatchNorm statistics."""
+    ref = torch.load(DATA / "sunset_bay_fastai_audio_reference.pt", weights_only=True)
+    feats = [ref[f"segment_{i}"]["mel_standardized"] for i in range(3)]
+    for name in ("S01-JL-1_44100hz.wav", "S04-J-3_24576hz.wav", "S10-JKL-4_25057hz.wav",
+                 "S12-J-4_36000hz.wav"):
+        audio, rate = soundfile.read(DATA / "catalog" / name, dtype="float32")
+        wave = frontend.prepare_batch(audio[None, :rate], rate)
+        with torch.no_grad():
+            feats.append(frontend(torch.from_numpy(wave))[0])
+    return torch.stack(feats).float()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory, calibration: torch.Tensor) -> Path:
+    return save_calibrated(tmp_path_factory.mktemp("w") / "r18.safetensors", calibration)
+
+
+@pytest.fixture(scope="module")
+def recording_features(frontend: Frontend) -> torch.Tensor:
+    """Every 2 s window, one a second, of the real 30 s ONC recording: (29, 1, 256, 312)."""
+    audio, rate = soundfile.read(DATA / "recordings" / "onc_naxys_hydrophone_44000hz.wav",
+                                 dtype="float32")
+    windows = np.stack([audio[i * rate:(i + 2) * rate] for i in range(len(audio) // rate - 1)])
+    with torch.no_grad():
+        return frontend(torch.from_numpy(frontend.prepare_batch(windows, rate)))
+
+
+def test_auto_is_float16_on_cuda_and_float32_on_cpu() -> None:
+    assert plan_execution("auto", "cpu").precision == "float32"
+    cuda = plan_execution("auto", "cuda")
+    assert cuda.dtype == torch.float16 and cuda.fuse_batchnorm and cuda.channels_last
+    plain = plan_execution("float32", "cpu", fuse_batchnorm=False, channels_last=False)
+    assert not plain.fuse_batchnorm and not plain.channels_last  # honoured in float32
+
+
+def test_bfloat16_on_cpu_needs_native_support() -> None:
+    plan = plan_execution("bfloat16", "cpu", fuse_batchnorm=False, channels_last=False,
+                          native_bf16=True)
+    # Reduced precision forces folding (before the cast) and the fast layout.
+    assert plan.dtype == torch.bfloat16 and plan.fuse_batchnorm and plan.channels_last
+    with pytest.raises(ModelLoadError, match=r"no native bfloat16.*avx512_bf16.*use float32"):
+        plan_execution("bfloat16", "cpu", native_bf16=False)
+
+
+def test_float16_is_cuda_only_and_bf16_cuda_needs_ampere() -> None:
+    with pytest.raises(ModelLoadError, match="float16 needs a CUDA device"):
+        plan_execution("float16", "cpu")
+    assert plan_execution("bfloat16", "cuda", cuda_bf16=True).dtype == torch.bfloat16
+    with pytest.raises(ModelLoadError, match=r"compute capability 8\.0"):
+        plan_execution("bfloat16", "cuda", cuda_bf16=False)
+    with pytest.raises(ModelLoadError, match="'int8'"):
+        plan_execution("int8", "cpu")
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n\n"
+                    "processor\t: 1\nflags\t\t: fpu\n")
+    assert cpu_flags(info) == frozenset({"fpu", "avx2", "avx512f", "amx_bf16", "amx_tile"})
+    assert cpu_flags(tmp_path / "missing") is None
+    assert cpu_has_native_bf16(frozenset({"avx512_bf16"})) is True
+    assert cpu_has_native_bf16(frozenset({"avx512f", "avx2"})) is False  # AVX-512 alone: emulated
+
+
+def test_old_fp16_flag_maps_onto_precision(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="listener.config"):
+        assert ModelConfig(fp16=True).precision == "auto"  # type: ignore[call-arg]
+        assert ModelConfig(fp16=False).precision == "float32"  # type: ignore[call-arg]
+        kept = ModelConfig(fp16=False, precision="bfloat16")  # type: ignore[call-arg]
+    assert kept.precision == "bfloat16"
+    assert sum("fp16 is deprecated" in r.getMessage() for r in caplog.records) == 3
+    cfg = parse_config("station: {id: s}\nmodel: {fp16: false}\n")
+    assert cfg.model.precision == "float32"
+    with pytest.raises(ConfigError, match="precision"):
+        parse_config("station: {id: s}\nmodel: {precision: half}\n")
+    with pytest.raises(ConfigError, match="fp16 must be true or false"):
+        parse_config("station: {id: s}\nmodel: {fp16: maybe}\n")
+
+
+def test_with_precision_overrides_the_config() -> None:
+    cfg = default_config()
+    assert with_precision(cfg, None) is cfg
+    assert with_precision(cfg, "bfloat16").model.precision == "bfloat16"
+    with pytest.raises(ConfigError, match="got 'half'"):
+        with_precision(cfg, "half")
+
+
+def test_info_is_typed_and_still_a_mapping(weights: Path) -> None:
+    info = Scorer(ModelConfig(weights=weights, device="cpu")).info
+    assert isinstance(info, ModelInfo) and info.precision == "float32"
+    block = {**info, "extra": 1}  # how the daemon builds the events' model block
+    assert block["id"] == "orcahello-srkw" and block["dtype"] == block["precision"] == "float32"
+    assert info.get("sha256") == info.sha256 and info.get("nope") is None
+    assert json.loads(json.dumps(info.to_dict()))["parameter_count"] == 11_699_138
+    with pytest.raises(AttributeError):
+        info.precision = "float16"  # type: ignore[misc]
+
+
+def test_bfloat16_refused_before_loading_on_a_cpu_without_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda flags=None: False)
+    # The weights file does not exist: the refusal comes first, and says why.
+    with pytest.raises(ModelLoadError, match="no native bfloat16"):
+        Scorer(ModelConfig(weights=tmp_path / "absent.pt", device="cpu", precision="bfloat16"))
+
+
+def test_bfloat16_body_float32_head(monkeypatch: pytest.MonkeyPatch, weights: Path,
+                                    recording_features: torch.Tensor) -> None:
+    """The conversion itself, on any CPU (emulated bf16 where not native: slow, so 2 windows)."""
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda flags=None: True)
+    bf16 = Scorer(ModelConfig(weights=weights, device="cpu", precision="bfloat16",
+                              fuse_batchnorm=False, channels_last=False))
+    assert bf16.info.precision == "bfloat16" and bf16.info.fuse_batchnorm
+    assert bf16.model.layer1[0].conv1.weight.dtype == torch.bfloat16
+    assert bf16.model.layer4[1].conv2.weight.dtype == torch.bfloat16
+    assert bf16.model.layer4[1].conv2.bias is not None  # folded
+    # Stem (dB input) and head (logits) stay float32.
+    assert bf16.model.conv1.weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in bf16.model.head.parameters())
+    assert bf16.model.layer2[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x = recording_features[:2]
+    ref = Scorer(ModelConfig(weights=weights, device="cpu")).score_features(x)
+    got = bf16.score_features(x)
+    assert got.dtype == np.float64
+    assert not np.array_equal(got, ref)  # bf16 really ran
+    np.testing.assert_allclose(got, ref, rtol=0, atol=5e-2)
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bfloat16 (avx512_bf16 / "
+                    "amx_bf16): bfloat16 is refused here, so there is no bound to check")
+def test_bfloat16_error_bound_on_a_real_recording(weights: Path,
+                                                  recording_features: torch.Tensor) -> None:
+    """Bound: median |bf16 - fp32| <= 1e-2, max <= 4e-2 over 29 real windows.
+
+    Measured (docs/model.md, bench_precision.py, 111 real windows, bf16 emulated
+    on an AMD EPYC: same roundings): p50 5.3e-3, p99 2.6e-2, max 2.7e-2. The
+    issue's target (p99 <= 2e-3) is NOT met by this network; the bound holds
+    the measured behaviour so a regression (e.g. a bf16 stem) shows.
+    """
+    ref = Scorer(ModelConfig(weights=weights, device="cpu")).score_features(recording_features)
+    got = Scorer(ModelConfig(weights=weights, device="cpu", precision="bfloat16")
+                 ).score_features(recording_features)
+    diff = np.abs(got - ref)
+    assert np.sum((ref > 0.02) & (ref < 0.98)) >= 5, ref  # not saturated: the bound means something
+    assert np.median(diff) <= 1e-2 and diff.max() <= 4e-2, diff
