@@ -234,14 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also record (never run) classes of this package, e.g. a custom "
                         "fastai extension; repeatable")
     s.set_defaults(func=cmd_convert_fastai)
+    _add_quality_commands(sub)
     return p
+
+
+def _add_quality_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``train`` and ``evaluate`` (their code lives in listener.cli.quality)."""
+    from listener.cli.quality import add_train_parser
+
+    add_train_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from listener.service.logs import setup_logging
 
-    quiet_default = args.command in ("detect", "features", "check-config", "convert-fastai")
+    quiet_default = args.command in ("detect", "features", "check-config", "convert-fastai",
+                                     "evaluate")
     setup_logging(args.log_level or ("WARNING" if quiet_default else "INFO"),
                   args.log_format or "text")
     try:

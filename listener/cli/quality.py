@@ -1,0 +1,99 @@
+"""``listener train`` and ``listener evaluate``: the command-line side (printing lives here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EXIT_FAILED = 1
+
+
+class _StepBar:
+    """``label [#####     ] 40/120 status`` on stderr when it is a terminal, else a log line
+    every ``every`` steps."""
+
+    def __init__(self, label: str, every: int = 6) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.every = every
+        self.start = time.monotonic()
+
+    def __call__(self, done: int, total: int, status: str) -> None:
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / max(done, 1) * (total - done)
+        bar = "#" * int(30 * done / max(total, 1))
+        text = f"{self.label} [{bar:<30}] {done}/{total} {status} ETA {eta:4.0f} s"
+        if self.tty:
+            sys.stderr.write("\r" + text)
+            if done == total:
+                sys.stderr.write("\n")
+        elif done % self.every == 0 or done == total:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from listener.config import default_config, load_config
+    from listener.model.frontend import Frontend
+    from listener.quality.labels import read_labels
+    from listener.training.augment import AugmentConfig
+    from listener.training.card import model_card, save_weights, write_card
+    from listener.training.data import load_recordings, split_by_file
+    from listener.training.trainer import TrainConfig, train
+
+    cfg = load_config(args.config) if args.config else default_config()
+    labels = read_labels(Path(args.data))
+    frontend = Frontend(cfg.frontend)
+    recordings, problems = load_recordings(labels, frontend)
+    problems = labels.problems + problems
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    tcfg = TrainConfig(architecture=args.architecture, epochs=args.epochs,
+                       steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
+                       window_s=cfg.detection.window_s, init=args.init,
+                       augment=AugmentConfig())
+    train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed)
+    out = Path(args.out)
+    ckpt = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt.pt")
+    print(f"training {tcfg.architecture} on {len(train_set)} files, validating on "
+          f"{len(val_set)} held-out files; checkpoint {ckpt}", file=sys.stderr)
+    result = train(tcfg, train_set, val_set, cfg.frontend, checkpoint=ckpt,
+                   progress=_StepBar("train"))
+    meta = {"format": "listener", "architecture": tcfg.architecture,
+            "trained_by": "listener train", "recipe": json.dumps(tcfg.to_json()),
+            "best_epoch": str(result.best_epoch), "val_pr_auc": f"{result.best_pr_auc:.4f}"}
+    save_weights(result.state_dict, out, args.half, meta)
+    files = {"train": len(train_set), "val": len(val_set),
+             "calls": sum(r.positive for r in recordings),
+             "backgrounds": sum(not r.positive for r in recordings), "skipped": len(problems)}
+    card = write_card(out, model_card(out, tcfg, result, args.data, files, args.half))
+    print(f"wrote {out} and {card}: best epoch {result.best_epoch}, validation PR-AUC "
+          f"{result.best_pr_auc:.3f}, {result.seconds / 60:.1f} min")
+    return EXIT_FAILED if problems and args.strict else 0
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser("train", help="train or fine-tune the network on labelled clips")
+    s.add_argument("data", metavar="DATA", help="folder with one sub-folder per class "
+                   "(calls/, background/ or nocalls/)")
+    s.add_argument("--out", required=True, help="output .safetensors (a model card .md "
+                   "is written next to it)")
+    s.add_argument("--config", default=None, help="station YAML (its frontend and window)")
+    s.add_argument("--architecture", choices=["resnet18", "resnet50"], default="resnet18")
+    s.add_argument("--init", default=None, help="fine-tune from these weights")
+    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--steps", type=int, default=12, help="batches per epoch")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--lr", type=float, default=2e-3)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--patience", type=int, default=4, help="epochs without PR-AUC gain")
+    s.add_argument("--checkpoint", default=None,
+                   help="resume/save state here (default OUT.ckpt.pt)")
+    s.add_argument("--half", action="store_true", help="store float16 weights")
+    s.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
+    s.set_defaults(func=cmd_train)
