@@ -17,7 +17,7 @@ ckpt="${CKPT:-${TMPDIR:-/tmp}/listener_demo_resnet18.ckpt.pt}"
 if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
   [[ "${RESUME:-0}" == 1 ]] || rm -f "$ckpt"
   listener train "$data/train" --out "$out" --checkpoint "$ckpt" --half \
-    --architecture resnet18 --epochs 12 --steps 14 --batch-size 16 --lr 2e-3 \
+    --architecture resnet18 --epochs 8 --steps 12 --batch-size 16 --lr 2e-3 \
     --seed 0 --val-fraction 0.2 --patience 4
 fi
 

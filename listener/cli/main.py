@@ -76,6 +76,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     scorer = Scorer(cfg.model, cfg.frontend)
     failed = 0
     outputs: list[dict[str, Any]] = []
+    scored: list[tuple[str, Any]] = []
     tty = sys.stderr.isatty() and not args.quiet
     for path in args.files:
         bar = _ProgressBar(Path(path).name) if tty else None
@@ -91,6 +92,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         if bar:
             bar.close()
         outputs.append(result.to_json(scorer.info))
+        scored.append((path, result.clips))
         if not args.quiet:
             _print_summary(result)
     if args.json:
@@ -100,10 +102,26 @@ def cmd_detect(args: argparse.Namespace) -> int:
             sys.stdout.write(text + "\n")
         else:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
+    _export_labels(args, cfg, scored)
     if failed:
         print(f"{failed} of {len(args.files)} file(s) could not be processed", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _export_labels(args: argparse.Namespace, cfg: Config, scored: list[tuple[str, Any]]) -> None:
+    """``--raven OUT`` (one table for all files) and ``--audacity OUT`` (a track per file)."""
+    from listener.quality.export import audacity_labels, raven_table
+
+    if args.raven:
+        Path(args.raven).write_text(raven_table(scored, cfg.detection), encoding="utf-8")
+    if args.audacity:
+        out = Path(args.audacity)
+        if len(scored) > 1:
+            out.mkdir(parents=True, exist_ok=True)
+        for path, clips in scored:
+            target = out / f"{Path(path).stem}.txt" if out.is_dir() else out
+            target.write_text(audacity_labels(clips, cfg.detection), encoding="utf-8")
 
 
 def _print_summary(result: Any) -> None:
@@ -192,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="serve bundled recordings as live HLS and run the daemon")
     s.add_argument("--duration", type=float, default=90.0, help="seconds to run (default 90)")
-    s.add_argument("--weights", default=None, help="a checkpoint (default: random weights)")
+    s.add_argument("--weights", default=None, help="a checkpoint (default: the bundled demo model, "
+                   "trained on a small open set)")
     s.add_argument("--port", type=int, default=9108, help="metrics port (default 9108)")
     s.set_defaults(func=cmd_demo)
 
@@ -212,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", default=None, metavar="OUT",
                    help="write results as JSON ('-' = stdout)")
     s.add_argument("--quiet", action="store_true", help="no summary, no progress bar")
+    _add_label_export_flags(s)
     s.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("features", help="write the exact model input of one window as .npy")
@@ -238,11 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_label_export_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--raven", default=None, metavar="OUT",
+                   help="write detections as a Raven Pro selection table")
+    s.add_argument("--audacity", default=None, metavar="OUT",
+                   help="write detections as an Audacity label track (with several files: "
+                        "OUT is a folder, one <file stem>.txt each)")
+
+
 def _add_quality_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """``train`` and ``evaluate`` (their code lives in listener.cli.quality)."""
-    from listener.cli.quality import add_train_parser
+    from listener.cli.quality import add_evaluate_parser, add_train_parser
 
     add_train_parser(sub)
+    add_evaluate_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,3 +97,81 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.add_argument("--half", action="store_true", help="store float16 weights")
     s.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
     s.set_defaults(func=cmd_train)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from listener.config import default_config, load_config
+    from listener.model.scorer import Scorer
+    from listener.quality.evaluate import collect_clips, collect_windows, score_items
+    from listener.quality.labels import LabelProblem, read_labels
+    from listener.quality.plots import histogram_png, pr_png
+    from listener.quality.report import model_report, summary_lines
+
+    cfg = load_config(args.config) if args.config else default_config()
+    labels = read_labels(Path(args.data), args.positive, args.negative)
+    target = (("precision", args.target_precision) if args.target_precision is not None
+              else ("recall", args.target_recall) if args.target_recall is not None else None)
+    weights = args.weights or ([str(cfg.model.weights)] if cfg.model.weights else [])
+    if not weights:
+        print("error: give --weights (or model.weights in --config)", file=sys.stderr)
+        return EXIT_FAILED
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, object] = {"data": args.data, "models": {}}
+    lines: list[str] = []
+    curves = []
+    problems: list[LabelProblem] = list(labels.problems)
+    for k, w in enumerate(weights):
+        mcfg = cfg.model_copy(update={"model": cfg.model.model_copy(
+            update={"weights": Path(w)})})
+        scorer = Scorer(mcfg.model, mcfg.frontend)
+        run_problems: list[LabelProblem] = []
+        files = score_items(labels.items, mcfg, scorer, run_problems)
+        if k == 0:
+            problems.extend(run_problems)
+        windows, clips = collect_windows(files), collect_clips(files, cfg.detection)
+        rep = model_report(windows, clips, cfg.detection, target, args.bootstrap, args.seed)
+        rep["model"] = scorer.info
+        name = f"{k + 1}:{Path(w).name}"
+        doc["models"][name] = rep  # type: ignore[index]
+        lines.extend(summary_lines(name, rep))
+        curves.append((clips.labels, clips.scores))
+        histogram_png(out / f"histogram_windows_{k + 1}.png", windows.labels, windows.scores)
+        histogram_png(out / f"histogram_clips_{k + 1}.png", clips.labels, clips.scores)
+    pr_png(out / "pr_curve_clips.png", curves)
+    for cls, name in ((1, "calls"), (0, "no-call")):
+        if not any(it.label == bool(cls) or it.selections for it in labels.items):
+            problems.append(LabelProblem(args.data, None, f"no {name} examples: "
+                                         "precision/recall/AUC are undefined"))
+    doc["problems"] = [str(p) for p in problems]
+    (out / "evaluation.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    print("\n".join(lines))
+    print(f"wrote {out / 'evaluation.json'} and PNG plots in {out}")
+    if problems:
+        print(f"{len(problems)} label problem(s): the rest was evaluated", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser("evaluate", help="measure detection quality on labelled audio")
+    s.add_argument("data", metavar="DATA", help="class folders, a Raven/Audacity table, "
+                   "OrcaHello .json records, or a folder of them")
+    s.add_argument("--config", default=None, help="station YAML (frontend, thresholds)")
+    s.add_argument("--weights", action="append", default=[], metavar="W",
+                   help="a checkpoint; repeat to compare models on the same windows")
+    s.add_argument("--out", default="evaluation", help="folder for evaluation.json and plots")
+    t = s.add_mutually_exclusive_group()
+    t.add_argument("--target-precision", type=float, default=None, metavar="P",
+                   help="recommend the (local, global) thresholds reaching this precision")
+    t.add_argument("--target-recall", type=float, default=None, metavar="R")
+    s.add_argument("--positive", action="append", default=[], metavar="CLASS",
+                   help="an extra folder/annotation name meaning 'call'")
+    s.add_argument("--negative", action="append", default=[], metavar="CLASS",
+                   help="an extra folder/annotation name meaning 'no call'")
+    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws for the "
+                   "95%% intervals")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_evaluate)
