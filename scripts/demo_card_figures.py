@@ -17,7 +17,7 @@ MARKER = "\n## Held-out check"
 
 
 def section(ev: dict, lpod: dict) -> str:
-    name, rep = next(iter(ev["models"].items()))
+    rep = next(iter(ev["models"].values()))
     clips, wins = rep["clips"], rep["windows"]
     c = clips["confusion"]
     th = rep["thresholds"]
