@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 EXIT_FAILED = 1
 
@@ -99,13 +100,35 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.set_defaults(func=cmd_train)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from listener.config import default_config, load_config
+def _evaluate_one(k: int, weights: str, cfg: Any, labels: Any, target: Any,
+                  args: argparse.Namespace, out: Path,
+                  problems: list[Any]) -> tuple[str, dict[str, Any], Any]:
+    """Score every labelled item with one model; its report, and its plots written."""
     from listener.model.scorer import Scorer
     from listener.quality.evaluate import collect_clips, collect_windows, score_items
+    from listener.quality.plots import histogram_png
+    from listener.quality.report import model_report
+
+    mcfg = cfg.model_copy(update={"model": cfg.model.model_copy(
+        update={"weights": Path(weights)})})
+    scorer = Scorer(mcfg.model, mcfg.frontend)
+    run_problems: list[Any] = []
+    files = score_items(labels.items, mcfg, scorer, run_problems)
+    if k == 0:  # every model meets the same files: report their problems once
+        problems.extend(run_problems)
+    windows, clips = collect_windows(files), collect_clips(files, cfg.detection)
+    rep = model_report(windows, clips, cfg.detection, target, args.bootstrap, args.seed)
+    rep["model"] = scorer.info
+    histogram_png(out / f"histogram_windows_{k + 1}.png", windows.labels, windows.scores)
+    histogram_png(out / f"histogram_clips_{k + 1}.png", clips.labels, clips.scores)
+    return f"{k + 1}:{Path(weights).name}", rep, clips
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from listener.config import default_config, load_config
     from listener.quality.labels import LabelProblem, read_labels
-    from listener.quality.plots import histogram_png, pr_png
-    from listener.quality.report import model_report, summary_lines
+    from listener.quality.plots import pr_png
+    from listener.quality.report import summary_lines
 
     cfg = load_config(args.config) if args.config else default_config()
     labels = read_labels(Path(args.data), args.positive, args.negative)
@@ -117,33 +140,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, object] = {"data": args.data, "models": {}}
+    problems: list[LabelProblem] = list(labels.problems)
+    models: dict[str, Any] = {}
     lines: list[str] = []
     curves = []
-    problems: list[LabelProblem] = list(labels.problems)
     for k, w in enumerate(weights):
-        mcfg = cfg.model_copy(update={"model": cfg.model.model_copy(
-            update={"weights": Path(w)})})
-        scorer = Scorer(mcfg.model, mcfg.frontend)
-        run_problems: list[LabelProblem] = []
-        files = score_items(labels.items, mcfg, scorer, run_problems)
-        if k == 0:
-            problems.extend(run_problems)
-        windows, clips = collect_windows(files), collect_clips(files, cfg.detection)
-        rep = model_report(windows, clips, cfg.detection, target, args.bootstrap, args.seed)
-        rep["model"] = scorer.info
-        name = f"{k + 1}:{Path(w).name}"
-        doc["models"][name] = rep  # type: ignore[index]
+        name, rep, clips = _evaluate_one(k, w, cfg, labels, target, args, out, problems)
+        models[name] = rep
         lines.extend(summary_lines(name, rep))
         curves.append((clips.labels, clips.scores))
-        histogram_png(out / f"histogram_windows_{k + 1}.png", windows.labels, windows.scores)
-        histogram_png(out / f"histogram_clips_{k + 1}.png", clips.labels, clips.scores)
     pr_png(out / "pr_curve_clips.png", curves)
-    for cls, name in ((1, "calls"), (0, "no-call")):
-        if not any(it.label == bool(cls) or it.selections for it in labels.items):
-            problems.append(LabelProblem(args.data, None, f"no {name} examples: "
+    for cls, what in ((True, "calls"), (False, "no-call")):
+        if not any(it.label is cls or it.selections for it in labels.items):
+            problems.append(LabelProblem(args.data, None, f"no {what} examples: "
                                          "precision/recall/AUC are undefined"))
-    doc["problems"] = [str(p) for p in problems]
+    doc = {"data": args.data, "models": models, "problems": [str(p) for p in problems]}
     (out / "evaluation.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
