@@ -80,7 +80,8 @@ def test_check_config_accepts_the_example(tmp_path: Path) -> None:
 
 def test_help_lists_every_command() -> None:
     res = _cli("--help")
-    for cmd in ("run", "demo", "replay", "detect", "features", "check-config", "convert-fastai"):
+    for cmd in ("run", "demo", "replay", "detect", "features", "check-config", "convert-fastai",
+                "evaluate", "train"):
         assert cmd in res.stdout
 
 
