@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from listener import __version__
-from listener.config import PRECISIONS, Config, default_config, load_config, with_precision
+from listener.cli.options import add_precision_flag
+from listener.config import Config, default_config, load_config, with_precision
 from listener.errors import ListenerError
 
 log = logging.getLogger("listener.cli.main")
@@ -32,17 +33,6 @@ def _load(args: argparse.Namespace) -> Config:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
             update={"weights": Path(weights)})})
     return with_precision(cfg, getattr(args, "precision", None))
-
-
-def add_precision_flag(parser: argparse.ArgumentParser) -> None:
-    """``--precision`` for a command that scores (``args.precision``, ``None`` = the config's).
-
-    Apply it with :func:`listener.config.with_precision` after loading the config.
-    """
-    parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="the network's number format: auto (float16 on CUDA, float32 "
-                             "on CPU), float32, bfloat16 (CPUs with AVX512-BF16/AMX), "
-                             "float16 (CUDA); default: model.precision of the config")
 
 
 class _ProgressBar:
@@ -93,6 +83,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     scorer = Scorer(cfg.model, cfg.frontend)
     failed = 0
     outputs: list[dict[str, Any]] = []
+    scored: list[tuple[str, Any]] = []
     tty = sys.stderr.isatty() and not args.quiet
     for path in args.files:
         bar = _ProgressBar(Path(path).name) if tty else None
@@ -109,6 +100,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         if bar:
             bar.close()
         outputs.append(result.to_json(scorer.info))
+        scored.append((path, result.clips))
         if not args.quiet:
             _print_summary(result)
     if args.json:
@@ -118,10 +110,26 @@ def cmd_detect(args: argparse.Namespace) -> int:
             sys.stdout.write(text + "\n")
         else:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
+    _export_labels(args, cfg, scored)
     if failed:
         print(f"{failed} of {len(args.files)} file(s) could not be processed", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _export_labels(args: argparse.Namespace, cfg: Config, scored: list[tuple[str, Any]]) -> None:
+    """``--raven OUT`` (one table for all files) and ``--audacity OUT`` (a track per file)."""
+    from listener.quality.export import audacity_labels, raven_table
+
+    if args.raven:
+        Path(args.raven).write_text(raven_table(scored, cfg.detection), encoding="utf-8")
+    if args.audacity:
+        out = Path(args.audacity)
+        if len(scored) > 1:
+            out.mkdir(parents=True, exist_ok=True)
+        for path, clips in scored:
+            target = out / f"{Path(path).stem}.txt" if out.is_dir() else out
+            target.write_text(audacity_labels(clips, cfg.detection), encoding="utf-8")
 
 
 def _print_summary(result: Any) -> None:
@@ -286,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="serve bundled recordings as live HLS and run the daemon")
     s.add_argument("--duration", type=float, default=90.0, help="seconds to run (default 90)")
-    s.add_argument("--weights", default=None, help="a checkpoint (default: random weights)")
+    s.add_argument("--weights", default=None, help="a checkpoint (default: the bundled demo model, "
+                   "trained on a small open set)")
     s.add_argument("--port", type=int, default=9108, help="metrics port (default 9108)")
     s.set_defaults(func=cmd_demo)
 
@@ -317,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score with every model of the config's 'models:' (or those named) "
                         "and compare them side by side")
     add_precision_flag(s)
+    _add_label_export_flags(s)
     s.set_defaults(func=cmd_detect)
 
     s = sub.add_parser("features", help="write the exact model input of one window as .npy")
@@ -339,14 +349,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also record (never run) classes of this package, e.g. a custom "
                         "fastai extension; repeatable")
     s.set_defaults(func=cmd_convert_fastai)
+    _add_quality_commands(sub)
     return p
+
+
+def _add_label_export_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--raven", default=None, metavar="OUT",
+                   help="write detections as a Raven Pro selection table")
+    s.add_argument("--audacity", default=None, metavar="OUT",
+                   help="write detections as an Audacity label track (with several files: "
+                        "OUT is a folder, one <file stem>.txt each)")
+
+
+def _add_quality_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``train`` and ``evaluate`` (their code lives in listener.cli.quality)."""
+    from listener.cli.quality import add_evaluate_parser, add_train_parser
+
+    add_train_parser(sub)
+    add_evaluate_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from listener.service.logs import setup_logging
 
-    quiet_default = args.command in ("detect", "features", "check-config", "convert-fastai")
+    quiet_default = args.command in ("detect", "features", "check-config", "convert-fastai",
+                                     "evaluate")
     setup_logging(args.log_level or ("WARNING" if quiet_default else "INFO"),
                   args.log_format or "text")
     try:

@@ -5,9 +5,12 @@ ffmpeg into Orcasound-style MPEG-TS segments and published as a live HLS
 stream on 127.0.0.1; the real daemon follows it, scores every window, writes
 events to a JSON lines file and serves /metrics, /healthz and /readyz.
 
-Without ``--weights`` the network has seeded *random* weights: the scores are
-meaningless and the demo says so. Give it the OrcaHello checkpoint to see
-real detections.
+Without ``--weights`` it uses the bundled demo model
+(``listener/data/demo_resnet18.safetensors``): a ResNet18 trained by
+``scripts/train_demo_model.sh`` on about 11 minutes of open labelled calls
+and background, never on this recording. It is not the OrcaHello production
+model, and the demo says so. Give ``--weights`` the production checkpoint to
+see its detections.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from listener.service.daemon import Daemon
 log = logging.getLogger(__name__)
 
 RECORDING = Path(__file__).parents[1] / "data" / "lpod_orcasound_22050hz.wav"
+DEMO_WEIGHTS = Path(__file__).parents[1] / "data" / "demo_resnet18.safetensors"
+DEMO_MODEL_TEXT = ("bundled demo model (ResNet18 trained on ~11 min of open labelled calls and "
+                   "background; NOT the OrcaHello production model, see {card})")
 NODE = "rpi_demo"
 PRELISTED = 6  # one minute already "live" when the demo starts, so clips close at once
 
@@ -100,9 +106,14 @@ def run_demo(say: Callable[[str], None], duration_s: float = 90.0,
     segments = make_segments(RECORDING, workdir / "hls", duration_s + PRELISTED * 10 + 20)
     node = LiveNode(NODE, folder_time_for(segments, PRELISTED), workdir / "hls", segments)
     node.start(initially=PRELISTED)
+    bundled = weights is None and DEMO_WEIGHTS.is_file()
+    if bundled:
+        weights = str(DEMO_WEIGHTS)
     cfg = demo_config(node.base_url, workdir, weights, port)
     daemon = Daemon(cfg, allow_random_weights=weights is None)
-    if weights:
+    if bundled:
+        say("weights: " + DEMO_MODEL_TEXT.format(card=DEMO_WEIGHTS.with_suffix(".md")))
+    elif weights:
         say(f"weights: {weights}")
     else:
         say("weights: NONE GIVEN - a ResNet18 with seeded random weights; its scores are "

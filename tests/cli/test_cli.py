@@ -80,7 +80,8 @@ def test_check_config_accepts_the_example(tmp_path: Path) -> None:
 
 def test_help_lists_every_command() -> None:
     res = _cli("--help")
-    for cmd in ("run", "demo", "replay", "detect", "features", "check-config", "convert-fastai"):
+    for cmd in ("run", "demo", "replay", "detect", "features", "check-config", "convert-fastai",
+                "evaluate", "train"):
         assert cmd in res.stdout
 
 
@@ -92,9 +93,10 @@ def test_demo_runs_the_whole_system(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     res = _cli("demo", "--duration", "25", "--port", str(port))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "RANDOM" in res.stdout.upper()  # it says plainly which weights it uses
+    # It says plainly which weights it uses: the bundled demo model, not production.
+    assert "bundled demo model" in res.stdout and "NOT the OrcaHello production" in res.stdout
     assert f"http://127.0.0.1:{port}/metrics" in res.stdout
-    assert "event detection" in res.stdout  # random weights flag every clip
+    assert "event detection" in res.stdout  # the demo model hears the L pod calls
     assert "windows scored" in res.stdout
 
 

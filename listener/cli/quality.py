@@ -1,0 +1,192 @@
+"""``listener train`` and ``listener evaluate``: the command-line side (printing lives here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from listener.cli.options import add_precision_flag
+
+EXIT_FAILED = 1
+
+
+class _StepBar:
+    """``label [#####     ] 40/120 status`` on stderr when it is a terminal, else a log line
+    every ``every`` steps."""
+
+    def __init__(self, label: str, every: int = 6) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.every = every
+        self.start = time.monotonic()
+
+    def __call__(self, done: int, total: int, status: str) -> None:
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / max(done, 1) * (total - done)
+        bar = "#" * int(30 * done / max(total, 1))
+        text = f"{self.label} [{bar:<30}] {done}/{total} {status} ETA {eta:4.0f} s"
+        if self.tty:
+            sys.stderr.write("\r" + text)
+            if done == total:
+                sys.stderr.write("\n")
+        elif done % self.every == 0 or done == total:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from listener.config import default_config, load_config
+    from listener.model.frontend import Frontend
+    from listener.quality.labels import read_labels
+    from listener.training.augment import AugmentConfig
+    from listener.training.card import model_card, save_weights, write_card
+    from listener.training.data import load_recordings, split_by_file
+    from listener.training.trainer import TrainConfig, train
+
+    cfg = load_config(args.config) if args.config else default_config()
+    labels = read_labels(Path(args.data))
+    frontend = Frontend(cfg.frontend)
+    recordings, problems = load_recordings(labels, frontend)
+    problems = labels.problems + problems
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    tcfg = TrainConfig(architecture=args.architecture, epochs=args.epochs,
+                       steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
+                       window_s=cfg.detection.window_s, init=args.init,
+                       augment=AugmentConfig())
+    train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed)
+    out = Path(args.out)
+    ckpt = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt.pt")
+    print(f"training {tcfg.architecture} on {len(train_set)} files, validating on "
+          f"{len(val_set)} held-out files; checkpoint {ckpt}", file=sys.stderr)
+    result = train(tcfg, train_set, val_set, cfg.frontend, checkpoint=ckpt,
+                   progress=_StepBar("train"))
+    meta = {"format": "listener", "architecture": tcfg.architecture,
+            "trained_by": "listener train", "recipe": json.dumps(tcfg.to_json()),
+            "best_epoch": str(result.best_epoch), "val_pr_auc": f"{result.best_pr_auc:.4f}"}
+    save_weights(result.state_dict, out, args.half, meta)
+    files = {"train": len(train_set), "val": len(val_set),
+             "calls": sum(r.positive for r in recordings),
+             "backgrounds": sum(not r.positive for r in recordings), "skipped": len(problems)}
+    card = write_card(out, model_card(out, tcfg, result, args.data, files, args.half))
+    print(f"wrote {out} and {card}: best epoch {result.best_epoch}, validation PR-AUC "
+          f"{result.best_pr_auc:.3f}, {result.seconds / 60:.1f} min")
+    return EXIT_FAILED if problems and args.strict else 0
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser("train", help="train or fine-tune the network on labelled clips")
+    s.add_argument("data", metavar="DATA", help="folder with one sub-folder per class "
+                   "(calls/, background/ or nocalls/)")
+    s.add_argument("--out", required=True, help="output .safetensors (a model card .md "
+                   "is written next to it)")
+    s.add_argument("--config", default=None, help="station YAML (its frontend and window)")
+    s.add_argument("--architecture", choices=["resnet18", "resnet50"], default="resnet18")
+    s.add_argument("--init", default=None, help="fine-tune from these weights")
+    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--steps", type=int, default=12, help="batches per epoch")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--lr", type=float, default=2e-3)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--patience", type=int, default=4, help="epochs without PR-AUC gain")
+    s.add_argument("--checkpoint", default=None,
+                   help="resume/save state here (default OUT.ckpt.pt)")
+    s.add_argument("--half", action="store_true", help="store float16 weights")
+    s.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
+    s.set_defaults(func=cmd_train)
+
+
+def _evaluate_one(k: int, weights: str, cfg: Any, labels: Any, target: Any,
+                  args: argparse.Namespace, out: Path,
+                  problems: list[Any]) -> tuple[str, dict[str, Any], Any]:
+    """Score every labelled item with one model; its report, and its plots written."""
+    from listener.model.scorer import Scorer
+    from listener.quality.evaluate import collect_clips, collect_windows, score_items
+    from listener.quality.plots import histogram_png
+    from listener.quality.report import model_report
+
+    mcfg = cfg.model_copy(update={"model": cfg.model.model_copy(
+        update={"weights": Path(weights)})})
+    scorer = Scorer(mcfg.model, mcfg.frontend)
+    run_problems: list[Any] = []
+    files = score_items(labels.items, mcfg, scorer, run_problems)
+    if k == 0:  # every model meets the same files: report their problems once
+        problems.extend(run_problems)
+    windows, clips = collect_windows(files), collect_clips(files, cfg.detection)
+    rep = model_report(windows, clips, cfg.detection, target, args.bootstrap, args.seed)
+    rep["model"] = scorer.info
+    histogram_png(out / f"histogram_windows_{k + 1}.png", windows.labels, windows.scores)
+    histogram_png(out / f"histogram_clips_{k + 1}.png", clips.labels, clips.scores)
+    return f"{k + 1}:{Path(weights).name}", rep, clips
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from listener.config import default_config, load_config, with_precision
+    from listener.quality.labels import LabelProblem, read_labels
+    from listener.quality.plots import pr_png
+    from listener.quality.report import summary_lines
+
+    cfg = with_precision(load_config(args.config) if args.config else default_config(),
+                         args.precision)
+    labels = read_labels(Path(args.data), args.positive, args.negative)
+    target = (("precision", args.target_precision) if args.target_precision is not None
+              else ("recall", args.target_recall) if args.target_recall is not None else None)
+    weights = args.weights or ([str(cfg.model.weights)] if cfg.model.weights else [])
+    if not weights:
+        print("error: give --weights (or model.weights in --config)", file=sys.stderr)
+        return EXIT_FAILED
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    problems: list[LabelProblem] = list(labels.problems)
+    models: dict[str, Any] = {}
+    lines: list[str] = []
+    curves = []
+    for k, w in enumerate(weights):
+        name, rep, clips = _evaluate_one(k, w, cfg, labels, target, args, out, problems)
+        models[name] = rep
+        lines.extend(summary_lines(name, rep))
+        curves.append((clips.labels, clips.scores))
+    pr_png(out / "pr_curve_clips.png", curves)
+    for cls, what in ((True, "calls"), (False, "no-call")):
+        if not any(it.label is cls or it.selections for it in labels.items):
+            problems.append(LabelProblem(args.data, None, f"no {what} examples: "
+                                         "precision/recall/AUC are undefined"))
+    doc = {"data": args.data, "models": models, "problems": [str(p) for p in problems]}
+    (out / "evaluation.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    print("\n".join(lines))
+    print(f"wrote {out / 'evaluation.json'} and PNG plots in {out}")
+    if problems:
+        print(f"{len(problems)} label problem(s): the rest was evaluated", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser("evaluate", help="measure detection quality on labelled audio")
+    s.add_argument("data", metavar="DATA", help="class folders, a Raven/Audacity table, "
+                   "OrcaHello .json records, or a folder of them")
+    s.add_argument("--config", default=None, help="station YAML (frontend, thresholds)")
+    s.add_argument("--weights", action="append", default=[], metavar="W",
+                   help="a checkpoint; repeat to compare models on the same windows")
+    s.add_argument("--out", default="evaluation", help="folder for evaluation.json and plots")
+    t = s.add_mutually_exclusive_group()
+    t.add_argument("--target-precision", type=float, default=None, metavar="P",
+                   help="recommend the (local, global) thresholds reaching this precision")
+    t.add_argument("--target-recall", type=float, default=None, metavar="R")
+    s.add_argument("--positive", action="append", default=[], metavar="CLASS",
+                   help="an extra folder/annotation name meaning 'call'")
+    s.add_argument("--negative", action="append", default=[], metavar="CLASS",
+                   help="an extra folder/annotation name meaning 'no call'")
+    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws for the "
+                   "95%% intervals")
+    s.add_argument("--seed", type=int, default=0)
+    add_precision_flag(s)
+    s.set_defaults(func=cmd_evaluate)

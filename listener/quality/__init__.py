@@ -1,0 +1,1 @@
+"""Detection quality: labelled data readers/writers, metrics, plots and ``listener evaluate``."""

@@ -1,0 +1,83 @@
+"""Label readers on hand-written fixtures that follow each tool's documented format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from listener.quality.labels import (
+    LabelError,
+    read_audacity,
+    read_clip_folder,
+    read_label_file,
+    read_labels,
+    read_orcahello,
+    read_raven,
+)
+
+LABELS = Path(__file__).parents[1] / "data" / "labels"
+
+
+def test_raven_table_dedupes_views_and_reports_bad_rows_by_line() -> None:
+    res = read_raven(LABELS / "recording.Table.1.selections.txt")
+    assert len(res.items) == 1
+    item = res.items[0]
+    assert item.path == LABELS / "recording.wav" and item.label is None
+    sels = [(s.start_s, s.end_s, s.positive, s.label, s.line) for s in item.selections]
+    # Selection 1 appears in two views and is kept once; "noise" is a no-call selection.
+    assert sels == [(0.1, 0.9, True, "S01", 2), (1.0, 1.3, False, "noise", 4)]
+    problems = {p.line: p.message for p in res.problems}
+    assert set(problems) == {5, 6, 7}
+    assert "overlaps the one on line 2" in problems[5]
+    assert "zero-length" in problems[6]
+    assert "bad times" in problems[7]
+    assert all(p.file.endswith("recording.Table.1.selections.txt") for p in res.problems)
+
+
+def test_audacity_track_skips_frequency_lines_and_reports_bad_lines() -> None:
+    res = read_audacity(LABELS / "recording.txt")
+    sels = [(s.start_s, s.end_s, s.positive, s.line) for s in res.items[0].selections]
+    assert sels == [(0.1, 0.9, True, 1), (1.0, 1.3, False, 3)]
+    assert [(p.line, "reversed" in p.message or "expected" in p.message)
+            for p in res.problems] == [(5, True), (6, True)]
+
+
+def test_orcahello_records_give_clip_labels_sites_and_problems() -> None:
+    res = read_orcahello(LABELS / "records.json")
+    assert [(i.label, i.site, i.path.name) for i in res.items] == [
+        (True, "Orcasound Lab", "recording.wav"), (False, "Bush Point", "recording.wav")]
+    text = [str(p) for p in res.problems]
+    assert len(text) == 2  # "don't know" is skipped quietly: not a label, not an error
+    assert "record 4" in text[0] and "missing.wav not found" in text[0]
+    assert "record 5" in text[1] and "no moderator verdict" in text[1]
+
+
+def test_clip_folders_map_class_names(tmp_path: Path) -> None:
+    for cls in ("calls", "nocalls", "mystery"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "a.wav").write_bytes(b"")
+    res = read_clip_folder(tmp_path)
+    assert sorted((i.path.parent.name, i.label) for i in res.items) == [
+        ("calls", True), ("nocalls", False)]
+    assert "unknown class folder 'mystery'" in str(res.problems[0])
+    extra = read_clip_folder(tmp_path, positive=["mystery"])
+    assert len(extra.items) == 3 and not extra.problems
+
+
+def test_unknown_format_and_hostile_paths(tmp_path: Path) -> None:
+    odd = tmp_path / "notes.txt"
+    odd.write_text("hello\tworld\n")
+    res = read_label_file(odd)
+    assert not res.items and "notes.txt:1: unknown label format" in str(res.problems[0])
+    # A path in a label file never leads outside the label file's folder.
+    (tmp_path / "sub").mkdir()
+    table = tmp_path / "sub" / "t.selections.txt"
+    table.write_text("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tBegin Path\n"
+                     f"1\tSpectrogram 1\t1\t0\t1\t../{(LABELS / 'recording.wav')}\n")
+    res = read_raven(table)
+    assert not res.items and "recording.wav not found in" in str(res.problems[0])
+    with pytest.raises(LabelError, match="no labelled audio"):
+        read_labels(tmp_path / "sub")
+    with pytest.raises(LabelError, match="no such file"):
+        read_labels(tmp_path / "absent")
