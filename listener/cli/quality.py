@@ -120,7 +120,7 @@ def _evaluate_one(k: int, weights: str, cfg: Any, labels: Any, target: Any,
         problems.extend(run_problems)
     windows, clips = collect_windows(files), collect_clips(files, cfg.detection)
     rep = model_report(windows, clips, cfg.detection, target, args.bootstrap, args.seed)
-    rep["model"] = scorer.info
+    rep["model"] = scorer.info.to_dict()
     histogram_png(out / f"histogram_windows_{k + 1}.png", windows.labels, windows.scores)
     histogram_png(out / f"histogram_clips_{k + 1}.png", clips.labels, clips.scores)
     return f"{k + 1}:{Path(weights).name}", rep, clips
