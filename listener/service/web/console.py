@@ -284,6 +284,7 @@ class Console:
                 cursor = until  # the history restarted (a gap): follow it
             msg = {"t": time.time(), "station": view.station_id, "cols": n_cols,
                    "bins": 96, "cols_per_s": cols_per_s,
+                   "end_s": cursor if cursor > float("-inf") else None,
                    "spec": base64.b64encode(cols).decode(),
                    "scores": [[round(p.offset_s, 3), p.utc, round(p.score, 4)]
                               for p in points]}
