@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Gauge
 
 from listener.atomic import atomic_write
 
@@ -226,9 +226,6 @@ class CoverageLedger:
         now = self.clock()
         return float(self.summary(now - window_s, now)["scored_ratio"])
 
-    def register_metric(self, registry: CollectorRegistry, station: str) -> None:
-        """``listener_coverage_scored_ratio{station}``: last hour, computed per scrape."""
-        gauge = Gauge("listener_coverage_scored_ratio",
-                      "Fraction of the last hour of stream time that was decoded and scored",
-                      ["station"], registry=registry)
-        gauge.labels(station).set_function(self.scored_ratio)
+    def bind_metric(self, gauge: Gauge) -> None:
+        """Make ``gauge`` (``Metrics.coverage_scored_ratio``) report the last hour per scrape."""
+        gauge.set_function(self.scored_ratio)

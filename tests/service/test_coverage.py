@@ -8,6 +8,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from listener.service.coverage import CoverageLedger
+from listener.service.metrics import Metrics
 
 NOW = 1_800_000_000.0
 
@@ -63,7 +64,7 @@ def test_bad_lines_are_skipped_and_old_spans_compacted_away(tmp_path: Path) -> N
 def test_metric_is_the_scored_fraction_of_the_last_hour(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     led = ledger(tmp_path / "c.jsonl")
-    led.register_metric(registry, "lab")
+    led.bind_metric(Metrics(registry, "lab").coverage_scored_ratio)
     led.record(NOW - 1800, NOW, "scored")
     value = registry.get_sample_value("listener_coverage_scored_ratio", {"station": "lab"})
     assert value is not None and abs(value - 0.5) < 1e-9
