@@ -68,3 +68,26 @@ def test_metric_is_the_scored_fraction_of_the_last_hour(tmp_path: Path) -> None:
     led.record(NOW - 1800, NOW, "scored")
     value = registry.get_sample_value("listener_coverage_scored_ratio", {"station": "lab"})
     assert value is not None and abs(value - 0.5) < 1e-9
+
+
+def test_observer_records_scored_windows_lost_gaps_and_unexplained_holes(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from listener.service.web.views import ConsoleObserver, LiveFeed
+
+    led = ledger(tmp_path / "c.jsonl")
+    live = LiveFeed(None)
+    obs = ConsoleObserver(live, led, hop_s=1.0)
+    t0 = datetime.fromtimestamp(NOW - 600, UTC)
+    for i in range(10):
+        obs.window_scored(i, i + 2.0, t0 + timedelta(seconds=i), 0.1)
+    obs.audio_lost("gap", t0 + timedelta(seconds=10), 20.0)
+    for i in range(30, 40):
+        obs.window_scored(i, i + 2.0, t0 + timedelta(seconds=i), 0.1)
+    for i in range(100, 110):  # 60 s shed under backlog: nobody said why
+        obs.window_scored(i, i + 2.0, t0 + timedelta(seconds=i), 0.9)
+    kinds = [(s.kind, s.reason, round(s.seconds)) for s in led.spans(0, NOW)]
+    assert kinds == [("scored", "", 10), ("lost", "gap", 20), ("scored", "", 10),
+                     ("lost", "unscored", 60), ("scored", "", 10)]
+    points, seq = live.scores_after(0)
+    assert seq == 30 and points[-1].score == 0.9

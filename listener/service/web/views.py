@@ -13,8 +13,9 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -98,3 +99,56 @@ class StationView:
         if self.reviews_path is None and self.events_path is not None:
             self.reviews_path = self.events_path.with_name(
                 f"{self.events_path.stem}.reviews.jsonl")
+
+
+class PipelineObserver(Protocol):
+    """What a station pipeline tells the console, as it happens (any thread)."""
+
+    def window_scored(self, start_s: float, end_s: float, utc: datetime | None,
+                      score: float) -> None: ...
+
+    def audio_lost(self, reason: str, utc_start: datetime | None,
+                   seconds: float | None) -> None: ...
+
+
+class ConsoleObserver:
+    """Feeds the live view and the coverage ledger from the pipeline's events.
+
+    Each scored window covers one hop of stream time (its start to the next
+    window's start). A hole between scored windows that no ``audio_lost`` call
+    explained (windows shed under backlog, audio ffmpeg never produced) is
+    recorded as lost with reason ``unscored``, so the ledger never shows time
+    as merely unknown while the daemon was running.
+    """
+
+    def __init__(self, live: LiveFeed, coverage: CoverageLedger | None, hop_s: float,
+                 max_hole_s: float = 3600.0) -> None:
+        self.live = live
+        self.coverage = coverage
+        self.hop_s = hop_s
+        self.max_hole_s = max_hole_s
+        self._last_end: float | None = None
+
+    def window_scored(self, start_s: float, end_s: float, utc: datetime | None,
+                      score: float) -> None:
+        t = utc.timestamp() if utc is not None else None
+        self.live.observe(start_s, t, score)
+        if t is None or self.coverage is None:
+            return
+        last = self._last_end
+        if last is not None and MERGE_HOLE_S < t - last < self.max_hole_s \
+                and not self.coverage.spans(last, t):
+            self.coverage.record(last, t, "lost", "unscored")
+        self.coverage.record(t, t + self.hop_s, "scored")
+        self._last_end = t + self.hop_s
+
+    def audio_lost(self, reason: str, utc_start: datetime | None,
+                   seconds: float | None) -> None:
+        if self.coverage is None or utc_start is None or not seconds:
+            return
+        t = utc_start.timestamp()
+        self.coverage.record(t, t + seconds, "lost", reason)
+
+
+#: Holes shorter than this between scored windows are float slack, not loss.
+MERGE_HOLE_S = 1.5
