@@ -45,6 +45,13 @@ def console_url(tmp_path: Path) -> Iterator[str]:
 
     async def main() -> None:
         view = make_view(tmp_path)
+        assert view.coverage is not None
+        now = time.time()
+        # A day as the status page shows it: two losses and a stretch the daemon was down.
+        for a, b, kind, why in ((86400, 50000, "scored", ""), (50000, 47000, "lost", "gap"),
+                                (47000, 30000, "scored", ""), (16000, 9000, "scored", ""),
+                                (9000, 8400, "lost", "backlog"), (8400, 120, "scored", "")):
+            view.coverage.record(now - a, now - b, kind, why)
         server = WebServer(CollectorRegistry(), "127.0.0.1", 0, lambda: (True, "ok"),
                            console=Console([view], tick_s=0.5))
         await server.start()
