@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -101,18 +101,9 @@ class StationView:
                 f"{self.events_path.stem}.reviews.jsonl")
 
 
-class PipelineObserver(Protocol):
-    """What a station pipeline tells the console, as it happens (any thread)."""
-
-    def window_scored(self, start_s: float, end_s: float, utc: datetime | None,
-                      score: float) -> None: ...
-
-    def audio_lost(self, reason: str, utc_start: datetime | None,
-                   seconds: float | None) -> None: ...
-
-
 class ConsoleObserver:
-    """Feeds the live view and the coverage ledger from the pipeline's events.
+    """Feeds the live view and the coverage ledger from the pipeline's events
+    (a :class:`~listener.pipeline.station.PipelineObserver`).
 
     Each scored window covers one hop of stream time (its start to the next
     window's start). A hole between scored windows that no ``audio_lost`` call
