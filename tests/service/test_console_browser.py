@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -20,20 +19,13 @@ from typing import Any
 import pytest
 import requests
 from prometheus_client import CollectorRegistry
+from support.browser import chromium, needs_browser, wait_for
 from support.console_support import feed_live, make_view
 
 from listener.service.web.console import Console
 from listener.service.web.server import WebServer
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (dev extra) not installed")
-DRIVER = shutil.which("chromedriver")
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(DRIVER is None or BROWSER is None,
-                       reason="headless Chromium not installed (apt-get install chromium "
-                              "chromium-driver; .ci/run does this)"),
-]
+pytestmark = [pytest.mark.slow, needs_browser]
 SHOTS = os.environ.get("LISTENER_CONSOLE_SCREENSHOTS")
 
 
@@ -72,30 +64,8 @@ def console_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = str(BROWSER)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1200,900", "--autoplay-policy=no-user-gesture-required"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=opts)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def wait_for(check: Any, timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {check}")
 
 
 def shot(driver: Any, name: str) -> None:
