@@ -94,6 +94,7 @@ def test_demo_runs_the_whole_system(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert "RANDOM" in res.stdout.upper()  # it says plainly which weights it uses
     assert f"http://127.0.0.1:{port}/metrics" in res.stdout
+    assert f"console: http://127.0.0.1:{port}/ " in res.stdout
     assert "event detection" in res.stdout  # random weights flag every clip
     assert "windows scored" in res.stdout
 
