@@ -62,8 +62,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPMethodNotAllowed as err:
         return _text(405, "method not allowed\n", Allow=", ".join(sorted(err.allowed_methods)))
-    except web.HTTPNotFound:
-        return _text(404, "not found\n")
+    except web.HTTPNotFound as err:
+        # The router's own 404 says "404: Not Found"; a handler's names what is missing.
+        text = err.text if err.text and not err.text.startswith("404:") else "not found\n"
+        return _text(404, text)
     except web.HTTPException:
         raise
     except asyncio.CancelledError:
