@@ -216,6 +216,8 @@ class WebServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         ok, reason = self.ready()
         if isinstance(reason, Mapping):
-            return web.Response(status=200 if ok else 503, content_type="application/json",
-                                text=json.dumps(reason, indent=1, sort_keys=True) + "\n")
+            body = json.dumps(reason, indent=1, sort_keys=True) + "\n"
+            # Exactly "application/json" (JSON is UTF-8 by definition; no charset).
+            return web.Response(status=200 if ok else 503, body=body.encode(),
+                                headers={"Content-Type": "application/json"})
         return _text(200 if ok else 503, f"{reason}\n")
