@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from listener.config import (
+    ClipSinkConfig,
     Config,
     JsonlSinkConfig,
     MetricsConfig,
@@ -55,7 +56,11 @@ def demo_config(base_url: str, workdir: Path, weights: str | None, port: int) ->
                             poll_interval_s=2.0, start_segments_back=PRELISTED),
         model=ModelConfig(weights=Path(weights) if weights else None, batch_size=8,
                           architecture="auto" if weights else "resnet18"),
-        outputs=OutputsConfig(jsonl=JsonlSinkConfig(path=workdir / "events.jsonl"), log=True),
+        # Clips too, so the console shows each detection's picture and sound; no
+        # "after" context, so a clip is written at once and never holds up the stop.
+        outputs=OutputsConfig(jsonl=JsonlSinkConfig(path=workdir / "events.jsonl"),
+                              clips=ClipSinkConfig(dir=workdir / "clips", after_s=0.0),
+                              log=True),
         metrics=MetricsConfig(host="127.0.0.1", port=port),
         state=StateConfig(dir=workdir / "state"),
     )
@@ -120,6 +125,7 @@ def run_demo(say: Callable[[str], None], duration_s: float = 90.0,
             "meaningless. Run `listener demo --weights MODEL.safetensors` for real detections.")
     say(f"stream:  {node.base_url}/{NODE}/latest.txt  ({len(segments)} segments, "
         f"{PRELISTED} already listed, then one every ~10 s)")
+    say(f"console: http://127.0.0.1:{port}/  (status, live spectrogram, detections to review)")
     say(f"metrics: http://127.0.0.1:{port}/metrics  (also /healthz and /readyz)")
     say(f"events:  {workdir / 'events.jsonl'}")
     say(f"running for {duration_s:.0f} s; Ctrl-C stops earlier")

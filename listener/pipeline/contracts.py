@@ -70,6 +70,17 @@ class ClipProgress:
 ProgressFn = Callable[[ClipProgress], None]
 
 
+class PipelineObserver(Protocol):
+    """Told of each scored window and each stretch of audio lost (the console's
+    live view and coverage ledger). Called on the event loop; must not block."""
+
+    def window_scored(self, start_s: float, end_s: float, utc: datetime | None,
+                      score: float) -> None: ...
+
+    def audio_lost(self, reason: str, utc_start: datetime | None,
+                   seconds: float | None) -> None: ...
+
+
 @dataclass(frozen=True)
 class PipelineStats:
     """A snapshot of the pipeline's counters (for probes, replay and progress displays)."""

@@ -39,6 +39,7 @@ from listener.pipeline.batcher import MicroBatcher, WindowBatcher
 from listener.pipeline.contracts import (
     ClipHandler,
     ClipProgress,
+    PipelineObserver,
     PipelineStats,
     PrepareFn,
     ProgressFn,
@@ -66,6 +67,7 @@ class StationPipeline:
     def __init__(self, cfg: Config, prepare: PrepareFn, score_waves: ScoreWavesFn,
                  source: SegmentSource, handler: ClipHandler, metrics: Metrics, *,
                  resume: ResumePoint | None = None, on_progress: ProgressFn | None = None,
+                 observer: PipelineObserver | None = None,
                  history: AudioHistory | None = None, ffmpeg_exe: str | None = None,
                  batcher: WindowBatcher[_Tagged] | None = None) -> None:
         self.cfg = cfg
@@ -73,6 +75,7 @@ class StationPipeline:
         self.handler = handler
         self.metrics = metrics
         self.on_progress = on_progress
+        self.observer = observer
         self.history = history
         self.ffmpeg_exe = ffmpeg_exe
         det = cfg.detection
@@ -158,6 +161,8 @@ class StationPipeline:
         self.metrics.gaps.inc()
         if gap.duration_s:
             self.metrics.drop("gap", gap.duration_s)
+        if self.observer is not None:
+            self.observer.audio_lost("gap", gap.utc_start, gap.duration_s)
         log.warning("gap in %s: segments %d..%d (%s)%s", gap.stream_key, gap.from_sequence,
                     gap.to_sequence, gap.reason, f" {gap.url}" if gap.url else "")
         if self._decoder is not None:
@@ -191,6 +196,8 @@ class StationPipeline:
             self.metrics.decoder_restart("failure")
             self.metrics.drop("decode_error", seg.duration_s)
             self.metrics.segments_failed.inc()
+            if self.observer is not None:
+                self.observer.audio_lost("decode_error", seg.utc_start, seg.duration_s)
             await self._end_decoder()
             return
         if verdict.end_after:
@@ -317,6 +324,8 @@ class StationPipeline:
                 self.windows_scored += 1
                 self.last_scored_mono = time.monotonic()
                 self._update_lag(ws)
+                if self.observer is not None:
+                    self.observer.window_scored(ws.start_s, ws.end_s, ws.utc, ws.score)
                 for clip in self.aggregator.add(ws):
                     await self._clip(clip, ctx.stream_key)
 

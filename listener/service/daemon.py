@@ -17,7 +17,7 @@ import enum
 import logging
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry
 
@@ -36,6 +36,7 @@ from listener.service.station import (
     build_station,
     tend,
 )
+from listener.service.web.station_view import StationConsole, station_console
 from listener.sources.http_client import FetchResult, HttpClient
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.station: Station | None = None
         self.probes: ProbeServer | None = None
+        # The console's view, coverage ledger and pipeline observer (HTTP endpoint only).
+        self.console: StationConsole | None = None
         self.notifier = notifier or SystemdNotifier()
         self._pipeline_task: asyncio.Task[None] | None = None
 
@@ -152,10 +155,13 @@ class Daemon:
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests) or no signals on this platform
         mcfg = self.cfg.metrics
-        if mcfg.enabled:
-            self.probes = ProbeServer(self.registry, mcfg.host, mcfg.port, self.readiness)
-            await self.probes.start()
         try:
+            if mcfg.enabled:
+                self.console = station_console(self.cfg, self.metrics, self)
+                self.options = replace(self.options, observer=self.console.observer)
+                self.probes = ProbeServer(self.registry, mcfg.host, mcfg.port, self.readiness,
+                                          console=self.console.web(mcfg.host))
+                await self.probes.start()
             await self._build()
         except ListenerError as err:
             log.error("cannot start station %s: %s", self.cfg.station.id, err)
@@ -212,6 +218,8 @@ class Daemon:
                                 on_fetch=self._observe_fetch)
         await station.emitter.start()
         self.station = station
+        if self.console is not None:
+            self.console.attach_history(station.pipeline.history)
 
     async def _expire_encounters(self, every_s: float = 30.0) -> None:
         """Tend the station (live mode only; :func:`~listener.service.station.tend`)."""
@@ -254,6 +262,8 @@ class Daemon:
                 log.warning("sinks: not closed after %.0f s", self.timeouts.sinks_s)
         if self.client is not None:
             self.client.close()
+        if self.console is not None:
+            self.console.close()
         await self._stop_probes()
         self.state = State.STOPPED
         log.info("station %s stopped", self.cfg.station.id)

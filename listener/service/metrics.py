@@ -82,6 +82,8 @@ METRIC_SPECS: Final[tuple[MetricSpec, ...]] = (
                "Live edge time minus the time of the newest scored audio."),
     MetricSpec("listener_stream_backlog_seconds", "gauge",
                "Seconds of audio decoded but not yet scored."),
+    MetricSpec("listener_coverage_scored_ratio", "gauge",
+               "Fraction of the last hour of stream time decoded and scored (coverage ledger)."),
     MetricSpec("listener_inference_batch_size", "histogram",
                "Windows per inference batch.", (), BATCH_SIZE_BUCKETS),
     MetricSpec("listener_inference_duration_seconds", "histogram",
@@ -216,6 +218,8 @@ class Metrics:
         self.encounters = one("listener_detect_encounters_total")
         self.last_clip_confidence = one("listener_detect_last_clip_confidence")
         self.model_loaded = one("listener_model_loaded")
+        # Set by the coverage ledger (CoverageLedger.bind_metric), computed per scrape.
+        self.coverage_scored_ratio = one("listener_coverage_scored_ratio")
         self._sinks: dict[str, SinkMetrics] = {}
 
     # --- helpers for labelled metrics ------------------------------------

@@ -29,7 +29,13 @@ from listener.errors import ListenerError
 from listener.events.emitter import Emitter
 from listener.events.sinks import Sink, build_sinks
 from listener.pipeline.batcher import WindowBatcher
-from listener.pipeline.contracts import ClipHandler, ClipProgress, ResumePoint, SegmentSource
+from listener.pipeline.contracts import (
+    ClipHandler,
+    ClipProgress,
+    PipelineObserver,
+    ResumePoint,
+    SegmentSource,
+)
 from listener.pipeline.station import StationPipeline
 from listener.service.metrics import Metrics
 from listener.service.resume import StateStore, StreamState
@@ -75,11 +81,13 @@ class StationOptions:
             (replay keeps the clips inside its range and counts them).
         extra_sinks: sinks beyond those the config's ``outputs`` asks for
             (benchmarks time events with one).
+        observer: told of each scored window and lost stretch (the console).
     """
 
     source: SegmentSource | None = None
     wrap_handler: WrapHandler | None = None
     extra_sinks: Sequence[Sink] = ()
+    observer: PipelineObserver | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,7 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
     pipeline = StationPipeline(
         cfg, scorer.frontend.prepare, scorer.score_waves, source, handler, metrics,
         resume=_resume_point(saved), on_progress=save_progress, history=history,
-        batcher=batcher)
+        batcher=batcher, observer=options.observer)
     return Station(cfg, pipeline, emitter, source, client, store)
 
 

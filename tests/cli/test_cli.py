@@ -96,6 +96,7 @@ def test_demo_runs_the_whole_system(tmp_path: Path) -> None:
     # It says plainly which weights it uses: the bundled demo model, not production.
     assert "bundled demo model" in res.stdout and "NOT the OrcaHello production" in res.stdout
     assert f"http://127.0.0.1:{port}/metrics" in res.stdout
+    assert f"console: http://127.0.0.1:{port}/ " in res.stdout
     assert "event detection" in res.stdout  # the demo model hears the L pod calls
     assert "windows scored" in res.stdout
 

@@ -21,7 +21,8 @@ from listener.service.metrics import (
 )
 
 NAME_RE = re.compile(r"^listener_[a-z]+(_[a-z0-9]+)+$")
-SUBSYSTEMS = {"hls", "audio", "stream", "inference", "detect", "sink", "build", "model"}
+SUBSYSTEMS = {"hls", "audio", "stream", "inference", "detect", "sink", "build", "model",
+              "coverage"}
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 

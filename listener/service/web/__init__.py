@@ -1,0 +1,1 @@
+"""The daemon's web server: probes, metrics and the operator console."""

@@ -1,0 +1,329 @@
+"""The operator console: pages, JSON API, clip files and the live event stream.
+
+Routes (``docs/console.md`` has the details):
+
+* pages ``/`` (status), ``/live``, ``/detections``; ``/static/<file>``;
+* ``GET /api/session``, ``/api/status``, ``/api/coverage?from&to``,
+  ``/api/detections``, ``/api/reviews/export``; ``POST /api/detections/<id>/review``;
+* ``GET /clips/<station>/<file>``: clip audio and pictures (HTTP ranges);
+* ``GET /api/live?station=``: server-sent events, one message per second with
+  the new window scores and spectrogram columns (bounded: see :mod:`.spectro`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from listener.events.sinks.jsonl import read_records
+from listener.service.web import spectro
+from listener.service.web.reviews import ReviewError, ReviewStore, export_records, make_review
+from listener.service.web.security import WriteGuard
+from listener.service.web.views import StationView
+
+logger = logging.getLogger(__name__)
+
+_PAGES = {"/": "status.html", "/live": "live.html", "/detections": "detections.html"}
+_STATIC = re.compile(r"^[a-z0-9_-]{1,40}\.(html|css|js|svg)$")
+_CLIP = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}\.(flac|wav|png)$")
+_TYPES = {"html": "text/html", "css": "text/css", "js": "text/javascript",
+          "svg": "image/svg+xml", "flac": "audio/flac", "wav": "audio/wav", "png": "image/png"}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+MAX_RANGE_S = 31 * 86400.0
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.json_response(doc, status=status, dumps=lambda d: json.dumps(d, allow_nan=False))
+
+
+def _bad(text: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=text + "\n")
+
+
+def parse_time(value: str, name: str) -> float:
+    """Unix seconds from ``value``: a number, or ISO 8601 (naive means UTC)."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad(f"{name}: not Unix seconds or an ISO 8601 time: {value[:60]!r}") from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+class Console:
+    """The console for one or more stations (one per daemon today).
+
+    Args:
+        views: one :class:`StationView` per station.
+        bind_host: the address the server binds (decides whether writes need a token).
+        token: the bearer token for writes on a non-loopback bind (see :mod:`.security`).
+        tick_s / backfill_s / max_viewers: the live stream's pace, how much
+            history a new viewer gets, and how many viewers at once.
+    """
+
+    def __init__(self, views: list[StationView], *, bind_host: str = "127.0.0.1",
+                 token: str | None = None, tick_s: float = 1.0, backfill_s: float = 60.0,
+                 max_viewers: int = 8) -> None:
+        if not views:
+            raise ValueError("the console needs at least one station view")
+        self.views = {v.station_id: v for v in views}
+        self.guard = WriteGuard(bind_host, token)
+        self.tick_s = tick_s
+        self.backfill_s = backfill_s
+        self.max_viewers = max_viewers
+        self._viewers = 0
+        self._static = resources.files("listener.service.web") / "static"
+
+    def add_routes(self, app: web.Application) -> None:
+        for path in _PAGES:
+            app.router.add_get(path, self._page)
+        app.router.add_get("/static/{name}", self._static_file)
+        app.router.add_get("/api/session", self._session)
+        app.router.add_get("/api/status", self._status)
+        app.router.add_get("/api/coverage", self._coverage)
+        app.router.add_get("/api/detections", self._detections)
+        app.router.add_post("/api/detections/{id}/review", self._review)
+        app.router.add_get("/api/reviews/export", self._export)
+        app.router.add_get("/api/live", self._live)
+        app.router.add_get("/clips/{station}/{name}", self._clip)
+
+    def _view(self, request: web.Request, key: str = "station") -> StationView:
+        name = request.match_info.get(key) or request.query.get(key)
+        if not name:
+            return next(iter(self.views.values()))
+        view = self.views.get(name)
+        if view is None:
+            raise web.HTTPNotFound(text=f"no station {name[:64]!r} here\n")
+        return view
+
+    # -- pages and static files ---------------------------------------------
+
+    def _read_static(self, name: str) -> bytes:
+        item = self._static / name
+        if not _STATIC.match(name) or not item.is_file():
+            raise web.HTTPNotFound(text="not found\n")
+        return item.read_bytes()
+
+    async def _page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._read_static(_PAGES[request.path]),
+                            content_type="text/html", charset="utf-8")
+
+    async def _static_file(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = self._read_static(name)
+        return web.Response(body=body, content_type=_TYPES[name.rsplit(".", 1)[1]],
+                            charset="utf-8")
+
+    # -- JSON API -----------------------------------------------------------
+
+    async def _session(self, request: web.Request) -> web.Response:
+        return _json({"stations": list(self.views), "csrf": self.guard.csrf,
+                      "review_needs_token": self.guard.needs_token})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        out = []
+        now = time.time()
+        for view in self.views.values():
+            doc = dict(view.status())
+            doc["station_id"] = view.station_id
+            if view.coverage is not None:
+                doc["coverage"] = {
+                    "hour": view.coverage.summary(now - 3600, now),
+                    "day": view.coverage.summary(now - 86400, now),
+                    "spans": [s.to_json() for s in view.coverage.spans(now - 86400, now)],
+                }
+            out.append(doc)
+        return _json({"now": now, "stations": out})
+
+    async def _coverage(self, request: web.Request) -> web.Response:
+        view = self._view(request)
+        now = time.time()
+        start = parse_time(request.query.get("from", str(now - 3600)), "from")
+        end = parse_time(request.query.get("to", str(now)), "to")
+        if not end > start:
+            raise _bad(f"from ({start}) must be before to ({end})")
+        if end - start > MAX_RANGE_S:
+            raise _bad(f"the range is {end - start:.0f} s; at most {MAX_RANGE_S:.0f} s")
+        if view.coverage is None:
+            raise web.HTTPNotFound(text=f"station {view.station_id} records no coverage\n")
+        return _json({"station": view.station_id, **view.coverage.summary(start, end),
+                      "spans": [s.to_json() for s in view.coverage.spans(start, end)]})
+
+    async def _detections(self, request: web.Request) -> web.Response:
+        q = request.query
+        date = q.get("date", "")
+        if date and not _DATE.match(date):
+            raise _bad(f"date: expected YYYY-MM-DD, got {date[:40]!r}")
+        reviewed = q.get("reviewed", "any")
+        if reviewed not in ("any", "yes", "no"):
+            raise _bad(f"reviewed: expected any, yes or no; got {reviewed[:20]!r}")
+        try:
+            limit = min(500, max(1, int(q.get("limit", "100"))))
+        except ValueError:
+            raise _bad("limit: expected a whole number") from None
+        views = [self._view(request)] if q.get("station") else list(self.views.values())
+        items: list[dict[str, Any]] = []
+        for view in views:
+            dets, reviews = await asyncio.to_thread(_load, view)
+            for det in dets:
+                review = reviews.get(str(det.get("id")))
+                if (reviewed == "yes") != (review is not None) and reviewed != "any":
+                    continue
+                if date and not str(det.get("timestamp") or "").startswith(date):
+                    continue
+                items.append(_summary(view, det, review))
+        items.sort(key=lambda d: str(d["timestamp"] or ""), reverse=True)
+        return _json({"detections": items[:limit], "total": len(items)})
+
+    async def _review(self, request: web.Request) -> web.Response:
+        self.guard.check(request)
+        event_id = request.match_info["id"]
+        if request.content_type != "application/json":
+            raise web.HTTPUnsupportedMediaType(text="send the review as application/json\n")
+        if (request.content_length or 0) > 16384:
+            raise web.HTTPRequestEntityTooLarge(max_size=16384,
+                                               actual_size=int(request.content_length or 0))
+        try:
+            doc = await request.json()
+            if not isinstance(doc, dict):
+                raise ReviewError("the body must be a JSON object")
+            review = make_review(event_id, doc)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise _bad(f"review of {event_id[:64]}: {err}") from err
+        view = self._view(request)
+        dets, _ = await asyncio.to_thread(_load, view)
+        if not any(d.get("id") == event_id for d in dets):
+            raise web.HTTPNotFound(text=f"no detection {event_id} at {view.station_id}\n")
+        assert view.reviews_path is not None  # set whenever events_path is
+        await asyncio.to_thread(ReviewStore(view.reviews_path).append, review)
+        logger.info("review of %s: %s by %s", event_id, review["SRKWFound"],
+                    review["moderator"])
+        return _json(review, status=201)
+
+    async def _export(self, request: web.Request) -> web.Response:
+        out: list[dict[str, Any]] = []
+        views = [self._view(request)] if request.query.get("station") \
+            else list(self.views.values())
+        for view in views:
+            dets, reviews = await asyncio.to_thread(_load, view)
+            out.extend(export_records(dets, reviews))
+        return web.Response(
+            text=json.dumps(out, ensure_ascii=False, indent=2, allow_nan=False),
+            content_type="application/json",
+            headers={"Content-Disposition": 'attachment; filename="reviews-orcahello.json"'})
+
+    # -- files ----------------------------------------------------------------
+
+    async def _clip(self, request: web.Request) -> web.StreamResponse:
+        view = self._view(request)
+        name = request.match_info["name"]
+        if view.clips_dir is None or not _CLIP.match(name):
+            raise web.HTTPNotFound(text="not found\n")
+        folder = view.clips_dir.resolve()
+        path = (folder / name).resolve()
+        if path.parent != folder or not path.is_file():
+            raise web.HTTPNotFound(text=f"no clip file {name}\n")
+        # FileResponse answers Range requests (206) and If-None-Match itself.
+        return web.FileResponse(path, headers={
+            "Content-Type": _TYPES[name.rsplit(".", 1)[1]], "Cache-Control": "max-age=3600"})
+
+    # -- live -----------------------------------------------------------------
+
+    async def _live(self, request: web.Request) -> web.StreamResponse:
+        view = self._view(request)
+        if self._viewers >= self.max_viewers:
+            raise web.HTTPServiceUnavailable(
+                text=f"{self.max_viewers} live viewers already; try again later\n")
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "X-Accel-Buffering": "no"})
+        self._viewers += 1
+        try:
+            await response.prepare(request)
+            await self._stream(view, response)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the viewer left, or the server is stopping
+        finally:
+            self._viewers -= 1
+        return response
+
+    async def _stream(self, view: StationView, response: web.StreamResponse) -> None:
+        live = view.live
+        seq = 0
+        cursor = live.audio_until_s() - self.backfill_s
+        cols_per_s = 8
+        while True:
+            points, seq = live.scores_after(seq)
+            until = live.audio_until_s()
+            cols = b""
+            n_cols = 0
+            if until - cursor >= 1.0 / cols_per_s:
+                # At most a backfill's worth per message: bounded work and bytes.
+                start = max(cursor, until - self.backfill_s)
+                got = live.audio(start, until)
+                if got is not None:
+                    samples, first, rate = got
+                    arr = await asyncio.to_thread(spectro.columns, samples, rate,
+                                                  cols_per_s=cols_per_s)
+                    n_cols = arr.shape[0]
+                    cols = arr.tobytes()
+                    cursor = first + n_cols / cols_per_s
+            elif until < cursor - 30:
+                cursor = until  # the history restarted (a gap): follow it
+            msg = {"t": time.time(), "station": view.station_id, "cols": n_cols,
+                   "bins": 96, "cols_per_s": cols_per_s,
+                   "end_s": cursor if cursor > float("-inf") else None,
+                   "spec": base64.b64encode(cols).decode(),
+                   "scores": [[round(p.offset_s, 3), p.utc, round(p.score, 4)]
+                              for p in points]}
+            await response.write(f"data: {json.dumps(msg)}\n\n".encode())
+            await asyncio.sleep(self.tick_s)
+
+
+def _load(view: StationView) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The station's detection records and latest reviews (read in a thread)."""
+    dets: list[dict[str, Any]] = []
+    if view.events_path is not None and view.events_path.exists():
+        dets = [d for d in read_records(view.events_path) if d.get("kind") == "detection"]
+    reviews = {}
+    if view.reviews_path is not None:
+        reviews = ReviewStore(view.reviews_path).latest()
+    return dets, reviews
+
+
+def _clip_url(view: StationView, uri: Any) -> str | None:
+    if not isinstance(uri, str) or view.clips_dir is None:
+        return None
+    name = uri.rsplit("/", 1)[-1]
+    if not _CLIP.match(name) or not (view.clips_dir / name).is_file():
+        return None
+    return f"/clips/{view.station_id}/{name}"
+
+
+def _summary(view: StationView, det: dict[str, Any],
+             review: dict[str, Any] | None) -> dict[str, Any]:
+    model = det.get("model") if isinstance(det.get("model"), dict) else {}
+    return {
+        "id": det.get("id"), "station": view.station_id, "timestamp": det.get("timestamp"),
+        "confidence": det.get("whaleFoundConfidence"), "model": det.get("modelId"),
+        "label": (model or {}).get("label") or "orca call",
+        "audio": _clip_url(view, det.get("audioUri")),
+        "image": _clip_url(view, det.get("imageUri")), "review": review,
+    }
+
+
+def static_dir() -> Path:
+    """The console's static files (for docs and tests)."""
+    return Path(str(resources.files("listener.service.web") / "static"))

@@ -1,0 +1,122 @@
+"""The console's parts for one daemon: view, observer, coverage ledger and status.
+
+The daemon (composition root) makes one :class:`StationConsole` when its HTTP
+endpoint is enabled, passes :attr:`StationConsole.observer` to the station
+builder, hands the pipeline's audio history over once it exists, and gives
+:meth:`StationConsole.web` to the web server.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from listener import __version__
+from listener.audio.history import AudioHistory
+from listener.config import Config
+from listener.events.records import iso_utc
+from listener.service.coverage import CoverageLedger
+from listener.service.metrics import RESTART_REASONS, Metrics
+from listener.service.station import Station, WindowScorer
+from listener.service.web.console import Console
+from listener.service.web.security import load_token
+from listener.service.web.views import ConsoleObserver, LiveFeed, StationView
+
+
+class RunningStation(Protocol):
+    """What the status page reads from the daemon (its existing attributes)."""
+
+    @property
+    def state(self) -> enum.Enum: ...
+
+    @property
+    def station(self) -> Station | None: ...
+
+    @property
+    def scorer(self) -> WindowScorer | None: ...
+
+    def readiness(self) -> tuple[bool, str]: ...
+
+
+@dataclass
+class StationConsole:
+    """One station's console parts (see the module doc)."""
+
+    cfg: Config
+    metrics: Metrics
+    view: StationView
+    observer: ConsoleObserver
+
+    def attach_history(self, history: AudioHistory | None) -> None:
+        """The pipeline's audio ring, for the live spectrogram (``None``: scores only)."""
+        self.view.live.history = history
+
+    def web(self, bind_host: str) -> Console:
+        """The console for the web server; reads the review token (``ConfigError``)."""
+        return Console([self.view], bind_host=bind_host, token=load_token())
+
+    def close(self) -> None:
+        """Write the coverage ledger's open span (at shutdown)."""
+        if self.view.coverage is not None:
+            self.view.coverage.flush()
+
+
+def station_console(cfg: Config, metrics: Metrics, daemon: RunningStation) -> StationConsole:
+    """Build the view, ledger and observer for ``cfg``'s station."""
+    outputs = cfg.outputs
+    coverage = CoverageLedger.for_station(cfg.state.dir, cfg.station.id)
+    coverage.bind_metric(metrics.coverage_scored_ratio)
+    live = LiveFeed(None)
+    view = StationView(
+        cfg.station.id, lambda: station_status(cfg, metrics, daemon), live,
+        events_path=Path(outputs.jsonl.path) if outputs.jsonl is not None else None,
+        clips_dir=Path(outputs.clips.dir) if outputs.clips is not None else None,
+        coverage=coverage)
+    return StationConsole(cfg, metrics, view, ConsoleObserver(live, coverage,
+                                                              cfg.detection.hop_s))
+
+
+def _stream_url(cfg: Config) -> str | None:
+    s = cfg.stream
+    if s is None:
+        return None
+    return s.url if s.kind == "hls" else f"{s.base_url.rstrip('/')}/{s.node}/latest.txt"
+
+
+def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dict[str, Any]:
+    """The status page's snapshot: JSON-able, ``None`` for what is not known yet."""
+    sample = metrics.registry.get_sample_value
+    labels = {"station": cfg.station.id}
+    ready, reason = daemon.readiness()
+    station = daemon.station
+    stats = station.pipeline.stats() if station is not None else None
+    edge = station.source.live_edge_utc if station is not None else None
+    now = time.monotonic()
+    info: Mapping[str, Any] = daemon.scorer.info if daemon.scorer is not None else {}
+    restarts = sum(sample("listener_audio_decoder_restarts_total", {**labels, "reason": r})
+                   or 0.0 for r in RESTART_REASONS)
+    return {
+        "name": cfg.station.name, "state": str(daemon.state.value), "ready": ready,
+        "readiness": reason, "stream_url": _stream_url(cfg),
+        "live_edge_utc": iso_utc(edge),
+        "lag_s": sample("listener_stream_lag_seconds", labels),
+        "last_segment_s_ago": round(now - stats.last_segment_mono, 1)
+        if stats and stats.last_segment_mono is not None else None,
+        "last_scored_utc": iso_utc(stats.last_scored_utc) if stats else None,
+        "backlog_s": stats.backlog_s if stats else None,
+        "windows_scored": stats.windows_scored if stats else 0,
+        "decoder_restarts": int(restarts),
+        "model": {"id": cfg.model.model_id, "architecture": info.get("architecture"),
+                  "device": info.get("device"),
+                  "precision": info.get("precision") or info.get("dtype"),
+                  "weights": str(info.get("sha256") or "")[:16] or None},
+        "version": __version__,
+        "clips_folder": str(cfg.outputs.clips.dir) if cfg.outputs.clips else None,
+        "events_file": str(cfg.outputs.jsonl.path) if cfg.outputs.jsonl else None,
+        "now_utc": iso_utc(datetime.now(UTC)),
+    }

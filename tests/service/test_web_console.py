@@ -1,0 +1,185 @@
+"""The console's HTTP API against a real server on 127.0.0.1 over real files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client import CollectorRegistry
+from support.console_support import feed_live, make_view
+
+from listener.service.web.console import Console
+from listener.service.web.security import load_token
+from listener.service.web.server import WebServer
+from listener.service.web.views import StationView
+
+Test = Callable[[WebServer, StationView], Awaitable[None]]
+
+
+def run_console(tmp_path: Path, test: Test, host: str = "127.0.0.1",
+                token: str | None = None, live: bool = False) -> None:
+    async def main() -> None:
+        view = make_view(tmp_path)
+        console = Console([view], bind_host=host, token=token, tick_s=0.2)
+        server = WebServer(CollectorRegistry(), host, 0, lambda: (True, "ok"), console=console)
+        await server.start()
+        feeder = asyncio.create_task(feed_live(view, 8.0, pace=8.0)) if live else None
+        try:
+            await test(server, view)
+        finally:
+            if feeder is not None:
+                feeder.cancel()
+            await server.stop()
+
+    asyncio.run(main())
+
+
+async def call(method: str, url: str, **kw: Any) -> requests.Response:
+    return await asyncio.to_thread(requests.request, method, url, timeout=5, **kw)
+
+
+def test_pages_and_static_files_are_served_with_their_types(tmp_path: Path) -> None:
+    async def test(server: WebServer, view: StationView) -> None:
+        for path in ("/", "/live", "/detections"):
+            r = await call("GET", server.url + path)
+            assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+            assert "/static/app.js" in r.text
+        r = await call("GET", server.url + "/static/app.js")
+        assert r.headers["Content-Type"].startswith("text/javascript")
+        for bad in ("/static/../console.py", "/static/%2e%2e%2fconsole.py", "/static/nope.js"):
+            assert (await call("GET", server.url + bad)).status_code == 404
+
+    run_console(tmp_path, test)
+
+
+def test_detections_list_clip_ranges_and_traversal(tmp_path: Path) -> None:
+    async def test(server: WebServer, view: StationView) -> None:
+        r = await call("GET", server.url + "/api/detections")
+        dets = r.json()["detections"]
+        assert len(dets) == 2 and dets[0]["timestamp"] > dets[1]["timestamp"]  # newest first
+        det = dets[0]
+        assert det["audio"].endswith(".flac") and det["image"].endswith(".png")
+        assert det["confidence"] > 50 and det["model"] == "orcahello-srkw"
+        r = await call("GET", server.url + det["audio"], headers={"Range": "bytes=0-99"})
+        assert r.status_code == 206 and len(r.content) == 100
+        assert r.headers["Content-Type"] == "audio/flac" and r.content[:4] == b"fLaC"
+        r = await call("GET", server.url + det["image"])
+        assert r.headers["Content-Type"] == "image/png" and r.content[:4] == b"\x89PNG"
+        (view.clips_dir.parent / "secret.png").write_bytes(b"x")  # type: ignore[union-attr]
+        for bad in ("..%2Fsecret.png", "%2e%2e%2fsecret.png", ".hidden.png", "a.py"):
+            r = await call("GET", f"{server.url}/clips/{view.station_id}/{bad}")
+            assert r.status_code == 404, bad
+        r = await call("GET", server.url + "/api/detections?date=2026-11-30")
+        assert r.json()["detections"] == []
+        r = await call("GET", server.url + "/api/detections?date=yesterday")
+        assert r.status_code == 400 and "date" in r.text
+
+    run_console(tmp_path, test)
+
+
+async def session(server: WebServer) -> dict[str, Any]:
+    return (await call("GET", server.url + "/api/session")).json()  # type: ignore[no-any-return]
+
+
+def test_review_is_appended_and_exported_as_orcahello_records(tmp_path: Path) -> None:
+    async def test(server: WebServer, view: StationView) -> None:
+        det = (await call("GET", server.url + "/api/detections")).json()["detections"][1]
+        url = f"{server.url}/api/detections/{det['id']}/review"
+        body = {"SRKWFound": "yes", "tags": "S1;call", "comments": "clear call",
+                "moderator": "ana"}
+        r = await call("POST", url, json=body)
+        assert r.status_code == 403 and "CSRF" in r.text  # no token header
+        csrf = {"X-CSRF-Token": (await session(server))["csrf"]}
+        r = await call("POST", url, json={**body, "SRKWFound": "maybe"}, headers=csrf)
+        assert r.status_code == 400 and "SRKWFound" in r.text
+        r = await call("POST", url, json=body, headers={**csrf, "Origin": "http://evil.example"})
+        assert r.status_code == 403
+        r = await call("POST", url, json=body, headers={**csrf, "Host": "evil.example"})
+        assert r.status_code == 403  # DNS rebinding
+        r = await call("POST", url, json=body, headers=csrf)
+        assert r.status_code == 201
+        r = await call("POST", url, json={**body, "SRKWFound": "no"}, headers=csrf)
+        assert r.status_code == 201  # changed their mind: the later line wins
+        lines = view.reviews_path.read_text().splitlines()  # type: ignore[union-attr]
+        assert [json.loads(x)["SRKWFound"] for x in lines] == ["yes", "no"]
+        r = await call("GET", server.url + "/api/detections?reviewed=yes")
+        [reviewed] = r.json()["detections"]
+        assert reviewed["review"]["SRKWFound"] == "no"
+        export = (await call("GET", server.url + "/api/reviews/export")).json()
+        [rec] = export
+        assert rec["id"] == det["id"] and rec["SRKWFound"] == "no" and rec["reviewed"] is True
+        assert rec["tags"] == "S1;call" and rec["moderator"] == "ana"
+        assert rec["dateModerated"].endswith("Z") and rec["location"]["id"] == view.station_id
+        assert {"audioUri", "imageUri", "timestamp", "whaleFoundConfidence"} <= set(rec)
+
+    run_console(tmp_path, test)
+
+
+def test_non_loopback_reviews_need_the_bearer_token(tmp_path: Path) -> None:
+    async def test(server: WebServer, view: StationView) -> None:
+        info = await session(server)
+        assert info["review_needs_token"] is True
+        det = (await call("GET", server.url + "/api/detections")).json()["detections"][0]
+        url = f"{server.url}/api/detections/{det['id']}/review"
+        csrf = {"X-CSRF-Token": info["csrf"]}
+        r = await call("POST", url, json={"SRKWFound": "yes"}, headers=csrf)
+        assert r.status_code == 401
+        r = await call("POST", url, json={"SRKWFound": "yes"},
+                       headers={**csrf, "Authorization": "Bearer wrong"})
+        assert r.status_code == 401
+        r = await call("POST", url, json={"SRKWFound": "yes"},
+                       headers={**csrf, "Authorization": "Bearer s3cret"})
+        assert r.status_code == 201
+
+    # 0.0.0.0 is not loopback, yet 127.0.0.1 reaches it.
+    async def via_loopback(server: WebServer, view: StationView) -> None:
+        server.host = "127.0.0.1"
+        await test(server, view)
+
+    run_console(tmp_path, via_loopback, host="0.0.0.0", token="s3cret")
+
+
+def test_token_comes_from_env_or_a_file(tmp_path: Path) -> None:
+    (tmp_path / "tok").write_text("abc\n")
+    assert load_token({"LISTENER_CONSOLE_TOKEN": "x"}) == "x"
+    assert load_token({"LISTENER_CONSOLE_TOKEN_FILE": str(tmp_path / "tok")}) == "abc"
+    assert load_token({"CREDENTIALS_DIRECTORY": str(tmp_path)}) is None
+    (tmp_path / "console-token").write_text("def")
+    assert load_token({"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "def"
+    with pytest.raises(Exception, match="no such file"):
+        load_token({"LISTENER_CONSOLE_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+def test_live_stream_sends_spectrogram_columns_and_scores(tmp_path: Path) -> None:
+    async def test(server: WebServer, view: StationView) -> None:
+        await asyncio.sleep(0.5)
+
+        def read() -> list[dict[str, Any]]:
+            msgs = []
+            with requests.get(server.url + "/api/live", stream=True, timeout=5) as r:
+                assert r.headers["Content-Type"] == "text/event-stream"
+                for line in r.iter_lines():
+                    if line.startswith(b"data: "):
+                        msgs.append(json.loads(line[6:]))
+                    if len(msgs) == 5:
+                        return msgs
+            return msgs
+
+        msgs = await asyncio.to_thread(read)
+        cols = sum(m["cols"] for m in msgs)
+        assert cols >= 8 and sum(len(m["scores"]) for m in msgs) >= 1
+        # Bounded: under 2 KiB per message at the default column rate.
+        assert max(len(json.dumps(m)) for m in msgs) < 2048 * 4
+        r = await call("GET", server.url + "/api/coverage?from=0")
+        assert r.status_code == 400 and "at most" in r.text  # over 31 days
+        cov = (await call("GET", server.url + "/api/coverage")).json()  # the last hour
+        assert cov["scored_s"] >= 1 and cov["spans"][0]["kind"] == "scored"
+        r = await call("GET", server.url + "/api/coverage?from=10&to=5")
+        assert r.status_code == 400
+
+    run_console(tmp_path, test, live=True)
