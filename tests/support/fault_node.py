@@ -104,6 +104,17 @@ class FaultNode(LiveHlsServer):
 Hook = Callable[[FaultNode], None]
 
 
+def _distinct(body: bytes, k: int, n: int) -> bytes:
+    """``body`` made unique for the last entries a daemon may read: real segments never
+    repeat byte for byte (their timestamps differ), and a repeat is refused as a
+    duplicate listing. A trailing MPEG-TS null packet (PID 0x1FFF, ignored by decoders)
+    carries the index; earlier entries share one body to keep 100,000 of them small."""
+    if k < n - 20:
+        return body
+    null = bytes([0x47, 0x1F, 0xFF, 0x10]) + k.to_bytes(8, "big") + bytes(176)
+    return body + null
+
+
 @dataclass(frozen=True)
 class FaultCase:
     """One fault. ``at[i]`` runs just before segment ``i`` is published."""
@@ -162,8 +173,9 @@ def run_case(case: FaultCase, segments: Segments, workdir: Path) -> CaseResult:
     try:
         with node:
             node.start_folder(NODE, FOLDER)
-            for _ in range(case.history):  # quiet audio, listed long ago
-                node.publish(NODE, segments[0][0], segments[0][1])
+            for k in range(case.history):  # quiet audio, listed long ago
+                node.publish(NODE, _distinct(segments[0][0], k, case.history),
+                             segments[0][1])
             if case.setup is not None:
                 case.setup(node)
 
