@@ -28,6 +28,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -49,6 +50,9 @@ from listener.service.station import (
     build_station,
     tend,
 )
+from listener.service.web.console import Console
+from listener.service.web.security import load_token
+from listener.service.web.station_view import StationConsole, station_console
 from listener.sources.http_client import FetchResult
 
 log = logging.getLogger(__name__)
@@ -72,19 +76,35 @@ class StationUnit:
         self.error: str | None = None
         self.restarts = 0
         self.task: asyncio.Task[None] | None = None
+        # The console's view, ledger and observer, when the fleet serves HTTP.
+        self.console: StationConsole | None = None
+
+    @property
+    def scorer(self) -> WindowScorer | None:
+        found = self.fleet.models.get(model_key(self.cfg))
+        return found[0] if found is not None else None
+
+    def readiness(self) -> tuple[bool, str]:
+        health = self.health()
+        return health.current, health.reason
 
     def build(self) -> None:
         """Build the station's parts (raises ListenerError)."""
         scorer, shared = self.fleet.models[model_key(self.cfg)]
         lane = shared.lane(self.id, max_backlog_s=self.cfg.buffer.max_backlog_s,
                            hop_s=self.cfg.detection.hop_s, metrics=self.metrics)
+        options = self.fleet.options
+        if self.console is not None:
+            options = replace(options, observer=self.console.observer)
         try:
             self.station = build_station(self.cfg, scorer, self.metrics,
-                                         options=self.fleet.options, on_fetch=self._observe,
+                                         options=options, on_fetch=self._observe,
                                          batcher=lane)
         except BaseException:
             lane.shutdown()
             raise
+        if self.console is not None:
+            self.console.attach_history(self.station.pipeline.history)
 
     def _observe(self, result: FetchResult) -> None:
         if result.ok:
@@ -164,6 +184,8 @@ class StationUnit:
             log.warning("station %s: sinks not closed after %.0f s", self.id, sinks_s)
         if station.client is not None:
             station.client.close()
+        if self.console is not None:
+            self.console.close()
 
 
 class Fleet:
@@ -231,10 +253,15 @@ class Fleet:
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
             max(32, THREADS_PER_STATION * len(self.units)), thread_name_prefix="io"))
         mcfg = self.units[0].cfg.metrics
-        if mcfg.enabled:
-            self.probes = ProbeServer(self.registry, mcfg.host, mcfg.port, self.readiness)
-            await self.probes.start()
         try:
+            if mcfg.enabled:
+                for unit in self.units:
+                    unit.console = station_console(unit.cfg, unit.metrics, unit)
+                console = Console([u.console.view for u in self.units if u.console is not None],
+                                  bind_host=mcfg.host, token=load_token())
+                self.probes = ProbeServer(self.registry, mcfg.host, mcfg.port, self.readiness,
+                                          console=console)
+                await self.probes.start()
             await self._load_models()
             self._build_all()
         except ListenerError as err:

@@ -83,6 +83,9 @@ def test_a_dead_stream_does_not_stall_the_others(
                 r = await asyncio.to_thread(requests.get, fleet.probes.url + "/readyz",
                                             timeout=5)
                 seen["ready"] = (r.status_code, r.headers["Content-Type"], r.json())
+                s = await asyncio.to_thread(requests.get, fleet.probes.url + "/api/status",
+                                            timeout=5)
+                seen["console"] = (s.status_code, s.json())
                 fleet.request_stop("test finished")
 
             watcher = asyncio.create_task(watch())
@@ -106,5 +109,9 @@ def test_a_dead_stream_does_not_stall_the_others(
     assert status == 200 and ctype == "application/json"
     assert body["quorum"] == 2 and body["current"] == 2
     assert body["stations"][LIVE[0]]["current"] and body["stations"][LIVE[1]]["current"]
+    # the console serves every station of the fleet
+    console_status, console = seen["console"]
+    assert console_status == 200
+    assert {s["station_id"] for s in console["stations"]} == {*LIVE, DEAD}
     dead = body["stations"][DEAD]
     assert not dead["current"] and dead["reason"] == "waiting for the first segment"

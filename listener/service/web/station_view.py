@@ -29,10 +29,10 @@ from listener.service.web.views import ConsoleObserver, LiveFeed, StationView
 
 
 class RunningStation(Protocol):
-    """What the status page reads from the daemon (its existing attributes)."""
+    """What the status page reads from the daemon or a fleet's station unit."""
 
     @property
-    def state(self) -> enum.Enum: ...
+    def state(self) -> enum.Enum | str: ...
 
     @property
     def station(self) -> Station | None: ...
@@ -88,6 +88,10 @@ def _stream_url(cfg: Config) -> str | None:
     return s.url if s.kind == "hls" else f"{s.base_url.rstrip('/')}/{s.node}/latest.txt"
 
 
+def _state_name(state: enum.Enum | str) -> str:
+    return str(state.value) if isinstance(state, enum.Enum) else state
+
+
 def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dict[str, Any]:
     """The status page's snapshot: JSON-able, ``None`` for what is not known yet."""
     sample = metrics.registry.get_sample_value
@@ -101,7 +105,7 @@ def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dic
     restarts = sum(sample("listener_audio_decoder_restarts_total", {**labels, "reason": r})
                    or 0.0 for r in RESTART_REASONS)
     return {
-        "name": cfg.station.name, "state": str(daemon.state.value), "ready": ready,
+        "name": cfg.station.name, "state": _state_name(daemon.state), "ready": ready,
         "readiness": reason, "stream_url": _stream_url(cfg),
         "live_edge_utc": iso_utc(edge),
         "lag_s": sample("listener_stream_lag_seconds", labels),
