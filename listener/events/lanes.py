@@ -19,7 +19,7 @@ import itertools
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +115,14 @@ class AgreeingHandler:
 class LaneEmitter:
     """A non-primary model's clips -> its own emitter (role-filtered sinks) + agreement."""
 
-    def __init__(self, emitter: Emitter, agreement: Agreement) -> None:
+    def __init__(self, emitter: Emitter, agreement: Agreement,
+                 keep: Callable[[ClipResult], bool] | None = None) -> None:
         self.emitter = emitter
         self.agreement = agreement
+        self.keep = keep
 
     async def labelled_clip(self, clip: LabelledClip, stream_key: str) -> None:
         self.agreement.observe(clip.model_id, clip.clip, stream_key)
+        if self.keep is not None and not self.keep(clip.clip):
+            return
         await self.emitter.clip(clip.clip, stream_key, labels=clip.labels)

@@ -25,7 +25,7 @@ import numpy as np
 from listener.audio.history import AudioHistory
 from listener.config import Config
 from listener.detection.labels import LabelRule
-from listener.detection.rule import Encounter
+from listener.detection.rule import ClipResult, Encounter
 from listener.errors import ListenerError
 from listener.events.emitter import Emitter
 from listener.events.lanes import AgreeingHandler, Agreement, LaneEmitter, sinks_for_role
@@ -81,12 +81,15 @@ class StationOptions:
             (benchmarks time events with one).
         backends: loaded backends of the config's non-primary ``models`` by id
             (tests, benchmarks); a model missing here is loaded from its plan.
+        lane_filter: which clips of the non-primary models are emitted (replay
+            keeps those inside its range, as ``wrap_handler`` does for the primary).
     """
 
     source: SegmentSource | None = None
     wrap_handler: WrapHandler | None = None
     extra_sinks: Sequence[Sink] = ()
     backends: Mapping[str, ModelBackend] | None = None
+    lane_filter: Callable[[ClipResult], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
     emitter = Emitter(cfg, model_info, sinks, metrics, _saved_encounter(saved))
     handler: ClipHandler = (emitter if options.wrap_handler is None
                             else options.wrap_handler(emitter))
-    lanes, agreement = _lanes(cfg, sinks, metrics, options.backends)
+    lanes, agreement = _lanes(cfg, sinks, metrics, options)
     if agreement is not None:
         handler = AgreeingHandler(handler, agreement, cfg.model.model_id)
     client = None
@@ -156,8 +159,7 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
     return Station(cfg, pipeline, emitter, source, client, store, tuple(lanes), agreement)
 
 
-def _lanes(cfg: Config, sinks: Sequence[Sink], metrics: Metrics,
-           backends: Mapping[str, ModelBackend] | None
+def _lanes(cfg: Config, sinks: Sequence[Sink], metrics: Metrics, options: StationOptions
            ) -> tuple[list[ModelLane], Agreement | None]:
     """One lane per non-primary model, each with its role's sinks; none for one model."""
     if cfg.models is None or len(cfg.models) < 2:
@@ -171,14 +173,14 @@ def _lanes(cfg: Config, sinks: Sequence[Sink], metrics: Metrics,
     agreement = Agreement(cfg.station.id, [p.id for p in plans], metrics, path)
     lanes = []
     for plan in plans[1:]:
-        backend = (backends or {}).get(plan.id) or load_backend(plan, cfg.frontend)
+        backend = (options.backends or {}).get(plan.id) or load_backend(plan, cfg.frontend)
         info = {"id": plan.id, "role": plan.role, "backend": plan.backend, **backend.info}
         rule = LabelRule(plan.labels, plan.targets, plan.rule, plan.window_s, plan.hop_s,
                          cfg.detection.clip_s)
         lane_cfg = cfg.model_copy(update={"detection": rule.detection})
         emitter = Emitter(lane_cfg, info, sinks_for_role(plan.role, sinks), metrics,
                           role=plan.role)
-        lanes.append(ModelLane(plan, backend, LaneEmitter(emitter, agreement),
+        lanes.append(ModelLane(plan, backend, LaneEmitter(emitter, agreement, options.lane_filter),
                                clip_s=cfg.detection.clip_s,
                                max_backlog_s=cfg.buffer.max_backlog_s))
         log.info("station %s: model %s (%s, %s) scores the same audio as %s", cfg.station.id,
