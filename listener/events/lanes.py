@@ -100,15 +100,21 @@ class Agreement:
 
 
 class AgreeingHandler:
-    """The primary's clip handler, telling :class:`Agreement` what the primary decided."""
+    """The primary's clip handler, telling :class:`Agreement` what the primary decided.
 
-    def __init__(self, inner: ClipHandler, agreement: Agreement, model_id: str) -> None:
+    ``keep``: which clips count (replay: those inside its range), as for the lanes.
+    """
+
+    def __init__(self, inner: ClipHandler, agreement: Agreement, model_id: str,
+                 keep: Callable[[ClipResult], bool] | None = None) -> None:
         self.inner = inner
         self.agreement = agreement
         self.model_id = model_id
+        self.keep = keep
 
     async def clip(self, clip: ClipResult, stream_key: str) -> bool:
-        self.agreement.observe(self.model_id, clip, stream_key)
+        if self.keep is None or self.keep(clip):
+            self.agreement.observe(self.model_id, clip, stream_key)
         return await self.inner.clip(clip, stream_key)
 
 
@@ -122,7 +128,7 @@ class LaneEmitter:
         self.keep = keep
 
     async def labelled_clip(self, clip: LabelledClip, stream_key: str) -> None:
-        self.agreement.observe(clip.model_id, clip.clip, stream_key)
         if self.keep is not None and not self.keep(clip.clip):
             return
+        self.agreement.observe(clip.model_id, clip.clip, stream_key)
         await self.emitter.clip(clip.clip, stream_key, labels=clip.labels)

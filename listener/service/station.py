@@ -135,7 +135,8 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
                             else options.wrap_handler(emitter))
     lanes, agreement = _lanes(cfg, sinks, metrics, options)
     if agreement is not None:
-        handler = AgreeingHandler(handler, agreement, cfg.model.model_id)
+        handler = AgreeingHandler(handler, agreement, cfg.model.model_id,
+                                  options.lane_filter)
     client = None
     source = options.source
     if source is None:
