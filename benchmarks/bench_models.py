@@ -46,9 +46,8 @@ class CheapBackend:
     window_s = 2.0
     hop_s = 1.0
     labels = ("other", "call")
-    info: dict[str, str] = {"architecture": "bench-cheap"}
-
     def __init__(self) -> None:
+        self.info = {"architecture": "bench-cheap"}
         self.frontend = Frontend(FrontendConfig())
 
     def prepare(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
