@@ -3,8 +3,9 @@
 Roles (``models[].role``):
 
 * ``primary``: every sink (the station's :class:`~listener.events.emitter.Emitter`);
-* ``secondary``: the JSON lines file and OrcaHello records: a second opinion
-  the moderators see, never a webhook, clip file or log alert;
+* ``secondary``: the JSON lines file, OrcaHello records and their clip
+  audio/spectrogram (the record's ``audioUri``/``imageUri`` name those files):
+  a second opinion the moderators see, never a webhook or log alert;
 * ``shadow``: the JSON lines file only (and metrics): scored and recorded to
   compare a candidate model, never reaching anyone.
 
@@ -34,7 +35,8 @@ from listener.service.metrics import Metrics
 log = logging.getLogger(__name__)
 
 #: Sinks each non-primary role reaches (by sink name).
-ROLE_SINKS = {"shadow": frozenset({"jsonl"}), "secondary": frozenset({"jsonl", "orcahello"})}
+ROLE_SINKS = {"shadow": frozenset({"jsonl"}),
+              "secondary": frozenset({"jsonl", "orcahello", "clips"})}
 # Clips waiting for the other models' decision; older ones are given up on
 # (a lane that dropped its backlog never decides them).
 _MAX_PENDING = 512

@@ -104,6 +104,7 @@ class Station:
     resume_store: StateStore
     lanes: tuple[ModelLane, ...] = ()  # the non-primary models (``models:``)
     agreement: Agreement | None = None
+    lane_emitters: tuple[Emitter, ...] = ()
 
 
 def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
@@ -157,7 +158,9 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
         cfg, scorer.frontend.prepare, scorer.score_waves, source, handler, metrics,
         resume=_resume_point(saved), on_progress=save_progress, history=history,
         batcher=batcher, lanes=lanes)
-    return Station(cfg, pipeline, emitter, source, client, store, tuple(lanes), agreement)
+    return Station(cfg, pipeline, emitter, source, client, store, tuple(lanes), agreement,
+                   tuple(lane.handler.emitter for lane in lanes
+                         if isinstance(lane.handler, LaneEmitter)))
 
 
 def _lanes(cfg: Config, sinks: Sequence[Sink], metrics: Metrics, options: StationOptions
@@ -219,5 +222,6 @@ async def tend(station: Station) -> None:
     """Periodic care of a live station (every ~30 s): offer refused records to their
     sinks again (a disk that was full), end an encounter left open by a stalled stream."""
     slack = station.cfg.stream.stale_after_s if station.cfg.stream else 120.0
-    await station.emitter.retry_pending()
-    await station.emitter.expire(time.time(), slack)
+    for emitter in (station.emitter, *station.lane_emitters):
+        await emitter.retry_pending()
+        await emitter.expire(time.time(), slack)
