@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from listener.config import Config
+from listener.detection.labels import ClipLabels
 from listener.detection.rule import (
     ClipResult,
     Encounter,
@@ -37,8 +38,14 @@ class Emitter:
     """Turns each finished clip into events and hands them to every sink."""
 
     def __init__(self, cfg: Config, model_info: dict[str, Any], sinks: Sequence[Sink],
-                 metrics: Metrics, encounter: Encounter | None = None) -> None:
+                 metrics: Metrics, encounter: Encounter | None = None, *,
+                 role: str = "primary") -> None:
         self.cfg = cfg
+        # Station-wide detect metrics count the primary model only; every
+        # model (the primary too) has its own ``model``-labelled counters.
+        self.role = role
+        self._model_clips, self._model_detections = metrics.model_counters(
+            str(model_info.get("id") or ""), role)
         self.model_info = model_info
         self.sinks = list(sinks)
         self.metrics = metrics
@@ -59,24 +66,34 @@ class Emitter:
     def open_encounter(self) -> Encounter | None:
         return self.tracker.current
 
-    async def clip(self, clip: ClipResult, stream_key: str) -> bool:
-        """Handle one finished clip of ``stream_key``; True once its records are durable."""
+    async def clip(self, clip: ClipResult, stream_key: str,
+                   labels: ClipLabels | None = None) -> bool:
+        """Handle one finished clip of ``stream_key``; True once its records are durable.
+
+        ``labels``: a multi-class model's labels for the clip (into the records).
+        """
         self.last_clip_mono = time.monotonic()
         self.last_stream_key = stream_key
-        self.metrics.clips.inc()
-        self.metrics.last_clip_confidence.set(clip.confidence)
+        primary = self.role == "primary"
+        self._model_clips.inc()
+        if primary:
+            self.metrics.clips.inc()
+            self.metrics.last_clip_confidence.set(clip.confidence)
         start, _ = clip_times(clip)
         encounter_events = self.tracker.observe(clip, self._encounter_id(clip, stream_key))
         for ev in encounter_events:
             if ev.kind == "end":
                 await self.emit(self._encounter_event(ev, stream_key))
         if clip.detected:
-            self.metrics.detections.inc()
+            self._model_detections.inc()
+            if primary:
+                self.metrics.detections.inc()
             await self.emit(make_detection_event(
                 clip, encounter=self.tracker.current, station=self.cfg.station,
-                model=self.model_info, detection=self.cfg.detection, stream_key=stream_key))
+                model=self.model_info, detection=self.cfg.detection, stream_key=stream_key,
+                labels=labels))
         for ev in encounter_events:
-            if ev.kind == "start":
+            if ev.kind == "start" and primary:
                 self.metrics.encounters.inc()
             if ev.kind != "end":
                 await self.emit(self._encounter_event(ev, stream_key))

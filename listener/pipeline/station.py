@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -47,6 +47,7 @@ from listener.pipeline.contracts import (
     ScoreWavesFn,
     SegmentSource,
 )
+from listener.pipeline.lane import ModelLane
 from listener.service.metrics import Metrics
 from listener.sources.segments import Gap, Position, Segment
 
@@ -69,7 +70,8 @@ class StationPipeline:
                  resume: ResumePoint | None = None, on_progress: ProgressFn | None = None,
                  observer: PipelineObserver | None = None,
                  history: AudioHistory | None = None, ffmpeg_exe: str | None = None,
-                 batcher: WindowBatcher[_Tagged] | None = None) -> None:
+                 batcher: WindowBatcher[_Tagged] | None = None,
+                 lanes: Sequence[ModelLane] = ()) -> None:
         self.cfg = cfg
         self.source = source
         self.handler = handler
@@ -78,6 +80,7 @@ class StationPipeline:
         self.observer = observer
         self.history = history
         self.ffmpeg_exe = ffmpeg_exe
+        self.lanes = list(lanes)  # the other models, fed the same decoded audio
         det = cfg.detection
         self.prepare = prepare
         # Resampling runs in its own thread, beside the model's, so neither the
@@ -127,18 +130,25 @@ class StationPipeline:
     async def run(self) -> None:
         """Run until the source ends (then the open clip is decided too) or a stop."""
         consumer = asyncio.create_task(self._consume(), name="score")
+        lanes = [asyncio.create_task(lane.consume(), name=f"score-{lane.id}")
+                 for lane in self.lanes]
         try:
             await self._intake()
         finally:
             await self._end_decoder()
             self.batcher.close()
+            for lane in self.lanes:
+                lane.batcher.close()
             await consumer
+            await asyncio.gather(*lanes)
         if not self.source.stop_event.is_set():
             # The stream ended by itself (ENDLIST, end of a replay): decide the
             # last, possibly shorter, clip. A stop leaves it for the resume.
             for clip in self.aggregator.flush(self.cutter.position_s):
                 if self._current_key is not None:
                     await self._clip(clip, self._current_key)
+            for lane in self.lanes:
+                await lane.finish()
 
     # -- intake ------------------------------------------------------------
 
@@ -262,6 +272,8 @@ class StationPipeline:
             while (block := await decoder.read()) is not None:
                 if not started:
                     self.cutter.reset(decoder.anchor_s, decoder.sample_rate, utc_origin)
+                    for lane in self.lanes:
+                        lane.reset(decoder.anchor_s, decoder.sample_rate, utc_origin)
                     self._hold_audio(ctx.stream_key, max(decoder.anchor_s, skip), first=True)
                     started = True
                 offset = self.cutter.position_s
@@ -272,6 +284,8 @@ class StationPipeline:
                 self.metrics.decoded_seconds.inc(seconds)
                 if self.history is not None:
                     self.history.append(offset, block[0], decoder.sample_rate, ctx.stream_key)
+                for lane in self.lanes:
+                    await lane.push(block, ctx.stream_key, skip)
                 windows = [w for w in self.cutter.push(block) if w.start_s >= skip - 1e-6]
                 if windows:
                     waves = await asyncio.get_running_loop().run_in_executor(
@@ -306,6 +320,8 @@ class StationPipeline:
         """Release the worker threads (after :meth:`run` has returned)."""
         self._prep_pool.shutdown(wait=True, cancel_futures=True)
         self.batcher.shutdown()
+        for lane in self.lanes:
+            lane.close()
 
     # -- scoring and clips -------------------------------------------------
 

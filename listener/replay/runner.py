@@ -32,6 +32,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 
 from listener.config import Config, JsonlSinkConfig, load_config, with_precision
+from listener.detection.rule import ClipResult
 from listener.errors import ListenerError
 from listener.events.emitter import Emitter
 from listener.events.records import iso_utc
@@ -43,6 +44,7 @@ from listener.replay.summary import (
     RangeClips,
     ReplaySummary,
     archive_gap_json,
+    clip_overlaps,
     lost_segment_json,
 )
 from listener.service.daemon import Daemon
@@ -246,7 +248,8 @@ class Replay:
             return 0
         daemon = self.daemon = Daemon(
             self.cfg, scorer=scorer, registry=CollectorRegistry(),
-            options=StationOptions(source=source, wrap_handler=self._wrap), finish_at_end=True,
+            options=StationOptions(source=source, wrap_handler=self._wrap,
+                                   lane_filter=self._in_range), finish_at_end=True,
             notifier=SystemdNotifier(environ={}))  # a replay is not the service
 
         async def stop_client() -> None:
@@ -273,6 +276,9 @@ class Replay:
     def _wrap(self, emitter: Emitter) -> RangeClips:
         self.clips = RangeClips(emitter, self.start_utc, self.end_utc, self.on_clip)
         return self.clips
+
+    def _in_range(self, clip: ClipResult) -> bool:
+        return clip_overlaps(clip, self.start_utc, self.end_utc)
 
     def _stats(self) -> PipelineStats | None:
         pipeline = self.daemon.pipeline if self.daemon is not None else None

@@ -59,13 +59,11 @@ class RangeClips:
 
         True once the emitter's durable sinks hold its records.
         """
-        if clip.utc_start is not None:
-            end = clip.utc_start + timedelta(seconds=clip.end_s - clip.start_s)
-            if end <= self.start_utc or clip.utc_start >= self.end_utc:
-                self.outside += 1
-                log.debug("clip %s of %s is outside the range; not reported",
-                          iso_utc(clip.utc_start), stream_key)
-                return self.emitter.accepted
+        if not clip_overlaps(clip, self.start_utc, self.end_utc):
+            self.outside += 1
+            log.debug("clip %s of %s is outside the range; not reported",
+                      iso_utc(clip.utc_start), stream_key)
+            return self.emitter.accepted
         durable = await self.emitter.clip(clip, stream_key)
         self.clips += 1
         if clip.detected:
@@ -73,6 +71,14 @@ class RangeClips:
         if self.on_clip is not None:
             self.on_clip(clip, stream_key)
         return durable
+
+
+def clip_overlaps(clip: ClipResult, start_utc: datetime, end_utc: datetime) -> bool:
+    """Whether the clip's UTC span overlaps ``[start_utc, end_utc)`` (True without UTC)."""
+    if clip.utc_start is None:
+        return True
+    end = clip.utc_start + timedelta(seconds=clip.end_s - clip.start_s)
+    return end > start_utc and clip.utc_start < end_utc
 
 
 def detection_json(clip: ClipResult, stream_key: str) -> dict[str, Any]:

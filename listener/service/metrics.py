@@ -28,6 +28,7 @@ DROP_REASONS: Final = ("gap", "backlog", "decode_error", "undecodable", "duplica
                         "short_segment", "excess_audio")
 RESTART_REASONS: Final = ("start", "discontinuity", "gap", "failure", "codec_change",
                            "reanchor")
+AGREEMENT_OUTCOMES: Final = ("both", "only_a", "only_b", "neither")
 BUILD_INFO_LABELS: Final = ("version", "model_id", "architecture", "device", "precision",
                             "weights_sha256")
 
@@ -96,6 +97,14 @@ METRIC_SPECS: Final[tuple[MetricSpec, ...]] = (
                "Clips judged to contain killer-whale calls."),
     MetricSpec("listener_detect_encounters_total", "counter",
                "Encounters (detections separated by more than encounter_gap_s)."),
+    MetricSpec("listener_detect_model_clips_total", "counter",
+               "Clips each configured model decided, by model id and role.", ("model", "role")),
+    MetricSpec("listener_detect_model_detections_total", "counter",
+               "Positive clips of each configured model, by model id and role.",
+               ("model", "role")),
+    MetricSpec("listener_detect_agreement_total", "counter",
+               "Clips two models both decided, by model pair and outcome (both, only_a, only_b, "
+               "neither).", ("model_a", "model_b", "outcome")),
     MetricSpec("listener_detect_last_clip_confidence", "gauge",
                "Confidence (0..1) of the most recently decided clip."),
     MetricSpec("listener_sink_deliveries_total", "counter",
@@ -252,6 +261,18 @@ class Metrics:
             )
             self._sinks[sink] = bound
         return bound
+
+    def model_counters(self, model: str, role: str) -> tuple[Counter, Counter]:
+        """(clips, detections) counters of one configured model."""
+        fam = self.families
+        return (fam["listener_detect_model_clips_total"].labels(self.station, model, role),
+                fam["listener_detect_model_detections_total"].labels(self.station, model, role))
+
+    def agreement(self, model_a: str, model_b: str, outcome: str) -> None:
+        """Count one clip that models ``model_a`` and ``model_b`` both decided."""
+        _check(outcome, AGREEMENT_OUTCOMES, "agreement outcome")
+        self.families["listener_detect_agreement_total"].labels(
+            self.station, model_a, model_b, outcome).inc()
 
     def set_build_info(self, **labels: str) -> None:
         """Set ``listener_build_info``; keys must be those in :data:`BUILD_INFO_LABELS`.

@@ -24,10 +24,13 @@ import numpy as np
 
 from listener.audio.history import AudioHistory
 from listener.config import Config
-from listener.detection.rule import Encounter
+from listener.detection.labels import LabelRule
+from listener.detection.rule import ClipResult, Encounter
 from listener.errors import ListenerError
 from listener.events.emitter import Emitter
+from listener.events.lanes import AgreeingHandler, Agreement, LaneEmitter, sinks_for_role
 from listener.events.sinks import Sink, build_sinks
+from listener.model.backends.base import ModelBackend
 from listener.pipeline.batcher import WindowBatcher
 from listener.pipeline.contracts import (
     ClipHandler,
@@ -36,6 +39,7 @@ from listener.pipeline.contracts import (
     ResumePoint,
     SegmentSource,
 )
+from listener.pipeline.lane import ModelLane
 from listener.pipeline.station import StationPipeline
 from listener.service.metrics import Metrics
 from listener.service.resume import StateStore, StreamState
@@ -82,12 +86,18 @@ class StationOptions:
         extra_sinks: sinks beyond those the config's ``outputs`` asks for
             (benchmarks time events with one).
         observer: told of each scored window and lost stretch (the console).
+        backends: loaded backends of the config's non-primary ``models`` by id
+            (tests, benchmarks); a model missing here is loaded from its plan.
+        lane_filter: which clips of the non-primary models are emitted (replay
+            keeps those inside its range, as ``wrap_handler`` does for the primary).
     """
 
     source: SegmentSource | None = None
     wrap_handler: WrapHandler | None = None
     extra_sinks: Sequence[Sink] = ()
     observer: PipelineObserver | None = None
+    backends: Mapping[str, ModelBackend] | None = None
+    lane_filter: Callable[[ClipResult], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,9 @@ class Station:
     source: SegmentSource
     client: HttpClient | None  # owned by the station (None when the source was handed in)
     resume_store: StateStore
+    lanes: tuple[ModelLane, ...] = ()  # the non-primary models (``models:``)
+    agreement: Agreement | None = None
+    lane_emitters: tuple[Emitter, ...] = ()
 
 
 def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
@@ -124,8 +137,15 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
     sinks = [*build_sinks(cfg.outputs, cfg.station, history, metrics, state_dir=cfg.state.dir),
              *options.extra_sinks]
     model_info = {"id": cfg.model.model_id, **scorer.info}
+    if cfg.models is not None and len(cfg.models) > 1:
+        model_info["role"] = "primary"
     emitter = Emitter(cfg, model_info, sinks, metrics, _saved_encounter(saved))
-    handler = emitter if options.wrap_handler is None else options.wrap_handler(emitter)
+    handler: ClipHandler = (emitter if options.wrap_handler is None
+                            else options.wrap_handler(emitter))
+    lanes, agreement = _lanes(cfg, sinks, metrics, options)
+    if agreement is not None:
+        handler = AgreeingHandler(handler, agreement, cfg.model.model_id,
+                                  options.lane_filter)
     client = None
     source = options.source
     if source is None:
@@ -145,8 +165,39 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
     pipeline = StationPipeline(
         cfg, scorer.frontend.prepare, scorer.score_waves, source, handler, metrics,
         resume=_resume_point(saved), on_progress=save_progress, history=history,
-        batcher=batcher, observer=options.observer)
-    return Station(cfg, pipeline, emitter, source, client, store)
+        batcher=batcher, observer=options.observer, lanes=lanes)
+    return Station(cfg, pipeline, emitter, source, client, store, tuple(lanes), agreement,
+                   tuple(lane.handler.emitter for lane in lanes
+                         if isinstance(lane.handler, LaneEmitter)))
+
+
+def _lanes(cfg: Config, sinks: Sequence[Sink], metrics: Metrics, options: StationOptions
+           ) -> tuple[list[ModelLane], Agreement | None]:
+    """One lane per non-primary model, each with its role's sinks; none for one model."""
+    if cfg.models is None or len(cfg.models) < 2:
+        return [], None
+    from listener.model.backends import load_backend
+    from listener.model.backends.check import plan_models
+
+    plans = sorted(plan_models(cfg), key=lambda p: p.role != "primary")
+    jsonl = cfg.outputs.jsonl
+    path = jsonl.path.with_name(jsonl.path.stem + ".agreement.jsonl") if jsonl else None
+    agreement = Agreement(cfg.station.id, [p.id for p in plans], metrics, path)
+    lanes = []
+    for plan in plans[1:]:
+        backend = (options.backends or {}).get(plan.id) or load_backend(plan, cfg.frontend)
+        info = {"id": plan.id, "role": plan.role, "backend": plan.backend, **backend.info}
+        rule = LabelRule(plan.labels, plan.targets, plan.rule, plan.window_s, plan.hop_s,
+                         cfg.detection.clip_s)
+        lane_cfg = cfg.model_copy(update={"detection": rule.detection})
+        emitter = Emitter(lane_cfg, info, sinks_for_role(plan.role, sinks), metrics,
+                          role=plan.role)
+        lanes.append(ModelLane(plan, backend, LaneEmitter(emitter, agreement, options.lane_filter),
+                               clip_s=cfg.detection.clip_s,
+                               max_backlog_s=cfg.buffer.max_backlog_s))
+        log.info("station %s: model %s (%s, %s) scores the same audio as %s", cfg.station.id,
+                 plan.id, plan.backend, plan.role, plans[0].id)
+    return lanes, agreement
 
 
 def _history(cfg: Config) -> AudioHistory | None:
@@ -179,5 +230,6 @@ async def tend(station: Station) -> None:
     """Periodic care of a live station (every ~30 s): offer refused records to their
     sinks again (a disk that was full), end an encounter left open by a stalled stream."""
     slack = station.cfg.stream.stale_after_s if station.cfg.stream else 120.0
-    await station.emitter.retry_pending()
-    await station.emitter.expire(time.time(), slack)
+    for emitter in (station.emitter, *station.lane_emitters):
+        await emitter.retry_pending()
+        await emitter.expire(time.time(), slack)

@@ -31,6 +31,7 @@ from listener.config import (
 )
 from listener.model.frontend import Frontend
 from listener.service.daemon import Daemon, Timeouts
+from listener.service.station import StationOptions
 
 RATE = 48000
 TONE_HZ = 1000.0
@@ -101,15 +102,18 @@ def station_config(base_url: str, node: str, workdir: Path, **over: Any) -> Conf
         "metrics": MetricsConfig(host="127.0.0.1", port=0),
         "state": StateConfig(dir=workdir / "state"),
     }
+    if "models" in over:
+        del fields["model"]
     fields.update(over)
     return Config(**fields)
 
 
 def run_daemon_until(cfg: Config, scorer: Any, done: Callable[[Daemon], bool],
                      timeout_s: float = 60.0,
-                     during: Callable[[Daemon], None] | None = None) -> Daemon:
+                     during: Callable[[Daemon], None] | None = None,
+                     options: StationOptions | None = None) -> Daemon:
     """Run a Daemon in this thread's event loop until ``done(daemon)`` or timeout."""
-    daemon = Daemon(cfg, scorer=scorer, registry=CollectorRegistry(),
+    daemon = Daemon(cfg, scorer=scorer, registry=CollectorRegistry(), options=options,
                     timeouts=Timeouts(drain_s=20, sinks_s=5, probes_s=2))
 
     async def main() -> int:
@@ -148,3 +152,26 @@ def publish_in_background(publish: Callable[[], bool], every_s: float) -> thread
     t = threading.Thread(target=loop, daemon=True)
     t.start()
     return t
+
+
+class ToneBackend:
+    """:class:`ToneScorer` behind the model-backend interface (a second model for
+    multi-model stations): labels ``other``/``call``, 2 s windows every 1 s."""
+
+    sample_rate = 20000
+    window_s = 2.0
+    hop_s = 1.0
+    labels = ("other", "call")
+
+    def __init__(self, model_id: str = "tone-b") -> None:
+        self.tone = ToneScorer()
+        self.info: dict[str, Any] = {"architecture": "tone-fake-backend", "device": "cpu"}
+        self.windows = 0
+
+    def prepare(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        return self.tone.frontend.prepare(samples, sample_rate)
+
+    def predict(self, waves: np.ndarray) -> np.ndarray:
+        self.windows += len(waves)
+        call = self.tone.score_waves(waves)
+        return np.stack([1.0 - call, call], axis=1)

@@ -1,0 +1,140 @@
+"""A live station with two models against the loopback HLS server.
+
+The primary (the tone fake behind the ResNet's interface) alerts; the shadow
+(the same detector behind the backend interface, its own 2 s/1 s windows) is
+scored on the same decoded audio and recorded, but never reaches the webhook,
+OrcaHello records or the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from support.daemon_support import (
+    ToneBackend,
+    ToneScorer,
+    read_events,
+    run_daemon_until,
+    station_config,
+    tone_recording,
+    ts_segments,
+)
+from support.hls_server import LiveHlsServer
+
+from listener.audio import decode
+from listener.config import (
+    JsonlSinkConfig,
+    ModelEntry,
+    OrcaHelloSinkConfig,
+    OutputsConfig,
+    WebhookSinkConfig,
+)
+from listener.service.daemon import Daemon
+from listener.service.station import StationOptions
+
+NODE = "rpi_two"
+FOLDER = 1_600_000_000
+
+
+@pytest.fixture(scope="module")
+def segments(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[bytes, float]]:
+    """125 s of quiet noise with a 1 kHz tone at 75-85 s (in the second minute)."""
+    d = tmp_path_factory.mktemp("two")
+    return ts_segments(tone_recording(d / "tone.wav", 125.0, [(75.0, 85.0)]), d / "hls")
+
+
+@pytest.fixture()
+def webhook() -> Iterator[tuple[str, list[dict]]]:
+    got: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
+    server.shutdown()
+
+
+@pytest.mark.slow
+def test_two_models_share_the_decoded_audio_and_the_shadow_never_alerts(
+        tmp_path: Path, segments: list[tuple[bytes, float]],
+        webhook: tuple[str, list[dict]], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    starts: list[str] = []
+    real_init = decode.StreamDecoder.__init__
+
+    def counting_init(self, name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        starts.append(name)
+        real_init(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(decode.StreamDecoder, "__init__", counting_init)
+    url, posted = webhook
+    outputs = OutputsConfig(jsonl=JsonlSinkConfig(path=tmp_path / "events.jsonl"),
+                            orcahello=OrcaHelloSinkConfig(dir=tmp_path / "orcahello"),
+                            webhook=WebhookSinkConfig(url=url, backoff_initial_s=0.05),
+                            log=True)
+    shadow = ToneBackend()
+    with LiveHlsServer() as server:
+        cfg = station_config(server.base_url, NODE, tmp_path, outputs=outputs, models=(
+            ModelEntry(id="resnet-live", batch_size=8, max_batch_wait_s=0.05),
+            ModelEntry(id="tone-shadow", role="shadow", batch_size=8, max_batch_wait_s=0.05,
+                       window_s=2.0, hop_s=1.0)))
+        server.start_folder(NODE, FOLDER)
+        for data, dur in segments:
+            server.publish(NODE, data, dur)
+        caplog.set_level(logging.INFO)
+        daemon = run_daemon_until(
+            cfg, ToneScorer(), lambda d: _both_decided(d, 2), timeout_s=60,
+            options=StationOptions(backends={"tone-shadow": shadow}))
+
+    assert len(starts) == 1, starts  # one ffmpeg for both models
+    events = read_events(tmp_path / "events.jsonl")
+    dets = [e for e in events if e["kind"] == "detection"]
+    by_model = {e["model"]["id"]: e for e in dets}
+    assert set(by_model) == {"resnet-live", "tone-shadow"}, [e["model"]["id"] for e in dets]
+    assert by_model["tone-shadow"]["model"]["role"] == "shadow"
+    assert by_model["resnet-live"]["model"]["role"] == "primary"
+    assert by_model["tone-shadow"]["timestamp"] == by_model["resnet-live"]["timestamp"]
+    assert by_model["tone-shadow"]["globalPredictionLabel"] == "call"
+    assert len(by_model["tone-shadow"]["clip"]["windows"]) == 59  # 2 s every 1 s over 60 s
+    assert shadow.windows >= 118
+    # The shadow reached the JSON lines only.
+    records = [json.loads(p.read_text()) for p in (tmp_path / "orcahello").rglob("*.json")]
+    assert records and {r["modelId"] for r in records} == {"resnet-live"}
+    detections_posted = [p for p in posted if p.get("kind") == "detection"]
+    assert detections_posted and {p["model"]["id"] for p in detections_posted} == {
+        "resnet-live"}
+    assert not [r for r in caplog.records if r.name.startswith("listener.events.sinks.log")
+                and "tone-shadow" in r.getMessage()]
+    # Both models decided clips 0 and 1; they agree on both.
+    agreement = [json.loads(line) for line in
+                 (tmp_path / "events.agreement.jsonl").read_text().splitlines()]
+    assert [(a["start_s"], a["fired"]) for a in agreement[:2]] == [
+        (0.0, []), (60.0, ["resnet-live", "tone-shadow"])]
+    get = daemon.registry.get_sample_value
+    pair = {"station": NODE, "model_a": "resnet-live", "model_b": "tone-shadow"}
+    assert get("listener_detect_agreement_total", {**pair, "outcome": "both"}) == 1
+    assert get("listener_detect_agreement_total", {**pair, "outcome": "neither"}) == 1
+    assert get("listener_detect_model_detections_total",
+               {"station": NODE, "model": "tone-shadow", "role": "shadow"}) == 1
+    assert get("listener_detect_detections_total", {"station": NODE}) == 1
+
+
+def _both_decided(daemon: Daemon, clips: int) -> bool:
+    station = daemon.station
+    return (station is not None and station.agreement is not None
+            and len(station.agreement.records) >= clips)
