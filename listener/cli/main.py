@@ -10,13 +10,13 @@ import argparse
 import json
 import logging
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from listener import __version__
 from listener.cli.options import add_precision_flag
+from listener.cli.progress import ProgressBar
 from listener.config import Config, default_config, load_config, with_precision
 from listener.errors import ListenerError
 
@@ -33,35 +33,6 @@ def _load(args: argparse.Namespace) -> Config:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
             update={"weights": Path(weights)})})
     return with_precision(cfg, getattr(args, "precision", None))
-
-
-class _ProgressBar:
-    """A one-line progress bar on stderr, only when it is a terminal."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.start = time.monotonic()
-        self.last = 0.0
-
-    def __call__(self, done: float, total: float | None) -> None:
-        now = time.monotonic()
-        if now - self.last < 0.2 and (total is None or done < total):
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        if total:
-            frac = min(done / total, 1.0)
-            bar = "#" * int(frac * 30)
-            eta = (total - done) / rate if rate > 0 else 0.0
-            text = (f"\r{self.label} [{bar:<30}] {100 * frac:5.1f}% "
-                    f"{rate:6.1f}x real time  ETA {eta:5.0f} s")
-        else:
-            text = f"\r{self.label} {done:8.1f} s  {rate:6.1f}x real time"
-        sys.stderr.write(text)
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\n")
 
 
 def _fmt_time(seconds: float) -> str:
@@ -86,7 +57,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     scored: list[tuple[str, Any]] = []
     tty = sys.stderr.isatty() and not args.quiet
     for path in args.files:
-        bar = _ProgressBar(Path(path).name) if tty else None
+        bar = ProgressBar(Path(path).name) if tty else None
         try:
             result = score_file(path, cfg, scorer.score_waves, scorer.frontend, progress=bar,
                                 score_features=scorer.score_features)
@@ -228,7 +199,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.shard is None and len(files) == 1:
         args.config = str(files[0])
         return run_replay(args, say=lambda text: print(text, flush=True),
-                          make_progress=_ProgressBar if sys.stderr.isatty() else None)
+                          make_progress=ProgressBar if sys.stderr.isatty() else None)
     return _replay_sharded(args, files)
 
 
@@ -277,7 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default from config)")
     p.add_argument("--log-format", choices=["text", "json"], default=None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_demo(sub)
+    _add_replay(sub)
+    _add_detect(sub)
+    _add_features(sub)
+    _add_check_config(sub)
+    _add_convert_fastai(sub)
+    _add_quality_commands(sub)
+    return p
 
+
+def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("run", help="follow live hydrophone streams (the daemon)")
     s.add_argument("--config", required=True, action="append",
                    help="station YAML file, or a folder of them; repeatable (one process, "
@@ -292,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override model.device of every station (e.g. cuda on a GPU node)")
     s.set_defaults(func=cmd_run)
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("demo", help="serve bundled recordings as live HLS and run the daemon")
     s.add_argument("--duration", type=float, default=90.0, help="seconds to run (default 90)")
     s.add_argument("--weights", default=None, help="a checkpoint (default: the bundled demo model, "
@@ -299,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=9108, help="metrics port (default 9108)")
     s.set_defaults(func=cmd_demo)
 
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("replay", help="score a past time range from the archive "
                        "(`replay merge OUT` joins sharded parts)")
     s.add_argument("action", nargs="?", choices=["merge"], help=argparse.SUPPRESS)
@@ -315,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_precision_flag(s)
     s.set_defaults(func=cmd_replay)
 
+
+def _add_detect(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("detect", help="score recordings (any format ffmpeg reads)")
     s.add_argument("files", nargs="+", metavar="FILE")
     s.add_argument("--config", default=None)
@@ -329,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_label_export_flags(s)
     s.set_defaults(func=cmd_detect)
 
+
+def _add_features(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("features", help="write the exact model input of one window as .npy")
     s.add_argument("file")
     s.add_argument("--start", type=float, required=True, help="window start, seconds")
@@ -337,10 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=None)
     s.set_defaults(func=cmd_features)
 
+
+def _add_check_config(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("check-config", help="validate a station YAML file")
     s.add_argument("file")
     s.set_defaults(func=cmd_check_config)
 
+
+def _add_convert_fastai(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("convert-fastai", help="extract weights from a fastai export (model.pkl)")
     s.add_argument("pkl")
     s.add_argument("out", help="output .safetensors")
@@ -349,8 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also record (never run) classes of this package, e.g. a custom "
                         "fastai extension; repeatable")
     s.set_defaults(func=cmd_convert_fastai)
-    _add_quality_commands(sub)
-    return p
 
 
 def _add_label_export_flags(s: argparse.ArgumentParser) -> None:

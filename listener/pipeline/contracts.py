@@ -91,3 +91,12 @@ class PipelineStats:
     last_segment_mono: float | None
     last_scored_mono: float | None
     last_scored_utc: datetime | None
+
+
+class Progress(Protocol):
+    """A progress display: ``bar(done_s, total_s)`` repeatedly (total None when
+    unknown), then ``close()`` by its owner (``listener.cli.progress.ProgressBar``)."""
+
+    def __call__(self, done: float, total: float | None) -> None: ...
+
+    def close(self) -> None: ...

@@ -28,10 +28,10 @@ from listener.config import Config
 from listener.detection.rule import ClipAggregator, ClipResult, WindowScore
 from listener.errors import DecodeError
 from listener.model.frontend import Frontend
+from listener.pipeline.contracts import Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float, float | None], None]  # (seconds done, total or None)
 ScoreWaves = Callable[[np.ndarray], np.ndarray]  # (B, samples) 20 kHz -> (B,) scores
 ScoreFeatures = Callable[[torch.Tensor], np.ndarray]  # (B, 1, mels, frames) -> (B,) scores
 

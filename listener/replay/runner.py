@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -36,7 +35,7 @@ from listener.detection.rule import ClipResult
 from listener.errors import ListenerError
 from listener.events.emitter import Emitter
 from listener.events.records import iso_utc
-from listener.pipeline.contracts import PipelineStats
+from listener.pipeline.contracts import PipelineStats, Progress
 from listener.replay.plan import plan_range
 from listener.replay.source import ReplaySource, in_range_s
 from listener.replay.summary import (
@@ -63,14 +62,6 @@ MAX_CONCURRENCY = 10
 # the model busy, far below the backlog at which the batcher would shed.
 PAUSE_BACKLOG_S = 60.0
 MIN_SHED_BACKLOG_S = 600.0
-
-
-class Progress(Protocol):
-    """A progress display: ``bar(done_s, total_s)`` repeatedly, then ``close()``."""
-
-    def __call__(self, done: float, total: float | None) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def parse_time(value: str, flag: str) -> datetime:

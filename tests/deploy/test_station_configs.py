@@ -4,7 +4,7 @@ The station files must load, name the Orcasound node exactly as OrcaHello's
 reference list does (id, name, longitude, latitude: hard-coded below, from
 the OrcaHello model notes), and use the systemd layout under
 /var/lib/listener. The example must load, mention every key of every section,
-and show each key's real default, so it cannot drift from listener/config.py.
+and show each key's real default, so it cannot drift from listener/config/.
 """
 
 from __future__ import annotations

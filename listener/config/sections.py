@@ -1,4 +1,4 @@
-"""Typed station configuration: one YAML file per hydrophone.
+"""The station config's sections: one pydantic model each, rejecting unknown keys.
 
 Every section is a pydantic model that rejects unknown keys. Defaults are the
 production OrcaHello settings (``config/example.yaml`` documents every field).
@@ -10,31 +10,26 @@ variable or a credentials file that holds them.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from listener.config.base import (
+    NonNegative,
+    Positive,
+    Seconds,
+    SecondsOrZero,
+    Timeout,
+    _Section,
+)
+from listener.config.outputs import (
+    OutputsConfig,
+)
 from listener.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
-# Durations get upper bounds too: a finite but absurd value (1e308 s) would
-# overflow the event loop's clock or make a wait that never ends.
-Timeout = Annotated[float, Field(gt=0, le=3600)]
-Seconds = Annotated[float, Field(gt=0, le=7 * 86400)]
-SecondsOrZero = Annotated[float, Field(ge=0, le=7 * 86400)]
-
-
-class _Section(BaseModel):
-    # .inf and .nan are valid YAML floats; no setting here means them.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
 
 class StationConfig(_Section):
     """Who this hydrophone is; used in every event record and metric label."""
@@ -266,51 +261,6 @@ class BufferConfig(_Section):
     max_backlog_s: Seconds = 600.0
 
 
-class JsonlSinkConfig(_Section):
-    path: Path
-
-
-class WebhookSinkConfig(_Section):
-    url: str
-    token_env: str | None = None
-    token_file: Path | None = None
-    timeout_s: Timeout = 10.0
-    backoff_initial_s: Timeout = 1.0
-    backoff_max_s: Seconds = 300.0
-    outbox_dir: Path | None = None
-
-    @model_validator(mode="after")
-    def _check_url(self) -> WebhookSinkConfig:
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url must be http:// or https://, got {self.url!r}")
-        return self
-
-
-class OrcaHelloSinkConfig(_Section):
-    """One JSON document per positive clip, in OrcaHello's record format."""
-
-    dir: Path
-    audio_base_uri: str = ""
-    image_base_uri: str = ""
-
-
-class ClipSinkConfig(_Section):
-    """The detection's audio plus a spectrogram PNG."""
-
-    dir: Path
-    format: Literal["wav", "flac"] = "flac"
-    before_s: Annotated[float, Field(ge=0, le=600)] = 10.0
-    after_s: Annotated[float, Field(ge=0, le=600)] = 10.0
-
-
-class OutputsConfig(_Section):
-    jsonl: JsonlSinkConfig | None = None
-    webhook: WebhookSinkConfig | None = None
-    orcahello: OrcaHelloSinkConfig | None = None
-    clips: ClipSinkConfig | None = None
-    log: bool = True
-
-
 class MetricsConfig(_Section):
     """The HTTP endpoint serving /metrics, /healthz and /readyz."""
 
@@ -391,11 +341,6 @@ def default_config(station_id: str = "local") -> Config:
     return Config(station=StationConfig(id=station_id))
 
 
-# A config is a few hundred nodes; more means aliases expanding exponentially.
-_MAX_NODES = 100_000
-_UNDEFINED_VAR = re.compile(r"\$(\{[^}]*\}?|[A-Za-z_][A-Za-z0-9_]*)")
-
-
 def with_precision(cfg: Config, precision: str | None) -> Config:
     """``cfg`` with ``model.precision`` replaced (a command line's ``--precision``).
 
@@ -409,159 +354,3 @@ def with_precision(cfg: Config, precision: str | None) -> Config:
                           f"got {precision!r}")
     return cfg.model_copy(update={"model": cfg.model.model_copy(
         update={"precision": precision})})
-
-
-def _line_index(node: yaml.Node, path: str, out: dict[tuple, int]) -> None:
-    """Map each key path to its 1-based line; refuse duplicate keys, recursive
-    aliases and alias bombs (each a ConfigError naming the line and key)."""
-    seen = 0
-
-    def walk(node: yaml.Node, prefix: tuple[str | int, ...], active: set[int]) -> None:
-        nonlocal seen
-        seen += 1
-        key = ".".join(str(p) for p in prefix) or None
-        line = node.start_mark.line + 1
-        if id(node) in active:
-            raise ConfigError("recursive YAML alias (an anchor that contains itself)",
-                              path=path, line=line, key=key)
-        if seen > _MAX_NODES:
-            raise ConfigError(f"more than {_MAX_NODES} YAML nodes (aliases expanding "
-                              "exponentially?)", path=path, line=line, key=key)
-        children: list[tuple[tuple[str | int, ...], yaml.Node, int]] = []
-        if isinstance(node, yaml.MappingNode):
-            names: set[str] = set()
-            for key_node, value_node in node.value:
-                name = str(key_node.value)
-                if name in names:
-                    raise ConfigError(f"duplicate key {name!r} (YAML keeps only the last "
-                                      "one; remove one of them)", path=path,
-                                      line=key_node.start_mark.line + 1, key=key)
-                names.add(name)
-                children.append(((*prefix, name), value_node, key_node.start_mark.line + 1))
-        elif isinstance(node, yaml.SequenceNode):
-            children = [((*prefix, i), item, item.start_mark.line + 1)
-                        for i, item in enumerate(node.value)]
-        active.add(id(node))
-        for child_path, child, child_line in children:
-            out.setdefault(child_path, child_line)
-            walk(child, child_path, active)
-        active.discard(id(node))
-
-    walk(node, (), set())
-
-
-def _resolve_paths(data: dict[str, Any], base: Path, path: str) -> None:
-    """Relative file paths in a config are relative to the config file.
-
-    ``$VAR`` and ``${VAR}`` are expanded; an undefined one is an error (left
-    as is, it would silently name a folder called ``${VAR}``).
-    """
-
-    def fix(section: dict[str, Any] | None, key: str) -> None:
-        if isinstance(section, dict) and isinstance(section.get(key), str):
-            expanded = os.path.expandvars(os.path.expanduser(section[key]))
-            undefined = _UNDEFINED_VAR.search(expanded)
-            if undefined:
-                raise ConfigError(f"environment variable {undefined.group(0)} is not set "
-                                  f"(in {section[key]!r})", path=path,
-                                  key=f"{_section_name(data, section)}.{key}")
-            p = Path(expanded)
-            section[key] = str(p if p.is_absolute() else base / p)
-
-    fix(data.get("model"), "weights")
-    models = data.get("models")
-    if isinstance(models, list):
-        for entry in models:
-            fix(entry, "weights")
-    fix(data.get("state"), "dir")
-    outputs = data.get("outputs")
-    if isinstance(outputs, dict):
-        fix(outputs.get("jsonl"), "path")
-        fix(outputs.get("orcahello"), "dir")
-        fix(outputs.get("clips"), "dir")
-        fix(outputs.get("webhook"), "outbox_dir")
-        fix(outputs.get("webhook"), "token_file")
-
-
-def _section_name(data: dict[str, Any], section: dict[str, Any]) -> str:
-    """Dotted name of a nested section (for error messages)."""
-    for name, value in data.items():
-        if value is section:
-            return str(name)
-        if isinstance(value, dict):
-            for sub, inner in value.items():
-                if inner is section:
-                    return f"{name}.{sub}"
-    return "?"
-
-
-def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None) -> Config:
-    """Parse and validate YAML text; raise :class:`ConfigError` naming file:line key."""
-    lines: dict[tuple, int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        if root is not None:
-            # Checked before constructing: a recursive alias or an alias bomb
-            # must be refused before it is expanded.
-            _line_index(root, path, lines)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"not valid YAML: {getattr(err, 'problem', err)}", path=path,
-                          line=line) from err
-    if not isinstance(data, dict):
-        raise ConfigError("the top level must be a mapping of sections "
-                          "(station, stream, model, ...)", path=path, line=1)
-    if base_dir is not None:
-        _resolve_paths(data, base_dir, path)
-    try:
-        cfg = Config.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
-        line = None
-        for n in range(len(loc), 0, -1):
-            if loc[:n] in lines:
-                line = lines[loc[:n]]
-                break
-        key = ".".join(str(p) for p in loc) or None
-        message = _explain(first, err.error_count())
-        raise ConfigError(message, path=path, line=line, key=key) from err
-    # Checks that read the model folders (labels, config.json, installed
-    # extras): imported late, the model package imports this module.
-    from listener.model.backends.check import check_models
-
-    return check_models(cfg, path=path, lines=lines)
-
-
-def _explain(error: Any, count: int) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        msg = "unknown key (not allowed here; config/example.yaml lists every allowed key)"
-    elif kind == "missing":
-        msg = "required key is missing"
-    elif kind == "literal_error":
-        msg = f"{error['msg']}, got {error.get('input')!r}"
-    else:
-        msg = f"{error['msg']} (got {error.get('input')!r})"
-    if count > 1:
-        msg += f" [and {count - 1} more problem(s)]"
-    return msg
-
-
-def load_config(path: str | Path) -> Config:
-    """Read a station config file; relative paths in it resolve against its folder."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"cannot read: {err.strerror or err}", path=str(p)) from err
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise ConfigError(f"not UTF-8 text (byte {raw[err.start:err.start + 1]!r} at offset "
-                          f"{err.start}); save the file as UTF-8", path=str(p),
-                          line=line) from err
-    return parse_config(text, path=str(p), base_dir=p.resolve().parent)

@@ -1,0 +1,48 @@
+"""Typed station configuration: one YAML file per hydrophone.
+
+Every section is a pydantic model that rejects unknown keys. Defaults are the
+production OrcaHello settings (``config/example.yaml`` documents every field).
+Errors name the file, the line and the dotted key, and say what is allowed.
+Secrets (webhook tokens) never live in YAML: the config names an environment
+variable or a credentials file that holds them.
+
+``sections`` holds the models, ``outputs`` the sinks' sections, ``loading``
+the YAML reading; everything public is importable from here.
+"""
+
+from listener.config.loading import load_config, parse_config
+from listener.config.outputs import (
+    ClipSinkConfig,
+    JsonlSinkConfig,
+    OrcaHelloSinkConfig,
+    OutputsConfig,
+    WebhookSinkConfig,
+)
+from listener.config.sections import (
+    PRECISIONS,
+    BufferConfig,
+    Config,
+    DetectionConfig,
+    FetchConfig,
+    FrontendConfig,
+    LoggingConfig,
+    MetricsConfig,
+    ModelConfig,
+    ModelEntry,
+    Precision,
+    RuleConfig,
+    StateConfig,
+    StationConfig,
+    StreamConfig,
+    check_node_name,
+    default_config,
+    with_precision,
+)
+
+__all__ = [
+    "PRECISIONS", "BufferConfig", "ClipSinkConfig", "Config", "DetectionConfig",
+    "FetchConfig", "FrontendConfig", "JsonlSinkConfig", "LoggingConfig", "MetricsConfig",
+    "ModelConfig", "ModelEntry", "OrcaHelloSinkConfig", "OutputsConfig", "Precision",
+    "RuleConfig", "StateConfig", "StationConfig", "StreamConfig", "WebhookSinkConfig",
+    "check_node_name", "default_config", "load_config", "parse_config", "with_precision",
+]
