@@ -20,7 +20,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class _Shedder:
+    """Sheds the oldest queued windows past a backlog limit: counted as dropped
+    ``backlog`` audio, logged at most every 10 s (a promise per station)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.dropped = 0
+        self._last_log = 0.0
+
+    def shed(self, queue: collections.deque[Any], limit: int, hop_s: float,
+             metrics: Metrics | None) -> None:
+        while len(queue) > limit:
+            queue.popleft()
+            self.dropped += 1
+            if metrics is not None:
+                metrics.drop("backlog", hop_s)
+            now = time.monotonic()
+            if now - self._last_log > 10.0:
+                self._last_log = now
+                log.warning("%sinference is behind by %.0f s: dropping the oldest audio "
+                            "(%d windows dropped so far)", self.prefix, len(queue) * hop_s,
+                            self.dropped)
 
 
 class MicroBatcher(Generic[T]):
@@ -48,8 +72,11 @@ class MicroBatcher(Generic[T]):
         self._wake = asyncio.Event()
         self._closed = False
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer")
-        self.dropped_windows = 0
-        self._last_drop_log = 0.0
+        self._shedder = _Shedder("")
+
+    @property
+    def dropped_windows(self) -> int:
+        return self._shedder.dropped
 
     @property
     def backlog_s(self) -> float:
@@ -58,16 +85,7 @@ class MicroBatcher(Generic[T]):
     def put(self, window: T) -> None:
         """Queue a window (never blocks); sheds the oldest past the backlog limit."""
         self._queue.append((time.monotonic(), window))
-        while len(self._queue) > self.max_backlog_windows:
-            self._queue.popleft()
-            self.dropped_windows += 1
-            if self.metrics is not None:
-                self.metrics.drop("backlog", self.hop_s)
-            now = time.monotonic()
-            if now - self._last_drop_log > 10.0:
-                self._last_drop_log = now
-                log.warning("inference is behind by %.0f s: dropping the oldest audio "
-                            "(%d windows dropped so far)", self.backlog_s, self.dropped_windows)
+        self._shedder.shed(self._queue, self.max_backlog_windows, self.hop_s, self.metrics)
         if self.metrics is not None:
             self.metrics.backlog_seconds.set(self.backlog_s)
         self._wake.set()
@@ -154,11 +172,14 @@ class BatchLane(Generic[W]):
         self.queue: collections.deque[tuple[float, W]] = collections.deque()
         self.in_flight = 0  # windows of this lane inside the batch being scored
         self.closed = False
-        self.dropped_windows = 0
+        self._shedder = _Shedder(f"{name}: ")
         self._results: collections.deque[tuple[list[W], np.ndarray] | BaseException] = \
             collections.deque()
         self._ready = asyncio.Event()
-        self._last_drop_log = 0.0
+
+    @property
+    def dropped_windows(self) -> int:
+        return self._shedder.dropped
 
     @property
     def backlog_s(self) -> float:
@@ -167,17 +188,7 @@ class BatchLane(Generic[W]):
     def put(self, window: W) -> None:
         """Queue a window (never blocks); sheds this lane's oldest past its backlog limit."""
         self.queue.append((time.monotonic(), window))
-        while len(self.queue) > self.max_backlog_windows:
-            self.queue.popleft()
-            self.dropped_windows += 1
-            if self.metrics is not None:
-                self.metrics.drop("backlog", self.hop_s)
-            now = time.monotonic()
-            if now - self._last_drop_log > 10.0:
-                self._last_drop_log = now
-                log.warning("%s: inference is behind by %.0f s: dropping this station's "
-                            "oldest audio (%d windows dropped so far)", self.name,
-                            self.backlog_s, self.dropped_windows)
+        self._shedder.shed(self.queue, self.max_backlog_windows, self.hop_s, self.metrics)
         self.update_gauge()
         self.shared.wake()
 
