@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from torch import nn
+from support.calibrated import calibrated_model
 
 from listener.config import FrontendConfig, ModelConfig
 from listener.errors import ModelLoadError
 from listener.model.frontend import Frontend
-from listener.model.network import build_model
 from listener.model.scorer import Scorer, select_device
 
 DATA = Path(__file__).parents[1] / "data"
@@ -56,18 +55,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory, features: torch.Tensor) ->
     With default statistics (mean 0, var 1) dB-scale activations blow up and
     every score is exactly 0 or 1, which would make the tolerance tests vacuous.
     """
-    torch.manual_seed(0)
-    model = build_model("resnet18")
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-            m.momentum = None  # cumulative average over the calibration batches
-            with torch.no_grad():
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    model.train()
-    with torch.no_grad():
-        model(features)
-        model(features.flip(-1))
+    model = calibrated_model(features)
     path = tmp_path_factory.mktemp("w") / "r18.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
