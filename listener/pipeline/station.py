@@ -175,7 +175,9 @@ class StationPipeline:
             self.observer.audio_lost("gap", gap.utc_start, gap.duration_s)
         log.warning("gap in %s: segments %d..%d (%s)%s", gap.stream_key, gap.from_sequence,
                     gap.to_sequence, gap.reason, f" {gap.url}" if gap.url else "")
-        if self._decoder is not None:
+        # A gap reported late in a folder left behind leaves the current audio alone.
+        if self._decoder is not None and (self._ctx is None
+                                          or gap.stream_key == self._ctx.stream_key):
             await self._end_decoder()
             self.metrics.decoder_restart("gap")
 

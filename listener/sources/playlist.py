@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -151,6 +151,7 @@ class _ParseState:
     pdt: datetime | None = None
     valid_s: float = 0.0
     valid_n: int = 0
+    listed: dict[str, int] = field(default_factory=dict)  # URL -> first sequence
 
     def estimate_s(self) -> float:
         """Duration to book for an entry whose own is unknown (mean listed EXTINF)."""
@@ -186,11 +187,15 @@ class MediaPlaylistParser:
     whose ``#EXTINF`` is missing or bad, or that is not http(s), becomes a
     :class:`PlaylistEntry` with ``error`` set (its sequence number is kept,
     its duration estimated), so one bad line costs one segment, not the stream.
-    Only a bad header (no ``#EXTM3U``, a bad media sequence) raises.
+    Only a bad header (no ``#EXTM3U``, a bad media sequence) raises. With
+    ``unique_uris`` (Orcasound: segment names never repeat in a folder) a URI
+    listed a second time is such an entry too, booked with no duration, so
+    the offsets of the segments after it stay those of their audio.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, unique_uris: bool = False) -> None:
         self.url = url
+        self._unique = unique_uris
         self._base = urljoin(url, ".")
         self._prefix = b""
         self._state = _ParseState()
@@ -209,7 +214,7 @@ class MediaPlaylistParser:
         state, entries = self._state, self._entries
         if raw[cut:].strip():
             # An unterminated last line: parse it, but do not commit it.
-            state, entries = replace(state), list(entries)
+            state, entries = replace(state, listed=dict(state.listed)), list(entries)
             self._feed(raw[cut:], state, entries)
         return MediaPlaylist(url=self.url, media_sequence=state.media_sequence,
                              target_duration_s=state.target_s, endlist=state.endlist,
@@ -254,7 +259,12 @@ class MediaPlaylistParser:
         url = urljoin(self._base, ref)
         if urlsplit(url).scheme not in ("http", "https") or "\ufffd" in ref:
             error, url = f"refers to a non-http(s) or non-UTF-8 URL {ref[:80]!r}", ""
-        if isinstance(st.extinf, float):
+        first = st.listed.setdefault(url, st.sequence) if self._unique and url else None
+        if first is not None and first != st.sequence:
+            # The same segment listed again holds no new audio: booking its
+            # EXTINF would move every later offset by it.
+            error, duration = f"listed again (first at sequence {first}); no time booked", 0.0
+        elif isinstance(st.extinf, float):
             duration = st.extinf
             st.valid_s += duration
             st.valid_n += 1

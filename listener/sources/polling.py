@@ -58,6 +58,10 @@ class PollingSource:
             listed segment may appear late on S3); None = the client's.
     """
 
+    #: A URI listed twice is a listing error, not audio (true where segment
+    #: names never repeat; a generic HLS server may repeat a filler segment).
+    unique_segment_uris = False
+
     def __init__(self, client: HttpClient, *, poll_interval_s: float = 5.0,
                  start_segments_back: int = 3, stop: asyncio.Event | None = None,
                  max_resume_backlog_s: float | None = None,
@@ -185,7 +189,8 @@ class PollingSource:
         data = await self._get(url, "playlist", None, what, expect_404=True)
         if data is None:
             return None
-        parser = self._parsers.pop(url, None) or MediaPlaylistParser(url)
+        parser = self._parsers.pop(url, None) or MediaPlaylistParser(
+            url, unique_uris=self.unique_segment_uris)
         # Most recently used last; a few old folders' parsers are kept at most.
         self._parsers[url] = parser
         while len(self._parsers) > _PARSERS_KEPT:

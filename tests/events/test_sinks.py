@@ -424,7 +424,7 @@ def test_outbox_counter_at_its_limit_is_renumbered_not_overflowed(
     outbox = tmp_path / "outbox"
     outbox.mkdir()
     old, new = make_event(0), make_event(1)
-    (outbox / f"999999999999-{old.id}.json").write_bytes(b'{"id": "old"}')
+    (outbox / f"999999999999-{old.id}.json").write_text(json.dumps({"id": old.id}))
 
     async def main() -> None:
         sink = WebhookSink(hook_cfg(endpoint.url), outbox)
@@ -439,6 +439,30 @@ def test_outbox_counter_at_its_limit_is_renumbered_not_overflowed(
         asyncio.run(main())
     assert endpoint.first_successes() == [old.id, new.id]
     assert any("renumbering" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("body", [b"\x00\xffnot json", b'{"id": "another event"}', b"[1]",
+                                  b" " * (4 * 1024 * 1024 + 1)])
+def test_corrupted_outbox_entries_are_dead_lettered_never_posted(
+        tmp_path: Path, endpoint: Endpoint, body: bytes,
+        caplog: pytest.LogCaptureFixture) -> None:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    good = make_event(2)
+    (outbox / "000000000000-corrupt.json").write_bytes(body)
+    (outbox / f"000000000001-{good.id}.json").write_text(json.dumps({"id": good.id}))
+    endpoint.up()
+
+    async def main() -> None:
+        sink = WebhookSink(hook_cfg(endpoint.url), outbox)
+        await sink.start()
+        await sink.close(5.0)
+
+    with caplog.at_level(logging.ERROR, logger="listener"):
+        asyncio.run(main())
+    assert endpoint.first_successes() == [good.id]
+    assert (outbox / "dead" / "000000000000-corrupt.json").read_bytes() == body
+    assert any("000000000000-corrupt.json" in r.getMessage() for r in caplog.records)
 
 
 def test_outbox_symlinks_are_never_posted(tmp_path: Path, endpoint: Endpoint,

@@ -5,6 +5,7 @@ duplicates, no traceback, /healthz under 1 s)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -38,8 +39,19 @@ def _zero_extinf(text: str) -> str:
     return text.replace("#EXTINF:10.005333,\nlive005.ts", "#EXTINF:0,\nlive005.ts")
 
 
+def _listed_twice(text: str) -> str:
+    return re.sub(r"(#EXTINF:[0-9.]+,\nlive003\.ts\n)", r"\1\1", text)
+
+
 _HTML = b"<html><head><title>503</title></head><body>Service Unavailable</body></html>\n"
 _RANDOM = bytes((i * 7919 + 13) % 256 for i in range(150_000))
+
+
+def _playlist_reset(node: FaultNode) -> None:
+    """The folder's playlist served as a stale copy listing two segments, for 8 polls."""
+    lines = node.playlist_text().splitlines(keepends=True)
+    third = [i for i, line in enumerate(lines) if line.startswith("#EXTINF")][2]
+    node.serve_instead(node.playlist_path(), "".join(lines[:third]).encode(), times=8)
 
 
 def _older_latest(node: FaultNode) -> None:
@@ -66,6 +78,7 @@ CASES = [
               max_lost_s=10.1),
     # finding 5: a stale latest.txt naming an older folder is a glitch
     FaultCase("older latest.txt", at={5: _older_latest}),
+    FaultCase("playlist reset to a stale copy", at={5: _playlist_reset}),
     # finding 4: a 100,000-entry folder must not block /healthz
     FaultCase("100k-entry playlist", history=100_000),
     # finding 1: a segment holding less (or more) audio than its EXTINF never moves time
@@ -77,6 +90,7 @@ CASES = [
               at={4: lambda n: n.serve_instead(n.seg_path(4), b"", times=1000)}),
     FaultCase("half a segment with 200", max_lost_s=5.5,
               at={4: lambda n: n.shorten(n.seg_path(4), times=1000)}),
+    FaultCase("segment listed twice", setup=lambda n: setattr(n, "rewrite", _listed_twice)),
     FaultCase("EXTINF:0", setup=lambda n: setattr(n, "rewrite", _zero_extinf), max_lost_s=10.1),
 ]
 

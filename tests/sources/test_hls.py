@@ -380,6 +380,31 @@ def test_orcasound_fetches_old_folder_segments_published_after_the_switch(
         [(str(TS_A), 0), (str(TS_A), 1), (str(TS_B), 0)]
 
 
+def test_old_folder_segments_published_after_the_grace_are_reported_as_gaps(
+        hls_server: LiveHlsServer, http_client: HttpClient) -> None:
+    hls_server.start_folder(NODE, TS_A)
+    hls_server.publish(NODE, b"a0", 10.0)
+
+    def restart(item: Item, out: list[Item]) -> None:
+        if len(out) == 1:
+            hls_server.start_folder(NODE, TS_B)
+            hls_server.publish(NODE, b"b0", 10.0)
+        if len(out) == 2:  # switched: the old folder's uploader is very late
+            hls_server.publish(NODE, b"a1", 10.0, folder=TS_A)
+            hls_server.publish(NODE, b"a2", 9.0, folder=TS_A)
+
+    # finish_s=0.05: looked at again 0.3 s after the switch
+    source = orcasound(hls_server, http_client, start_segments_back=1)
+    items = asyncio.run(take(source, 4, on_item=restart))
+    assert seqs(items) == [0, 0, ("gap", 1, 1), ("gap", 2, 2)]
+    late = [i for i in items if isinstance(i, Gap)]
+    assert [g.stream_key for g in late] == [f"{NODE}/hls/{TS_A}"] * 2
+    assert [g.duration_s for g in late] == [10.0, 9.0]
+    assert late[0].utc_start == datetime.fromtimestamp(TS_A + 10, UTC)
+    assert late[1].url == hls_server.segment_url(NODE, TS_A, 2)
+    assert "after the switch" in late[0].reason
+
+
 def test_open_breaker_delays_segment_fetches_instead_of_dropping_them(
         hls_server: LiveHlsServer) -> None:
     hls_server.start_folder(NODE, TS_A)

@@ -97,6 +97,30 @@ def test_a_bad_entry_keeps_its_sequence_and_the_rest_is_followed(bad: str, why: 
     assert isinstance(after, Segment) and after.discontinuity and after.offset_s == 20.0
 
 
+def test_a_segment_listed_twice_books_no_time_where_names_are_unique() -> None:
+    text = ORCASOUND_TEXT.replace("live001.ts\n", "live001.ts\n#EXTINF:9.984000,\nlive001.ts\n")
+    url = "http://h/n/hls/1/live.m3u8"
+    parser = MediaPlaylistParser(url, unique_uris=True)
+    # Committed line by line, and with the repeat in an unterminated last line.
+    for copy in (text, text.rstrip("\n")):
+        pl = MediaPlaylistParser(url, unique_uris=True).parse(copy)
+        assert [e.error is None for e in pl.entries][:3] == [True, True, False]
+    pl = parser.parse(text)
+    assert "listed again (first at sequence 1)" in (pl.entries[2].error or "")
+    assert pl.entries[2].duration_s == 0.0
+    tracker = StreamTracker("n/hls/1", datetime.fromtimestamp(TS_A, UTC))
+    tracker.start(pl, None, back=4)
+    items = tracker.advance(pl)
+    assert _seqs(items) == [0, 1, ("gap", 2, 2), 3]
+    gap, last = items[2], items[3]
+    # live002's offset is that of its audio: nothing booked for the repeat.
+    assert isinstance(gap, Gap) and gap.duration_s is None
+    assert isinstance(last, Segment) and last.offset_s == pytest.approx(10.005333 + 9.984)
+    # A generic HLS server may repeat a filler segment: that is audio, booked.
+    generic = parse_media_playlist(text, url)
+    assert all(e.error is None for e in generic.entries)
+
+
 def test_incremental_parse_reads_only_what_was_appended() -> None:
     parser = MediaPlaylistParser("http://h/n/hls/1/live.m3u8")
     text = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n"

@@ -15,6 +15,9 @@ header (the event id, stable across restarts) lets the receiver drop repeats.
   failure is logged and counted. Redirects are not followed (a POST that
   becomes a GET would lose the body silently).
 * files left at shutdown or after a crash are delivered on the next start.
+  Each is read back (at most 4 MB) and must be the JSON of the event its
+  name carries; a corrupted one moves to ``dead/`` with an ERROR, never
+  POSTed, and so does a symbolic link.
 
 One outbox belongs to one sink of one daemon; two processes sharing it would
 deliver twice. The bearer token comes from the environment (``token_env``)
@@ -24,6 +27,7 @@ or a file (``token_file``), read once when the sink is built.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -45,6 +49,8 @@ _NAME = re.compile(r"^(\d{12})-([0-9A-Za-z-]{1,64})\.json$")
 # Past this the outbox is renumbered from 0 at start, so names stay 12 digits
 # (an entry named 999999999999-... would otherwise make the next one 13).
 _RENUMBER_AT = 10**11
+# An event is a few kB (its clip's windows); anything far larger is not one.
+_MAX_ENTRY_BYTES = 4 * 1024 * 1024
 _USER_AGENT = "listener/0.1 (+https://github.com/orcasound)"
 
 
@@ -72,11 +78,25 @@ def read_token(cfg: WebhookSinkConfig) -> str | None:
     return value
 
 
-def _read_entry(path: Path) -> bytes:
-    """An outbox file's bytes; a symbolic link (swapped in after the scan) is refused."""
+def _read_entry(path: Path, event_id: str) -> bytes:
+    """An outbox file's bytes, checked to be the event its name says.
+
+    Raises ``OSError`` for a symbolic link (swapped in after the scan) and
+    ``ValueError`` for a file that is not that event's JSON (corrupted on disk,
+    or put there by hand): neither is ever POSTed.
+    """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     with os.fdopen(fd, "rb") as fh:
-        return fh.read()
+        body = fh.read(_MAX_ENTRY_BYTES + 1)
+    if len(body) > _MAX_ENTRY_BYTES:
+        raise ValueError(f"larger than {_MAX_ENTRY_BYTES} bytes")
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"not JSON ({err})") from None
+    if not isinstance(doc, dict) or doc.get("id") != event_id:
+        raise ValueError(f"not the event {event_id} its name says")
+    return body
 
 
 class WebhookSink:
@@ -255,10 +275,11 @@ class WebhookSink:
         m = _NAME.match(path.name)
         event_id = m[2] if m is not None else path.name
         try:
-            body = await asyncio.to_thread(_read_entry, path)
+            body = await asyncio.to_thread(_read_entry, path, event_id)
+        except (OSError, ValueError) as err:
+            outcome, detail, hint = "dead", f"unreadable outbox file {path.name}: {err}", None
+        else:
             outcome, detail, hint = await asyncio.to_thread(self._post, body, event_id)
-        except OSError as err:
-            outcome, detail, hint = "dead", f"unreadable outbox file: {err}", None
         if outcome == "retry":
             attempt += 1
             delay = self._backoff(attempt, hint)

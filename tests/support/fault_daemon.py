@@ -1,0 +1,32 @@
+"""Run one station daemon as its own process, with the onset-measuring tone model fake.
+
+For the process faults of the matrix (SIGKILL, SIGSTOP, restarts): the test
+writes the station's :class:`~listener.config.Config` as JSON and starts
+
+    python -m support.fault_daemon CONFIG.json
+
+from ``tests/``. Everything but the model is production: the daemon's own
+signal handling, logging, state, sinks and probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from listener.config import Config
+from listener.service.daemon import Daemon
+from listener.service.logs import setup_logging
+from support.fault_node import OnsetScorer
+
+
+def main(path: str) -> int:
+    cfg = Config.model_validate(json.loads(Path(path).read_text()))
+    setup_logging("INFO", "text")
+    return asyncio.run(Daemon(cfg, scorer=OnsetScorer()).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
