@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from support.fault_node import Segments, make_tone_segments
+from support.fault_node import NODE, Segments, make_tone_segments
 from support.fault_process import (
     LONG_S,
     LONG_TONES,
@@ -57,16 +57,31 @@ def test_sigkill_at_three_points(long_segments: Segments, tmp_path: Path) -> Non
         assert run.proc.wait(10) == -signal.SIGKILL
 
         run = sc.start()
-        wait_for("scoring again", lambda: run.metric(DECODED) >= 10)
+        wait_for("a resume point saved and scoring again",
+                 lambda: _clip_end(tmp_path) >= 60.0 and run.metric(DECODED) >= 10)
         run.send(signal.SIGTERM)
         time.sleep(0.3)  # inside the drain: the pipeline, sinks and state are stopping
         run.send(signal.SIGKILL)
         run.proc.wait(10)
 
-        run = sc.start()
+        resume_s = _clip_end(tmp_path)
+        run = sc.start()  # resumes there: the first clip is not scored again
         sc.wait_until_done(run)
         assert run.stop() == 0
         check_scenario(sc)
+    assert resume_s >= 60.0
+    resumed = sc.runs[3].log
+    assert "resuming" in resumed and "detection utc=" in resumed
+    assert not [line for line in resumed.splitlines()
+                if "detection utc=" in line and "offset=0.0s" in line]
+
+
+def _clip_end(workdir: Path) -> float:
+    try:
+        return float(json.loads((workdir / "state" / f"{NODE}.state.json").read_text())
+                     ["clip_end_s"])
+    except (OSError, ValueError):
+        return 0.0
 
 
 @pytest.mark.slow
@@ -135,9 +150,9 @@ def test_webhook_down_slow_429_400_then_back_across_a_restart(
     (dead_id,) = dead
     assert any("rejected permanently" in line and dead_id in line
                for line in sc.runs[1].log.splitlines())
-    after_429 = [t for t, _, _, s in receiver.requests]
-    i = [s for *_, s in receiver.requests].index(429)
-    assert after_429[i + 1] - after_429[i] >= 2.0 - 0.05
+    arrivals = sorted(receiver.requests)
+    i = [s for *_, s in arrivals].index(429)
+    assert arrivals[i + 1][0] - arrivals[i][0] >= 2.0 - 0.05  # Retry-After: 2
 
 
 @pytest.mark.slow
@@ -158,7 +173,7 @@ def test_corrupted_state_and_outbox_files(long_segments: Segments, tmp_path: Pat
             run = sc.start()
             wait_for("a detection written", lambda: bool(sc.detections()))
             assert run.stop() == 0
-            state = tmp_path / "state" / "rpi_fault_node.state.json"
+            state = tmp_path / "state" / f"{NODE}.state.json"
             assert json.loads(state.read_text())["clip_end_s"] == 60.0
             state.write_bytes(b'{"version": 1, "clip_end_s": 6\x00\xff garbage')
             (outbox / "000000000900-garbage.json").write_bytes(b"\x00\xffnot json")

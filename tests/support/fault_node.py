@@ -46,7 +46,8 @@ from support.daemon_support import (
 from support.hls_server import PLAYLIST_TYPE, LiveHlsServer
 
 NODE = "rpi_fault_node"
-FOLDER = 1_600_000_000
+# A day ago on the hour: recent enough for the coverage ledger's 30-day retention.
+FOLDER = (int(time.time()) // 3600 - 24) * 3600
 NEWER = FOLDER + 3600
 SPEED = 8.0
 STREAM_S = 70.0

@@ -128,7 +128,7 @@ class Scenario:
         while time.monotonic() - since < 2.0:
             assert time.monotonic() < deadline, "the daemon never settled"
             value = run.metric("listener_audio_decoded_seconds_total")
-            if value != last:
+            if value != last or not value:  # 0: not serving yet, or not started
                 last, since = value, time.monotonic()
             time.sleep(0.1)
 
@@ -200,7 +200,7 @@ class Receiver:
 
     ``script`` items: ``"slow"`` (answer after ``slow_s``), ``"429"`` (with
     ``Retry-After: retry_after_s``), ``"400"``, ``"500"``. Every request is
-    recorded as ``(monotonic time, Idempotency-Key, body id, status)``.
+    recorded as ``(monotonic arrival time, Idempotency-Key, body id, status)``.
     """
 
     def __init__(self, port: int, script: list[str], slow_s: float = 3.0,
@@ -220,6 +220,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                arrived = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 what = receiver._answer()
                 if what == "slow":
@@ -230,7 +231,7 @@ class Receiver:
                 except ValueError:
                     body_id = "not json"
                 with receiver._lock:
-                    receiver.requests.append((time.monotonic(), self.headers.get(
+                    receiver.requests.append((arrived, self.headers.get(
                         "Idempotency-Key", ""), body_id, status))
                 self.send_response(status)
                 if status == 429:
