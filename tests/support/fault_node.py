@@ -34,6 +34,7 @@ import numpy as np
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from listener.service.metrics import DROP_REASONS
 from support.daemon_support import (
     TONE_HZ,
     ToneScorer,
@@ -255,7 +256,7 @@ def run_case(case: FaultCase, segments: Segments, workdir: Path) -> CaseResult:
                     "listener_audio_decoded_seconds_total", labels) or 0.0) + sum(
                     registry.get_sample_value("listener_audio_dropped_seconds_total",
                                               {**labels, "reason": r}) or 0.0
-                    for r in ("gap", "backlog", "decode_error"))
+                    for r in DROP_REASONS)
                 # All accounted for and settled, or nothing moving for long.
                 return (accounted >= expected_s - 3.0 and idle > 1.0) or idle > 8.0
 
