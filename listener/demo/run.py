@@ -85,19 +85,31 @@ async def _follow_events(path: Path, say: Callable[[str], None], stop: asyncio.E
             pass
 
 
+def port_is_free_choice(daemon: Daemon) -> bool:
+    return daemon.cfg.metrics.port == 0
+
+
 async def _run(daemon: Daemon, duration_s: float, events: Path,
                say: Callable[[str], None]) -> int:
     async def stop_later() -> None:
         await asyncio.sleep(duration_s)
         daemon.request_stop(f"demo ran {duration_s:.0f} s")
 
+    async def say_where() -> None:  # port 0: the one the OS chose, once serving
+        while daemon.probes is None or not daemon.probes.port:
+            await asyncio.sleep(0.1)
+        say(f"console: {daemon.probes.url}/  (metrics at {daemon.probes.url}/metrics)")
+
     timer = asyncio.create_task(stop_later())
+    where = asyncio.create_task(say_where()) if port_is_free_choice(daemon) else None
     done = asyncio.Event()
     follower = asyncio.create_task(_follow_events(events, say, done))
     try:
         status = await daemon.run()
     finally:
         timer.cancel()
+        if where is not None:
+            where.cancel()
         done.set()
         await follower
     return status
@@ -125,8 +137,10 @@ def run_demo(say: Callable[[str], None], duration_s: float = 90.0,
             "meaningless. Run `listener demo --weights MODEL.safetensors` for real detections.")
     say(f"stream:  {node.base_url}/{NODE}/latest.txt  ({len(segments)} segments, "
         f"{PRELISTED} already listed, then one every ~10 s)")
-    say(f"console: http://127.0.0.1:{port}/  (status, live spectrogram, detections to review)")
-    say(f"metrics: http://127.0.0.1:{port}/metrics  (also /healthz and /readyz)")
+    if port:
+        say(f"console: http://127.0.0.1:{port}/  (status, live spectrogram, detections to "
+            "review)")
+        say(f"metrics: http://127.0.0.1:{port}/metrics  (also /healthz and /readyz)")
     say(f"events:  {workdir / 'events.jsonl'}")
     say(f"running for {duration_s:.0f} s; Ctrl-C stops earlier")
     started = time.monotonic()
