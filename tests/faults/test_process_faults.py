@@ -76,6 +76,16 @@ def test_sigkill_at_three_points(long_segments: Segments, tmp_path: Path) -> Non
                 if "detection utc=" in line and "offset=0.0s" in line]
 
 
+def _webhook_outputs(workdir: Path, port: int, backoff_max_s: float) -> OutputsConfig:
+    """JSON lines, the log, and a webhook on 127.0.0.1:``port`` with its outbox in
+    ``workdir/outbox`` (a 1 s timeout, quick retries)."""
+    return OutputsConfig(
+        jsonl=JsonlSinkConfig(path=workdir / "events.jsonl"), log=True,
+        webhook=WebhookSinkConfig(url=f"http://127.0.0.1:{port}/hook", timeout_s=1.0,
+                                  backoff_initial_s=0.2, backoff_max_s=backoff_max_s,
+                                  outbox_dir=workdir / "outbox"))
+
+
 def _clip_end(workdir: Path) -> float:
     try:
         return float(json.loads((workdir / "state" / f"{NODE}.state.json").read_text())
@@ -121,11 +131,7 @@ def test_webhook_down_slow_429_400_then_back_across_a_restart(
     ``dead/`` with an ERROR; the 429's Retry-After is honoured."""
     port = free_port()
     outbox = tmp_path / "outbox"
-    outputs = OutputsConfig(
-        jsonl=JsonlSinkConfig(path=tmp_path / "events.jsonl"), log=True,
-        webhook=WebhookSinkConfig(url=f"http://127.0.0.1:{port}/hook", timeout_s=1.0,
-                                  backoff_initial_s=0.2, backoff_max_s=5.0,
-                                  outbox_dir=outbox))
+    outputs = _webhook_outputs(tmp_path, port, backoff_max_s=5.0)
     receiver = Receiver(port, ["slow", "429", "400"])
     with scenario(long_segments, tmp_path, outputs=outputs) as sc:
         run = sc.start()
@@ -162,11 +168,7 @@ def test_corrupted_state_and_outbox_files(long_segments: Segments, tmp_path: Pat
     stream scored from the start again under the same event ids."""
     port = free_port()
     outbox = tmp_path / "outbox"
-    outputs = OutputsConfig(
-        jsonl=JsonlSinkConfig(path=tmp_path / "events.jsonl"), log=True,
-        webhook=WebhookSinkConfig(url=f"http://127.0.0.1:{port}/hook", timeout_s=1.0,
-                                  backoff_initial_s=0.2, backoff_max_s=1.0,
-                                  outbox_dir=outbox))
+    outputs = _webhook_outputs(tmp_path, port, backoff_max_s=1.0)
     receiver = Receiver(port, []).start()
     try:
         with scenario(long_segments, tmp_path, outputs=outputs) as sc:
