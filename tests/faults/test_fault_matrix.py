@@ -1,5 +1,5 @@
 """The fault matrix (issue 14): a real daemon against a loopback Orcasound node at
-8x, one fault per case; every case must keep the invariants of
+16x, one fault per case; every case must keep the invariants of
 ``support.fault_node.check_invariants`` (true UTC, every loss reported, no
 duplicates, no traceback, /healthz under 1 s)."""
 

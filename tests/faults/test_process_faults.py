@@ -1,6 +1,6 @@
 """The fault matrix's process cases (issue 14): the daemon as its own process, killed,
 stopped, restarted, its files corrupted, its webhook misbehaving, against the
-loopback Orcasound node at 8x. Each scenario ends with
+loopback Orcasound node at 16x. Each scenario ends with
 ``support.fault_process.check_scenario``: true UTC within 25 ms, each clip
 under one id, every second of the stream scored or reported lost, no traceback."""
 

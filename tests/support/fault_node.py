@@ -1,9 +1,9 @@
-"""The fault harness: a loopback Orcasound node at 8x, a real daemon, one fault per case.
+"""The fault harness: a loopback Orcasound node at 16x, a real daemon, one fault per case.
 
 A :class:`FaultCase` is one line: a name, what to do to the node before the
 daemon starts (``setup``) and at given segment indices while publishing
 (``at``), plus how many seconds it may lose. :func:`run_case` publishes a
-70 s tone recording (real AAC/MPEG-TS, 10 s segments) every 1.25 s, runs a
+70 s tone recording (real AAC/MPEG-TS, 10 s segments) every 0.625 s, runs a
 real :class:`~listener.service.daemon.Daemon` in-process against it, polls
 ``/healthz`` throughout, and returns a :class:`CaseResult` that
 :func:`check_invariants` holds to the promises of issue 14:
@@ -50,7 +50,7 @@ NODE = "rpi_fault_node"
 # A day ago on the hour: recent enough for the coverage ledger's 30-day retention.
 FOLDER = (int(time.time()) // 3600 - 24) * 3600
 NEWER = FOLDER + 3600
-SPEED = 8.0
+SPEED = 16.0
 STREAM_S = 70.0
 # Tones (recording seconds): edges on half seconds, far from segment edges.
 TONES = ((20.5, 25.5), (45.5, 50.5))
@@ -201,7 +201,7 @@ class _Recorder(logging.Handler):
 
 
 def run_case(case: FaultCase, segments: Segments, workdir: Path) -> CaseResult:
-    """Publish the stream at 8x with the case's fault and run a daemon until it is quiet."""
+    """Publish the stream at 16x with the case's fault and run a daemon until it is quiet."""
     node = FaultNode()
     recorder = _Recorder()
     logger = logging.getLogger("listener")
@@ -278,7 +278,7 @@ def run_case(case: FaultCase, segments: Segments, workdir: Path) -> CaseResult:
 
 
 def case_config(base_url: str, workdir: Path, case: FaultCase) -> Any:
-    """The daemon test config, its waits scaled to the 8x stream."""
+    """The daemon test config, its waits scaled to the 16x stream."""
     cfg = station_config(base_url, NODE, workdir, **case.config)
     assert cfg.stream is not None
     fetch = cfg.stream.fetch.model_copy(update={"max_fetch_s": 1.5, "breaker_reset_s": 1.0})

@@ -2,7 +2,7 @@
 
 SIGKILL, SIGSTOP, restarts and a misbehaving webhook need a real process with
 the daemon's own signal handling. :func:`scenario` publishes a 130 s tone
-stream (one tone in each 60 s clip) at 8x on a :class:`FaultNode` and lets a
+stream (one tone in each 60 s clip) at 16x on a :class:`FaultNode` and lets a
 test start daemon processes (``python -m support.fault_daemon``) one after
 another against it, all sharing one work folder (state, events, outbox).
 :func:`check_scenario` then holds the runs together to issue 14's promises:
@@ -135,7 +135,7 @@ class Scenario:
 
 @contextmanager
 def scenario(segments: Segments, workdir: Path, **config: Any) -> Iterator[Scenario]:
-    """The node publishing ``segments`` at 8x; a config for daemon processes against it."""
+    """The node publishing ``segments`` at 16x; a config for daemon processes against it."""
     node = FaultNode()
     port = free_port()
     published = threading.Event()
