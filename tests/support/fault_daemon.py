@@ -1,11 +1,12 @@
-"""Run one station daemon as its own process, with the onset-measuring tone model fake.
+"""Run one station as its own process, as ``listener run`` does, with the tone model fake.
 
 For the process faults of the matrix (SIGKILL, SIGSTOP, restarts): the test
 writes the station's :class:`~listener.config.Config` as JSON and starts
 
     python -m support.fault_daemon CONFIG.json
 
-from ``tests/``. Everything but the model is production: the daemon's own
+from ``tests/``. Everything but the model is production: the
+:class:`~listener.service.fleet.Fleet` that ``listener run`` runs, with its
 signal handling, logging, state, sinks and probes.
 """
 
@@ -17,15 +18,15 @@ import sys
 from pathlib import Path
 
 from listener.config import Config
-from listener.service.daemon import Daemon
+from listener.service.fleet import Fleet
 from listener.service.logs import setup_logging
 from support.fault_node import OnsetScorer
 
 
 def main(path: str) -> int:
     cfg = Config.model_validate(json.loads(Path(path).read_text()))
-    setup_logging("INFO", "text")
-    return asyncio.run(Daemon(cfg, scorer=OnsetScorer()).run())
+    setup_logging("INFO", "text", station=cfg.station.id)
+    return asyncio.run(Fleet([cfg], scorer=OnsetScorer()).run())
 
 
 if __name__ == "__main__":
