@@ -1,8 +1,8 @@
 """Score one file with several models: decoded once, fanned out to each model's windows.
 
 Each model keeps its own window grid (length, hop), its own rate (its
-backend's ``prepare_batch``, once per batch) and its own batches; the decoded blocks are shared, so
-ffmpeg runs once whatever the number of models. The results line up on the
+backend's ``prepare_batch``, once per batch) and its own batches; the decoded
+blocks are shared, so ffmpeg runs once whatever the number of models. The results line up on the
 station's clip grid (``detection.clip_s``), which :func:`agreement` compares
 model against model.
 """
