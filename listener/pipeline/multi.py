@@ -2,9 +2,9 @@
 
 Each model keeps its own window grid (length, hop), its own rate (its
 backend's ``prepare_batch``, once per batch) and its own batches; the decoded
-blocks are shared, so ffmpeg runs once whatever the number of models. The results line up on the
-station's clip grid (``detection.clip_s``), which :func:`agreement` compares
-model against model.
+blocks are shared, so ffmpeg runs once whatever the number of models. The
+results line up on the station's clip grid (``detection.clip_s``), which
+:func:`agreement` compares model against model.
 """
 
 from __future__ import annotations
