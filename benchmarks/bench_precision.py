@@ -26,7 +26,7 @@ gives the share of the ResNet's multiply-adds that choice leaves in float32
 (what it costs in speed on a host with fast bf16).
 
     python benchmarks/bench_precision.py [--weights W] [--emulate-bf16] [--max-files N]
-        [--float32-stages STAGES ...]
+        [--float32-stages STAGES ...] [--under DIR ...]
 """
 
 from __future__ import annotations
@@ -125,13 +125,21 @@ def main() -> None:
     p.add_argument("--emulate-bf16", action="store_true")
     p.add_argument("--max-files", type=int, default=0, help="0 = all")
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--under", action="append", default=[],
+                   help="score the audio files under this folder of ../shared/data instead "
+                        "(repeatable; default: recordings and clips), e.g. humpback, "
+                        "train/unlabelled: audio the choice of float32 stages was not made on")
     p.add_argument("--float32-stages", action="append", default=[],
                    help="stages kept float32 under bf16, comma-separated ('none' = none); "
                         "repeat to compare")
     args = p.parse_args()
     out = sys.stdout.write
-    files = sorted((SHARED / "recordings").glob("*.wav"))
-    files += sorted((SHARED / "clips").rglob("*.mp3"))
+    if args.under:
+        files = sorted(f for d in args.under for f in (SHARED / d).rglob("*")
+                       if f.suffix in (".wav", ".mp3", ".ts", ".flac"))
+    else:
+        files = sorted((SHARED / "recordings").glob("*.wav"))
+        files += sorted((SHARED / "clips").rglob("*.mp3"))
     if args.max_files:
         files = files[:args.max_files]
     out(f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "

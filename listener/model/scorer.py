@@ -12,7 +12,8 @@ Speed options and why they are safe:
 * ``cpu_threads``: ``torch.set_num_threads`` (process-wide; 0 leaves torch's default);
 * ``precision``: the body's weights converted once to bfloat16 / float16
   (no per-call autocast); the stem, the head, the softmax, the frontend and,
-  under bfloat16, the plan's ``float32_stages`` (``layer1``) stay float32.
+  under bfloat16, the plan's ``float32_stages`` (``layer1.0``, ``layer4``)
+  stay float32.
   ``docs/model.md`` has the measured score error of each.
 """
 
@@ -260,11 +261,13 @@ def _prepare_network(model: OrcaResNet, plan: ExecutionPlan, device: torch.devic
     The residual blocks (~98% of the multiply-adds) are converted to
     ``plan.dtype``, except those of ``plan.float32_stages``. The stem stays
     float32: its input is dB values around -60 where bfloat16's step is
-    0.25-0.5 dB, a coarse quantisation of the very signal. ``layer1`` stays
-    float32 under bfloat16 (26% of a ResNet18's multiply-adds): with it in
-    bf16 the trained demo network's score error was p99 5.4e-3, its
-    roundings carried through all later stages; without, within 2e-3
-    (``docs/model.md``). The head stays float32 too: a few thousand
+    0.25-0.5 dB, a coarse quantisation of the very signal. Under bfloat16
+    the first block and the last stage stay float32 too (with the stem, 39%
+    of a ResNet18's multiply-adds): all in bf16, the trained demo network's score
+    error was p99 5.4e-3; most of it came from those two ends (the first
+    block's roundings travel through every later one, the last stage's reach
+    the pooled features directly), and without them it is 1.6e-3
+    (``docs/model.md``). The head stays float32: a few thousand
     multiply-adds, and the logits keep their precision.
     """
     if plan.fuse_batchnorm:
