@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,9 @@ class CheapBackend:
 
     def prepare(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         return self.frontend.prepare(samples, sample_rate)
+
+    def prepare_batch(self, windows: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
+        return self.frontend.prepare_batch(windows, sample_rate)
 
     def predict(self, waves: np.ndarray) -> np.ndarray:
         p = np.clip(np.abs(waves).mean(axis=1) * 10, 0, 1)

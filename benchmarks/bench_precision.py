@@ -19,7 +19,14 @@ network's do near its threshold.
 the scorer otherwise): the same roundings (bf16 operands, float32
 accumulation), many times slower; for the error figures only, never speed.
 
+``--float32-stages`` (repeatable) compares choices of residual stages kept
+float32 under bfloat16, side by side: ``layer1``, ``layer1,layer2.0``,
+``none``; without it, the plan's default (``BF16_FLOAT32_STAGES``). Each line
+gives the share of the ResNet's multiply-adds that choice leaves in float32
+(what it costs in speed on a host with fast bf16).
+
     python benchmarks/bench_precision.py [--weights W] [--emulate-bf16] [--max-files N]
+        [--float32-stages STAGES ...] [--under DIR ...]
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from listener.config import Config, ModelConfig, StationConfig
 from listener.model import precision as prec
 from listener.model.dsp import downmix
 from listener.model.frontend import Frontend
+from listener.model.network import build_model, multiply_adds
 from listener.model.scorer import Scorer
 from listener.pipeline.files import FileResult, score_file
 
@@ -64,8 +72,9 @@ def calibration_features(n_files: int = 24) -> torch.Tensor:
     return torch.stack(feats)
 
 
-def score_all(cfg: Config, files: list[Path]) -> list[FileResult]:
-    scorer = Scorer(cfg.model, cfg.frontend)
+def score_all(cfg: Config, files: list[Path],
+              plan: prec.ExecutionPlan | None = None) -> list[FileResult]:
+    scorer = Scorer(cfg.model, cfg.frontend, plan=plan)
     return [score_file(f, cfg, scorer.score_waves, scorer.frontend,
                        score_features=scorer.score_features) for f in files]
 
@@ -85,28 +94,59 @@ def compare(ref: list[FileResult], got: list[FileResult], threshold: float) -> s
             f"{len(ca)} clips ({sum(ca)} detected in float32)")
 
 
+def float32_share(stages: tuple[str, ...], input_shape: tuple[int, ...]) -> float:
+    """Share of a ResNet18's multiply-adds that run float32 under bf16 with ``stages`` kept.
+
+    The stem and the head always stay float32; ``stages`` adds whole stages
+    (``layer1``) or blocks (``layer2.0``).
+    """
+    macs = multiply_adds(build_model("resnet18"), input_shape)
+    kept = sum(v for k, v in macs.items() if not k.startswith("layer")
+               or k.split(".")[0] in stages or ".".join(k.split(".")[:2]) in stages)
+    return kept / sum(macs.values())
+
+
+def variants(args: argparse.Namespace) -> list[tuple[str, str, tuple[str, ...] | None]]:
+    """(device, precision, float32 stages or None for the plan's default) to compare."""
+    out: list[tuple[str, str, tuple[str, ...] | None]] = []
+    if torch.cuda.is_available():
+        out.append(("cuda", "float16", None))
+    if prec.cpu_has_native_bf16() or args.emulate_bf16:
+        for spec in args.float32_stages or [None]:
+            stages = None if spec is None else tuple(x for x in spec.split(",")
+                                                    if x and x != "none")
+            out.append(("cpu", "bfloat16", stages))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", type=Path, default=None)
     p.add_argument("--emulate-bf16", action="store_true")
     p.add_argument("--max-files", type=int, default=0, help="0 = all")
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--under", action="append", default=[],
+                   help="score the audio files under this folder of ../shared/data instead "
+                        "(repeatable; default: recordings and clips), e.g. humpback, "
+                        "train/unlabelled: audio the choice of float32 stages was not made on")
+    p.add_argument("--float32-stages", action="append", default=[],
+                   help="stages kept float32 under bf16, comma-separated ('none' = none); "
+                        "repeat to compare")
     args = p.parse_args()
     out = sys.stdout.write
-    files = sorted((SHARED / "recordings").glob("*.wav"))
-    files += sorted((SHARED / "clips").rglob("*.mp3"))
+    if args.under:
+        files = sorted(f for d in args.under for f in (SHARED / d).rglob("*")
+                       if f.suffix in (".wav", ".mp3", ".ts", ".flac"))
+    else:
+        files = sorted((SHARED / "recordings").glob("*.wav"))
+        files += sorted((SHARED / "clips").rglob("*.mp3"))
     if args.max_files:
         files = files[:args.max_files]
     out(f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"native bf16: {prec.cpu_has_native_bf16()}; {len(files)} files\n")
-    precisions = []
-    if torch.cuda.is_available():
-        precisions.append(("cuda", "float16"))
-    if prec.cpu_has_native_bf16() or args.emulate_bf16:
-        if args.emulate_bf16 and not prec.cpu_has_native_bf16():
-            prec.cpu_has_native_bf16 = lambda flags=None: True  # type: ignore[assignment]
-            out("bfloat16 EMULATED on this CPU: error figures only\n")
-        precisions.append(("cpu", "bfloat16"))
+    precisions = variants(args)
+    if args.emulate_bf16 and not prec.cpu_has_native_bf16():
+        out("bfloat16 EMULATED on this CPU: error figures only\n")
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights
         if weights is None:
@@ -118,12 +158,18 @@ def main() -> None:
         t = time.perf_counter()
         ref = score_all(base, files)
         out(f"float32 reference scored in {time.perf_counter() - t:.0f} s\n")
-        for device, name in precisions:
+        shape = (1, 1, base.frontend.n_mels, base.frontend.frames)
+        for device, name, stages in precisions:
             cfg = base.model_copy(update={"model": base.model.model_copy(
                 update={"device": device, "precision": name})})
+            # The plan decided here, so an emulated bf16 is not refused.
+            plan = prec.plan_execution(name, device, native_bf16=True, float32_stages=stages)
             t = time.perf_counter()
-            got = score_all(cfg, files)
-            out(f"{name} on {device} ({time.perf_counter() - t:.0f} s): "
+            got = score_all(cfg, files, plan)
+            kept = ",".join(plan.float32_stages) or "none"
+            out(f"{name} on {device}, float32 stages {kept} (ResNet18: "
+                f"{100 * float32_share(plan.float32_stages, shape):.1f}% of multiply-adds "
+                f"float32) ({time.perf_counter() - t:.0f} s): "
                 f"{compare(ref, got, base.detection.local_threshold)}\n")
     if not precisions:
         out("no reduced precision runs on this host (no native bf16, no CUDA); "

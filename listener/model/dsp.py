@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Sequence
 from math import gcd
 
 import numpy as np
@@ -133,6 +134,42 @@ def resample_batch(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     if y.shape[1] < skip + n_out:  # scipy pads the filter's tail for such short inputs
         y = np.pad(y, ((0, 0), (0, skip + n_out - y.shape[1])))
     return np.ascontiguousarray(y[:, skip:skip + n_out], dtype=np.float32)
+
+
+def prepare_batch(windows: Sequence[np.ndarray] | np.ndarray, sr_in: int,
+                  sr_out: int) -> np.ndarray:
+    """Downmix and resample many windows of one rate and one length: ``(batch, samples')``.
+
+    Bit for bit :func:`resample` of :func:`downmix` of each window alone (the
+    trained model saw each 2 s window resampled on its own), through
+    :func:`resample_batch`: one filter design per rate pair, one call per batch.
+
+    Args:
+        windows: ``(batch, samples)`` mono, ``(batch, channels, samples)``,
+            or a sequence of ``(channels, samples)`` / ``(samples,)`` arrays
+            (channel counts may differ) of one length.
+        sr_in: their rate in Hz.
+        sr_out: the model's rate in Hz.
+
+    Returns:
+        ``(batch, ceil(samples * up / down))`` float32, C-contiguous;
+        ``(0, 0)`` for no windows.
+
+    Raises:
+        ValueError: windows of different lengths (batch each length separately).
+    """
+    if isinstance(windows, np.ndarray) and windows.ndim == 2:
+        mono = np.asarray(windows, dtype=np.float32)
+    else:
+        parts = [downmix(np.asarray(w)) for w in windows]
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float32)
+        lengths = sorted({p.shape[-1] for p in parts})
+        if len(lengths) > 1:
+            raise ValueError(f"prepare_batch needs windows of one length, got lengths "
+                             f"{lengths[:5]}; batch each length separately")
+        mono = np.stack(parts)
+    return resample_batch(mono, sr_in, sr_out)
 
 
 def hann_window(n: int) -> Tensor:

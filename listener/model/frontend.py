@@ -91,18 +91,7 @@ class Frontend(torch.nn.Module):
         Raises:
             ValueError: windows of different lengths (batch them separately).
         """
-        if isinstance(windows, np.ndarray) and windows.ndim == 2:
-            mono = np.asarray(windows, dtype=np.float32)
-        else:
-            parts = [dsp.downmix(np.asarray(w)) for w in windows]
-            lengths = sorted({p.shape[-1] for p in parts})
-            if len(lengths) > 1:
-                raise ValueError(f"prepare_batch needs windows of one length, got lengths "
-                                 f"{lengths[:5]}; batch each length separately")
-            if not parts:
-                return np.zeros((0, 0), dtype=np.float32)
-            mono = np.stack(parts)
-        return dsp.resample_batch(mono, sample_rate, self.cfg.sample_rate)
+        return dsp.prepare_batch(windows, sample_rate, self.cfg.sample_rate)
 
     @property
     def min_samples(self) -> int:

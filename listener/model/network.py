@@ -240,3 +240,36 @@ def fuse_batchnorm(model: OrcaResNet) -> int:
         fused += 1
     log.debug("fused %d BatchNorm2d layers into their convs", fused)
     return fused
+
+
+def residual_blocks(model: OrcaResNet) -> list[tuple[str, nn.Module]]:
+    """The body's residual blocks in order, named ``layer{stage}.{index}`` (``layer2.0``)."""
+    return [(f"layer{i}.{j}", blk)
+            for i, stage in enumerate((model.layer1, model.layer2, model.layer3, model.layer4), 1)
+            for j, blk in enumerate(stage)]
+
+
+def multiply_adds(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Multiply-adds of one input, per conv / linear layer (by module name).
+
+    Counted from the shapes a real forward pass produces (one item of
+    ``input_shape``, which includes the batch dimension of 1): a convolution
+    costs ``output elements x in_channels / groups x kernel area``.
+    """
+    counts: dict[str, int] = {}
+    hooks = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            per_out = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+            hooks.append(mod.register_forward_hook(
+                lambda _m, _i, out, n=name, k=per_out: counts.__setitem__(n, out.numel() * k)))
+        elif isinstance(mod, nn.Linear):
+            hooks.append(mod.register_forward_hook(
+                lambda m, _i, out, n=name: counts.__setitem__(n, out.numel() * m.in_features)))
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return counts

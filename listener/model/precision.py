@@ -18,12 +18,19 @@ Why these rules:
 * a reduced-precision body always has its BatchNorm folded (in float64,
   before the cast: folding after would compound two roundings) and
   channels-last memory (oneDNN's and cuDNN's fast layout); the classifier
-  head stays float32, it costs nothing and keeps the logits precise.
+  head stays float32, it costs nothing and keeps the logits precise;
+* under ``bfloat16`` the residual blocks named in :data:`BF16_FLOAT32_STAGES`
+  stay float32 too: bf16's 8-bit mantissa rounds every weight and stored
+  activation by up to 0.4%, and the score error comes mostly from the two
+  ends of the body (the first block, whose roundings travel through all the
+  others, and the last stage, whose reach the pooled features directly);
+  ``docs/model.md`` has the measured error of each choice tried.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +46,12 @@ CPUINFO = Path("/proc/cpuinfo")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
+#: Residual stages (``layer4``) or single blocks (``layer1.0``) kept float32
+#: under bfloat16: the cheapest choice measured to hold |score error| p99 <=
+#: 2e-3 on the trained demo ResNet18 (39% of its multiply-adds stay float32;
+#: docs/model.md, "Measured error", has every choice tried).
+BF16_FLOAT32_STAGES: tuple[str, ...] = ("layer1.0", "layer4")
+
 
 @dataclass(frozen=True)
 class ExecutionPlan:
@@ -48,6 +61,8 @@ class ExecutionPlan:
     dtype: torch.dtype
     fuse_batchnorm: bool
     channels_last: bool
+    # Residual stages / blocks run in float32 although ``dtype`` is reduced.
+    float32_stages: tuple[str, ...] = ()
 
 
 def cpu_flags(path: Path = CPUINFO) -> frozenset[str] | None:
@@ -86,7 +101,8 @@ def cuda_supports_bf16() -> bool:
 
 def plan_execution(requested: str, device: torch.device | str, *, fuse_batchnorm: bool = True,
                    channels_last: bool = True, native_bf16: bool | None = None,
-                   cuda_bf16: bool | None = None) -> ExecutionPlan:
+                   cuda_bf16: bool | None = None,
+                   float32_stages: Sequence[str] | None = None) -> ExecutionPlan:
     """Resolve ``model.precision`` for ``device``.
 
     Args:
@@ -96,6 +112,9 @@ def plan_execution(requested: str, device: torch.device | str, *, fuse_batchnorm
             reduced precision forces both on.
         native_bf16, cuda_bf16: overrides of the hardware checks (tests);
             ``None`` asks :func:`cpu_has_native_bf16` / :func:`cuda_supports_bf16`.
+        float32_stages: stages kept float32 in a reduced precision (benchmarks
+            comparing choices); ``None`` = :data:`BF16_FLOAT32_STAGES` under
+            bfloat16, none under float16 (10-bit mantissa, 8x finer).
 
     Raises:
         ModelLoadError: a precision this device cannot run well, saying why and
@@ -123,6 +142,12 @@ def plan_execution(requested: str, device: torch.device | str, *, fuse_batchnorm
             raise ModelLoadError("model.precision bfloat16 needs a CUDA device of compute "
                                  "capability 8.0 or newer; use float16 (or auto)")
     reduced = requested != "float32"
+    if not reduced:
+        stages: tuple[str, ...] = ()
+    elif float32_stages is not None:
+        stages = tuple(float32_stages)
+    else:
+        stages = BF16_FLOAT32_STAGES if requested == "bfloat16" else ()
     return ExecutionPlan(precision=requested, dtype=_DTYPES[requested],
                          fuse_batchnorm=fuse_batchnorm or reduced,
-                         channels_last=channels_last or reduced)
+                         channels_last=channels_last or reduced, float32_stages=stages)

@@ -11,8 +11,10 @@ Speed options and why they are safe:
   and GPUs, same maths;
 * ``cpu_threads``: ``torch.set_num_threads`` (process-wide; 0 leaves torch's default);
 * ``precision``: the body's weights converted once to bfloat16 / float16
-  (no per-call autocast); the head, the softmax and the frontend stay
-  float32. ``docs/model.md`` has the measured score error of each.
+  (no per-call autocast); the stem, the head, the softmax, the frontend and,
+  under bfloat16, the plan's ``float32_stages`` (``layer1.0``, ``layer4``)
+  stay float32.
+  ``docs/model.md`` has the measured score error of each.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ from listener.config import FrontendConfig, ModelConfig
 from listener.errors import ModelLoadError
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
-from listener.model.network import OrcaResNet, build_model, fuse_batchnorm, parameter_count
+from listener.model.network import (
+    OrcaResNet,
+    build_model,
+    fuse_batchnorm,
+    parameter_count,
+    residual_blocks,
+)
 from listener.model.precision import ExecutionPlan, plan_execution
 
 log = logging.getLogger(__name__)
@@ -77,6 +85,7 @@ class ModelInfo(Mapping[str, Any]):
     parameter_count: int
     fuse_batchnorm: bool
     channels_last: bool
+    float32_stages: tuple[str, ...] = ()  # residual stages kept float32 in a reduced precision
 
     def _keys(self) -> tuple[str, ...]:
         return (*(f.name for f in fields(self)), "dtype")
@@ -108,6 +117,8 @@ class Scorer:
         allow_random_weights: with ``cfg.weights`` unset, build a seeded random
             network instead of failing (demo and tests only; ``info["random"]``).
         seed: the seed of that random network.
+        plan: how to run the network, decided by the caller (benchmarks
+            comparing choices); ``None`` = :func:`plan_execution` of the config.
 
     Raises:
         ModelLoadError: weights missing, unreadable or not fitting,
@@ -116,24 +127,26 @@ class Scorer:
     """
 
     def __init__(self, cfg: ModelConfig, frontend_cfg: FrontendConfig | None = None, *,
-                 allow_random_weights: bool = False, seed: int = 0) -> None:
+                 allow_random_weights: bool = False, seed: int = 0,
+                 plan: ExecutionPlan | None = None) -> None:
         self.cfg = cfg
         if cfg.cpu_threads > 0:
             torch.set_num_threads(cfg.cpu_threads)
         self.device = select_device(cfg.device)
         # Decided before loading: a refused precision should not cost a load.
-        self.plan: ExecutionPlan = plan_execution(
+        self.plan: ExecutionPlan = plan or plan_execution(
             cfg.precision, self.device, fuse_batchnorm=cfg.fuse_batchnorm,
             channels_last=cfg.channels_last)
         model, source = self._load(cfg, allow_random_weights, seed)
         n_params = parameter_count(model)  # of the network as trained, before any fusion
         self.model: OrcaResNet = _prepare_network(model, self.plan, self.device)
+        self._blocks = _block_dtypes(self.model, self.plan)
         self.frontend = Frontend(frontend_cfg or FrontendConfig()).to(self.device).eval()
         self.info = ModelInfo(
             id=cfg.model_id, architecture=model.architecture, **source,
             device=str(self.device), precision=self.plan.precision,
             parameter_count=n_params, fuse_batchnorm=self.plan.fuse_batchnorm,
-            channels_last=self.plan.channels_last)
+            channels_last=self.plan.channels_last, float32_stages=self.plan.float32_stages)
         log.info("scorer ready: %s on %s (%s)", model.architecture, self.device,
                  self.plan.precision)
 
@@ -169,9 +182,12 @@ class Scorer:
         if self.plan.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # Stem and head in float32 whatever the stages' format (see _prepare_network);
-        # the softmax too: p close to 0 or 1 needs it.
-        body = self.model.stages(self.model.stem(x).to(self.plan.dtype))
-        logits = self.model.head(body.float())
+        # the softmax too: p close to 0 or 1 needs it. Each block gets its input
+        # in its own format (a no-op between blocks of one format).
+        x = self.model.stem(x)
+        for block, dtype in self._blocks:
+            x = block(x.to(dtype))
+        logits = self.model.head(x.float())
         return torch.softmax(logits, dim=1)[:, 1]
 
     def score_features(self, x: Tensor) -> np.ndarray:
@@ -216,6 +232,23 @@ class Scorer:
         return _to_numpy(out)
 
 
+def _block_dtypes(model: OrcaResNet, plan: ExecutionPlan) -> list[tuple[torch.nn.Module,
+                                                                     torch.dtype]]:
+    """Each residual block and the format it runs in under ``plan``.
+
+    Raises:
+        ValueError: a name in ``plan.float32_stages`` the network does not have.
+    """
+    blocks = residual_blocks(model)
+    keep = set(plan.float32_stages)
+    known = {n for n, _ in blocks} | {n.split(".")[0] for n, _ in blocks}
+    if keep - known:
+        raise ValueError(f"float32_stages {sorted(keep - known)} are not stages or blocks of "
+                         f"a {model.architecture} (layer1..layer4, or one block: layer2.0)")
+    return [(blk, torch.float32 if name in keep or name.split(".")[0] in keep else plan.dtype)
+            for name, blk in blocks]
+
+
 def _to_numpy(parts: list[Tensor]) -> np.ndarray:
     if not parts:
         return np.zeros(0, dtype=np.float64)
@@ -225,19 +258,23 @@ def _to_numpy(parts: list[Tensor]) -> np.ndarray:
 def _prepare_network(model: OrcaResNet, plan: ExecutionPlan, device: torch.device) -> OrcaResNet:
     """Fold, move, convert and lay out ``model`` once, as ``plan`` says.
 
-    The four residual stages (~98% of the multiply-adds) are converted to
-    ``plan.dtype``. The stem stays float32: its input is dB values around -60
-    where bfloat16's step is 0.25-0.5 dB, a coarse quantisation of the very
-    signal (its output is centred by the folded BatchNorm, which bf16 holds
-    well). The head stays float32 too: a few thousand multiply-adds, and the
-    logits keep their precision.
+    The residual blocks (~98% of the multiply-adds) are converted to
+    ``plan.dtype``, except those of ``plan.float32_stages``. The stem stays
+    float32: its input is dB values around -60 where bfloat16's step is
+    0.25-0.5 dB, a coarse quantisation of the very signal. Under bfloat16
+    the first block and the last stage stay float32 too (with the stem, 39%
+    of a ResNet18's multiply-adds): all in bf16, the trained demo network's score
+    error was p99 5.4e-3; most of it came from those two ends (the first
+    block's roundings travel through every later one, the last stage's reach
+    the pooled features directly), and without them it is 1.6e-3
+    (``docs/model.md``). The head stays float32: a few thousand
+    multiply-adds, and the logits keep their precision.
     """
     if plan.fuse_batchnorm:
         fuse_batchnorm(model)  # in float64, before any cast
     model.to(device)
-    if plan.dtype != torch.float32:
-        for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
-            stage.to(plan.dtype)
+    for block, dtype in _block_dtypes(model, plan):
+        block.to(dtype)
     if plan.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model

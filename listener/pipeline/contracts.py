@@ -7,7 +7,7 @@ station builder (:mod:`listener.service.station`) plugs into it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -32,7 +32,9 @@ class SegmentSource(Protocol):
     def stop_event(self) -> asyncio.Event: ...
 
 
-PrepareFn = Callable[[np.ndarray, int], np.ndarray]  # window at its rate -> model-rate mono
+# Windows of one rate and one length -> (B, samples') model-rate mono, row i
+# exactly what window i alone gives (Frontend.prepare_batch).
+PrepareBatchFn = Callable[[Sequence[np.ndarray], int], np.ndarray]
 ScoreWavesFn = Callable[[np.ndarray], np.ndarray]  # (B, S) waveforms -> (B,) scores
 
 

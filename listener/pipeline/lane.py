@@ -5,8 +5,9 @@ primary model runs in :class:`~listener.pipeline.station.StationPipeline`
 itself (it drives the resume point), and every other model gets a
 :class:`ModelLane` fed the same decoded blocks. A lane cuts its own window
 grid (its ``window_s``/``hop_s``), resamples to its own rate (its backend's
-``prepare``), batches on its own and decides clips with its own
-:class:`~listener.detection.labels.LabelRule`, on the station's clip grid.
+``prepare_batch``, a decoded block's windows at once), batches on its own and
+decides clips with its own :class:`~listener.detection.labels.LabelRule`, on
+the station's clip grid.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from listener.audio.windows import Window, WindowCutter
 from listener.detection.labels import LabelledAggregator, LabelledClip, LabelledWindow, LabelRule
 from listener.model.backends.base import ModelBackend, ModelPlan
 from listener.pipeline.batcher import MicroBatcher
+from listener.pipeline.prepare import prepare_windows
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class ModelLane:
             self.batcher.put(_Tagged(replace(w, samples=_NO_SAMPLES), stream_key, wave))
 
     def _prepare_all(self, windows: list[Window]) -> list[np.ndarray]:
-        return [self.backend.prepare(w.samples, w.sample_rate) for w in windows]
+        return prepare_windows(self.backend.prepare_batch, windows)
 
     def _score(self, batch: list[_Tagged]) -> np.ndarray:
         return np.asarray(self.backend.predict(np.stack([t.wave for t in batch])),

@@ -1,10 +1,10 @@
 """Score one file with several models: decoded once, fanned out to each model's windows.
 
 Each model keeps its own window grid (length, hop), its own rate (its
-backend's ``prepare``) and its own batches; the decoded blocks are shared, so
-ffmpeg runs once whatever the number of models. The results line up on the
-station's clip grid (``detection.clip_s``), which :func:`agreement` compares
-model against model.
+backend's ``prepare_batch``, once per batch) and its own batches; the decoded
+blocks are shared, so ffmpeg runs once whatever the number of models. The
+results line up on the station's clip grid (``detection.clip_s``), which
+:func:`agreement` compares model against model.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from listener.audio.windows import Window, WindowCutter
 from listener.detection.labels import LabelledAggregator, LabelledClip, LabelledWindow, LabelRule
 from listener.errors import DecodeError
 from listener.model.backends.base import ModelBackend, ModelPlan
+from listener.pipeline.prepare import prepare_windows
 
 
 @dataclass
@@ -34,7 +35,6 @@ class ModelRun:
     aggregator: LabelledAggregator
     cutter: WindowCutter
     batch: list[Window] = field(default_factory=list)
-    waves: list[np.ndarray] = field(default_factory=list)
     windows: list[LabelledWindow] = field(default_factory=list)
     clips: list[LabelledClip] = field(default_factory=list)
     model_s: float = 0.0
@@ -42,21 +42,22 @@ class ModelRun:
     def push(self, block: np.ndarray, batch_size: int) -> None:
         for w in self.cutter.push(block):
             self.batch.append(w)
-            self.waves.append(self.backend.prepare(w.samples, w.sample_rate))
             if len(self.batch) >= batch_size:
                 self.score()
 
     def score(self) -> None:
         if not self.batch:
             return
+        # The whole batch resampled in one call per rate (bit for bit per window).
+        waves = np.stack(prepare_windows(self.backend.prepare_batch, self.batch))
         t0 = time.process_time()
-        probs = self.backend.predict(np.stack(self.waves))
+        probs = self.backend.predict(waves)
         self.model_s += time.process_time() - t0
         for w, p in zip(self.batch, probs, strict=True):
             lw = LabelledWindow(w.start_s, w.end_s, tuple(float(x) for x in p), w.utc)
             self.windows.append(lw)
             self.clips.extend(self.aggregator.add(lw))
-        self.batch, self.waves = [], []
+        self.batch = []
 
 
 @dataclass
@@ -124,11 +125,10 @@ def _score_tail(run: ModelRun, path: str) -> None:
     tail = run.cutter.tail()
     if tail is None or not tail.samples.size:
         return
-    wave = run.backend.prepare(tail.samples, tail.sample_rate)
     need = getattr(run.backend, "min_samples", 1)
-    if wave.size < need:
+    if run.backend.prepare(tail.samples, tail.sample_rate).size < need:
         raise DecodeError(path, f"too short for model {run.plan.id}: {tail.end_s:.3f} s of audio")
-    run.batch, run.waves = [tail], [wave]
+    run.batch = [tail]
     run.score()
 
 

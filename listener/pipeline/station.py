@@ -41,13 +41,14 @@ from listener.pipeline.contracts import (
     ClipProgress,
     PipelineObserver,
     PipelineStats,
-    PrepareFn,
+    PrepareBatchFn,
     ProgressFn,
     ResumePoint,
     ScoreWavesFn,
     SegmentSource,
 )
 from listener.pipeline.lane import ModelLane
+from listener.pipeline.prepare import prepare_windows
 from listener.service.metrics import Metrics
 from listener.sources.segments import Gap, Position, Segment
 
@@ -65,7 +66,7 @@ class _Context:
 class StationPipeline:
     """Runs one station until its source ends or :meth:`request_stop`."""
 
-    def __init__(self, cfg: Config, prepare: PrepareFn, score_waves: ScoreWavesFn,
+    def __init__(self, cfg: Config, prepare: PrepareBatchFn, score_waves: ScoreWavesFn,
                  source: SegmentSource, handler: ClipHandler, metrics: Metrics, *,
                  resume: ResumePoint | None = None, on_progress: ProgressFn | None = None,
                  observer: PipelineObserver | None = None,
@@ -85,7 +86,8 @@ class StationPipeline:
         self.prepare = prepare
         # Resampling runs in its own thread, beside the model's, so neither the
         # event loop nor the model waits for it; queued windows then hold
-        # 20 kHz mono audio instead of the native rate.
+        # 20 kHz mono audio instead of the native rate. ``prepare`` takes all
+        # the windows of a decoded block at once (one filter call per rate).
         self._prep_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="resample")
         # A fleet hands in this station's lane of the batcher its stations share.
         self.batcher: WindowBatcher[_Tagged] = batcher if batcher is not None else MicroBatcher(
@@ -316,7 +318,7 @@ class StationPipeline:
         self._held_key = stream_key
 
     def _prepare_all(self, windows: list[Window]) -> list[np.ndarray]:
-        return [self.prepare(w.samples, w.sample_rate) for w in windows]
+        return prepare_windows(self.prepare, windows)
 
     def close(self) -> None:
         """Release the worker threads (after :meth:`run` has returned)."""

@@ -54,9 +54,12 @@ HISTORY_SLACK_S = 120.0
 
 
 class Preparer(Protocol):
-    """The frontend's waveform step: a window at its own rate -> model-rate mono."""
+    """The frontend's waveform step: windows of one rate and length -> model-rate mono.
 
-    def prepare(self, samples: np.ndarray, sample_rate: int) -> np.ndarray: ...
+    Row ``i`` is exactly what window ``i`` alone gives (:meth:`Frontend.prepare_batch`).
+    """
+
+    def prepare_batch(self, windows: Sequence[np.ndarray], sample_rate: int) -> np.ndarray: ...
 
 
 class WindowScorer(Protocol):
@@ -163,7 +166,7 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
             log.error("cannot save the state file %s: %s", store.path, err)
 
     pipeline = StationPipeline(
-        cfg, scorer.frontend.prepare, scorer.score_waves, source, handler, metrics,
+        cfg, scorer.frontend.prepare_batch, scorer.score_waves, source, handler, metrics,
         resume=_resume_point(saved), on_progress=save_progress, history=history,
         batcher=batcher, observer=options.observer, lanes=lanes)
     return Station(cfg, pipeline, emitter, source, client, store, tuple(lanes), agreement,

@@ -47,6 +47,11 @@ def test_transformers_backend_windows_rate_and_labels(tiny_classifier: Path) -> 
     native = rng.standard_normal((2, 3 * 44100)).astype(np.float32)  # stereo, 44.1 kHz
     wave = backend.prepare(native, 44100)
     assert wave.shape == (3 * 16000,)
+    # The pipelines' batched step: row for row the per-window result, bit for bit.
+    other = rng.standard_normal((2, 3 * 44100)).astype(np.float32)
+    rows = backend.prepare_batch([native, other], 44100)
+    assert rows.shape == (2, 3 * 16000) and rows.dtype == np.float32
+    assert np.array_equal(rows[0], wave) and np.array_equal(rows[1], backend.prepare(other, 44100))
     batch = np.stack([wave, wave * 0.5, wave[::-1].copy()])
     probs = backend.predict(batch)  # 3 windows in batches of 2
     assert probs.shape == (3, len(PODS_LABELS))

@@ -20,6 +20,8 @@ from listener.model.precision import cpu_flags, cpu_has_native_bf16, plan_execut
 from listener.model.scorer import ModelInfo, Scorer
 
 DATA = Path(__file__).parents[1] / "data"
+# The bundled trained ResNet18 (listener/data/demo_resnet18.md).
+DEMO_WEIGHTS = Path(__file__).parents[2] / "listener" / "data" / "demo_resnet18.safetensors"
 NATIVE_BF16 = cpu_has_native_bf16()
 
 
@@ -70,6 +72,7 @@ def test_bfloat16_on_cpu_needs_native_support() -> None:
                           native_bf16=True)
     # Reduced precision forces folding (before the cast) and the fast layout.
     assert plan.dtype == torch.bfloat16 and plan.fuse_batchnorm and plan.channels_last
+    assert plan.float32_stages == prec.BF16_FLOAT32_STAGES == ("layer1.0", "layer4")
     with pytest.raises(ModelLoadError, match=r"no native bfloat16.*avx512_bf16.*use float32"):
         plan_execution("bfloat16", "cpu", native_bf16=False)
 
@@ -77,7 +80,13 @@ def test_bfloat16_on_cpu_needs_native_support() -> None:
 def test_float16_is_cuda_only_and_bf16_cuda_needs_ampere() -> None:
     with pytest.raises(ModelLoadError, match="float16 needs a CUDA device"):
         plan_execution("float16", "cpu")
-    assert plan_execution("bfloat16", "cuda", cuda_bf16=True).dtype == torch.bfloat16
+    bf16 = plan_execution("bfloat16", "cuda", cuda_bf16=True)
+    assert bf16.dtype == torch.bfloat16 and bf16.float32_stages == ("layer1.0", "layer4")
+    # float16's 10-bit mantissa needs no float32 stages; float32 has none to keep.
+    assert plan_execution("float16", "cuda").float32_stages == ()
+    assert plan_execution("float32", "cpu", float32_stages=["layer1"]).float32_stages == ()
+    chosen = plan_execution("bfloat16", "cuda", cuda_bf16=True, float32_stages=["layer2.0"])
+    assert chosen.float32_stages == ("layer2.0",)
     with pytest.raises(ModelLoadError, match=r"compute capability 8\.0"):
         plan_execution("bfloat16", "cuda", cuda_bf16=False)
     with pytest.raises(ModelLoadError, match="'int8'"):
@@ -136,18 +145,23 @@ def test_bfloat16_refused_before_loading_on_a_cpu_without_it(
         Scorer(ModelConfig(weights=tmp_path / "absent.pt", device="cpu", precision="bfloat16"))
 
 
-def test_bfloat16_body_float32_head(monkeypatch: pytest.MonkeyPatch, weights: Path,
-                                    recording_features: torch.Tensor) -> None:
+def test_bfloat16_body_float32_ends_and_head(monkeypatch: pytest.MonkeyPatch, weights: Path,
+                                             recording_features: torch.Tensor) -> None:
     """The conversion itself, on any CPU (emulated bf16 where not native: slow, so 2 windows)."""
     monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda flags=None: True)
     bf16 = Scorer(ModelConfig(weights=weights, device="cpu", precision="bfloat16",
                               fuse_batchnorm=False, channels_last=False))
     assert bf16.info.precision == "bfloat16" and bf16.info.fuse_batchnorm
-    assert bf16.model.layer1[0].conv1.weight.dtype == torch.bfloat16
-    assert bf16.model.layer4[1].conv2.weight.dtype == torch.bfloat16
-    assert bf16.model.layer4[1].conv2.bias is not None  # folded
-    # Stem (dB input) and head (logits) stay float32.
+    assert bf16.info.float32_stages == ("layer1.0", "layer4")
+    assert bf16.model.layer1[1].conv1.weight.dtype == torch.bfloat16
+    assert bf16.model.layer2[0].downsample[0].weight.dtype == torch.bfloat16
+    assert bf16.model.layer3[1].conv2.weight.dtype == torch.bfloat16
+    assert bf16.model.layer3[1].conv2.bias is not None  # folded
+    # Stem (dB input), the body's two ends (most of bf16's score error) and
+    # the head (logits) stay float32.
     assert bf16.model.conv1.weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in bf16.model.layer1[0].parameters())
+    assert all(p.dtype == torch.float32 for p in bf16.model.layer4.parameters())
     assert all(p.dtype == torch.float32 for p in bf16.model.head.parameters())
     assert bf16.model.layer2[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
     x = recording_features[:2]
@@ -158,20 +172,44 @@ def test_bfloat16_body_float32_head(monkeypatch: pytest.MonkeyPatch, weights: Pa
     np.testing.assert_allclose(got, ref, rtol=0, atol=5e-2)
 
 
-@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bfloat16 (avx512_bf16 / "
-                    "amx_bf16): bfloat16 is refused here, so there is no bound to check")
-def test_bfloat16_error_bound_on_a_real_recording(weights: Path,
+@pytest.mark.slow
+def test_bfloat16_error_bound_on_a_real_recording(monkeypatch: pytest.MonkeyPatch,
                                                   recording_features: torch.Tensor) -> None:
-    """Bound: median |bf16 - fp32| <= 1e-2, max <= 4e-2 over 29 real windows.
+    """Bound: |bf16 - fp32| p99 <= 1e-3 over 29 real windows, trained demo ResNet18.
 
-    Measured (docs/model.md, bench_precision.py, 111 real windows, bf16 emulated
-    on an AMD EPYC: same roundings): p50 5.3e-3, p99 2.6e-2, max 2.7e-2. The
-    issue's target (p99 <= 2e-3) is NOT met by this network; the bound holds
-    the measured behaviour so a regression (e.g. a bf16 stem) shows.
+    bf16 runs natively where the CPU has it, emulated elsewhere (oneDNN: the
+    same bf16 roundings, float32 accumulation; ~10 s here instead of <1 s).
+    Measured (AMD EPYC, emulated): p99 6.4e-4, max 6.9e-4 with the plan's
+    float32 stages; 1.3e-3 / 1.4e-3 with every stage bf16, which this bound
+    refuses. docs/model.md has the 111-window figures (p99 1.6e-3 vs 5.4e-3).
     """
-    ref = Scorer(ModelConfig(weights=weights, device="cpu")).score_features(recording_features)
-    got = Scorer(ModelConfig(weights=weights, device="cpu", precision="bfloat16")
+    if not NATIVE_BF16:
+        monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda flags=None: True)
+    ref = Scorer(ModelConfig(weights=DEMO_WEIGHTS, device="cpu")).score_features(
+        recording_features)
+    got = Scorer(ModelConfig(weights=DEMO_WEIGHTS, device="cpu", precision="bfloat16")
                  ).score_features(recording_features)
     diff = np.abs(got - ref)
     assert np.sum((ref > 0.02) & (ref < 0.98)) >= 5, ref  # not saturated: the bound means something
-    assert np.median(diff) <= 1e-2 and diff.max() <= 4e-2, diff
+    assert np.percentile(diff, 99) <= 1e-3, diff
+    assert not np.array_equal(got, ref)  # bf16 really ran
+
+
+def test_float32_stages_are_checked_and_run_as_planned(weights: Path,
+                                                       recording_features: torch.Tensor) -> None:
+    """Blocks run in their own format; names the network lacks are refused."""
+    x = recording_features[:2]
+    ref = Scorer(ModelConfig(weights=weights, device="cpu")).score_features(x)
+    # A "reduced" plan keeping every stage float32 is float32 throughout: same scores.
+    every = plan_execution("bfloat16", "cpu", native_bf16=True,
+                           float32_stages=["layer1", "layer2", "layer3", "layer4"])
+    kept = Scorer(ModelConfig(weights=weights, device="cpu"), plan=every)
+    assert all(p.dtype == torch.float32 for p in kept.model.parameters())
+    np.testing.assert_allclose(kept.score_features(x), ref, rtol=0, atol=1e-5)
+    one = plan_execution("bfloat16", "cpu", native_bf16=True, float32_stages=["layer2.1"])
+    mixed = Scorer(ModelConfig(weights=weights, device="cpu"), plan=one)
+    assert mixed.model.layer2[1].conv1.weight.dtype == torch.float32
+    assert mixed.model.layer2[0].conv1.weight.dtype == torch.bfloat16
+    bad = plan_execution("bfloat16", "cpu", native_bf16=True, float32_stages=["layer5"])
+    with pytest.raises(ValueError, match=r"\['layer5'\] are not stages or blocks of a resnet18"):
+        Scorer(ModelConfig(weights=weights, device="cpu"), plan=bad)

@@ -8,7 +8,7 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,8 @@ def ts_segments(recording: Path, out_dir: Path) -> list[tuple[bytes, float]]:
 class ToneScorer:
     """A model fake that scores 1.0 when a 1 kHz tone dominates the window, else 0.0.
 
-    It uses the real frontend's ``prepare`` (downmix + per-window resampling),
-    so the audio path into the model is the production one.
+    It uses the real frontend's ``prepare_batch`` (downmix + per-window
+    resampling, batched), so the audio path into the model is the production one.
     """
 
     def __init__(self) -> None:
@@ -170,6 +170,9 @@ class ToneBackend:
 
     def prepare(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         return self.tone.frontend.prepare(samples, sample_rate)
+
+    def prepare_batch(self, windows: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
+        return self.tone.frontend.prepare_batch(windows, sample_rate)
 
     def predict(self, waves: np.ndarray) -> np.ndarray:
         self.windows += len(waves)

@@ -8,7 +8,7 @@ rule), computed at config load so bad labels fail before any audio is fetched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -45,6 +45,16 @@ class ModelBackend(Protocol):
 
     def prepare(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         """One window at its native rate -> mono float32 at :attr:`sample_rate`."""
+        ...
+
+    def prepare_batch(self, windows: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
+        """Windows of one native rate and one length -> ``(B, samples')`` float32.
+
+        Row ``i`` is bit for bit ``prepare(windows[i], sample_rate)``; the
+        pipelines call this (grouping windows by rate and length with
+        :func:`listener.pipeline.prepare.prepare_windows`), ``prepare`` is
+        for a lone window. ``ValueError`` on windows of different lengths.
+        """
         ...
 
     def predict(self, waves: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ It also keeps the Scorer's ``frontend``/``score_waves``/``info``, so it is a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,9 @@ class ResNetBackend:
 
     def prepare(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         return self.scorer.frontend.prepare(samples, sample_rate)
+
+    def prepare_batch(self, windows: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
+        return self.scorer.frontend.prepare_batch(windows, sample_rate)
 
     def score_waves(self, waves: np.ndarray) -> np.ndarray:
         return self.scorer.score_waves(waves)

@@ -3,7 +3,8 @@
 ``AutoFeatureExtractor`` + ``AutoModelForAudioClassification`` from a local
 folder (``local_files_only``: never the hub at run time), at the extractor's
 own sampling rate, with the config's ``id2label`` as label names. Windows are
-downmixed and resampled one by one (like the ResNet path), then batched
+downmixed and resampled each as if alone (like the ResNet path; one batched
+filter call per rate, :func:`listener.model.dsp.prepare_batch`), then batched
 ``batch_size`` at a time under ``inference_mode``; float16 autocast on CUDA
 under ``model.precision``, as for the ResNet. Probabilities are the softmax of
 the logits, or the sigmoid for a ``multi_label_classification`` model.
@@ -14,6 +15,7 @@ the logits, or the sigmoid for a ``multi_label_classification`` model.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -112,6 +114,12 @@ class TransformersBackend:
 
     def prepare(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         return dsp.resample(dsp.downmix(samples), sample_rate, self._rate)
+
+    def prepare_batch(self, windows: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
+        # Only downmix and resampling happen here, as in prepare; the
+        # extractor's own steps (normalising, padding) run in predict, on the
+        # whole batch.
+        return dsp.prepare_batch(windows, sample_rate, self._rate)
 
     def predict(self, waves: np.ndarray) -> np.ndarray:
         waves = np.asarray(waves, dtype=np.float32)
