@@ -136,7 +136,7 @@ class Scorer:
         # Decided before loading: a refused precision should not cost a load.
         self.plan: ExecutionPlan = plan or plan_execution(
             cfg.precision, self.device, fuse_batchnorm=cfg.fuse_batchnorm,
-            channels_last=cfg.channels_last)
+            channels_last=cfg.channels_last, float32_stages=cfg.float32_stages)
         model, source = self._load(cfg, allow_random_weights, seed)
         n_params = parameter_count(model)  # of the network as trained, before any fusion
         self.model: OrcaResNet = _prepare_network(model, self.plan, self.device)

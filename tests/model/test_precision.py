@@ -118,6 +118,23 @@ def test_old_fp16_flag_maps_onto_precision(caplog: pytest.LogCaptureFixture) -> 
         parse_config("station: {id: s}\nmodel: {fp16: maybe}\n")
 
 
+def test_float32_stages_come_from_the_config(weights: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # The host check answers "native bf16" here: this test is about the wiring.
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda flags=None: True)
+    default = Scorer(ModelConfig(weights=weights, device="cpu", precision="bfloat16"))
+    assert default.plan.float32_stages == prec.BF16_FLOAT32_STAGES
+    fastest = parse_config("station: {id: s}\nmodel: {precision: bfloat16, "
+                           f"weights: {weights}, device: cpu, float32_stages: []}}\n")
+    scorer = Scorer(fastest.model)
+    assert scorer.plan.float32_stages == () and scorer.info.float32_stages == ()
+    one = ModelConfig(weights=weights, device="cpu", precision="bfloat16",
+                      float32_stages=["layer2.1"])
+    assert Scorer(one).info.float32_stages == ("layer2.1",)
+    with pytest.raises(ConfigError, match="float32_stages"):
+        parse_config("station: {id: s}\nmodel: {float32_stages: [conv1]}\n")
+
+
 def test_with_precision_overrides_the_config() -> None:
     cfg = default_config()
     assert with_precision(cfg, None) is cfg
