@@ -16,9 +16,10 @@ segments seconds after ``latest.txt`` changed), or ``4 * finish_polls`` polls
 and ``4 * finish_s`` seconds have passed (the bound: an old folder that keeps
 growing is a misconfigured node, not a reason to stall). Then the new folder
 is followed from its first segment, which is marked discontinuous. The folder
-left behind is read once more ``6 * finish_s`` after the switch: segments
-listed there since are reported as a :class:`Gap` each (too late to score
-in order), never dropped unseen.
+left behind is read again ``6``, ``12``, ``24`` and ``48 * finish_s`` after the
+switch (or until it lists ``#EXT-X-ENDLIST``): segments listed there since
+are reported as a :class:`Gap` each (too late to score in order), never
+dropped unseen.
 
 ``latest.txt`` naming an *older* folder than the one followed is a stale
 cached copy until it has done so for ``_OLDER_POLLS`` polls in a row; only
@@ -51,9 +52,11 @@ _LATEST_MAX_BYTES = 64
 _EARLIEST_TS = 1_400_000_000
 # Polls in a row latest.txt must name an older folder before it is believed.
 _OLDER_POLLS = 12
-# The folder left behind at a switch is looked at once more this many times
-# ``finish_s`` later, so segments its uploader published late are reported.
+# The folder left behind at a switch is looked at again this many times
+# ``finish_s`` later, doubling, so segments its uploader published late are
+# reported (with the default 10 s: 1, 2, 4 and 8 minutes after the switch).
 _LATE_LOOK_FACTOR = 6
+_LATE_LOOKS = 4
 
 
 def parse_latest_txt(data: bytes, url: str, now: float | None = None) -> int:
@@ -171,7 +174,7 @@ class OrcasoundSource(PollingSource):
         folder: _Folder | None = None
         pending: int | None = None  # the folder to follow once this one is finished
         switch_seen = (0, 0.0)  # polls since, and monotonic time of, the switch
-        left: tuple[_Folder, float] | None = None  # folder left, when to look at it again
+        left: tuple[_Folder, float, int] | None = None  # folder left, next look, looks done
         while True:
             latest = await self._read_latest()
             if folder is None:
@@ -196,28 +199,33 @@ class OrcasoundSource(PollingSource):
                 switch_seen = (switch_seen[0] + 1, switch_seen[1])
                 if self._old_folder_done(folder, playlist, fresh, *switch_seen):
                     log.info("switching from %s to %s", folder.key, self.folder_key(pending))
-                    left = (folder, time.monotonic() + _LATE_LOOK_FACTOR * self._finish_s)
+                    left = (folder, time.monotonic() + _LATE_LOOK_FACTOR * self._finish_s, 0)
                     folder = self._next_folder(folder, pending)
                     pending = None
                     continue  # the new folder's playlist at once, no pause
             if left is not None and time.monotonic() >= left[1]:
-                for gap in await self._late_look(left[0], folder):
+                gaps, ended = await self._late_look(left[0], folder)
+                for gap in gaps:
                     yield gap
-                left = None
+                looks = left[2] + 1
+                left = None if ended or looks >= _LATE_LOOKS else (
+                    left[0], time.monotonic() + _LATE_LOOK_FACTOR * self._finish_s * 2 ** looks,
+                    looks)
             await self._pause()
 
-    async def _late_look(self, old: _Folder, now: _Folder) -> list[Gap]:
-        """Segments the folder left behind listed after the switch: lost, so reported.
+    async def _late_look(self, old: _Folder, now: _Folder) -> tuple[list[Gap], bool]:
+        """Segments the folder left behind listed after the switch (lost, so reported),
+        and whether it is finished (``#EXT-X-ENDLIST``: no need to look again).
 
         The node's uploader can publish an old folder's last segments well
         after ``latest.txt`` moved on; once the new folder is being followed
         they cannot be scored in order, but they must not vanish unreported.
         """
         if not old.tracker.started:
-            return []
+            return [], True
         playlist = await self._get_playlist(old.playlist_url, "old folder playlist")
         if playlist is None:
-            return []
+            return [], False
         gaps = []
         for item in old.tracker.advance(playlist):
             if isinstance(item, Gap):
@@ -227,7 +235,7 @@ class OrcasoundSource(PollingSource):
                                 f"published in {old.key} after the switch to {now.key}; "
                                 "too late to score in order", item.utc_start,
                                 item.duration_s, item.url))
-        return gaps
+        return gaps, playlist.endlist
 
     def _believe(self, latest: int, folder: _Folder, pending: int | None) -> bool:
         """Whether latest.txt naming ``latest`` starts a switch now."""

@@ -392,14 +392,16 @@ def test_old_folder_segments_published_after_the_grace_are_reported_as_gaps(
         if len(out) == 2:  # switched: the old folder's uploader is very late
             hls_server.publish(NODE, b"a1", 10.0, folder=TS_A)
             hls_server.publish(NODE, b"a2", 9.0, folder=TS_A)
+        if len(out) == 4:  # and later still: seen by the next look
+            hls_server.publish(NODE, b"a3", 10.0, folder=TS_A)
 
-    # finish_s=0.05: looked at again 0.3 s after the switch
+    # finish_s=0.05: looked at again 0.3, 0.6, 1.2 and 2.4 s after the switch
     source = orcasound(hls_server, http_client, start_segments_back=1)
-    items = asyncio.run(take(source, 4, on_item=restart))
-    assert seqs(items) == [0, 0, ("gap", 1, 1), ("gap", 2, 2)]
+    items = asyncio.run(take(source, 5, on_item=restart))
+    assert seqs(items) == [0, 0, ("gap", 1, 1), ("gap", 2, 2), ("gap", 3, 3)]
     late = [i for i in items if isinstance(i, Gap)]
-    assert [g.stream_key for g in late] == [f"{NODE}/hls/{TS_A}"] * 2
-    assert [g.duration_s for g in late] == [10.0, 9.0]
+    assert [g.stream_key for g in late] == [f"{NODE}/hls/{TS_A}"] * 3
+    assert [g.duration_s for g in late] == [10.0, 9.0, 10.0]
     assert late[0].utc_start == datetime.fromtimestamp(TS_A + 10, UTC)
     assert late[1].url == hls_server.segment_url(NODE, TS_A, 2)
     assert "after the switch" in late[0].reason
