@@ -5,6 +5,7 @@ duplicates, no traceback, /healthz under 1 s)."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -113,3 +114,28 @@ def test_node_restart_into_a_new_folder(segments: Segments, tmp_path: Path) -> N
     assert not [r for r in result.records if r.exc_info]
     assert max(result.health_s) < 1.0
     assert result.metrics.get("listener_audio_dropped_seconds_total|reason=gap", 0.0) == 0.0
+
+
+@pytest.mark.slow
+def test_old_folder_segment_uploaded_after_the_switch_is_reported(
+        segments: Segments, tmp_path: Path) -> None:
+    """A segment the old folder's uploader lists after the switch is a reported gap,
+    and reporting it leaves the new folder's decoder running."""
+    def restart(node: FaultNode) -> None:
+        node.start_folder(NODE, NEWER)
+
+    def late(node: FaultNode) -> None:
+        node.publish(NODE, segments[4][0], segments[4][1], folder=FOLDER)
+
+    # grace 0.5 s: switched ~1 s after the restart, looked at again 3 s later
+    case = FaultCase("late old-folder segment", at={4: restart, 7: late},
+                     stream={"restart_grace_s": 0.5}, min_s=9.0)
+    result = run_case(case, segments, tmp_path)
+    assert not [r for r in result.records if r.exc_info]
+    late_url = f"/{NODE}/hls/{FOLDER}/live004.ts"
+    assert any("after the switch" in r.getMessage() and late_url in r.getMessage()
+               for r in result.records if r.levelno == logging.WARNING)
+    m = result.metrics
+    assert m["listener_audio_dropped_seconds_total|reason=gap"] == pytest.approx(
+        segments[4][1], abs=0.01)
+    assert m.get("listener_audio_decoder_restarts_total|reason=gap", 0.0) == 0.0

@@ -165,6 +165,8 @@ class FaultCase:
     max_lost_s: float = 0.0
     history: int = 0  # entries listed before the live ones (a long-lived folder)
     config: dict[str, Any] = field(default_factory=dict)
+    stream: dict[str, Any] = field(default_factory=dict)  # stream settings over the harness's
+    min_s: float = 0.0  # keep the daemon running at least this long (wall seconds)
 
     def __str__(self) -> str:
         return self.name
@@ -227,6 +229,7 @@ def run_case(case: FaultCase, segments: Segments, workdir: Path) -> CaseResult:
                     time.sleep(dur / SPEED)
                 done.set()
 
+            started = time.monotonic()
             threading.Thread(target=publish, daemon=True).start()
             cfg = case_config(node.base_url, workdir, case)
             metrics: dict[str, float] = {}
@@ -248,7 +251,7 @@ def run_case(case: FaultCase, segments: Segments, workdir: Path) -> CaseResult:
             def finished(d: Any) -> bool:
                 if d.probes is not None and not probe_url:
                     probe_url.append(d.probes.url)
-                if not done.is_set():
+                if not done.is_set() or time.monotonic() - started < case.min_s:
                     return False
                 idle = quiet.for_s(d.pipeline.windows_scored)
                 registry, labels = d.registry, {"station": NODE}
@@ -284,7 +287,8 @@ def case_config(base_url: str, workdir: Path, case: FaultCase) -> Any:
     fetch = cfg.stream.fetch.model_copy(update={"max_fetch_s": 1.5, "breaker_reset_s": 1.0})
     stream = cfg.stream.model_copy(update={
         "fetch": fetch, "restart_grace_s": 2.0,
-        "start_segments_back": 2 if case.history else cfg.stream.start_segments_back})
+        "start_segments_back": 2 if case.history else cfg.stream.start_segments_back,
+        **case.stream})
     return cfg.model_copy(update={"stream": stream})
 
 
