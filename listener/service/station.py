@@ -145,7 +145,9 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
     emitter = Emitter(cfg, model_info, sinks, metrics, _saved_encounter(saved))
     handler: ClipHandler = (emitter if options.wrap_handler is None
                             else options.wrap_handler(emitter))
-    lanes, agreement = _lanes(cfg, sinks, metrics, options)
+    lanes, agreement = _lanes(cfg, sinks, metrics, options, saved)
+    lane_emitters = tuple(lane.handler.emitter for lane in lanes
+                          if isinstance(lane.handler, LaneEmitter))
     if agreement is not None:
         handler = AgreeingHandler(handler, agreement, cfg.model.model_id,
                                   options.lane_filter)
@@ -158,8 +160,12 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
 
     def save_progress(progress: ClipProgress) -> None:
         encounter = emitter.open_encounter
+        # The other models' open encounters too, so a restart continues them.
+        open_lanes = {str(e.model_info.get("id")): e.open_encounter.to_dict()
+                      for e in lane_emitters if e.open_encounter is not None}
         state = StreamState(progress.stream_key, progress.resume_sequence, progress.clip_end_s,
-                            encounter.to_dict() if encounter is not None else None)
+                            encounter.to_dict() if encounter is not None else None,
+                            {LANE_ENCOUNTERS: open_lanes} if open_lanes else {})
         try:
             store.save(state)
         except OSError as err:
@@ -170,12 +176,15 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
         resume=_resume_point(saved), on_progress=save_progress, history=history,
         batcher=batcher, observer=options.observer, lanes=lanes)
     return Station(cfg, pipeline, emitter, source, client, store, tuple(lanes), agreement,
-                   tuple(lane.handler.emitter for lane in lanes
-                         if isinstance(lane.handler, LaneEmitter)))
+                   lane_emitters)
 
 
-def _lanes(cfg: Config, sinks: Sequence[Sink], metrics: Metrics, options: StationOptions
-           ) -> tuple[list[ModelLane], Agreement | None]:
+#: The state file's ``extra`` key for the non-primary models' open encounters.
+LANE_ENCOUNTERS = "lane_encounters"
+
+
+def _lanes(cfg: Config, sinks: Sequence[Sink], metrics: Metrics, options: StationOptions,
+           saved: StreamState | None) -> tuple[list[ModelLane], Agreement | None]:
     """One lane per non-primary model, each with its role's sinks; none for one model."""
     if cfg.models is None or len(cfg.models) < 2:
         return [], None
@@ -194,7 +203,7 @@ def _lanes(cfg: Config, sinks: Sequence[Sink], metrics: Metrics, options: Statio
                          cfg.detection.clip_s)
         lane_cfg = cfg.model_copy(update={"detection": rule.detection})
         emitter = Emitter(lane_cfg, info, sinks_for_role(plan.role, sinks), metrics,
-                          role=plan.role)
+                          _saved_encounter(saved, plan.id), role=plan.role)
         lanes.append(ModelLane(plan, backend, LaneEmitter(emitter, agreement, options.lane_filter),
                                clip_s=cfg.detection.clip_s,
                                max_backlog_s=cfg.buffer.max_backlog_s))
@@ -219,13 +228,17 @@ def _resume_point(saved: StreamState | None) -> ResumePoint | None:
     return ResumePoint(Position(saved.stream_key, saved.resume_sequence), saved.clip_end_s)
 
 
-def _saved_encounter(saved: StreamState | None) -> Encounter | None:
-    if saved is None or not saved.encounter:
+def _saved_encounter(saved: StreamState | None, model_id: str | None = None
+                     ) -> Encounter | None:
+    """The open encounter saved for the primary (``model_id`` None) or another model."""
+    if saved is None:
         return None
     try:
-        return Encounter.from_dict(saved.encounter)
-    except (KeyError, TypeError, ValueError) as err:
-        log.warning("ignoring the saved encounter: %s", err)
+        doc = saved.encounter if model_id is None else (
+            saved.extra.get(LANE_ENCOUNTERS) or {}).get(model_id)
+        return Encounter.from_dict(doc) if doc else None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        log.warning("ignoring the saved encounter of %s: %s", model_id or "the primary", err)
         return None
 
 

@@ -138,3 +138,45 @@ def _both_decided(daemon: Daemon, clips: int) -> bool:
     station = daemon.station
     return (station is not None and station.agreement is not None
             and len(station.agreement.records) >= clips)
+
+
+def test_each_model_s_open_encounter_is_saved_and_continued_after_a_restart(
+        tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from listener.pipeline.contracts import ClipProgress
+    from listener.service.metrics import Metrics
+    from listener.service.resume import StateStore, StreamState
+    from listener.service.station import LANE_ENCOUNTERS, build_station
+
+    def encounter(eid: str) -> dict[str, object]:
+        return {"id": eid, "start_t": 60.0, "end_t": 120.0, "start_utc": None,
+                "end_utc": None, "clip_count": 1, "peak_confidence": 80.0}
+
+    cfg = station_config("http://127.0.0.1:9", NODE, tmp_path, models=(
+        ModelEntry(id="resnet-live"),
+        ModelEntry(id="tone-shadow", role="shadow", window_s=2.0, hop_s=1.0)))
+    store = StateStore(cfg.state.dir, NODE)
+    key = f"{NODE}/hls/{FOLDER}"
+    store.save(StreamState(key, 10, 120.0, encounter("primary-enc"),
+                           {LANE_ENCOUNTERS: {"tone-shadow": encounter("shadow-enc")}}))
+
+    def build() -> tuple[str | None, str | None, object]:
+        station = build_station(cfg, ToneScorer(), Metrics(CollectorRegistry(), NODE),
+                                options=StationOptions(backends={"tone-shadow": ToneBackend()}))
+        (lane,) = station.lane_emitters
+        primary, shadow = station.emitter.open_encounter, lane.open_encounter
+        return (primary.id if primary else None, shadow.id if shadow else None,
+                station.pipeline.on_progress)
+
+    # Continued after the restart, and saved again with the next clip's progress.
+    primary, shadow, on_progress = build()
+    assert (primary, shadow) == ("primary-enc", "shadow-enc")
+    assert callable(on_progress)
+    on_progress(ClipProgress(key, 16, 180.0))
+    saved = json.loads(store.path.read_text())
+    assert saved["clip_end_s"] == 180.0
+    assert saved["extra"][LANE_ENCOUNTERS]["tone-shadow"]["id"] == "shadow-enc"
+    # A saved encounter of no use is ignored with a warning, not a failure.
+    store.save(StreamState(key, 16, 180.0, None, {LANE_ENCOUNTERS: ["not", "a", "map"]}))
+    assert build()[:2] == (None, None)
