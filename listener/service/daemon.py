@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry
 
-from listener import __version__
 from listener.config import Config
 from listener.errors import ListenerError
 from listener.events.emitter import Emitter
@@ -34,6 +33,8 @@ from listener.service.station import (
     StationOptions,
     WindowScorer,
     build_station,
+    load_lane_backends,
+    model_build_info,
     tend,
 )
 from listener.service.web.station_view import StationConsole, station_console
@@ -209,12 +210,10 @@ class Daemon:
                 Scorer, cfg.model, cfg.frontend, allow_random_weights=self.allow_random_weights)
         info = scorer.info
         self.metrics.model_loaded.set(1)
-        self.metrics.set_build_info(
-            version=__version__, model_id=cfg.model.model_id,
-            architecture=str(info.get("architecture", "")), device=str(info.get("device", "")),
-            precision=str(info.get("precision", "")),
-            weights_sha256=str(info.get("sha256") or "")[:16])
-        station = build_station(cfg, scorer, self.metrics, options=self.options,
+        self.metrics.set_build_info(**model_build_info(cfg, info))
+        backends = await asyncio.to_thread(load_lane_backends, cfg, self.options.backends)
+        station = build_station(cfg, scorer, self.metrics,
+                                options=replace(self.options, backends=backends),
                                 on_fetch=self._observe_fetch)
         await station.emitter.start()
         self.station = station

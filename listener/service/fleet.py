@@ -33,9 +33,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from listener import __version__
 from listener.config import Config
 from listener.errors import ListenerError
+from listener.model.backends.base import ModelBackend
 from listener.pipeline.batcher import SharedBatcher
 from listener.service.daemon import SINKS_CLOSE_SLACK_S, Timeouts
 from listener.service.metrics import MetricFamilies, Metrics
@@ -48,6 +48,8 @@ from listener.service.station import (
     StationOptions,
     WindowScorer,
     build_station,
+    load_lane_backends,
+    model_build_info,
     tend,
 )
 from listener.service.web.console import Console
@@ -76,6 +78,8 @@ class StationUnit:
         self.error: str | None = None
         self.restarts = 0
         self.task: asyncio.Task[None] | None = None
+        # The other models' backends, loaded once (off the loop) and kept for rebuilds.
+        self.backends: dict[str, ModelBackend] = {}
         # The console's view, ledger and observer, when the fleet serves HTTP.
         self.console: StationConsole | None = None
 
@@ -93,7 +97,7 @@ class StationUnit:
         scorer, shared = self.fleet.models[model_key(self.cfg)]
         lane = shared.lane(self.id, max_backlog_s=self.cfg.buffer.max_backlog_s,
                            hop_s=self.cfg.detection.hop_s, metrics=self.metrics)
-        options = self.fleet.options
+        options = replace(self.fleet.options, backends=self.backends)
         if self.console is not None:
             options = replace(options, observer=self.console.observer)
         try:
@@ -263,7 +267,7 @@ class Fleet:
                                           console=console)
                 await self.probes.start()
             await self._load_models()
-            self._build_all()
+            await self._build_all()
         except ListenerError as err:
             log.error("cannot start: %s", err)
             await self._shutdown()
@@ -312,14 +316,13 @@ class Fleet:
     def _set_build_info(self, unit: StationUnit) -> None:
         info = self.models[model_key(unit.cfg)][0].info
         unit.metrics.model_loaded.set(1)
-        unit.metrics.set_build_info(
-            version=__version__, model_id=unit.cfg.model.model_id,
-            architecture=str(info.get("architecture", "")), device=str(info.get("device", "")),
-            weights_sha256=str(info.get("sha256") or "")[:16])
+        unit.metrics.set_build_info(**model_build_info(unit.cfg, info))
 
-    def _build_all(self) -> None:
+    async def _build_all(self) -> None:
         for unit in self.units:
             try:
+                unit.backends = await asyncio.to_thread(load_lane_backends, unit.cfg,
+                                                        self.options.backends)
                 unit.build()
             except ListenerError as err:
                 unit.state, unit.error = "failed", str(err)

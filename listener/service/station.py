@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from listener import __version__
 from listener.audio.history import AudioHistory
 from listener.config import Config
 from listener.detection.labels import LabelRule
@@ -118,6 +119,14 @@ class Station:
     lane_emitters: tuple[Emitter, ...] = ()
 
 
+def model_build_info(cfg: Config, info: Mapping[str, Any]) -> dict[str, str]:
+    """``listener_build_info``'s labels for a station's primary model (daemon and fleet)."""
+    return {"version": __version__, "model_id": cfg.model.model_id,
+            "architecture": str(info.get("architecture", "")),
+            "device": str(info.get("device", "")), "precision": str(info.get("precision", "")),
+            "weights_sha256": str(info.get("sha256") or "")[:16]}
+
+
 def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
                   options: StationOptions | None = None,
                   on_fetch: FetchObserver | None = None,
@@ -177,6 +186,25 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
         batcher=batcher, observer=options.observer, lanes=lanes)
     return Station(cfg, pipeline, emitter, source, client, store, tuple(lanes), agreement,
                    lane_emitters)
+
+
+def load_lane_backends(cfg: Config, given: Mapping[str, ModelBackend] | None = None
+                       ) -> dict[str, ModelBackend]:
+    """The backends of the station's non-primary models, loaded (``given`` ones kept).
+
+    Loading a transformers model takes seconds: callers run this in a thread
+    before :func:`build_station`, so probes keep answering meanwhile.
+    """
+    backends = dict(given or {})
+    if cfg.models is None or len(cfg.models) < 2:
+        return backends
+    from listener.model.backends import load_backend
+    from listener.model.backends.check import plan_models
+
+    for plan in plan_models(cfg):
+        if plan.role != "primary" and plan.id not in backends:
+            backends[plan.id] = load_backend(plan, cfg.frontend)
+    return backends
 
 
 #: The state file's ``extra`` key for the non-primary models' open encounters.

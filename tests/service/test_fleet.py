@@ -105,6 +105,10 @@ def test_a_dead_stream_does_not_stall_the_others(
         assert _comparable(together) == _comparable(single)
         assert alone[node].pipeline is not None
     assert not read_events(tmp_path / "fleet" / DEAD / "events.jsonl")
+    # listener run and a lone daemon label their build the same way (precision too)
+    info = {n: _build_info(fleet.registry, n) for n in LIVE}
+    assert info == {n: _build_info(alone[n].registry, n) for n in LIVE}
+    assert all(i["precision"] == "float32" and i["model_id"] for i in info.values())
     status, ctype, body = seen["ready"]
     assert status == 200 and ctype == "application/json"
     assert body["quorum"] == 2 and body["current"] == 2
@@ -115,3 +119,11 @@ def test_a_dead_stream_does_not_stall_the_others(
     assert {s["station_id"] for s in console["stations"]} == {*LIVE, DEAD}
     dead = body["stations"][DEAD]
     assert not dead["current"] and dead["reason"] == "waiting for the first segment"
+
+
+def _build_info(registry: CollectorRegistry, station: str) -> dict[str, str]:
+    for family in registry.collect():
+        for s in family.samples:
+            if s.name == "listener_build_info" and s.labels.get("station") == station:
+                return dict(s.labels)
+    raise AssertionError(f"no listener_build_info for {station}")

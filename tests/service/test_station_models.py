@@ -180,3 +180,55 @@ def test_each_model_s_open_encounter_is_saved_and_continued_after_a_restart(
     # A saved encounter of no use is ignored with a warning, not a failure.
     store.save(StreamState(key, 16, 180.0, None, {LANE_ENCOUNTERS: ["not", "a", "map"]}))
     assert build()[:2] == (None, None)
+
+
+def test_other_models_load_off_the_event_loop(
+        tmp_path: Path, segments: list[tuple[bytes, float]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transformers model takes seconds to load: /healthz keeps answering meanwhile."""
+    import socket
+    import time
+
+    import requests
+
+    from listener.config import MetricsConfig
+    from listener.model import backends
+
+    loaded_in: list[str] = []
+    loading = threading.Event()
+
+    def slow_load(plan, frontend_cfg=None, **kwargs):  # type: ignore[no-untyped-def]
+        loaded_in.append(threading.current_thread().name)
+        loading.set()
+        time.sleep(2.0)
+        return ToneBackend(plan.id)
+
+    monkeypatch.setattr(backends, "load_backend", slow_load)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    waits: list[float] = []
+
+    def ask() -> None:  # /healthz every 0.15 s while the shadow loads
+        loading.wait(30)
+        for _ in range(10):
+            started = time.monotonic()
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            waits.append(time.monotonic() - started)
+            time.sleep(0.15)
+
+    with LiveHlsServer() as server:
+        cfg = station_config(server.base_url, NODE, tmp_path,
+                             metrics=MetricsConfig(host="127.0.0.1", port=port), models=(
+            ModelEntry(id="resnet-live", batch_size=8, max_batch_wait_s=0.05),
+            ModelEntry(id="tone-shadow", role="shadow", window_s=2.0, hop_s=1.0)))
+        server.start_folder(NODE, FOLDER)
+        for data, dur in segments[:2]:
+            server.publish(NODE, data, dur)
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        daemon = run_daemon_until(cfg, ToneScorer(), lambda d: len(waits) >= 10, timeout_s=30)
+        asker.join(5)
+    assert loaded_in and loaded_in[0] != threading.main_thread().name
+    assert len(waits) >= 10 and max(waits) < 1.0, waits
+    assert daemon.station is not None and len(daemon.station.lane_emitters) == 1

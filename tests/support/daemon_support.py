@@ -77,6 +77,7 @@ class ToneScorer:
     def __init__(self) -> None:
         self.frontend = Frontend(FrontendConfig())
         self.info: dict[str, Any] = {"architecture": "tone-fake", "device": "cpu",
+                                     "precision": "float32",
                                      "sha256": "", "random": False}
         self.calls = 0
 
