@@ -360,15 +360,24 @@ def test_orcasound_ignores_a_transient_older_latest_txt(
     assert hls_server.count(f"/{NODE}/hls/{TS_A}/live.m3u8") == 0
 
 
+def _one_segment_then_a_restart(server: LiveHlsServer) -> Callable[[], None]:
+    """Folder A with one segment listed; the returned call restarts the node into B."""
+    server.start_folder(NODE, TS_A)
+    server.publish(NODE, b"a0", 10.0)
+
+    def restart() -> None:
+        server.start_folder(NODE, TS_B)
+        server.publish(NODE, b"b0", 10.0)
+    return restart
+
+
 def test_orcasound_fetches_old_folder_segments_published_after_the_switch(
         hls_server: LiveHlsServer, http_client: HttpClient) -> None:
-    hls_server.start_folder(NODE, TS_A)
-    hls_server.publish(NODE, b"a0", 10.0)
+    node_restart = _one_segment_then_a_restart(hls_server)
 
     def restart(item: Item, out: list[Item]) -> None:
         if len(out) == 1:
-            hls_server.start_folder(NODE, TS_B)
-            hls_server.publish(NODE, b"b0", 10.0)
+            node_restart()
             # The uploader publishes the old folder's last segment ~0.3 s later:
             # many polls after the switch, within the grace time.
             threading.Timer(0.3, hls_server.publish, (NODE, b"a1", 10.0),
@@ -382,13 +391,11 @@ def test_orcasound_fetches_old_folder_segments_published_after_the_switch(
 
 def test_old_folder_segments_published_after_the_grace_are_reported_as_gaps(
         hls_server: LiveHlsServer, http_client: HttpClient) -> None:
-    hls_server.start_folder(NODE, TS_A)
-    hls_server.publish(NODE, b"a0", 10.0)
+    node_restart = _one_segment_then_a_restart(hls_server)
 
     def restart(item: Item, out: list[Item]) -> None:
         if len(out) == 1:
-            hls_server.start_folder(NODE, TS_B)
-            hls_server.publish(NODE, b"b0", 10.0)
+            node_restart()
         if len(out) == 2:  # switched: the old folder's uploader is very late
             hls_server.publish(NODE, b"a1", 10.0, folder=TS_A)
             hls_server.publish(NODE, b"a2", 9.0, folder=TS_A)
