@@ -228,6 +228,8 @@ class Fleet:
         self.notifier = notifier or SystemdNotifier()
         self.restart_backoff_s = restart_backoff_s
         self.models: dict[str, tuple[WindowScorer, SharedBatcher[Any]]] = {}
+        # The other models' backends, one per distinct configuration (shared by stations).
+        self.lane_backends: dict[str, ModelBackend] = {}
         self.state = "starting"
         self.stop_event = asyncio.Event()
         self.probes: ProbeServer | None = None
@@ -321,8 +323,8 @@ class Fleet:
     async def _build_all(self) -> None:
         for unit in self.units:
             try:
-                unit.backends = await asyncio.to_thread(load_lane_backends, unit.cfg,
-                                                        self.options.backends)
+                unit.backends = await asyncio.to_thread(
+                    load_lane_backends, unit.cfg, self.options.backends, self.lane_backends)
                 unit.build()
             except ListenerError as err:
                 unit.state, unit.error = "failed", str(err)

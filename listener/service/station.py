@@ -188,12 +188,15 @@ def build_station(cfg: Config, scorer: WindowScorer, metrics: Metrics, *,
                    lane_emitters)
 
 
-def load_lane_backends(cfg: Config, given: Mapping[str, ModelBackend] | None = None
-                       ) -> dict[str, ModelBackend]:
+def load_lane_backends(cfg: Config, given: Mapping[str, ModelBackend] | None = None,
+                       loaded: dict[str, ModelBackend] | None = None) -> dict[str, ModelBackend]:
     """The backends of the station's non-primary models, loaded (``given`` ones kept).
 
     Loading a transformers model takes seconds: callers run this in a thread
     before :func:`build_station`, so probes keep answering meanwhile.
+    ``loaded`` is a fleet's cache: a model configured alike for several
+    stations is loaded once and shared (inference holds no per-call state),
+    instead of one copy of a large classifier per station.
     """
     backends = dict(given or {})
     if cfg.models is None or len(cfg.models) < 2:
@@ -201,9 +204,17 @@ def load_lane_backends(cfg: Config, given: Mapping[str, ModelBackend] | None = N
     from listener.model.backends import load_backend
     from listener.model.backends.check import plan_models
 
+    cache = {} if loaded is None else loaded
     for plan in plan_models(cfg):
-        if plan.role != "primary" and plan.id not in backends:
-            backends[plan.id] = load_backend(plan, cfg.frontend)
+        if plan.role == "primary" or plan.id in backends:
+            continue
+        key = f"{plan.entry.model_dump_json()}|{cfg.frontend.model_dump_json()}"
+        if key in cache:
+            log.info("station %s: model %s shares the copy already loaded", cfg.station.id,
+                     plan.id)
+        else:
+            cache[key] = load_backend(plan, cfg.frontend)
+        backends[plan.id] = cache[key]
     return backends
 
 

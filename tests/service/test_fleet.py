@@ -121,6 +121,47 @@ def test_a_dead_stream_does_not_stall_the_others(
     assert not dead["current"] and dead["reason"] == "waiting for the first segment"
 
 
+def test_stations_configured_alike_share_one_copy_of_another_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each station's shadow model configured alike is loaded once for the fleet."""
+    from support.daemon_support import ToneBackend
+
+    from listener.config import ModelEntry
+    from listener.model import backends
+
+    loads: list[str] = []
+
+    def load(plan, frontend_cfg=None, **kwargs):  # type: ignore[no-untyped-def]
+        loads.append(plan.id)
+        return ToneBackend(plan.id)
+
+    monkeypatch.setattr(backends, "load_backend", load)
+    models = (ModelEntry(id="resnet-live", batch_size=8, max_batch_wait_s=0.05),
+              ModelEntry(id="tone-shadow", role="shadow", window_s=2.0, hop_s=1.0))
+    with LiveHlsServer() as server:
+        configs = [station_config(server.base_url, node, tmp_path / node, models=models,
+                                  metrics=MetricsConfig(host="127.0.0.1", port=0))
+                   for node in LIVE]
+        fleet = Fleet(configs, scorer=ToneScorer(), registry=CollectorRegistry(),
+                      timeouts=Timeouts(drain_s=5, sinks_s=2, probes_s=2))
+
+        async def main() -> int:
+            async def stop_when_built() -> None:
+                while not all(u.station is not None for u in fleet.units):
+                    await asyncio.sleep(0.05)
+                fleet.request_stop("built")
+
+            stopper = asyncio.create_task(stop_when_built())
+            status = await fleet.run()
+            await stopper
+            return status
+
+        assert asyncio.run(main()) == 0
+    assert loads == ["tone-shadow"]
+    first, second = (u.backends["tone-shadow"] for u in fleet.units)
+    assert first is second
+
+
 def _build_info(registry: CollectorRegistry, station: str) -> dict[str, str]:
     for family in registry.collect():
         for s in family.samples:
