@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,30 +71,24 @@ def test_a_dead_stream_does_not_stall_the_others(
         fleet = Fleet(configs, scorer=ToneScorer(), registry=CollectorRegistry(), quorum=2,
                       timeouts=Timeouts(drain_s=20, sinks_s=5, probes_s=2))
 
-        async def main() -> int:
-            async def watch() -> None:
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
-                    units = [fleet.unit(n) for n in LIVE]
-                    if all(u.station and u.station.pipeline.windows_scored >= 128
-                           for u in units):
-                        break
-                assert fleet.probes is not None
-                r = await asyncio.to_thread(requests.get, fleet.probes.url + "/readyz",
-                                            timeout=5)
-                seen["ready"] = (r.status_code, r.headers["Content-Type"], r.json())
-                s = await asyncio.to_thread(requests.get, fleet.probes.url + "/api/status",
-                                            timeout=5)
-                seen["console"] = (s.status_code, s.json())
-                fleet.request_stop("test finished")
+        async def watch() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                units = [fleet.unit(n) for n in LIVE]
+                if all(u.station and u.station.pipeline.windows_scored >= 128
+                       for u in units):
+                    break
+            assert fleet.probes is not None
+            r = await asyncio.to_thread(requests.get, fleet.probes.url + "/readyz",
+                                        timeout=5)
+            seen["ready"] = (r.status_code, r.headers["Content-Type"], r.json())
+            s = await asyncio.to_thread(requests.get, fleet.probes.url + "/api/status",
+                                        timeout=5)
+            seen["console"] = (s.status_code, s.json())
+            fleet.request_stop("test finished")
 
-            watcher = asyncio.create_task(watch())
-            status = await fleet.run()
-            await watcher
-            return status
-
-        assert asyncio.run(main()) == 0
+        assert _run(fleet, watch) == 0
         # each live station alone, same segments, a fresh state folder
         alone = {n: run_daemon_until(_config(server, n, tmp_path / "alone"), ToneScorer(),
                                      lambda d: d.pipeline.windows_scored >= 128, timeout_s=60)
@@ -145,18 +140,12 @@ def test_stations_configured_alike_share_one_copy_of_another_model(
         fleet = Fleet(configs, scorer=ToneScorer(), registry=CollectorRegistry(),
                       timeouts=Timeouts(drain_s=5, sinks_s=2, probes_s=2))
 
-        async def main() -> int:
-            async def stop_when_built() -> None:
-                while not all(u.station is not None for u in fleet.units):
-                    await asyncio.sleep(0.05)
-                fleet.request_stop("built")
+        async def stop_when_built() -> None:
+            while not all(u.station is not None for u in fleet.units):
+                await asyncio.sleep(0.05)
+            fleet.request_stop("built")
 
-            stopper = asyncio.create_task(stop_when_built())
-            status = await fleet.run()
-            await stopper
-            return status
-
-        assert asyncio.run(main()) == 0
+        assert _run(fleet, stop_when_built) == 0
     assert loads == ["tone-shadow"]
     first, second = (u.backends["tone-shadow"] for u in fleet.units)
     assert first is second
@@ -168,3 +157,14 @@ def _build_info(registry: CollectorRegistry, station: str) -> dict[str, str]:
             if s.name == "listener_build_info" and s.labels.get("station") == station:
                 return dict(s.labels)
     raise AssertionError(f"no listener_build_info for {station}")
+
+
+def _run(fleet: Fleet, watch: Callable[[], Awaitable[None]]) -> int:
+    """Run ``fleet`` with ``watch`` beside it (it stops the fleet); the exit status."""
+    async def main() -> int:
+        watcher = asyncio.create_task(watch())
+        status = await fleet.run()
+        await watcher
+        return status
+
+    return asyncio.run(main())
