@@ -227,16 +227,16 @@ def _lanes(cfg: Config, sinks: Sequence[Sink], metrics: Metrics, options: Statio
     """One lane per non-primary model, each with its role's sinks; none for one model."""
     if cfg.models is None or len(cfg.models) < 2:
         return [], None
-    from listener.model.backends import load_backend
     from listener.model.backends.check import plan_models
 
     plans = sorted(plan_models(cfg), key=lambda p: p.role != "primary")
+    backends = load_lane_backends(cfg, options.backends)  # those given, else loaded here
     jsonl = cfg.outputs.jsonl
     path = jsonl.path.with_name(jsonl.path.stem + ".agreement.jsonl") if jsonl else None
     agreement = Agreement(cfg.station.id, [p.id for p in plans], metrics, path)
     lanes = []
     for plan in plans[1:]:
-        backend = (options.backends or {}).get(plan.id) or load_backend(plan, cfg.frontend)
+        backend = backends[plan.id]
         info = {"id": plan.id, "role": plan.role, "backend": plan.backend, **backend.info}
         rule = LabelRule(plan.labels, plan.targets, plan.rule, plan.window_s, plan.hop_s,
                          cfg.detection.clip_s)

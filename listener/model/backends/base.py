@@ -95,3 +95,25 @@ class ModelPlan:
                 "labels": list(self.labels), "target_labels": list(self.targets),
                 "window_s": self.window_s, "hop_s": self.hop_s,
                 "rule": self.rule.model_dump(mode="json")}
+
+
+class PlannedBackend:
+    """What every backend takes from its plan: its windowing and its info block.
+
+    Subclasses set ``plan`` and ``_info`` in their constructor.
+    """
+
+    plan: ModelPlan
+    _info: dict[str, Any]
+
+    @property
+    def window_s(self) -> float:
+        return self.plan.window_s
+
+    @property
+    def hop_s(self) -> float:
+        return self.plan.hop_s
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self._info

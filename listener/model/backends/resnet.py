@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from listener.config import FrontendConfig
-from listener.model.backends.base import ModelPlan
+from listener.model.backends.base import ModelPlan, PlannedBackend
 from listener.model.frontend import Frontend
 from listener.model.scorer import Scorer
 
 
-class ResNetBackend:
+class ResNetBackend(PlannedBackend):
     """The OrcaHello ResNet18/50 behind the backend interface."""
 
     def __init__(self, plan: ModelPlan, frontend_cfg: FrontendConfig | None = None, *,
@@ -37,20 +37,8 @@ class ResNetBackend:
         return self.scorer.frontend.cfg.sample_rate
 
     @property
-    def window_s(self) -> float:
-        return self.plan.window_s
-
-    @property
-    def hop_s(self) -> float:
-        return self.plan.hop_s
-
-    @property
     def labels(self) -> tuple[str, ...]:
         return self.plan.labels
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return self._info
 
     @property
     def frontend(self) -> Frontend:

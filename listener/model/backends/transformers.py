@@ -23,7 +23,7 @@ import torch
 
 from listener.errors import ModelLoadError
 from listener.model import dsp
-from listener.model.backends.base import ModelPlan
+from listener.model.backends.base import ModelPlan, PlannedBackend
 from listener.model.precision import plan_execution
 from listener.model.scorer import select_device
 
@@ -43,7 +43,7 @@ def _import_transformers() -> Any:
     return transformers
 
 
-class TransformersBackend:
+class TransformersBackend(PlannedBackend):
     """A local ``AutoModelForAudioClassification`` behind the backend interface."""
 
     def __init__(self, plan: ModelPlan) -> None:
@@ -93,20 +93,8 @@ class TransformersBackend:
         return self._rate
 
     @property
-    def window_s(self) -> float:
-        return self.plan.window_s
-
-    @property
-    def hop_s(self) -> float:
-        return self.plan.hop_s
-
-    @property
     def labels(self) -> tuple[str, ...]:
         return self._labels
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return self._info
 
     @property
     def min_samples(self) -> int:
