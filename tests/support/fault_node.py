@@ -182,7 +182,8 @@ class CaseResult:
     history_s: float
 
 
-def _scrape(url: str) -> dict[str, float]:
+def scrape_metrics(url: str) -> dict[str, float]:
+    """``/metrics`` of ``url`` as ``name|label=value...`` -> value (the station label left out)."""
     out: dict[str, float] = {}
     text = requests.get(url + "/metrics", timeout=5).text
     for fam in text_string_to_metric_families(text):
@@ -266,7 +267,7 @@ def run_case(case: FaultCase, segments: Segments, workdir: Path) -> CaseResult:
             def scrape(d: Any) -> None:
                 stop_probing.set()  # before the daemon stops serving
                 prober.join()
-                metrics.update(_scrape(d.probes.url))
+                metrics.update(scrape_metrics(d.probes.url))
 
             try:
                 run_daemon_until(cfg, OnsetScorer(), finished, timeout_s=90, during=scrape)

@@ -44,6 +44,7 @@ from support.fault_node import (
     check_onsets,
     expected_positive_utc,
     positive_utc,
+    scrape_metrics,
 )
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -80,11 +81,10 @@ class DaemonProcess:
     def metric(self, name: str) -> float:
         """The station's sample ``name`` (summed over labels); 0 when not answering."""
         try:
-            text = requests.get(self.url + "/metrics", timeout=2).text
+            samples = scrape_metrics(self.url)
         except requests.RequestException:
             return 0.0
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name) and line[len(name)] in "{ ")
+        return sum(v for k, v in samples.items() if k.split("|", 1)[0] == name)
 
     def send(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
