@@ -70,8 +70,9 @@ def test_sigkill_at_three_points(long_segments: Segments, tmp_path: Path) -> Non
         assert run.stop() == 0
         check_scenario(sc)
     assert resume_s >= 60.0
+    # (run 3 may have reached the second clip before its kill: then run 4 has none to emit)
     resumed = sc.runs[3].log
-    assert "resuming" in resumed and "detection utc=" in resumed
+    assert "resuming" in resumed, resumed[-2000:]
     assert not [line for line in resumed.splitlines()
                 if "detection utc=" in line and "offset=0.0s" in line]
 
