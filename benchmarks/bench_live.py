@@ -38,8 +38,8 @@ from listener.config import (
     StreamConfig,
 )
 from listener.demo.server import LiveNode, make_segments
-from listener.service.daemon import Daemon
-from listener.service.station import StationOptions
+from listener.runtime.builder import StationOptions
+from listener.runtime.daemon import Daemon
 
 NODE = "rpi_bench"
 

@@ -42,9 +42,9 @@ from listener.config import (
     StreamConfig,
 )
 from listener.demo.server import LiveNode, make_segments
+from listener.metrics import DROP_REASONS
 from listener.model.scorer import Scorer
-from listener.service.daemon import Daemon
-from listener.service.metrics import DROP_REASONS
+from listener.runtime.daemon import Daemon
 
 NODE = "rpi_soak"
 

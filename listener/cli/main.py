@@ -153,10 +153,10 @@ def cmd_convert_fastai(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from listener.service.fleet import run_fleet
-    from listener.service.logs import setup_logging
-    from listener.service.readiness import parse_quorum
-    from listener.service.roster import Shard, load_roster
+    from listener.runtime.logs import setup_logging
+    from listener.runtime.readiness import parse_quorum
+    from listener.runtime.roster import Shard, load_roster
+    from listener.runtime.runner import run_stations
 
     shard = Shard.parse(args.shard) if args.shard else None
     roster = load_roster(args.config, keep_going=args.keep_going, shard=shard)
@@ -175,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.device:
         configs = [c.model_copy(update={"model": c.model.model_copy(
             update={"device": args.device})}) for c in configs]
-    return run_fleet(configs, quorum=quorum, keep_going=args.keep_going)
+    return run_stations(configs, quorum=quorum, keep_going=args.keep_going)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -204,7 +204,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _config_files(paths: list[str]) -> list[Path]:
-    from listener.service.roster import config_files
+    from listener.runtime.roster import config_files
 
     return config_files(paths)
 
@@ -212,7 +212,7 @@ def _config_files(paths: list[str]) -> list[Path]:
 def _replay_sharded(args: argparse.Namespace, files: list[Path]) -> int:
     from listener.replay.runner import parse_time
     from listener.replay.shard import parse_chunk, run_parts, shard_parts, split
-    from listener.service.roster import Shard, load_roster
+    from listener.runtime.roster import Shard, load_roster
 
     if not args.out:
         raise ListenerError("a replay of several stations or with --shard needs --out DIR "
@@ -363,7 +363,7 @@ def _add_quality_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from listener.service.logs import setup_logging
+    from listener.runtime.logs import setup_logging
 
     quiet_default = args.command in ("detect", "features", "check-config", "convert-fastai",
                                      "evaluate")

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from listener.config.sections import Config
+from listener.config.sections import Config, ConfigOrigin
 from listener.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,10 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
         message = _explain(first, err.error_count())
         raise ConfigError(message, path=path, line=line, key=key) from err
     # Checks that read the model folders (labels, config.json, installed
-    # extras): imported late, the model package imports this module.
-    from listener.model.backends.check import check_models
-
-    return check_models(cfg, path=path, lines=lines)
+    # extras) run where the models are planned (listener.model.backends.check),
+    # which names file and line through the origin.
+    cfg._origin = ConfigOrigin(path, lines)
+    return cfg
 
 
 def _explain(error: Any, count: int) -> str:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from listener.config.base import (
     NonNegative,
@@ -289,8 +290,23 @@ class LoggingConfig(_Section):
     format: Literal["text", "json"] = "text"
 
 
+@dataclass(frozen=True)
+class ConfigOrigin:
+    """Where a config came from: its file and the line of each key path."""
+
+    path: str
+    lines: dict[tuple, int] = field(default_factory=dict)
+
+
 class Config(_Section):
-    """A whole station config file."""
+    """A whole station config file.
+
+    ``origin`` (set by :func:`listener.config.parse_config`): the file and the
+    line of each key, so checks made after loading (the model plan) still
+    name file, line and key.
+    """
+
+    _origin: ConfigOrigin | None = PrivateAttr(default=None)
 
     station: StationConfig
     stream: StreamConfig | None = None
@@ -323,6 +339,10 @@ class Config(_Section):
         # model (the daemon, replay, detect) keeps working unchanged.
         object.__setattr__(self, "model", primary.model_config_view())
         return self
+
+    @property
+    def origin(self) -> ConfigOrigin | None:
+        return self._origin
 
     def model_entries(self) -> tuple[ModelEntry, ...]:
         """Every configured model; a single ``model:`` section is a list of one."""

@@ -36,7 +36,8 @@ from listener.config import (
     StreamConfig,
 )
 from listener.demo.server import LiveNode, folder_time_for, make_segments
-from listener.service.daemon import Daemon
+from listener.runtime.builder import StationOptions
+from listener.runtime.daemon import Daemon
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ def run_demo(say: Callable[[str], None], duration_s: float = 90.0,
     if bundled:
         weights = str(DEMO_WEIGHTS)
     cfg = demo_config(node.base_url, workdir, weights, port)
-    daemon = Daemon(cfg, allow_random_weights=weights is None)
+    daemon = Daemon(cfg, options=StationOptions(restart_on_failure=False,
+                                                allow_random_weights=weights is None))
     if bundled:
         say("weights: " + DEMO_MODEL_TEXT.format(card=DEMO_WEIGHTS.with_suffix(".md")))
     elif weights:

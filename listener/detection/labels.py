@@ -23,9 +23,11 @@ import numpy as np
 
 from listener.config import DetectionConfig, RuleConfig
 from listener.detection.rule import ClipAggregator, ClipResult, WindowScore, decide_clip
+from listener.model.backends.base import NEGATIVE_LABELS, default_targets
 
-# OrcaHello's negative classes: never a detection (LiveInferenceOrchestrator).
-NEGATIVE_LABELS = frozenset({"other", "water", "vessel", "jingle", "human"})
+__all__ = ["NEGATIVE_LABELS", "ClipLabels", "LabelRule", "LabelledAggregator", "LabelledClip",
+           "LabelledWindow", "default_targets"]
+
 # The classes the comment convention appends ("AI: resident and vessel").
 EXTRA_LABELS = ("vessel", "human", "jingle")
 _KEY_DIGITS = 6
@@ -66,11 +68,6 @@ class LabelledClip:
     clip: ClipResult
     labels: ClipLabels
     windows: tuple[LabelledWindow, ...]
-
-
-def default_targets(labels: Sequence[str]) -> tuple[str, ...]:
-    """Every label OrcaHello does not treat as negative (``call`` for the ResNet)."""
-    return tuple(label for label in labels if label not in NEGATIVE_LABELS)
 
 
 class LabelRule:

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from listener.config import Config
+from listener.config import DetectionConfig, StationConfig
 from listener.detection.labels import ClipLabels
 from listener.detection.rule import (
     ClipResult,
@@ -29,18 +29,25 @@ from listener.detection.rule import (
 from listener.events.records import Event, make_detection_event, make_encounter_event
 from listener.events.sinks import Sink
 from listener.events.sinks.base import emit_each
-from listener.service.metrics import Metrics
+from listener.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
 class Emitter:
-    """Turns each finished clip into events and hands them to every sink."""
+    """Turns one model's finished clips into events and hands them to its sinks.
 
-    def __init__(self, cfg: Config, model_info: dict[str, Any], sinks: Sequence[Sink],
-                 metrics: Metrics, encounter: Encounter | None = None, *,
-                 role: str = "primary") -> None:
-        self.cfg = cfg
+    ``detection``: that model's windows and thresholds (into the records and
+    its encounters); ``role``: the model's role (the primary counts the
+    station-wide metrics, and every other model's encounters get ids of
+    their own).
+    """
+
+    def __init__(self, station: StationConfig, detection: DetectionConfig,
+                 model_info: dict[str, Any], sinks: Sequence[Sink], metrics: Metrics,
+                 encounter: Encounter | None = None, *, role: str = "primary") -> None:
+        self.station = station
+        self.detection = detection
         # Station-wide detect metrics count the primary model only; every
         # model (the primary too) has its own ``model``-labelled counters.
         self.role = role
@@ -49,7 +56,7 @@ class Emitter:
         self.model_info = model_info
         self.sinks = list(sinks)
         self.metrics = metrics
-        self.tracker = EncounterTracker(cfg.detection.encounter_gap_s, encounter)
+        self.tracker = EncounterTracker(detection.encounter_gap_s, encounter)
         self.events_emitted = 0
         self.last_clip_mono: float | None = None
         self.last_stream_key = ""
@@ -89,8 +96,8 @@ class Emitter:
             if primary:
                 self.metrics.detections.inc()
             await self.emit(make_detection_event(
-                clip, encounter=self.tracker.current, station=self.cfg.station,
-                model=self.model_info, detection=self.cfg.detection, stream_key=stream_key,
+                clip, encounter=self.tracker.current, station=self.station,
+                model=self.model_info, detection=self.detection, stream_key=stream_key,
                 labels=labels))
         for ev in encounter_events:
             if ev.kind == "start" and primary:
@@ -121,8 +128,8 @@ class Emitter:
             await self.emit(self._encounter_event(ev, self.last_stream_key))
 
     def _encounter_event(self, ev: EncounterEvent, stream_key: str) -> Event:
-        return make_encounter_event(ev, station=self.cfg.station, model=self.model_info,
-                                    detection=self.cfg.detection, stream_key=stream_key)
+        return make_encounter_event(ev, station=self.station, model=self.model_info,
+                                    detection=self.detection, stream_key=stream_key)
 
     async def finish(self) -> None:
         """End of a replay: close the open encounter."""
@@ -130,9 +137,11 @@ class Emitter:
             await self.emit(self._encounter_event(ev, ""))
 
     def _encounter_id(self, clip: ClipResult, stream_key: str) -> str:
-        # Deterministic, so a restart that redoes a clip reuses the same id.
+        # Deterministic, so a restart that redoes a clip reuses the same id;
+        # each model tracks its own encounters, so each has its own ids.
         start, _ = clip_times(clip)
-        name = f"{self.cfg.station.id}:{stream_key}:{start:.3f}:encounter"
+        model = "" if self.role == "primary" else f"{self.model_info.get('id')}:"
+        name = f"{self.station.id}:{stream_key}:{model}{start:.3f}:encounter"
         return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
 
     async def start(self) -> None:
@@ -172,12 +181,16 @@ class Emitter:
             if name != "webhook":  # the webhook reports its own outbox depth
                 self.metrics.sink_metrics(name).outbox_depth.set(len(queue))
 
-    async def close(self, timeout_s: float) -> None:
+    async def close(self, timeout_s: float, *, close_sinks: bool = True) -> None:
+        """Offer refused records once more, then close the sinks (unless another
+        model's emitter owns them)."""
         if not await self.retry_pending():
             left = sum(len(q) for q in self._unwritten.values())
             log.error("%d event record(s) still refused by their sinks at shutdown; the "
                       "resume point is before them, so the next start scores them again",
                       left)
+        if not close_sinks:
+            return
         for sink in self.sinks:
             try:
                 await sink.close(timeout_s)

@@ -1,4 +1,8 @@
-"""Where the clips of a station's other models go, by role, and how models agree.
+"""Where each model's clips go, by role, and how models agree.
+
+Every model of a station (the primary too) hands its clips to a
+:class:`LaneEmitter`: the agreement record, then that model's own
+:class:`~listener.events.emitter.Emitter` over the sinks of its role.
 
 Roles (``models[].role``):
 
@@ -22,15 +26,13 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from listener.detection.labels import LabelledClip
+from listener.detection.labels import ClipLabels, LabelledClip
 from listener.detection.rule import ClipResult
-from listener.events.emitter import Emitter
 from listener.events.records import iso_utc
 from listener.events.sinks import Sink
-from listener.pipeline.contracts import ClipHandler
-from listener.service.metrics import Metrics
+from listener.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -101,36 +103,35 @@ class Agreement:
             log.error("cannot write the agreement record to %s: %s", self.path, err)
 
 
-class AgreeingHandler:
-    """The primary's clip handler, telling :class:`Agreement` what the primary decided.
+class ClipTarget(Protocol):
+    """Takes one model's clips (its :class:`~listener.events.emitter.Emitter`, or
+    replay's range filter around it); True once the clip's records are durable."""
 
-    ``keep``: which clips count (replay: those inside its range), as for the lanes.
-    """
-
-    def __init__(self, inner: ClipHandler, agreement: Agreement, model_id: str,
-                 keep: Callable[[ClipResult], bool] | None = None) -> None:
-        self.inner = inner
-        self.agreement = agreement
-        self.model_id = model_id
-        self.keep = keep
-
-    async def clip(self, clip: ClipResult, stream_key: str) -> bool:
-        if self.keep is None or self.keep(clip):
-            self.agreement.observe(self.model_id, clip, stream_key)
-        return await self.inner.clip(clip, stream_key)
+    async def clip(self, clip: ClipResult, stream_key: str,
+                   labels: ClipLabels | None = None) -> bool: ...
 
 
 class LaneEmitter:
-    """A non-primary model's clips -> its own emitter (role-filtered sinks) + agreement."""
+    """One model's clips -> the agreement record and its own emitter (or its wrapper).
 
-    def __init__(self, emitter: Emitter, agreement: Agreement,
-                 keep: Callable[[ClipResult], bool] | None = None) -> None:
-        self.emitter = emitter
+    Args:
+        target: the model's emitter, or what wraps it.
+        agreement: the station's agreement across models (None with one model).
+        keep: which clips count for the agreement (replay: those in its range).
+        labelled: pass the model's labels into the records (a primary ResNet's
+            records carry none, as OrcaHello's do).
+    """
+
+    def __init__(self, target: ClipTarget, agreement: Agreement | None = None,
+                 keep: Callable[[ClipResult], bool] | None = None, *,
+                 labelled: bool = False) -> None:
+        self.target = target
         self.agreement = agreement
         self.keep = keep
+        self.labelled = labelled
 
-    async def labelled_clip(self, clip: LabelledClip, stream_key: str) -> None:
-        if self.keep is not None and not self.keep(clip.clip):
-            return
-        self.agreement.observe(clip.model_id, clip.clip, stream_key)
-        await self.emitter.clip(clip.clip, stream_key, labels=clip.labels)
+    async def labelled_clip(self, clip: LabelledClip, stream_key: str) -> bool:
+        if self.agreement is not None and (self.keep is None or self.keep(clip.clip)):
+            self.agreement.observe(clip.model_id, clip.clip, stream_key)
+        return await self.target.clip(clip.clip, stream_key,
+                                      clip.labels if self.labelled else None)

@@ -1,7 +1,8 @@
 """Windows -> batches -> scores, off the event loop, with an explicit shedding policy.
 
-:class:`MicroBatcher` serves one station; :class:`SharedBatcher` serves many
-(``listener run`` with several configs), one :class:`BatchLane` per station.
+One :class:`SharedBatcher` per loaded model in the process; every model lane
+of every station (a lone station is a fleet of one) puts its windows into its
+own :class:`BatchLane`.
 
 Windows queue up in arrival order. A batch is cut when ``batch_size`` windows
 wait or the oldest has waited ``max_wait_s``; it is resampled and scored in a
@@ -20,132 +21,68 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from listener.service.metrics import Metrics
-
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+class _Observer(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class _Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class _Count(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class BatcherMetrics(Protocol):
+    """What a lane reports (:class:`listener.metrics.Metrics` is one)."""
+
+    @property
+    def backlog_seconds(self) -> _Gauge: ...
+
+    @property
+    def batch_size(self) -> _Observer: ...
+
+    @property
+    def inference_duration(self) -> _Observer: ...
+
+    @property
+    def windows_scored(self) -> _Count: ...
+
+    def drop(self, reason: str, seconds: float) -> None: ...
 
 
 class _Shedder:
     """Sheds the oldest queued windows past a backlog limit: counted as dropped
     ``backlog`` audio, logged at most every 10 s (a promise per station)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, clock: Clock) -> None:
         self.prefix = prefix
         self.dropped = 0
-        self._last_log = 0.0
+        self._clock = clock
+        self._last_log = float("-inf")
 
     def shed(self, queue: collections.deque[Any], limit: int, hop_s: float,
-             metrics: Metrics | None) -> None:
+             metrics: BatcherMetrics | None) -> None:
         while len(queue) > limit:
             queue.popleft()
             self.dropped += 1
             if metrics is not None:
                 metrics.drop("backlog", hop_s)
-            now = time.monotonic()
+            now = self._clock()
             if now - self._last_log > 10.0:
                 self._last_log = now
                 log.warning("%sinference is behind by %.0f s: dropping the oldest audio "
                             "(%d windows dropped so far)", self.prefix, len(queue) * hop_s,
                             self.dropped)
-
-
-class MicroBatcher(Generic[T]):
-    """Collects windows into batches and scores them in a worker thread."""
-
-    def __init__(self, score: Callable[[list[T]], np.ndarray], *, batch_size: int,
-                 max_wait_s: float, max_backlog_s: float, hop_s: float,
-                 metrics: Metrics | None = None) -> None:
-        self._score = score
-        self.batch_size = batch_size
-        self.max_wait_s = max_wait_s
-        self.max_backlog_windows = max(1, int(max_backlog_s / hop_s))
-        self.hop_s = hop_s
-        self.metrics = metrics
-        self._queue: collections.deque[tuple[float, T]] = collections.deque()
-        self._wake = asyncio.Event()
-        self._closed = False
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer")
-        self._shedder = _Shedder("")
-
-    @property
-    def dropped_windows(self) -> int:
-        return self._shedder.dropped
-
-    @property
-    def backlog_s(self) -> float:
-        return len(self._queue) * self.hop_s
-
-    def put(self, window: T) -> None:
-        """Queue a window (never blocks); sheds the oldest past the backlog limit."""
-        self._queue.append((time.monotonic(), window))
-        self._shedder.shed(self._queue, self.max_backlog_windows, self.hop_s, self.metrics)
-        if self.metrics is not None:
-            self.metrics.backlog_seconds.set(self.backlog_s)
-        self._wake.set()
-
-    def close(self) -> None:
-        """No more windows: :meth:`batches` drains what is queued, then ends."""
-        self._closed = True
-        self._wake.set()
-
-    async def batches(self) -> AsyncIterator[tuple[list[T], np.ndarray]]:
-        """Async iterator of ``(windows, scores)`` in window order."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                if self._closed:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if len(self._queue) < self.batch_size and not self._closed:
-                waited = time.monotonic() - self._queue[0][0]
-                if waited < self.max_wait_s:
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self.max_wait_s - waited)
-                    except TimeoutError:
-                        pass
-                    if len(self._queue) < self.batch_size and \
-                            time.monotonic() - self._queue[0][0] < self.max_wait_s:
-                        continue
-            n = min(self.batch_size, len(self._queue))
-            batch = [self._queue.popleft()[1] for _ in range(n)]
-            if self.metrics is not None:
-                self.metrics.backlog_seconds.set(self.backlog_s)
-            started = time.perf_counter()
-            scores = await loop.run_in_executor(self._executor, self._score, batch)
-            if self.metrics is not None:
-                self.metrics.batch_size.observe(n)
-                self.metrics.inference_duration.observe(time.perf_counter() - started)
-                self.metrics.windows_scored.inc(n)
-            yield batch, scores
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-
-
-class WindowBatcher(Protocol[T]):
-    """What a station pipeline needs of a batcher: its own (:class:`MicroBatcher`) or a
-    station's lane of a :class:`SharedBatcher`."""
-
-    @property
-    def backlog_s(self) -> float: ...
-
-    def put(self, window: T) -> None: ...
-
-    def close(self) -> None: ...
-
-    def batches(self) -> AsyncIterator[tuple[list[T], np.ndarray]]: ...
-
-    def shutdown(self) -> None: ...
 
 
 class Waved(Protocol):
@@ -163,7 +100,7 @@ class BatchLane(Generic[W]):
     metrics and ordered results; the same interface as :class:`MicroBatcher`."""
 
     def __init__(self, shared: SharedBatcher[W], name: str, *, max_backlog_s: float,
-                 hop_s: float, metrics: Metrics | None) -> None:
+                 hop_s: float, metrics: BatcherMetrics | None) -> None:
         self.shared = shared
         self.name = name
         self.hop_s = hop_s
@@ -172,7 +109,7 @@ class BatchLane(Generic[W]):
         self.queue: collections.deque[tuple[float, W]] = collections.deque()
         self.in_flight = 0  # windows of this lane inside the batch being scored
         self.closed = False
-        self._shedder = _Shedder(f"{name}: ")
+        self._shedder = _Shedder(f"{name}: ", shared.clock)
         self._results: collections.deque[tuple[list[W], np.ndarray] | BaseException] = \
             collections.deque()
         self._ready = asyncio.Event()
@@ -187,7 +124,7 @@ class BatchLane(Generic[W]):
 
     def put(self, window: W) -> None:
         """Queue a window (never blocks); sheds this lane's oldest past its backlog limit."""
-        self.queue.append((time.monotonic(), window))
+        self.queue.append((self.shared.clock(), window))
         self._shedder.shed(self.queue, self.max_backlog_windows, self.hop_s, self.metrics)
         self.update_gauge()
         self.shared.wake()
@@ -246,13 +183,15 @@ class SharedBatcher(Generic[W]):
     """
 
     def __init__(self, score_waves: Callable[[np.ndarray], np.ndarray], *, batch_size: int,
-                 max_wait_s: float) -> None:
+                 max_wait_s: float, clock: Clock = time.monotonic) -> None:
         if batch_size < 1 or max_wait_s < 0:
             raise ValueError(f"batch_size must be >= 1 and max_wait_s >= 0, got "
                              f"{batch_size} and {max_wait_s}")
         self._score_waves = score_waves
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
+        # Injectable so tests step time instead of sleeping; waits stay on the loop's timer.
+        self.clock = clock
         self.lanes: list[BatchLane[W]] = []
         self._next = 0  # the lane the next batch starts with
         self._wake = asyncio.Event()
@@ -261,7 +200,7 @@ class SharedBatcher(Generic[W]):
         self.batches_scored = 0
 
     def lane(self, name: str, *, max_backlog_s: float, hop_s: float,
-             metrics: Metrics | None = None) -> BatchLane[W]:
+             metrics: BatcherMetrics | None = None) -> BatchLane[W]:
         """A new lane for one station (one per pipeline run)."""
         lane = BatchLane(self, name, max_backlog_s=max_backlog_s, hop_s=hop_s, metrics=metrics)
         self.lanes.append(lane)
@@ -301,7 +240,7 @@ class SharedBatcher(Generic[W]):
         if self._waiting() >= self.batch_size or any(lane.closed for lane in queued):
             return 0.0
         oldest = min(lane.queue[0][0] for lane in queued)
-        return max(0.0, self.max_wait_s - (time.monotonic() - oldest))
+        return max(0.0, self.max_wait_s - (self.clock() - oldest))
 
     async def _run(self) -> None:
         while True:

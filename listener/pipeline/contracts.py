@@ -1,20 +1,19 @@
 """What a station pipeline takes and gives: its source, handler, resume point, progress.
 
 Typed seams between :mod:`listener.pipeline.station` and the parts the
-station builder (:mod:`listener.service.station`) plugs into it.
+station builder (:mod:`listener.runtime.builder`) plugs into it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 import numpy as np
 
-from listener.detection.rule import ClipResult
 from listener.sources.segments import Gap, Position, Segment
 
 
@@ -38,22 +37,30 @@ PrepareBatchFn = Callable[[Sequence[np.ndarray], int], np.ndarray]
 ScoreWavesFn = Callable[[np.ndarray], np.ndarray]  # (B, S) waveforms -> (B,) scores
 
 
-class ClipHandler(Protocol):
-    """Receives each finished clip (the emitter, or replay's range filter around it).
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The values of a station's config its pipeline reads (nothing else of it).
 
-    ``clip`` answers True once the clip's records are durable (or need none);
-    False keeps the pipeline's resume point before it.
+    Attributes:
+        start_offset_s: ``stream.ffmpeg_start_offset_s``, the node's clock calibration.
+        clip_before_s: audio kept before a clip for its audio file (``outputs.clips``).
+        resume_bound_s: how far behind the primary another model may hold the
+            resume point (``buffer.max_backlog_s``).
     """
 
-    async def clip(self, clip: ClipResult, stream_key: str) -> bool: ...
+    start_offset_s: float = 0.0
+    clip_before_s: float = 0.0
+    resume_bound_s: float = 600.0
 
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """Where a restart picks up: re-read after ``position``, score from ``clip_end_s`` on."""
+    """Where a restart picks up: re-read after ``position``, score from ``clip_end_s``
+    on; each model from its own ``lane_clip_end_s`` when that is later."""
 
     position: Position
     clip_end_s: float
+    lane_clip_end_s: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class ClipProgress:
     stream_key: str
     resume_sequence: int
     clip_end_s: float
+    lane_clip_end_s: Mapping[str, float] = field(default_factory=dict)
 
 
 ProgressFn = Callable[[ClipProgress], None]

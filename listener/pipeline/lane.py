@@ -1,13 +1,14 @@
-"""One extra model of a station: its own windows, batches and clips on shared audio.
+"""One model of a station: its own windows, batches, clips and progress on shared audio.
 
-A station with several models (``models:``) decodes each segment once; the
-primary model runs in :class:`~listener.pipeline.station.StationPipeline`
-itself (it drives the resume point), and every other model gets a
-:class:`ModelLane` fed the same decoded blocks. A lane cuts its own window
-grid (its ``window_s``/``hop_s``), resamples to its own rate (its backend's
-``prepare_batch``, a decoded block's windows at once), batches on its own and
-decides clips with its own :class:`~listener.detection.labels.LabelRule`, on
-the station's clip grid.
+Every model of a station is a :class:`ModelLane`; the primary is lane 0. The
+station pipeline decodes each segment once and hands every decoded block to
+every lane. A lane cuts its own window grid (its ``window_s``/``hop_s``),
+resamples to its model's rate (``prepare_batch``, a block's windows at once,
+in the process's resample pool), queues them in its own lane of the model's
+:class:`~listener.pipeline.batcher.SharedBatcher`, and decides clips with its
+own :class:`~listener.detection.labels.LabelRule` on the station's clip grid.
+A model that gives one score per window (the ResNet scorer) is a two-label
+model, ``(1 - p, p)``, whose target score is ``p`` exactly.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -23,8 +25,8 @@ import numpy as np
 
 from listener.audio.windows import Window, WindowCutter
 from listener.detection.labels import LabelledAggregator, LabelledClip, LabelledWindow, LabelRule
-from listener.model.backends.base import ModelBackend, ModelPlan
-from listener.pipeline.batcher import MicroBatcher
+from listener.pipeline.batcher import BatchLane
+from listener.pipeline.contracts import PrepareBatchFn
 from listener.pipeline.prepare import prepare_windows
 
 log = logging.getLogger(__name__)
@@ -33,79 +35,118 @@ _NO_SAMPLES = np.zeros(0, dtype=np.float32)
 
 
 class LaneHandler(Protocol):
-    """Receives each clip a lane decided (:class:`listener.events.lanes.LaneEmitter`)."""
+    """Receives each clip a lane decided (:class:`listener.events.lanes.LaneEmitter`).
 
-    async def labelled_clip(self, clip: LabelledClip, stream_key: str) -> None: ...
+    Answers True once the clip's records are durable (or need none); False
+    keeps the station's resume point before it.
+    """
+
+    async def labelled_clip(self, clip: LabelledClip, stream_key: str) -> bool: ...
 
 
 @dataclass(frozen=True)
-class _Tagged:
-    window: Window  # samples dropped
+class Tagged:
+    """A queued window (samples dropped), its stream, and its model-rate waveform."""
+
+    window: Window
     stream_key: str
     wave: np.ndarray
 
 
-class ModelLane:
-    """An extra model's windows -> batches -> labelled clips, fed decoded blocks."""
+@dataclass(frozen=True)
+class LaneProgress:
+    """The last clip of a lane whose records are durable."""
 
-    def __init__(self, plan: ModelPlan, backend: ModelBackend, handler: LaneHandler, *,
-                 clip_s: float, max_backlog_s: float) -> None:
-        self.plan = plan
-        self.backend = backend
+    stream_key: str
+    clip_end_s: float
+    clip_start_s: float
+
+
+WindowHook = Callable[[LabelledWindow, float], None]  # (window, target score)
+ProgressHook = Callable[["ModelLane"], None]
+
+
+class ModelLane:
+    """A model's windows -> batches -> labelled clips, fed the station's decoded blocks.
+
+    Args:
+        lane_id: the model's id; ``index`` 0 is the primary.
+        rule: the model's decision rule (labels, targets, windows, clips).
+        prepare: the model's ``prepare_batch``.
+        batcher: this lane's queue in the model's shared batcher.
+        handler: where decided clips go.
+        pool: the process's resample pool.
+        on_window: told of each scored window (the primary's metrics and console).
+    """
+
+    def __init__(self, lane_id: str, index: int, rule: LabelRule, prepare: PrepareBatchFn,
+                 batcher: BatchLane[Tagged], handler: LaneHandler, *,
+                 pool: concurrent.futures.Executor, on_window: WindowHook | None = None,
+                 skip_before: dict[str, float] | None = None) -> None:
+        self.id = lane_id
+        self.index = index
+        self.rule = rule
+        self.prepare = prepare
+        self.batcher = batcher
         self.handler = handler
-        self.cutter = WindowCutter(plan.window_s, plan.hop_s)
-        self.rule = LabelRule(plan.labels, plan.targets, plan.rule, plan.window_s, plan.hop_s,
-                              clip_s)
-        self.aggregator = LabelledAggregator(self.rule, plan.id)
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix=f"prepare-{plan.id}"[:15])
-        # No station metrics here: those count the primary model's windows.
-        self.batcher: MicroBatcher[_Tagged] = MicroBatcher(
-            self._score, batch_size=plan.entry.batch_size,
-            max_wait_s=plan.entry.max_batch_wait_s, max_backlog_s=max_backlog_s,
-            hop_s=plan.hop_s)
+        self.pool = pool
+        self.on_window = on_window
+        det = rule.detection
+        self.cutter = WindowCutter(det.window_s, det.hop_s)
+        self.aggregator = LabelledAggregator(rule, lane_id)
+        # Windows before these offsets were decided before a restart (per stream).
+        self.skip_before: dict[str, float] = dict(skip_before or {})
+        self.on_progress: ProgressHook | None = None
+        self.progress: LaneProgress | None = None
+        self.last_decided_start_s: float | None = None
         self._key: str | None = None
         self.windows_scored = 0
         self.clips_decided = 0
 
     @property
-    def id(self) -> str:
-        return self.plan.id
+    def stream_key(self) -> str | None:
+        """The stream of the clip being collected."""
+        return self._key
+
+    @property
+    def hop_s(self) -> float:
+        return self.rule.detection.hop_s
 
     def reset(self, anchor_s: float, sample_rate: int, utc_origin: datetime | None) -> None:
-        """A new decoder run: the same reset the primary's cutter gets."""
+        """A new decoder run: every lane's cutter starts at its first sample."""
         self.cutter.reset(anchor_s, sample_rate, utc_origin)
 
-    async def push(self, block: np.ndarray, stream_key: str, skip_before_s: float) -> None:
+    async def push(self, block: np.ndarray, stream_key: str) -> None:
         """Cut a decoded block into this model's windows and queue them for scoring."""
-        windows = [w for w in self.cutter.push(block) if w.start_s >= skip_before_s - 1e-6]
+        skip = self.skip_before.get(stream_key, float("-inf"))
+        windows = [w for w in self.cutter.push(block) if w.start_s >= skip - 1e-6]
         if not windows:
             return
         waves = await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._prepare_all, windows)
+            self.pool, prepare_windows, self.prepare, windows)
         for w, wave in zip(windows, waves, strict=True):
-            self.batcher.put(_Tagged(replace(w, samples=_NO_SAMPLES), stream_key, wave))
-
-    def _prepare_all(self, windows: list[Window]) -> list[np.ndarray]:
-        return prepare_windows(self.backend.prepare_batch, windows)
-
-    def _score(self, batch: list[_Tagged]) -> np.ndarray:
-        return np.asarray(self.backend.predict(np.stack([t.wave for t in batch])),
-                          dtype=np.float64)
+            self.batcher.put(Tagged(replace(w, samples=_NO_SAMPLES), stream_key, wave))
 
     async def consume(self) -> None:
         """Score batches and decide clips until the batcher is closed and drained."""
-        async for batch, probs in self.batcher.batches():
-            for tagged, p in zip(batch, probs, strict=True):
+        async for batch, scores in self.batcher.batches():
+            for tagged, row in zip(batch, scores, strict=True):
                 if tagged.stream_key != self._key:
                     await self._flush()
-                    self.aggregator = LabelledAggregator(self.rule, self.plan.id)
+                    self.aggregator = LabelledAggregator(self.rule, self.id)
                     self._key = tagged.stream_key
-                w = tagged.window
-                self.windows_scored += 1
-                lw = LabelledWindow(w.start_s, w.end_s, tuple(float(x) for x in p), w.utc)
-                for clip in self.aggregator.add(lw):
-                    await self._emit(clip)
+                await self._window(tagged, row)
+
+    async def _window(self, tagged: Tagged, row: np.ndarray) -> None:
+        w = tagged.window
+        probs = (1.0 - float(row), float(row)) if np.ndim(row) == 0 else \
+            tuple(float(x) for x in row)
+        lw = LabelledWindow(w.start_s, w.end_s, probs, w.utc)
+        self.windows_scored += 1
+        if self.on_window is not None:
+            self.on_window(lw, self.rule.target_score(probs))
+        for clip in self.aggregator.add(lw):
+            await self._emit(clip)
 
     async def finish(self) -> None:
         """The stream ended by itself: decide the last, possibly shorter, clip."""
@@ -118,16 +159,24 @@ class ModelLane:
             await self._emit(clip)
 
     async def _emit(self, clip: LabelledClip) -> None:
-        if not clip.clip.windows or self._key is None:
+        key = self._key
+        if not clip.clip.windows or key is None:
             return
         self.clips_decided += 1
         try:
-            await self.handler.labelled_clip(clip, self._key)
+            durable = await self.handler.labelled_clip(clip, key)
         except Exception:
-            # A lane never stops the station: the primary model still alerts.
+            if self.index == 0:
+                raise
+            # Another model never stops the station: the primary still alerts.
             log.exception("model %s: handling clip %.1f s failed", self.id, clip.clip.start_s)
+            return
+        self.last_decided_start_s = clip.clip.start_s
+        if durable:
+            self.progress = LaneProgress(key, clip.clip.end_s, clip.clip.start_s)
+        if self.on_progress is not None:
+            self.on_progress(self)
 
     def close(self) -> None:
-        """Release the worker threads (after the consumer has ended)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Leave the shared batcher (after :meth:`consume` has ended)."""
         self.batcher.shutdown()

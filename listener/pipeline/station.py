@@ -4,10 +4,12 @@ Three tasks, each owning one stage, so no stage ever waits on a slower one:
 
 * intake: takes segments from the source, fetches them and feeds the
   long-running ffmpeg; restarts it on a discontinuity, a gap or a failure;
-* reader (one per decoder): turns decoded audio into windows on the stream's
-  grid and hands them to the micro-batcher;
-* scorer: takes scored batches, cuts clips, applies the decision rule and
-  hands detections to the emitter, then records progress in the state file.
+* reader (one per decoder): hands each decoded block to every model lane
+  (:class:`~listener.pipeline.lane.ModelLane`, the primary first), which cuts
+  its windows on the stream's grid and queues them in the model's batcher;
+* one consumer per lane: takes scored batches, cuts clips, applies that
+  model's rule and hands clips to its emitter; the station's resume point
+  (:func:`resume_ends`) moves as the models' clips become durable.
 
 Stopping (``request_stop``): intake ends at its next wait, ffmpeg is flushed,
 queued windows are scored, and the consumer ends; clips still open are not
@@ -17,13 +19,12 @@ emitted (the state file makes the next start redo them in full).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -31,25 +32,19 @@ import numpy as np
 from listener.audio.decode import StreamDecoder
 from listener.audio.history import AudioHistory
 from listener.audio.reconcile import SegmentReconciler, Verdict
-from listener.audio.windows import Window, WindowCutter
-from listener.config import Config
-from listener.detection.rule import ClipAggregator, ClipResult, WindowScore
+from listener.detection.labels import LabelledWindow
 from listener.errors import DecodeError, FetchError
-from listener.pipeline.batcher import MicroBatcher, WindowBatcher
+from listener.metrics import Metrics
 from listener.pipeline.contracts import (
-    ClipHandler,
     ClipProgress,
     PipelineObserver,
+    PipelineSettings,
     PipelineStats,
-    PrepareBatchFn,
     ProgressFn,
     ResumePoint,
-    ScoreWavesFn,
     SegmentSource,
 )
-from listener.pipeline.lane import ModelLane
-from listener.pipeline.prepare import prepare_windows
-from listener.service.metrics import Metrics
+from listener.pipeline.lane import LaneProgress, ModelLane
 from listener.sources.segments import Gap, Position, Segment
 
 log = logging.getLogger(__name__)
@@ -57,49 +52,41 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class _Context:
-    """Which stream (and which decoder run) a window came from."""
+    """Which stream (and which decoder run) a block came from."""
 
     stream_key: str
     generation: int
 
 
 class StationPipeline:
-    """Runs one station until its source ends or :meth:`request_stop`."""
+    """Runs one station until its source ends or :meth:`request_stop`.
 
-    def __init__(self, cfg: Config, prepare: PrepareBatchFn, score_waves: ScoreWavesFn,
-                 source: SegmentSource, handler: ClipHandler, metrics: Metrics, *,
+    ``lanes``: every model of the station, the primary first; the primary's
+    windows drive the station's metrics, console and live-edge lag.
+    """
+
+    def __init__(self, settings: PipelineSettings, source: SegmentSource,
+                 lanes: Sequence[ModelLane], metrics: Metrics, *,
                  resume: ResumePoint | None = None, on_progress: ProgressFn | None = None,
                  observer: PipelineObserver | None = None,
-                 history: AudioHistory | None = None, ffmpeg_exe: str | None = None,
-                 batcher: WindowBatcher[_Tagged] | None = None,
-                 lanes: Sequence[ModelLane] = ()) -> None:
-        self.cfg = cfg
+                 history: AudioHistory | None = None, ffmpeg_exe: str | None = None) -> None:
+        if not lanes:
+            raise ValueError("a station pipeline needs at least one model lane")
+        self.settings = settings
         self.source = source
-        self.handler = handler
         self.metrics = metrics
         self.on_progress = on_progress
         self.observer = observer
         self.history = history
         self.ffmpeg_exe = ffmpeg_exe
-        self.lanes = list(lanes)  # the other models, fed the same decoded audio
-        det = cfg.detection
-        self.prepare = prepare
-        # Resampling runs in its own thread, beside the model's, so neither the
-        # event loop nor the model waits for it; queued windows then hold
-        # 20 kHz mono audio instead of the native rate. ``prepare`` takes all
-        # the windows of a decoded block at once (one filter call per rate).
-        self._prep_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="resample")
-        # A fleet hands in this station's lane of the batcher its stations share.
-        self.batcher: WindowBatcher[_Tagged] = batcher if batcher is not None else MicroBatcher(
-            _scorer_of(score_waves), batch_size=cfg.model.batch_size,
-            max_wait_s=cfg.model.max_batch_wait_s, max_backlog_s=cfg.buffer.max_backlog_s,
-            hop_s=det.hop_s, metrics=metrics)
-        self.cutter = WindowCutter(det.window_s, det.hop_s)
-        self.aggregator = ClipAggregator(det)
+        self.lanes = list(lanes)
+        self.primary = self.lanes[0]
+        self.primary.on_window = self._primary_window
+        for lane in self.lanes:
+            lane.on_progress = self._lane_progress
         self._decoder: StreamDecoder | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ctx: _Context | None = None
-        self._current_key: str | None = None  # stream of the clip being collected
         self._generation = 0
         self._recent: deque[Segment] = deque(maxlen=2000)
         self.reconciler = SegmentReconciler()
@@ -114,12 +101,20 @@ class StationPipeline:
         self.windows_scored = 0
         if resume is not None:
             self._resume = resume.position
-            self._skip_before[resume.position.stream_key] = resume.clip_end_s
+            key = resume.position.stream_key
+            self._skip_before[key] = resume.clip_end_s
+            for lane in self.lanes:
+                lane.skip_before[key] = max(resume.clip_end_s,
+                                            resume.lane_clip_end_s.get(lane.id, 0.0))
             log.info("resuming %s after segment %d (clips up to %.1f s already emitted)",
-                     resume.position.stream_key, resume.position.sequence, resume.clip_end_s)
+                     key, resume.position.sequence, resume.clip_end_s)
+
+    @property
+    def batcher_backlog_s(self) -> float:
+        return self.primary.batcher.backlog_s
 
     def stats(self) -> PipelineStats:
-        return PipelineStats(self.segments_fed, self.windows_scored, self.batcher.backlog_s,
+        return PipelineStats(self.segments_fed, self.windows_scored, self.batcher_backlog_s,
                              self.last_segment_mono, self.last_scored_mono,
                              self.last_scored_utc)
 
@@ -130,25 +125,23 @@ class StationPipeline:
         self.source.stop_event.set()
 
     async def run(self) -> None:
-        """Run until the source ends (then the open clip is decided too) or a stop."""
-        consumer = asyncio.create_task(self._consume(), name="score")
-        lanes = [asyncio.create_task(lane.consume(), name=f"score-{lane.id}")
-                 for lane in self.lanes]
+        """Run until the source ends (then the open clips are decided too) or a stop."""
+        consumers = [asyncio.create_task(lane.consume(), name=f"score-{lane.id}")
+                     for lane in self.lanes]
         try:
             await self._intake()
         finally:
             await self._end_decoder()
-            self.batcher.close()
             for lane in self.lanes:
                 lane.batcher.close()
-            await consumer
-            await asyncio.gather(*lanes)
+            results = await asyncio.gather(*consumers, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
         if not self.source.stop_event.is_set():
             # The stream ended by itself (ENDLIST, end of a replay): decide the
-            # last, possibly shorter, clip. A stop leaves it for the resume.
-            for clip in self.aggregator.flush(self.cutter.position_s):
-                if self._current_key is not None:
-                    await self._clip(clip, self._current_key)
+            # last, possibly shorter, clip of every model. A stop leaves them
+            # for the resume.
             for lane in self.lanes:
                 await lane.finish()
 
@@ -231,7 +224,7 @@ class StationPipeline:
         if seg.utc_start is not None:
             # UTC of stream offset 0; the configured start-up offset calibrates
             # the node's clock against the audio (docs/sources.md).
-            shift = self.cfg.stream.ffmpeg_start_offset_s if self.cfg.stream else 0.0
+            shift = self.settings.start_offset_s
             origin = seg.utc_start - timedelta(seconds=seg.offset_s - shift)
         decoder = StreamDecoder(f"{seg.stream_key}@{seg.sequence}", anchor_s=seg.offset_s,
                                 ffmpeg_exe=self.ffmpeg_exe)
@@ -275,27 +268,19 @@ class StationPipeline:
         try:
             while (block := await decoder.read()) is not None:
                 if not started:
-                    self.cutter.reset(decoder.anchor_s, decoder.sample_rate, utc_origin)
                     for lane in self.lanes:
                         lane.reset(decoder.anchor_s, decoder.sample_rate, utc_origin)
                     self._hold_audio(ctx.stream_key, max(decoder.anchor_s, skip), first=True)
                     started = True
-                offset = self.cutter.position_s
+                offset = self.primary.cutter.position_s
                 block = self._within_limit(block, offset, decoder.sample_rate, ctx)
                 if not block.shape[1]:
                     continue
-                seconds = block.shape[1] / decoder.sample_rate
-                self.metrics.decoded_seconds.inc(seconds)
+                self.metrics.decoded_seconds.inc(block.shape[1] / decoder.sample_rate)
                 if self.history is not None:
                     self.history.append(offset, block[0], decoder.sample_rate, ctx.stream_key)
                 for lane in self.lanes:
-                    await lane.push(block, ctx.stream_key, skip)
-                windows = [w for w in self.cutter.push(block) if w.start_s >= skip - 1e-6]
-                if windows:
-                    waves = await asyncio.get_running_loop().run_in_executor(
-                        self._prep_pool, self._prepare_all, windows)
-                    for w, wave in zip(windows, waves, strict=True):
-                        self.batcher.put(_Tagged(replace(w, samples=_NO_SAMPLES), ctx, wave))
+                    await lane.push(block, ctx.stream_key)
         except DecodeError as err:
             log.error("decoder output failed: %s", err)
             self.metrics.decoder_restart("failure")
@@ -313,82 +298,62 @@ class StationPipeline:
         """Keep the audio of clips not yet decided (and their context) in the history."""
         if self.history is None or (first and self._held_key == stream_key):
             return
-        before = self.cfg.outputs.clips.before_s if self.cfg.outputs.clips else 0.0
-        self.history.hold(stream_key, offset_s - before)
+        self.history.hold(stream_key, offset_s - self.settings.clip_before_s)
         self._held_key = stream_key
 
-    def _prepare_all(self, windows: list[Window]) -> list[np.ndarray]:
-        return prepare_windows(self.prepare, windows)
-
     def close(self) -> None:
-        """Release the worker threads (after :meth:`run` has returned)."""
-        self._prep_pool.shutdown(wait=True, cancel_futures=True)
-        self.batcher.shutdown()
+        """Leave the shared batchers (after :meth:`run` has returned)."""
         for lane in self.lanes:
             lane.close()
 
-    # -- scoring and clips -------------------------------------------------
+    # -- scores, clips and progress ----------------------------------------
 
-    async def _consume(self) -> None:
-        async for batch, scores in self.batcher.batches():
-            for tagged, score in zip(batch, scores, strict=True):
-                w, ctx = tagged.window, tagged.ctx
-                if ctx.stream_key != self._current_key:
-                    if self._current_key is not None:
-                        for clip in self.aggregator.flush():
-                            await self._clip(clip, self._current_key)
-                    self.aggregator = ClipAggregator(self.cfg.detection)
-                    self._current_key = ctx.stream_key
-                ws = WindowScore(w.start_s, w.end_s, float(score), w.utc)
-                self.metrics.scored_seconds.inc(self.cfg.detection.hop_s)
-                self.windows_scored += 1
-                self.last_scored_mono = time.monotonic()
-                self._update_lag(ws)
-                if self.observer is not None:
-                    self.observer.window_scored(ws.start_s, ws.end_s, ws.utc, ws.score)
-                for clip in self.aggregator.add(ws):
-                    await self._clip(clip, ctx.stream_key)
+    def _primary_window(self, w: LabelledWindow, score: float) -> None:
+        self.metrics.scored_seconds.inc(self.primary.hop_s)
+        self.windows_scored += 1
+        self.last_scored_mono = time.monotonic()
+        if w.utc is not None:
+            end = w.utc + timedelta(seconds=w.end_s - w.start_s)
+            self.last_scored_utc = end
+            edge = self.source.live_edge_utc or datetime.now(UTC)
+            self.metrics.lag_seconds.set(max(0.0, (edge - end).total_seconds()))
+        if self.observer is not None:
+            self.observer.window_scored(w.start_s, w.end_s, w.utc, score)
 
-    def _update_lag(self, ws: WindowScore) -> None:
-        if ws.utc is None:
+    def _lane_progress(self, lane: ModelLane) -> None:
+        """A lane decided a clip: hold audio for the next, and move the resume point."""
+        key = lane.stream_key
+        if lane is self.primary and key is not None and lane.last_decided_start_s is not None:
+            self._hold_audio(key, lane.last_decided_start_s)
+        done = self.primary.progress
+        if done is None or self.on_progress is None:
             return
-        end = ws.utc + timedelta(seconds=ws.end_s - ws.start_s)
-        self.last_scored_utc = end
-        edge = self.source.live_edge_utc or datetime.now(UTC)
-        self.metrics.lag_seconds.set(max(0.0, (edge - end).total_seconds()))
-
-    async def _clip(self, clip: ClipResult, stream_key: str) -> None:
-        if not clip.windows:
+        ends = resume_ends(done.stream_key, done.clip_end_s,
+                           [(x.id, x.progress) for x in self.lanes],
+                           self.settings.resume_bound_s)
+        clip_end = min(ends.values())
+        segs = [s for s in self._recent if s.stream_key == done.stream_key]
+        if not segs:
             return
-        durable = await self.handler.clip(clip, stream_key)
-        self._hold_audio(stream_key, clip.start_s)
-        if durable:
-            self._report_progress(clip, stream_key)
-
-    def _report_progress(self, clip: ClipResult, stream_key: str) -> None:
-        """Clips up to ``clip.end_s`` are done; a resume re-reads from one segment before."""
-        segs = [s for s in self._recent if s.stream_key == stream_key]
-        if not segs or self.on_progress is None:
-            return
-        containing = next((s for s in segs if s.offset_s + s.duration_s > clip.end_s), segs[-1])
+        containing = next((s for s in segs if s.offset_s + s.duration_s > clip_end), segs[-1])
         resume_seq = max(containing.sequence - 2, segs[0].sequence - 1)
-        self.on_progress(ClipProgress(stream_key, resume_seq, clip.end_s))
+        self.on_progress(ClipProgress(done.stream_key, resume_seq, clip_end, ends))
 
 
-@dataclass(frozen=True)
-class _Tagged:
-    """A window (its samples dropped), its stream, and its model-rate waveform."""
+def resume_ends(stream_key: str, primary_end_s: float,
+                lanes: Sequence[tuple[str, LaneProgress | None]],
+                bound_s: float) -> dict[str, float]:
+    """Where each model resumes after a restart: its last durable clip's end.
 
-    window: Window
-    ctx: _Context
-    wave: np.ndarray
-
-
-_NO_SAMPLES = np.zeros(0, dtype=np.float32)
-
-
-def _scorer_of(score_waves: ScoreWavesFn) -> Callable[[list[_Tagged]], np.ndarray]:
-    def run(batch: list[_Tagged]) -> np.ndarray:
-        return np.asarray(score_waves(np.stack([t.wave for t in batch])), dtype=np.float64)
-
-    return run
+    A model that is behind the primary (a slow shadow, or one that never
+    decides) is held no more than ``bound_s`` (``buffer.max_backlog_s``)
+    behind it: that much audio it would have shed anyway, and so it can
+    never pin the resume point (docs/daemon.md, "Several models").
+    """
+    floor = max(0.0, primary_end_s - bound_s)
+    ends = {}
+    for lane_id, progress in lanes:
+        end = progress.clip_end_s if progress is not None \
+            and progress.stream_key == stream_key else floor
+        ends[lane_id] = max(floor, end)
+    return ends

@@ -2,7 +2,7 @@
 
 The range is planned from the bucket (:func:`listener.replay.plan.plan_range`),
 its segments are fetched ahead by :class:`~listener.replay.source.ReplaySource`
-and scored by the live daemon itself (:class:`~listener.service.daemon.Daemon` with
+and scored by the live daemon itself (:class:`~listener.runtime.daemon.Daemon` with
 that source injected): same decoder, windows, frontend, model, decision rule,
 emitter, sinks and state file. What differs from ``listener run``:
 
@@ -33,7 +33,6 @@ from prometheus_client import CollectorRegistry
 from listener.config import Config, JsonlSinkConfig, load_config, with_precision
 from listener.detection.rule import ClipResult
 from listener.errors import ListenerError
-from listener.events.emitter import Emitter
 from listener.events.records import iso_utc
 from listener.pipeline.contracts import PipelineStats, Progress
 from listener.replay.plan import plan_range
@@ -43,13 +42,13 @@ from listener.replay.summary import (
     RangeClips,
     ReplaySummary,
     archive_gap_json,
-    clip_overlaps,
     lost_segment_json,
 )
-from listener.service.daemon import Daemon
-from listener.service.resume import StateStore
-from listener.service.sdnotify import SystemdNotifier
-from listener.service.station import StationOptions, WindowScorer
+from listener.runtime.builder import StationOptions
+from listener.runtime.daemon import Daemon
+from listener.runtime.models import WindowScorer
+from listener.runtime.resume import StateStore
+from listener.runtime.sdnotify import SystemdNotifier
 from listener.sources.http_client import HttpClient
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,8 @@ class Replay:
                  out_dir: Path | None = None, concurrency: int = 4,
                  scorer: WindowScorer | None = None,
                  allow_random_weights: bool = False, on_clip: ClipCallback | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None,
+                 owns: Callable[[ClipResult], bool] | None = None) -> None:
         stream = cfg.stream
         if stream is None or stream.kind != "orcasound" or not stream.node:
             kind = "no stream section" if stream is None else f"stream kind {stream.kind!r}"
@@ -147,6 +147,7 @@ class Replay:
         self.scorer = scorer
         self.allow_random_weights = allow_random_weights
         self.on_clip = on_clip
+        self.owns = owns
         self.progress = progress
         self.summary_path = self.workdir / "summary.json"
         self.daemon: Daemon | None = None
@@ -237,10 +238,12 @@ class Replay:
         """Run the daemon over the source; its exit status."""
         if self._stop_requested:
             return 0
+        self.clips = RangeClips(self.start_utc, self.end_utc, self.on_clip, self.owns)
         daemon = self.daemon = Daemon(
             self.cfg, scorer=scorer, registry=CollectorRegistry(),
-            options=StationOptions(source=source, wrap_handler=self._wrap,
-                                   lane_filter=self._in_range), finish_at_end=True,
+            options=StationOptions(source=source, wrap_emitter=self.clips.target,
+                                   clip_filter=self.clips.keeps, finish_at_end=True,
+                                   restart_on_failure=False),
             notifier=SystemdNotifier(environ={}))  # a replay is not the service
 
         async def stop_client() -> None:
@@ -263,13 +266,6 @@ class Replay:
             if self.progress is not None:
                 self.progress.close()
         return status
-
-    def _wrap(self, emitter: Emitter) -> RangeClips:
-        self.clips = RangeClips(emitter, self.start_utc, self.end_utc, self.on_clip)
-        return self.clips
-
-    def _in_range(self, clip: ClipResult) -> bool:
-        return clip_overlaps(clip, self.start_utc, self.end_utc)
 
     def _stats(self) -> PipelineStats | None:
         pipeline = self.daemon.pipeline if self.daemon is not None else None

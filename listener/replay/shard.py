@@ -21,6 +21,7 @@ hole and no overlap and that every part is complete, before joining them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -30,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from listener.atomic import atomic_write
+from listener.detection.rule import ClipResult
 from listener.errors import ListenerError
 from listener.events.records import iso_utc
 from listener.replay.summary import ReplaySummary
-from listener.service.roster import Shard
-from listener.service.station import WindowScorer
+from listener.runtime.models import WindowScorer
+from listener.runtime.roster import Shard
 
 PART_FILE = "part.json"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -116,6 +118,10 @@ def owns_clip(part: ReplayPart, utc_start: datetime) -> bool:
     return (first or utc_start >= part.owned_start) and utc_start < part.owned_end
 
 
+def _owns(part: ReplayPart, clip: ClipResult) -> bool:
+    return clip.utc_start is None or owns_clip(part, clip.utc_start)
+
+
 def write_part(part: ReplayPart, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / PART_FILE,
@@ -155,16 +161,19 @@ def merge(out: Path) -> MergedReplay:
     if not loaded:
         raise ListenerError(f"{out}: no replay part ({PART_FILE}) under this folder")
     _check_tiling([p for p, _, _ in loaded])
-    detections: list[dict[str, Any]] = []
+    # Every model's detections, each once (a part reports its own chunk's clips).
+    detections: dict[tuple[str, str, str], dict[str, Any]] = {}
     for part, summary, _folder in loaded:
         for det in summary.detections:
             when = datetime.fromisoformat(str(det["utc_start"]))
             if owns_clip(part, when):
-                detections.append({"station": part.station, **det})
-    detections.sort(key=lambda d: (d["station"], d["utc_start"]))
+                key = (part.station, str(det.get("model", "")), str(det["utc_start"]))
+                detections.setdefault(key, {"station": part.station, **det})
+    joined = sorted(detections.values(),
+                    key=lambda d: (d["station"], d["utc_start"], str(d.get("model", ""))))
     first = loaded[0][0]
     return MergedReplay(iso_utc(first.range_start) or "", iso_utc(first.range_end) or "",
-                        sorted({p.station for p, _, _ in loaded}), len(loaded), detections,
+                        sorted({p.station for p, _, _ in loaded}), len(loaded), joined,
                         round(sum(s.audio_s for _, s, _ in loaded), 3),
                         round(sum(s.wall_s for _, s, _ in loaded), 3))
 
@@ -208,7 +217,8 @@ def run_parts(parts: list[ReplayPart], out: Path, *, concurrency: int,
         folder = part.folder(out)
         write_part(part, folder)
         replay = Replay(load_config(part.config), part.run_start, part.run_end, out_dir=folder,
-                        concurrency=concurrency, scorer=scorer)
+                        concurrency=concurrency, scorer=scorer,
+                        owns=functools.partial(_owns, part))
         summary = asyncio.run(replay.run())
         say(f"part {part.index} {part.station} {iso_utc(part.owned_start)} .. "
             f"{iso_utc(part.owned_end)}: {summary.status}, {len(summary.detections)} "

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from listener.atomic import atomic_write
+from listener.detection.labels import ClipLabels
 from listener.detection.rule import ClipResult
 from listener.events.emitter import Emitter
 from listener.events.records import iso_utc
@@ -36,40 +37,65 @@ _STATUSES = ("running", "complete", "interrupted", "failed")
 
 
 class RangeClips:
-    """The replay's clip handler: clips overlapping the range go to the emitter.
+    """The replay's clip filter: clips overlapping the range go to each model's emitter.
 
     Args:
-        emitter: the daemon's emitter (events and sinks).
         start_utc, end_utc: the range; a clip is kept when its UTC span overlaps it.
-        on_clip: called with every kept clip after the sinks have it (tests, tools).
+        on_clip: called with every kept clip of the primary after the sinks have it.
+        owns: narrows what is reported (a part of a sharded replay reports the
+            clips of its own chunk only, though it scores one clip past it).
+
+    ``clips`` and ``outside`` count the primary's clips; ``detections`` lists
+    every model's, each with its ``model``.
     """
 
-    def __init__(self, emitter: Emitter, start_utc: datetime, end_utc: datetime,
-                 on_clip: ClipCallback | None = None) -> None:
-        self.emitter = emitter
+    def __init__(self, start_utc: datetime, end_utc: datetime,
+                 on_clip: ClipCallback | None = None,
+                 owns: Callable[[ClipResult], bool] | None = None) -> None:
         self.start_utc = start_utc
         self.end_utc = end_utc
         self.on_clip = on_clip
+        self.owns = owns
         self.clips = 0
         self.outside = 0
         self.detections: list[dict[str, Any]] = []
 
-    async def clip(self, clip: ClipResult, stream_key: str) -> bool:
-        """Emit ``clip`` if it overlaps the range; count it either way.
+    def keeps(self, clip: ClipResult) -> bool:
+        return clip_overlaps(clip, self.start_utc, self.end_utc) and (
+            self.owns is None or self.owns(clip))
+
+    def target(self, model_id: str, emitter: Emitter) -> _RangeTarget:
+        """What one model's lane hands its clips to."""
+        return _RangeTarget(self, model_id, emitter)
+
+
+class _RangeTarget:
+    def __init__(self, ranges: RangeClips, model_id: str, emitter: Emitter) -> None:
+        self.ranges = ranges
+        self.model_id = model_id
+        self.emitter = emitter
+        self.primary = emitter.role == "primary"
+
+    async def clip(self, clip: ClipResult, stream_key: str,
+                   labels: ClipLabels | None = None) -> bool:
+        """Emit ``clip`` if the replay keeps it; count it either way.
 
         True once the emitter's durable sinks hold its records.
         """
-        if not clip_overlaps(clip, self.start_utc, self.end_utc):
-            self.outside += 1
+        ranges = self.ranges
+        if not ranges.keeps(clip):
+            ranges.outside += self.primary
             log.debug("clip %s of %s is outside the range; not reported",
                       iso_utc(clip.utc_start), stream_key)
             return self.emitter.accepted
-        durable = await self.emitter.clip(clip, stream_key)
-        self.clips += 1
+        durable = await self.emitter.clip(clip, stream_key, labels)
         if clip.detected:
-            self.detections.append(detection_json(clip, stream_key))
-        if self.on_clip is not None:
-            self.on_clip(clip, stream_key)
+            ranges.detections.append({**detection_json(clip, stream_key),
+                                      "model": self.model_id})
+        if self.primary:
+            ranges.clips += 1
+            if ranges.on_clip is not None:
+                ranges.on_clip(clip, stream_key)
         return durable
 
 

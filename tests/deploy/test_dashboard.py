@@ -3,7 +3,7 @@
 Every PromQL expression (dashboard panels, the station variable, and the
 rules in deploy/kubernetes/monitoring/prometheusrule.yaml) is reduced to the
 metric names it selects; each ``listener_*`` name, less a histogram's
-``_bucket``/``_sum``/``_count``, must be in ``listener.service.metrics.METRIC_NAMES``.
+``_bucket``/``_sum``/``_count``, must be in ``listener.metrics.METRIC_NAMES``.
 kube-state-metrics' ``kube_*`` and Prometheus' own ``up`` are the only
 others allowed. Where the ``promql-parser`` package is importable each
 expression is also parsed, and the names its syntax tree selects must equal
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from listener.service.metrics import METRIC_NAMES
+from listener.metrics import METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "listener-dashboard.json"
@@ -125,10 +125,10 @@ def test_every_metric_exists(where: str, expr: str) -> None:
 
 
 def test_histogram_suffixes_only_on_histograms() -> None:
-    types: dict[str, str] | None = getattr(importlib.import_module("listener.service.metrics"),
+    types: dict[str, str] | None = getattr(importlib.import_module("listener.metrics"),
                                            "METRIC_TYPES", None)
     if types is None:
-        pytest.skip("listener.service.metrics has no METRIC_TYPES")
+        pytest.skip("listener.metrics has no METRIC_TYPES")
     for where, expr in all_exprs():
         for name in metric_names(expr):
             base = family(name)

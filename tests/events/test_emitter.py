@@ -14,7 +14,7 @@ from listener.config import Config, JsonlSinkConfig, OutputsConfig, StationConfi
 from listener.detection.rule import WindowScore, decide_clip
 from listener.events.emitter import Emitter
 from listener.events.sinks import build_sinks
-from listener.service.metrics import Metrics
+from listener.metrics import Metrics
 
 
 def _emitter(tmp_path: Path) -> Emitter:
@@ -23,7 +23,7 @@ def _emitter(tmp_path: Path) -> Emitter:
                                        log=False))
     metrics = Metrics(CollectorRegistry(), "rpi_x")
     sinks = build_sinks(cfg.outputs, cfg.station, None, metrics)
-    return Emitter(cfg, {"id": "m"}, sinks, metrics)
+    return Emitter(cfg.station, cfg.detection, {"id": "m"}, sinks, metrics)
 
 
 def _clip(utc: datetime, detected: bool = True):  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from listener.config import (
 from listener.detection.rule import ClipResult
 from listener.events.lanes import Agreement, sinks_for_role
 from listener.events.sinks import build_sinks
-from listener.service.metrics import Metrics
+from listener.metrics import Metrics
 
 
 def test_each_role_reaches_only_its_sinks(tmp_path: Path) -> None:

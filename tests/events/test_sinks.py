@@ -45,7 +45,7 @@ from listener.events.sinks import (
 )
 from listener.events.sinks.clips import spectrogram_image
 from listener.events.sinks.jsonl import read_records
-from listener.service.metrics import Metrics
+from listener.metrics import Metrics
 
 CFG = DetectionConfig()
 STATION = StationConfig(id="rpi_bush_point", name="Bush Point",

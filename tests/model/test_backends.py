@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from support.tiny_models import PODS_LABELS, save_resnet_snapshot, save_tiny_audio_classifier
 
-from listener.config import parse_config
+from listener.config import Config, parse_config
 from listener.errors import ConfigError
 from listener.model.backends import load_backend
-from listener.model.backends.check import plan_models
+from listener.model.backends.check import plan_models, plan_station
 from listener.model.checkpoints import load_model
 
 needs_transformers = pytest.mark.skipif(
@@ -28,13 +28,18 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_audio_classifier(tmp_path_factory.mktemp("tf") / "pods")
 
 
+def _planned(text: str, path: str = "<string>") -> Config:
+    """Parse, then plan the models: where their checks run (once, before any audio)."""
+    return plan_station(parse_config(text, path=path)).cfg
+
+
 def _cfg(models_yaml: str, extra: str = "") -> str:
     return f"station: {{id: s}}\n{extra}models:\n{models_yaml}"
 
 
 @needs_transformers
 def test_transformers_backend_windows_rate_and_labels(tiny_classifier: Path) -> None:
-    cfg = parse_config(_cfg(
+    cfg = _planned(_cfg(
         f"  - {{id: r, backend: orcahello-resnet}}\n"
         f"  - {{id: pods, backend: transformers, weights: '{tiny_classifier}', role: shadow,"
         f" target_labels: [resident, transient], batch_size: 2, device: cpu}}\n"))
@@ -66,7 +71,7 @@ def test_resnet_snapshot_folder_reads_architecture_and_thresholds(tmp_path: Path
         "architectures": ["ResNet18ForOrcaHello"], "inference": {
             "threshold": 0.7, "min_num_positive_calls_threshold": 5},
         "id2label": {"0": "negative", "1": "srkw"}})
-    cfg = parse_config(f"station: {{id: s}}\nmodel: {{weights: '{folder}', device: cpu}}\n")
+    cfg = _planned(f"station: {{id: s}}\nmodel: {{weights: '{folder}', device: cpu}}\n")
     assert (cfg.detection.local_threshold, cfg.detection.global_threshold) == (0.7, 5)
     _model, info = load_model(folder)
     assert (info.architecture, info.layout) == ("resnet18", "hub")
@@ -79,7 +84,7 @@ def test_resnet_snapshot_folder_reads_architecture_and_thresholds(tmp_path: Path
     assert probs.shape == (2, 2)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
     # The YAML's own thresholds win over config.json's.
-    cfg2 = parse_config(f"station: {{id: s}}\nmodel: {{weights: '{folder}'}}\n"
+    cfg2 = _planned(f"station: {{id: s}}\nmodel: {{weights: '{folder}'}}\n"
                         f"detection: {{local_threshold: 0.4}}\n")
     assert (cfg2.detection.local_threshold, cfg2.detection.global_threshold) == (0.4, 5)
 
@@ -98,7 +103,7 @@ def test_resnet_snapshot_architecture_clash_is_refused(tmp_path: Path) -> None:
 ])
 def test_model_list_errors_name_the_key(models: str, key: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        parse_config(_cfg(models), path="station.yaml")
+        _planned(_cfg(models), path="station.yaml")
     assert "station.yaml:" in str(err.value) and f"{key}:" in str(err.value)
     assert message in str(err.value)
 
@@ -106,14 +111,14 @@ def test_model_list_errors_name_the_key(models: str, key: str, message: str) -> 
 def test_folder_without_config_json_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"models\.1\.weights: .*folder without config.json"):
-        parse_config(_cfg(f"  - {{id: a}}\n  - {{id: b, backend: transformers, role: shadow,"
+        _planned(_cfg(f"  - {{id: a}}\n  - {{id: b, backend: transformers, role: shadow,"
                           f" weights: '{tmp_path / 'empty'}'}}\n"))
 
 
 @needs_transformers
 def test_unknown_target_label_of_a_transformer_lists_its_labels(tiny_classifier: Path) -> None:
     with pytest.raises(ConfigError, match=r"models\.1\.target_labels: .*\['srkw'\].*'resident'"):
-        parse_config(_cfg(f"  - {{id: a}}\n  - {{id: b, backend: transformers, role: shadow, "
+        _planned(_cfg(f"  - {{id: a}}\n  - {{id: b, backend: transformers, role: shadow, "
                           f"weights: '{tiny_classifier}', target_labels: [srkw]}}\n"))
 
 
@@ -124,17 +129,17 @@ def test_missing_extra_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(check.importlib.util, "find_spec",
                         lambda name, *a: None if name == "transformers" else real(name, *a))
     with pytest.raises(ConfigError, match=r"models\.1\.backend: .*listener\[transformers\]"):
-        parse_config(_cfg(f"  - {{id: a}}\n  - {{id: b, backend: transformers, role: shadow,"
+        _planned(_cfg(f"  - {{id: a}}\n  - {{id: b, backend: transformers, role: shadow,"
                           f" weights: '{tmp_path}'}}\n"))
 
 
 def test_model_and_models_together_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"either 'model'.*or 'models'"):
-        parse_config(_cfg("  - {id: a}\n", extra="model: {device: cpu}\n"))
+        _planned(_cfg("  - {id: a}\n", extra="model: {device: cpu}\n"))
 
 
 def test_single_model_section_is_a_list_of_one() -> None:
-    cfg = parse_config("station: {id: s}\nmodel: {model_id: srkw-v1}\n")
+    cfg = _planned("station: {id: s}\nmodel: {model_id: srkw-v1}\n")
     (entry,) = cfg.model_entries()
     assert (entry.id, entry.backend, entry.role) == ("srkw-v1", "orcahello-resnet", "primary")
     (plan,) = plan_models(cfg)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from listener.metrics import MetricFamilies, Metrics
 from listener.pipeline.batcher import SharedBatcher
-from listener.service.metrics import MetricFamilies, Metrics
 
 
 @dataclass(frozen=True)

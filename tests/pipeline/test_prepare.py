@@ -16,7 +16,6 @@ from listener.audio.windows import Window, WindowCutter
 from listener.config import ModelEntry
 from listener.model.frontend import Frontend
 from listener.pipeline.prepare import prepare_windows
-from listener.service.station import StationOptions
 
 DATA = Path(__file__).parents[1] / "data"
 NODE = "rpi_orcasound_lab"
@@ -98,7 +97,7 @@ def test_live_station_and_its_lane_prepare_in_batches_bit_for_bit(tmp_path: Path
             return bool(daemon.pipeline.windows_scored >= 27 and lane.windows >= 13)
 
         run_daemon_until(cfg, scorer, done, timeout_s=60,
-                         options=StationOptions(backends={"lane": lane}))
+                         backends={"lane": lane})
     primary, shadow = scorer.frontend, lane.tone.frontend
     assert isinstance(primary, CheckingFrontend) and isinstance(shadow, CheckingFrontend)
     assert primary.windows >= 27 and shadow.windows >= 13

@@ -21,7 +21,7 @@ from support.daemon_support import ToneScorer, station_config, tone_recording, t
 from listener.errors import ListenerError
 from listener.replay.runner import Replay
 from listener.replay.shard import ReplayPart, merge, run_parts, shard_parts, split
-from listener.service.roster import Shard
+from listener.runtime.roster import Shard
 
 NODE = "rpi_shard"
 A = 1_600_000_000

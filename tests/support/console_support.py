@@ -21,8 +21,8 @@ from listener.events.png import encode_png
 from listener.events.records import clip_file_names, make_detection_event
 from listener.events.sinks.clips import spectrogram_image
 from listener.events.sinks.jsonl import dumps_event
-from listener.service.coverage import CoverageLedger
-from listener.service.web.views import LiveFeed, StationView
+from listener.web.coverage import CoverageLedger
+from listener.web.views import LiveFeed, StationView
 
 RECORDING = Path(__file__).resolve().parents[1] / "data" / "recordings" / \
     "onc_naxys_hydrophone_44000hz.wav"

@@ -30,8 +30,8 @@ from listener.config import (
     StreamConfig,
 )
 from listener.model.frontend import Frontend
-from listener.service.daemon import Daemon, Timeouts
-from listener.service.station import StationOptions
+from listener.runtime.builder import StationOptions
+from listener.runtime.daemon import Daemon, Timeouts
 
 RATE = 48000
 TONE_HZ = 1000.0
@@ -112,9 +112,11 @@ def station_config(base_url: str, node: str, workdir: Path, **over: Any) -> Conf
 def run_daemon_until(cfg: Config, scorer: Any, done: Callable[[Daemon], bool],
                      timeout_s: float = 60.0,
                      during: Callable[[Daemon], None] | None = None,
-                     options: StationOptions | None = None) -> Daemon:
+                     options: StationOptions | None = None,
+                     backends: dict[str, Any] | None = None) -> Daemon:
     """Run a Daemon in this thread's event loop until ``done(daemon)`` or timeout."""
     daemon = Daemon(cfg, scorer=scorer, registry=CollectorRegistry(), options=options,
+                    backends=backends,
                     timeouts=Timeouts(drain_s=20, sinks_s=5, probes_s=2))
 
     async def main() -> int:

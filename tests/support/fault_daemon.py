@@ -6,7 +6,7 @@ writes the station's :class:`~listener.config.Config` as JSON and starts
     python -m support.fault_daemon CONFIG.json
 
 from ``tests/``. Everything but the model is production: the
-:class:`~listener.service.fleet.Fleet` that ``listener run`` runs, with its
+:class:`~listener.runtime.runner.Runner` that ``listener run`` runs, with its
 signal handling, logging, state, sinks and probes.
 """
 
@@ -18,15 +18,16 @@ import sys
 from pathlib import Path
 
 from listener.config import Config
-from listener.service.fleet import Fleet
-from listener.service.logs import setup_logging
+from listener.runtime.logs import setup_logging
+from listener.runtime.models import ModelRegistry
+from listener.runtime.runner import Runner
 from support.fault_node import OnsetScorer
 
 
 def main(path: str) -> int:
     cfg = Config.model_validate(json.loads(Path(path).read_text()))
     setup_logging("INFO", "text", station=cfg.station.id)
-    return asyncio.run(Fleet([cfg], scorer=OnsetScorer()).run())
+    return asyncio.run(Runner([cfg], models=ModelRegistry(scorer=OnsetScorer())).run())
 
 
 if __name__ == "__main__":

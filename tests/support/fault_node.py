@@ -4,7 +4,7 @@ A :class:`FaultCase` is one line: a name, what to do to the node before the
 daemon starts (``setup``) and at given segment indices while publishing
 (``at``), plus how many seconds it may lose. :func:`run_case` publishes a
 70 s tone recording (real AAC/MPEG-TS, 10 s segments) every 0.625 s, runs a
-real :class:`~listener.service.daemon.Daemon` in-process against it, polls
+real :class:`~listener.runtime.daemon.Daemon` in-process against it, polls
 ``/healthz`` throughout, and returns a :class:`CaseResult` that
 :func:`check_invariants` holds to the promises of issue 14:
 
@@ -34,7 +34,7 @@ import numpy as np
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from listener.service.metrics import DROP_REASONS
+from listener.metrics import DROP_REASONS
 from support.daemon_support import (
     TONE_HZ,
     ToneScorer,

@@ -31,7 +31,7 @@ from typing import Any
 import requests
 
 from listener.config import Config, MetricsConfig
-from listener.service.coverage import CoverageLedger
+from listener.web.coverage import CoverageLedger
 from support.daemon_support import read_events
 from support.fault_node import (
     FOLDER,

@@ -35,7 +35,7 @@ class GaugeLike(Protocol):
 
 
 class SinkMetricsLike(Protocol):
-    """What a sink reports to; :class:`listener.service.metrics.SinkMetrics` fits."""
+    """What a sink reports to; :class:`listener.metrics.SinkMetrics` fits."""
 
     @property
     def deliveries(self) -> CounterLike: ...
@@ -52,7 +52,7 @@ MetricsHook = Callable[[str], SinkMetricsLike]
 
 
 class SinkMetricsSource(Protocol):
-    """Has a ``sink_metrics(name)`` method (:class:`listener.service.metrics.Metrics`)."""
+    """Has a ``sink_metrics(name)`` method (:class:`listener.metrics.Metrics`)."""
 
     def sink_metrics(self, sink: str) -> SinkMetricsLike: ...
 

@@ -19,9 +19,16 @@ from listener.config import ModelEntry, RuleConfig
 
 # The ResNet's two classes: class 1 is a call (orcahello-model.md, "Network").
 RESNET_LABELS = ("other", "call")
+# OrcaHello's negative classes: never a detection (LiveInferenceOrchestrator).
+NEGATIVE_LABELS = frozenset({"other", "water", "vessel", "jingle", "human"})
 # OrcaHello runs its transformer on 3 s segments every 2 s.
 TRANSFORMERS_WINDOW_S = 3.0
 TRANSFORMERS_HOP_S = 2.0
+
+
+def default_targets(labels: Sequence[str]) -> tuple[str, ...]:
+    """Every label OrcaHello does not treat as negative (``call`` for the ResNet)."""
+    return tuple(label for label in labels if label not in NEGATIVE_LABELS)
 
 
 @runtime_checkable

@@ -1,24 +1,27 @@
-"""Config-time checks of the configured models, before any audio is fetched.
+"""The models of a station, planned once before any audio is fetched.
 
 :func:`plan_models` resolves each model's labels (from its folder's
-``config.json``, read as JSON only), targets, windows and rule;
-:func:`check_models` runs it for :func:`listener.config.parse_config` and turns
-every problem into a :class:`~listener.errors.ConfigError` naming the key.
+``config.json``, read as JSON only), targets, windows and rule, and turns
+every problem into a :class:`~listener.errors.ConfigError` naming file, line
+(the config's origin) and key. :func:`plan_station` is what the composition
+root, ``check-config`` and the file commands call: the plans, and the config
+with a snapshot's thresholds in ``detection``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 from listener.config import Config, ModelEntry, RuleConfig
-from listener.detection.labels import default_targets
 from listener.errors import ConfigError, ModelLoadError
 from listener.model.backends.base import (
     RESNET_LABELS,
     TRANSFORMERS_HOP_S,
     TRANSFORMERS_WINDOW_S,
     ModelPlan,
+    default_targets,
 )
 from listener.model.snapshot import labels_of, read_config_json, read_snapshot
 
@@ -102,6 +105,9 @@ def _plan(entry: ModelEntry, cfg: Config) -> ModelPlan:
 def plan_models(cfg: Config, *, path: str | None = None,
                 lines: dict[tuple, int] | None = None) -> list[ModelPlan]:
     """Every configured model, resolved; ``ConfigError`` naming the key on a problem."""
+    origin = cfg.origin
+    if path is None and origin is not None:
+        path, lines = origin.path, origin.lines
     plans = []
     for i, entry in enumerate(cfg.model_entries()):
         prefix: tuple[str | int, ...] = ("models", i) if cfg.models is not None else ("model",)
@@ -115,22 +121,33 @@ def plan_models(cfg: Config, *, path: str | None = None,
     return plans
 
 
-def check_models(cfg: Config, *, path: str | None = None,
-                 lines: dict[tuple, int] | None = None) -> Config:
-    """Check the models at config load; a snapshot's thresholds reach ``detection``.
+@dataclass(frozen=True)
+class StationPlan:
+    """A station's config and its models, planned: the primary first."""
 
-    With one ResNet whose weights are a snapshot folder, thresholds stated in
-    its ``config.json`` become the station's ``detection`` thresholds unless
-    the YAML sets them, so the daemon (which reads ``detection``) uses them.
+    cfg: Config
+    models: tuple[ModelPlan, ...]
+
+    @property
+    def primary(self) -> ModelPlan:
+        return self.models[0]
+
+
+def plan_station(cfg: Config) -> StationPlan:
+    """Plan every model once; a snapshot's thresholds reach ``detection``.
+
+    With a ResNet primary whose weights are a snapshot folder, thresholds
+    stated in its ``config.json`` become the station's ``detection``
+    thresholds unless the YAML sets them, so every reader of ``detection``
+    (the file commands, the records) uses them.
     """
-    plans = plan_models(cfg, path=path, lines=lines)
-    primary = next(p for p in plans if p.role == "primary")
-    if primary.backend != "orcahello-resnet":
-        return cfg
+    plans = sorted(plan_models(cfg), key=lambda p: p.role != "primary")
+    primary = plans[0]
     det = cfg.detection
-    if (primary.rule.local_threshold, primary.rule.global_threshold) == (
+    if primary.backend == "orcahello-resnet" and (
+            primary.rule.local_threshold, primary.rule.global_threshold) != (
             det.local_threshold, det.global_threshold):
-        return cfg
-    return cfg.model_copy(update={"detection": det.model_copy(update={
-        "local_threshold": primary.rule.local_threshold,
-        "global_threshold": primary.rule.global_threshold})})
+        cfg = cfg.model_copy(update={"detection": det.model_copy(update={
+            "local_threshold": primary.rule.local_threshold,
+            "global_threshold": primary.rule.global_threshold})})
+    return StationPlan(cfg, tuple(plans))

@@ -1,7 +1,7 @@
 """What the console needs from a running station, as small typed parts.
 
 The daemon (the composition root) builds one :class:`StationView` per
-station and hands it to :class:`~listener.service.web.console.Console`; the
+station and hands it to :class:`~listener.web.console.Console`; the
 console never reaches into the pipeline. The pipeline feeds :class:`LiveFeed`
 (window scores) and the :class:`~listener.audio.history.AudioHistory` (audio)
 it already fills for the clip sink.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from listener.audio.history import AudioHistory
-from listener.service.coverage import CoverageLedger
+from listener.web.coverage import CoverageLedger
 
 #: A JSON-able status snapshot: stream URL, live edge, lag, model, build, ...
 StatusFn = Callable[[], dict[str, Any]]

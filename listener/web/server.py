@@ -14,12 +14,12 @@ Routes always served (GET and HEAD):
     Readiness. 200 or 503 with the reason returned by the ``ready`` callable:
     a line of text, or a JSON document (a fleet's per-station report).
 
-With a :class:`~listener.service.web.console.Console` the pages and the
+With a :class:`~listener.web.console.Console` the pages and the
 ``/api/*`` routes of ``docs/console.md`` are added; without one (``metrics``
 only) every other path is 404.
 
 Every response closes its connection, so each request head passes the
-:class:`~listener.service.web.guard.HeadGuard` (timeouts and size limits that
+:class:`~listener.web.guard.HeadGuard` (timeouts and size limits that
 aiohttp does not enforce on a head). The console is a handful of requests per
 page for a few operators; keep-alive would buy nothing measurable there.
 """
@@ -37,7 +37,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from listener.errors import ConfigError
-from listener.service.web.guard import HeadGuard
+from listener.web.guard import HeadGuard
 
 logger = logging.getLogger(__name__)
 

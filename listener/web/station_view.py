@@ -1,16 +1,17 @@
-"""The console's parts for one daemon: view, observer, coverage ledger and status.
+"""The console's parts for one station: view, observer, coverage ledger and status.
 
-The daemon (composition root) makes one :class:`StationConsole` when its HTTP
-endpoint is enabled, passes :attr:`StationConsole.observer` to the station
-builder, hands the pipeline's audio history over once it exists, and gives
-:meth:`StationConsole.web` to the web server.
+The runner (composition root) makes one :class:`StationConsole` per station
+when its HTTP endpoint is enabled, passes :attr:`StationConsole.observer` to
+the station builder, hands the pipeline's audio history over once it exists,
+and gives :func:`fleet_console` to the web server. The console reads the
+running station through :class:`RunningStation` only.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,27 +21,37 @@ from listener import __version__
 from listener.audio.history import AudioHistory
 from listener.config import Config
 from listener.events.records import iso_utc
-from listener.service.coverage import CoverageLedger
-from listener.service.metrics import RESTART_REASONS, Metrics
-from listener.service.station import Station, WindowScorer
-from listener.service.web.console import Console
-from listener.service.web.security import load_token
-from listener.service.web.views import ConsoleObserver, LiveFeed, StationView
+from listener.metrics import RESTART_REASONS, Metrics
+from listener.pipeline.contracts import PipelineStats
+from listener.web.console import Console
+from listener.web.coverage import CoverageLedger
+from listener.web.security import load_token
+from listener.web.views import ConsoleObserver, LiveFeed, StationView
 
 
 class RunningStation(Protocol):
-    """What the status page reads from the daemon or a fleet's station unit."""
+    """What the status page reads from a running station (the runner's station unit)."""
 
     @property
-    def state(self) -> enum.Enum | str: ...
+    def state(self) -> enum.Enum: ...
 
     @property
-    def station(self) -> Station | None: ...
+    def live_edge_utc(self) -> datetime | None: ...
 
     @property
-    def scorer(self) -> WindowScorer | None: ...
+    def model_info(self) -> Mapping[str, Any]: ...
+
+    @property
+    def last_error(self) -> tuple[str, float] | None: ...
+
+    def pipeline_stats(self) -> PipelineStats | None: ...
 
     def readiness(self) -> tuple[bool, str]: ...
+
+
+class WithConsole(Protocol):
+    @property
+    def console(self) -> StationConsole | None: ...
 
 
 @dataclass
@@ -66,6 +77,12 @@ class StationConsole:
             self.view.coverage.flush()
 
 
+def fleet_console(stations: Sequence[WithConsole], bind_host: str) -> Console:
+    """The console over every station's view; reads the review token (``ConfigError``)."""
+    views = [s.console.view for s in stations if s.console is not None]
+    return Console(views, bind_host=bind_host, token=load_token())
+
+
 def station_console(cfg: Config, metrics: Metrics, daemon: RunningStation) -> StationConsole:
     """Build the view, ledger and observer for ``cfg``'s station."""
     outputs = cfg.outputs
@@ -88,24 +105,20 @@ def _stream_url(cfg: Config) -> str | None:
     return s.url if s.kind == "hls" else f"{s.base_url.rstrip('/')}/{s.node}/latest.txt"
 
 
-def _state_name(state: enum.Enum | str) -> str:
-    return str(state.value) if isinstance(state, enum.Enum) else state
-
-
 def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dict[str, Any]:
     """The status page's snapshot: JSON-able, ``None`` for what is not known yet."""
     sample = metrics.registry.get_sample_value
     labels = {"station": cfg.station.id}
     ready, reason = daemon.readiness()
-    station = daemon.station
-    stats = station.pipeline.stats() if station is not None else None
-    edge = station.source.live_edge_utc if station is not None else None
+    stats = daemon.pipeline_stats()
+    edge = daemon.live_edge_utc
     now = time.monotonic()
-    info: Mapping[str, Any] = daemon.scorer.info if daemon.scorer is not None else {}
+    info: Mapping[str, Any] = daemon.model_info
+    error = daemon.last_error
     restarts = sum(sample("listener_audio_decoder_restarts_total", {**labels, "reason": r})
                    or 0.0 for r in RESTART_REASONS)
     return {
-        "name": cfg.station.name, "state": _state_name(daemon.state), "ready": ready,
+        "name": cfg.station.name, "state": str(daemon.state.value), "ready": ready,
         "readiness": reason, "stream_url": _stream_url(cfg),
         "live_edge_utc": iso_utc(edge),
         "lag_s": sample("listener_stream_lag_seconds", labels),
@@ -122,5 +135,7 @@ def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dic
         "version": __version__,
         "clips_folder": str(cfg.outputs.clips.dir) if cfg.outputs.clips else None,
         "events_file": str(cfg.outputs.jsonl.path) if cfg.outputs.jsonl else None,
+        "last_error": {"message": error[0], "age_s": round(time.time() - error[1], 1)}
+        if error is not None else None,
         "now_utc": iso_utc(datetime.now(UTC)),
     }

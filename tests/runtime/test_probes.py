@@ -1,4 +1,4 @@
-"""listener.service.probes: real HTTP requests against a ProbeServer on 127.0.0.1."""
+"""listener.runtime.probes: real HTTP requests against a ProbeServer on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from listener.errors import ConfigError
-from listener.service.metrics import Metrics
-from listener.service.probes import ProbeServer
+from listener.metrics import Metrics
+from listener.web.server import WebServer as ProbeServer
 
 Test = Callable[[ProbeServer], Awaitable[None]]
 

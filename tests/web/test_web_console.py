@@ -13,10 +13,10 @@ import requests
 from prometheus_client import CollectorRegistry
 from support.console_support import feed_live, make_view
 
-from listener.service.web.console import Console
-from listener.service.web.security import load_token
-from listener.service.web.server import WebServer
-from listener.service.web.views import StationView
+from listener.web.console import Console
+from listener.web.security import load_token
+from listener.web.server import WebServer
+from listener.web.views import StationView
 
 Test = Callable[[WebServer, StationView], Awaitable[None]]
 

@@ -8,8 +8,8 @@ import pytest
 
 from listener.cli.main import main
 from listener.errors import ListenerError
-from listener.service.readiness import StationHealth, fleet_readiness, parse_quorum
-from listener.service.roster import Shard, load_roster
+from listener.runtime.readiness import StationHealth, fleet_readiness, parse_quorum
+from listener.runtime.roster import Shard, load_roster
 
 GOOD = "station: {{id: {id}}}\nstream: {{kind: orcasound, node: {id}}}\n"
 

@@ -1,4 +1,4 @@
-"""listener.service.metrics: names follow the conventions, values reach a scrape."""
+"""listener.metrics: names follow the conventions, values reach a scrape."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from listener.service.metrics import (
+from listener.metrics import (
     BUILD_INFO_LABELS,
     DROP_REASONS,
     FETCH_KINDS,

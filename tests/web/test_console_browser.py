@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry
 from support.browser import chromium, needs_browser, wait_for
 from support.console_support import feed_live, make_view
 
-from listener.service.web.console import Console
-from listener.service.web.server import WebServer
+from listener.web.console import Console
+from listener.web.server import WebServer
 
 pytestmark = [pytest.mark.slow, needs_browser]
 SHOTS = os.environ.get("LISTENER_CONSOLE_SCREENSHOTS")

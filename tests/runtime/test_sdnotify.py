@@ -1,4 +1,4 @@
-"""listener.service.sdnotify against real AF_UNIX datagram sockets."""
+"""listener.runtime.sdnotify against real AF_UNIX datagram sockets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.service.sdnotify import SystemdNotifier, watchdog_loop
+from listener.runtime.sdnotify import SystemdNotifier, watchdog_loop
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_send_errors_are_logged_once_never_raised(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     n = SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})
     assert n.enabled
-    with caplog.at_level("DEBUG", logger="listener.service.sdnotify"):
+    with caplog.at_level("DEBUG", logger="listener.runtime.sdnotify"):
         assert not n.ready()
         assert not n.status("x")
         assert not n.stopping()

@@ -1,4 +1,4 @@
-"""listener.service.coverage: spans merge, survive a restart, compact, and feed a metric."""
+"""listener.web.coverage: spans merge, survive a restart, compact, and feed a metric."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from listener.service.coverage import CoverageLedger
-from listener.service.metrics import Metrics
+from listener.metrics import Metrics
+from listener.web.coverage import CoverageLedger
 
 NOW = 1_800_000_000.0
 
@@ -73,7 +73,7 @@ def test_metric_is_the_scored_fraction_of_the_last_hour(tmp_path: Path) -> None:
 def test_observer_records_scored_windows_lost_gaps_and_unexplained_holes(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from listener.service.web.views import ConsoleObserver, LiveFeed
+    from listener.web.views import ConsoleObserver, LiveFeed
 
     led = ledger(tmp_path / "c.jsonl")
     live = LiveFeed(None)

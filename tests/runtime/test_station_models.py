@@ -8,6 +8,8 @@ OrcaHello records or the log.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import logging
 import threading
@@ -35,8 +37,7 @@ from listener.config import (
     OutputsConfig,
     WebhookSinkConfig,
 )
-from listener.service.daemon import Daemon
-from listener.service.station import StationOptions
+from listener.runtime.daemon import Daemon
 
 NODE = "rpi_two"
 FOLDER = 1_600_000_000
@@ -99,7 +100,7 @@ def test_two_models_share_the_decoded_audio_and_the_shadow_never_alerts(
         caplog.set_level(logging.INFO)
         daemon = run_daemon_until(
             cfg, ToneScorer(), lambda d: _both_decided(d, 2), timeout_s=60,
-            options=StationOptions(backends={"tone-shadow": shadow}))
+            backends={"tone-shadow": shadow})
 
     assert len(starts) == 1, starts  # one ffmpeg for both models
     events = read_events(tmp_path / "events.jsonl")
@@ -144,10 +145,12 @@ def test_each_model_s_open_encounter_is_saved_and_continued_after_a_restart(
         tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry
 
+    from listener.metrics import Metrics
+    from listener.model.backends.check import plan_station
     from listener.pipeline.contracts import ClipProgress
-    from listener.service.metrics import Metrics
-    from listener.service.resume import StateStore, StreamState
-    from listener.service.station import LANE_ENCOUNTERS, build_station
+    from listener.runtime.builder import LANE_ENCOUNTERS, build_station
+    from listener.runtime.models import ModelRegistry
+    from listener.runtime.resume import StateStore, StreamState
 
     def encounter(eid: str) -> dict[str, object]:
         return {"id": eid, "start_t": 60.0, "end_t": 120.0, "start_utc": None,
@@ -162,8 +165,11 @@ def test_each_model_s_open_encounter_is_saved_and_continued_after_a_restart(
                            {LANE_ENCOUNTERS: {"tone-shadow": encounter("shadow-enc")}}))
 
     def build() -> tuple[str | None, str | None, object]:
-        station = build_station(cfg, ToneScorer(), Metrics(CollectorRegistry(), NODE),
-                                options=StationOptions(backends={"tone-shadow": ToneBackend()}))
+        plan = plan_station(cfg)
+        registry = ModelRegistry(scorer=ToneScorer(), backends={"tone-shadow": ToneBackend()})
+        models = asyncio.run(registry.models_for(plan.cfg, plan.models))
+        station = build_station(plan.cfg, models, Metrics(CollectorRegistry(), NODE),
+                                pool=concurrent.futures.ThreadPoolExecutor(1))
         (lane,) = station.lane_emitters
         primary, shadow = station.emitter.open_encounter, lane.open_encounter
         return (primary.id if primary else None, shadow.id if shadow else None,

@@ -26,8 +26,9 @@ from support.daemon_support import (
 from support.hls_server import LiveHlsServer
 
 from listener.config import Config, MetricsConfig
-from listener.service.daemon import Timeouts
-from listener.service.fleet import Fleet
+from listener.runtime.daemon import Timeouts
+from listener.runtime.models import ModelRegistry
+from listener.runtime.runner import Runner
 
 FOLDER = 1_600_000_000
 LIVE = ("rpi_alpha", "rpi_beta")
@@ -68,7 +69,8 @@ def test_a_dead_stream_does_not_stall_the_others(
     with LiveHlsServer() as server:
         _publish(server, recordings)
         configs = [_config(server, n, tmp_path / "fleet") for n in (*LIVE, DEAD)]
-        fleet = Fleet(configs, scorer=ToneScorer(), registry=CollectorRegistry(), quorum=2,
+        fleet = Runner(configs, models=ModelRegistry(scorer=ToneScorer()),
+                       registry=CollectorRegistry(), quorum=2,
                       timeouts=Timeouts(drain_s=20, sinks_s=5, probes_s=2))
 
         async def watch() -> None:
@@ -137,7 +139,8 @@ def test_stations_configured_alike_share_one_copy_of_another_model(
         configs = [station_config(server.base_url, node, tmp_path / node, models=models,
                                   metrics=MetricsConfig(host="127.0.0.1", port=0))
                    for node in LIVE]
-        fleet = Fleet(configs, scorer=ToneScorer(), registry=CollectorRegistry(),
+        fleet = Runner(configs, models=ModelRegistry(scorer=ToneScorer()),
+                       registry=CollectorRegistry(),
                       timeouts=Timeouts(drain_s=5, sinks_s=2, probes_s=2))
 
         async def stop_when_built() -> None:
@@ -147,8 +150,8 @@ def test_stations_configured_alike_share_one_copy_of_another_model(
 
         assert _run(fleet, stop_when_built) == 0
     assert loads == ["tone-shadow"]
-    first, second = (u.backends["tone-shadow"] for u in fleet.units)
-    assert first is second
+    first, second = (u.models[1] for u in fleet.units)
+    assert first is second  # one load, one batcher, a lane per station
 
 
 def _build_info(registry: CollectorRegistry, station: str) -> dict[str, str]:
@@ -159,7 +162,7 @@ def _build_info(registry: CollectorRegistry, station: str) -> dict[str, str]:
     raise AssertionError(f"no listener_build_info for {station}")
 
 
-def _run(fleet: Fleet, watch: Callable[[], Awaitable[None]]) -> int:
+def _run(fleet: Runner, watch: Callable[[], Awaitable[None]]) -> int:
     """Run ``fleet`` with ``watch`` beside it (it stops the fleet); the exit status."""
     async def main() -> int:
         watcher = asyncio.create_task(watch())

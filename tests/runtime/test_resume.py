@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.service.resume import StateStore, StreamState
+from listener.runtime.resume import StateStore, StreamState
 
 
 @pytest.mark.parametrize("clip_end", ["NaN", "Infinity", "-Infinity", "1e12", "-5"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support.kustomize import KUSTOMIZE_CMD, NO_KUSTOMIZE, render
 
-from listener.service.daemon import Timeouts
+from listener.runtime.daemon import Timeouts
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

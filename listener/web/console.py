@@ -26,10 +26,10 @@ from typing import Any
 from aiohttp import web
 
 from listener.events.sinks.jsonl import read_records
-from listener.service.web import spectro
-from listener.service.web.reviews import ReviewError, ReviewStore, export_records, make_review
-from listener.service.web.security import WriteGuard
-from listener.service.web.views import StationView
+from listener.web import spectro
+from listener.web.reviews import ReviewError, ReviewStore, export_records, make_review
+from listener.web.security import WriteGuard
+from listener.web.views import StationView
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Console:
         self.backfill_s = backfill_s
         self.max_viewers = max_viewers
         self._viewers = 0
-        self._static = resources.files("listener.service.web") / "static"
+        self._static = resources.files("listener.web") / "static"
 
     def add_routes(self, app: web.Application) -> None:
         for path in _PAGES:
@@ -326,4 +326,4 @@ def _summary(view: StationView, det: dict[str, Any],
 
 def static_dir() -> Path:
     """The console's static files (for docs and tests)."""
-    return Path(str(resources.files("listener.service.web") / "static"))
+    return Path(str(resources.files("listener.web") / "static"))

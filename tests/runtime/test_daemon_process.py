@@ -18,7 +18,7 @@ from support.daemon_support import tone_recording, ts_segments
 from support.hls_server import LiveHlsServer
 
 from listener.model.network import build_model
-from listener.service.resume import StateStore
+from listener.runtime.resume import StateStore
 
 NODE = "rpi_proc"
 FOLDER = 1_600_000_000

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from listener.service.logs import setup_logging
+from listener.runtime.logs import setup_logging
 
 
 def test_json_lines_carry_the_station(capsys: pytest.CaptureFixture[str]) -> None:

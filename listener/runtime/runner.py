@@ -1,0 +1,268 @@
+"""The one runner: ``listener run``, ``demo``, ``replay`` and the tests all run stations here.
+
+A lone station is a fleet of one. Each station keeps its own source,
+decoder, windows, rules, resume state, sinks and ``station`` metric label
+(:class:`~listener.runtime.unit.StationUnit`); every model is loaded once per
+process (:class:`~listener.runtime.models.ModelRegistry`) and shares one
+fair batcher across the stations that run it. What differs between run,
+demo and replay is :class:`~listener.runtime.builder.StationOptions`.
+
+Start: probes first (so /healthz answers while the models load), then the
+models, then the stations; READY=1 to systemd once they run. Stop
+(SIGTERM/SIGINT; a second signal only logs), each stage under its timeout:
+
+1. intake: every source stops polling, in-flight fetches end;
+2. drain: ffmpeg is flushed and queued windows scored (``drain``);
+3. sinks: outboxes flushed and files closed (``sinks``);
+4. probes: the HTTP server closes (``probes``).
+
+Isolation: a station whose pipeline fails is closed and rebuilt after a
+backoff (``restart_on_failure``); a dead stream only makes its own station
+stale; fetches and sink writes run in a thread pool sized for the fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from listener.config import Config
+from listener.errors import ListenerError
+from listener.metrics import MetricFamilies, Metrics
+from listener.model.backends.check import plan_station
+from listener.runtime.builder import StationOptions, model_build_info, tend
+from listener.runtime.models import ModelRegistry
+from listener.runtime.readiness import fleet_readiness
+from listener.runtime.sdnotify import SystemdNotifier, watchdog_loop
+from listener.runtime.unit import SINKS_CLOSE_SLACK_S, State, StationUnit
+from listener.web.server import WebServer
+from listener.web.station_view import fleet_console, station_console
+
+log = logging.getLogger(__name__)
+
+# Blocking work (HTTP fetches with their retries, sink writes) runs in threads;
+# a dead stream holds one for its timeouts, so each station gets a few.
+THREADS_PER_STATION = 4
+# Resampling of every station's windows shares this many threads.
+RESAMPLE_THREADS = 2
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Each shutdown stage's limit; the supervisor must allow their sum (see deploy/)."""
+
+    drain_s: float = 30.0
+    sinks_s: float = 15.0
+    probes_s: float = 5.0
+
+    @property
+    def total_s(self) -> float:
+        """The longest a shutdown can take once the stop signal arrives."""
+        return self.drain_s + self.sinks_s + SINKS_CLOSE_SLACK_S + self.probes_s
+
+
+class Runner:
+    """Stations run together: ``await Runner(configs).run()`` returns the exit status.
+
+    Args:
+        configs: one config per station (ids unique; see :mod:`listener.runtime.roster`).
+        models: the process's models (a scorer or backends handed in by tests).
+        quorum: ``/readyz`` is ready while this many stations are current.
+        keep_going: a station that cannot be built at start is reported and
+            skipped instead of stopping the process.
+        options: how the stations run (``listener run``'s defaults).
+    """
+
+    def __init__(self, configs: Sequence[Config], *, models: ModelRegistry | None = None,
+                 registry: CollectorRegistry | None = None, timeouts: Timeouts | None = None,
+                 quorum: int = 1, keep_going: bool = False,
+                 options: StationOptions | None = None,
+                 notifier: SystemdNotifier | None = None,
+                 restart_backoff_s: float = 5.0) -> None:
+        if not configs:
+            raise ListenerError("a fleet needs at least one station config")
+        ids = [c.station.id for c in configs]
+        if len(set(ids)) != len(ids):
+            raise ListenerError(f"station ids must be unique, got {ids}")
+        self.options = options or StationOptions()
+        self.registry = registry or CollectorRegistry()
+        self.families = MetricFamilies(self.registry)
+        self.configs = list(configs)
+        self.units: list[StationUnit] = []
+        self.models = models or ModelRegistry(
+            allow_random_weights=self.options.allow_random_weights)
+        self.timeouts = timeouts or Timeouts()
+        self.quorum = quorum
+        self.keep_going = keep_going
+        self.notifier = notifier or SystemdNotifier()
+        self.restart_backoff_s = restart_backoff_s
+        self.state = State.STARTING
+        self.stop_event = asyncio.Event()
+        self.probes: WebServer | None = None
+        self.pool = concurrent.futures.ThreadPoolExecutor(RESAMPLE_THREADS,
+                                                          thread_name_prefix="resample")
+        self.failed = False
+
+    def unit(self, station_id: str) -> StationUnit:
+        return next(u for u in self.units if u.id == station_id)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        return fleet_readiness([u.health() for u in self.units], self.quorum,
+                               self.state.value)
+
+    def request_stop(self, why: str = "requested") -> None:
+        if self.stop_event.is_set():
+            log.info("already stopping (%s); waiting for the stages to finish", why)
+            return
+        log.info("stopping: %s", why)
+        self.stop_event.set()
+        for unit in self.units:
+            unit.request_stop()
+
+    async def run(self) -> int:
+        self._handle_signals()
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+            max(32, THREADS_PER_STATION * len(self.configs)), thread_name_prefix="io"))
+        try:
+            self._plan()
+            await self._serve()
+            await self._build_all()
+        except ListenerError as err:
+            log.error("cannot start: %s", err)
+            await self._shutdown()
+            return 1
+        running = [u for u in self.units if u.station is not None]
+        if not running or self.stop_event.is_set():
+            if not running:
+                log.error("no station could be started")
+            await self._shutdown()
+            return 0 if self.stop_event.is_set() else 1
+        self.state = State.RUNNING
+        for unit in running:
+            unit.task = asyncio.create_task(
+                unit.supervise(self.stop_event, self.restart_backoff_s),
+                name=f"station-{unit.id}")
+        self.notifier.ready()
+        self.notifier.status(f"following {len(running)} station(s)")
+        await self._wait(running)
+        await self._shutdown()
+        failed = [u.id for u in self.units if u.state is State.FAILED]
+        return 1 if self.failed or (failed and not self.keep_going) else 0
+
+    def _handle_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+            except (NotImplementedError, RuntimeError):
+                pass  # not the main thread (tests) or no signals on this platform
+
+    def _plan(self) -> None:
+        """Plan every station's models once (config errors before anything loads)."""
+        for cfg in self.configs:
+            try:
+                plan = plan_station(cfg)
+            except ListenerError as err:
+                raise ListenerError(f"station {cfg.station.id}: {err}") from err
+            self.units.append(StationUnit(self, plan, Metrics(self.families, cfg.station.id)))
+
+    async def _serve(self) -> None:
+        """Probes, metrics and the console, before the models load."""
+        mcfg = self.units[0].cfg.metrics
+        if not mcfg.enabled:
+            return
+        for unit in self.units:
+            unit.console = station_console(unit.cfg, unit.metrics, unit)
+        self.probes = WebServer(self.registry, mcfg.host, mcfg.port, self._ready_check(),
+                                console=fleet_console(self.units, mcfg.host))
+        await self.probes.start()
+
+    def _ready_check(self) -> Any:
+        if len(self.units) == 1 and self.quorum == 1:
+            return self.units[0].readiness  # a lone station answers in plain text
+        return self.readiness
+
+    async def _build_all(self) -> None:
+        for unit in self.units:
+            try:
+                unit.models = await self.models.models_for(unit.cfg, unit.plan.models)
+                self._set_build_info(unit)
+                unit.build()
+            except ListenerError as err:
+                unit.state, unit.error = State.FAILED, str(err)
+                if not self.keep_going:
+                    raise ListenerError(f"station {unit.id}: {err}") from err
+                log.error("station %s skipped (--keep-going): %s", unit.id, err)
+
+    def _set_build_info(self, unit: StationUnit) -> None:
+        unit.metrics.model_loaded.set(1)
+        unit.metrics.set_build_info(**model_build_info(unit.cfg, unit.models[0].info))
+
+    async def _wait(self, running: Sequence[StationUnit]) -> None:
+        helpers: list[asyncio.Task[Any]] = [asyncio.create_task(
+            watchdog_loop(self.notifier, self._healthy, self.stop_event), name="watchdog")]
+        if not self.options.finish_at_end:
+            helpers.append(asyncio.create_task(self._tend(), name="encounter-expiry"))
+        stopper = asyncio.create_task(self.stop_event.wait(), name="stop-wait")
+        tasks = {u.task for u in running if u.task is not None}
+        await asyncio.wait({stopper, asyncio.ensure_future(asyncio.wait(tasks))},
+                           return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                self.failed = True
+                log.error("pipeline failed: %r", task.exception(), exc_info=task.exception())
+        for task in [stopper, *helpers]:
+            task.cancel()
+
+    def _healthy(self) -> bool:
+        return self.state is State.RUNNING and any(
+            u.task is not None and not u.task.done() for u in self.units)
+
+    async def _tend(self, every_s: float = 30.0) -> None:
+        """Tend every running station (:func:`~listener.runtime.builder.tend`)."""
+        while True:
+            await asyncio.sleep(every_s)
+            for unit in self.units:
+                if unit.station is not None and unit.state is State.RUNNING:
+                    await tend(unit.station)
+
+    async def _shutdown(self) -> None:
+        self.state = State.STOPPING
+        self.notifier.stopping()
+        self.stop_event.set()
+        for unit in self.units:
+            unit.request_stop()
+        tasks = [u.task for u in self.units if u.task is not None and not u.task.done()]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self.timeouts.drain_s)
+            for task in pending:
+                log.warning("drain: %s still busy after %.0f s; cancelling it",
+                            task.get_name(), self.timeouts.drain_s)
+                task.cancel("shutdown drain timeout")
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(u.close_parts(self.timeouts.sinks_s) for u in self.units))
+        for unit in self.units:
+            if unit.state in (State.RUNNING, State.RESTARTING, State.STARTING):
+                unit.state = State.STOPPED
+        await self.models.aclose()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.probes is not None:
+            try:
+                await asyncio.wait_for(self.probes.stop(), self.timeouts.probes_s)
+            except TimeoutError:
+                log.warning("probes: server not stopped after %.0f s", self.timeouts.probes_s)
+        self.state = State.STOPPED
+        log.info("%d station(s) stopped", len(self.units))
+
+
+def run_stations(configs: Sequence[Config], *, quorum: int = 1, keep_going: bool = False) -> int:
+    """``listener run``: run the stations until stopped; the exit status for the CLI."""
+    return asyncio.run(Runner(configs, quorum=quorum, keep_going=keep_going).run())

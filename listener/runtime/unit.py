@@ -1,0 +1,198 @@
+"""One station of the runner: planned, built, run, rebuilt after a failure, stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from listener.config import Config
+from listener.errors import ListenerError
+from listener.metrics import Metrics
+from listener.model.backends.check import StationPlan
+from listener.pipeline.contracts import PipelineStats
+from listener.runtime.builder import LoadedModel, Station, StationOptions, build_station
+from listener.runtime.readiness import StationHealth
+from listener.sources.http_client import FetchResult
+
+if TYPE_CHECKING:
+    from listener.runtime.runner import Runner
+    from listener.web.station_view import StationConsole
+
+log = logging.getLogger(__name__)
+
+# Slack beyond the sinks' own timeout before the close is abandoned.
+SINKS_CLOSE_SLACK_S = 1.0
+
+
+class State(enum.Enum):
+    """The runner's and each station's state (one enum for both)."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    ENDED = "ended"
+    FAILED = "failed"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class StationUnit:
+    """One station: its plan, its parts (rebuilt after a failure), its health."""
+
+    def __init__(self, runner: Runner, plan: StationPlan, metrics: Metrics) -> None:
+        self.runner = runner
+        self.plan = plan
+        self.cfg: Config = plan.cfg
+        self.id = self.cfg.station.id
+        self.metrics = metrics
+        self.models: list[LoadedModel] = []
+        self.station: Station | None = None
+        self.closed: Station | None = None  # the last build, kept for a look after the run
+        self.state = State.STARTING
+        self.error: str | None = None
+        self.last_error: tuple[str, float] | None = None  # (message, unix time)
+        self.restarts = 0
+        self.task: asyncio.Task[None] | None = None
+        # The console's view, ledger and observer, when the runner serves HTTP.
+        self.console: StationConsole | None = None
+
+    @property
+    def options(self) -> StationOptions:
+        return self.runner.options
+
+    def build(self) -> None:
+        """Build the station's parts on its loaded models (raises ListenerError)."""
+        self.station = build_station(
+            self.cfg, self.models, self.metrics, pool=self.runner.pool, options=self.options,
+            on_fetch=self.observe_fetch,
+            observer=self.console.observer if self.console is not None else None)
+        if self.console is not None:
+            self.console.attach_history(self.station.pipeline.history)
+
+    def observe_fetch(self, result: FetchResult) -> None:
+        if result.ok:
+            self.metrics.observe_fetch(result.kind, result.nbytes, result.elapsed_s)
+            return
+        if result.kind == "playlist":
+            self.metrics.playlist_errors.inc()
+        self.last_error = (f"{result.kind} {result.error or 'failed'}", time.time())
+
+    def health(self) -> StationHealth:
+        pipeline = self.station.pipeline if self.station is not None else None
+        if self.state is not State.RUNNING or pipeline is None:
+            return StationHealth(self.id, self.state.value, False,
+                                 self.error or self.state.value, restarts=self.restarts)
+        stale = self.cfg.stream.stale_after_s if self.cfg.stream else 120.0
+        last = pipeline.last_segment_mono
+        age = None if last is None else time.monotonic() - last
+        if age is None:
+            current, reason = False, "waiting for the first segment"
+        elif age > stale:
+            current, reason = False, f"no new segment for {age:.0f} s (stale after {stale:.0f} s)"
+        else:
+            current, reason = True, "ok"
+        return StationHealth(self.id, self.state.value, current, reason,
+                             None if age is None else round(age, 1), pipeline.windows_scored,
+                             self.restarts)
+
+    def readiness(self) -> tuple[bool, str]:
+        health = self.health()
+        if health.current:
+            return True, (f"ok: last segment {health.last_segment_age_s:.0f} s ago, "
+                          f"{health.windows_scored} windows scored")
+        return False, health.reason
+
+    # -- what the console reads (listener.web.station_view.RunningStation) --
+
+    def pipeline_stats(self) -> PipelineStats | None:
+        return self.station.pipeline.stats() if self.station is not None else None
+
+    @property
+    def live_edge_utc(self) -> datetime | None:
+        return self.station.source.live_edge_utc if self.station is not None else None
+
+    @property
+    def model_info(self) -> Mapping[str, Any]:
+        return self.models[0].info if self.models else {}
+
+    async def supervise(self, stop_event: asyncio.Event, backoff_s: float) -> None:
+        """Run the pipeline; after a failure close it and rebuild, with a growing backoff."""
+        while True:
+            assert self.station is not None
+            await self.station.emitter.start()  # the primary's sinks are every sink
+            self.state = State.RUNNING
+            failure = await self._run_once(stop_event)
+            if failure is None:
+                return
+            if not self.options.restart_on_failure:
+                raise failure
+            await self.close_parts(self.runner.timeouts.sinks_s)
+            if await _stopped_within(stop_event, backoff_s):
+                return
+            backoff_s = min(backoff_s * 2, 60.0)
+            self.restarts += 1
+            try:
+                self.build()
+            except ListenerError as err:
+                self.state, self.error = State.FAILED, str(err)
+                log.error("station %s: cannot rebuild: %s", self.id, err)
+                return
+
+    async def _run_once(self, stop_event: asyncio.Event) -> Exception | None:
+        """Run the pipeline once; the failure to restart after, or None when done."""
+        assert self.station is not None
+        try:
+            await self.station.pipeline.run()
+        except Exception as err:
+            if stop_event.is_set():
+                raise
+            self.state, self.error = State.RESTARTING, f"pipeline failed: {err!r}"
+            log.error("station %s: pipeline failed: %r", self.id, err, exc_info=err)
+            return err
+        if not stop_event.is_set():
+            self.state = State.ENDED
+            log.info("station %s: the stream ended", self.id)
+            if self.options.finish_at_end and not self.station.source.stop_event.is_set():
+                for emitter in self.station.emitters:
+                    await emitter.finish()
+        return None
+
+    def request_stop(self) -> None:
+        if self.station is not None:
+            self.station.pipeline.request_stop()
+            if self.station.client is not None:
+                self.station.client.stop()
+
+    async def close_parts(self, sinks_s: float = 15.0) -> None:
+        """Close the pipeline, sinks and client of the current build."""
+        station, self.station = self.station, None
+        if station is None:
+            return
+        self.closed = station
+        station.pipeline.close()
+        for emitter in station.lane_emitters:
+            await emitter.close(sinks_s, close_sinks=False)  # they share the primary's sinks
+        try:
+            await asyncio.wait_for(station.emitter.close(sinks_s), sinks_s + SINKS_CLOSE_SLACK_S)
+        except TimeoutError:
+            log.warning("station %s: sinks not closed after %.0f s", self.id, sinks_s)
+        if station.client is not None:
+            station.client.close()
+        if self.console is not None:
+            self.console.close()
+
+
+async def _stopped_within(stop_event: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop_event.wait(), seconds)
+        return True
+    except TimeoutError:
+        return False
+
+
+StationFilter = Callable[[StationUnit], bool]
