@@ -7,6 +7,7 @@ message and exit non-zero, without a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -171,11 +172,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                  f" (shard {shard})" if shard else "",
                  ", ".join(e.cfg.station.id for e in roster.stations))
     quorum = parse_quorum(args.quorum, len(roster.stations))
-    configs = [e.cfg for e in roster.stations]
+    plans = [e.plan for e in roster.stations]
     if args.device:
-        configs = [c.model_copy(update={"model": c.model.model_copy(
-            update={"device": args.device})}) for c in configs]
-    return run_stations(configs, quorum=quorum, keep_going=args.keep_going)
+        plans = [dataclasses.replace(p, cfg=p.cfg.model_copy(update={
+            "model": p.cfg.model.model_copy(update={"device": args.device})})) for p in plans]
+    return run_stations(plans, quorum=quorum, keep_going=args.keep_going)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

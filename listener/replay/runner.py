@@ -24,7 +24,7 @@ import argparse
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from listener.config import Config, JsonlSinkConfig, load_config, with_precision
 from listener.detection.rule import ClipResult
 from listener.errors import ListenerError
 from listener.events.records import iso_utc
+from listener.model.backends.base import ModelBackend
 from listener.pipeline.contracts import PipelineStats, Progress
 from listener.replay.plan import plan_range
 from listener.replay.source import ReplaySource, in_range_s
@@ -110,6 +111,8 @@ class Replay:
             under ``state.dir`` named after the node and range.
         concurrency: segment fetches in flight.
         scorer: a loaded scorer (tests, benchmarks); None = load the config's.
+        backends: the other models, loaded, by id (tests, benchmarks).
+        owns: which clips this replay reports (a sharded replay's part: its chunk's).
         on_clip: called with each clip handed to the sinks.
         progress: a progress display, fed seconds of audio scored.
 
@@ -122,7 +125,8 @@ class Replay:
                  scorer: WindowScorer | None = None,
                  allow_random_weights: bool = False, on_clip: ClipCallback | None = None,
                  progress: Progress | None = None,
-                 owns: Callable[[ClipResult], bool] | None = None) -> None:
+                 owns: Callable[[ClipResult], bool] | None = None,
+                 backends: Mapping[str, ModelBackend] | None = None) -> None:
         stream = cfg.stream
         if stream is None or stream.kind != "orcasound" or not stream.node:
             kind = "no stream section" if stream is None else f"stream kind {stream.kind!r}"
@@ -148,6 +152,7 @@ class Replay:
         self.allow_random_weights = allow_random_weights
         self.on_clip = on_clip
         self.owns = owns
+        self.backends = dict(backends or {})
         self.progress = progress
         self.summary_path = self.workdir / "summary.json"
         self.daemon: Daemon | None = None
@@ -240,7 +245,7 @@ class Replay:
             return 0
         self.clips = RangeClips(self.start_utc, self.end_utc, self.on_clip, self.owns)
         daemon = self.daemon = Daemon(
-            self.cfg, scorer=scorer, registry=CollectorRegistry(),
+            self.cfg, scorer=scorer, backends=self.backends, registry=CollectorRegistry(),
             options=StationOptions(source=source, wrap_emitter=self.clips.target,
                                    clip_filter=self.clips.keeps, finish_at_end=True,
                                    restart_on_failure=False),
@@ -289,7 +294,7 @@ class Replay:
         if status != 0 or (self.daemon is not None and self.daemon.pipeline is None):
             return "failed", "the pipeline failed (see the log above)"
         stopped = self._stop_requested or (self.daemon is not None
-                                           and self.daemon.stop_event.is_set())
+                                           and self.daemon.stop_reason is not None)
         if source.finished and not stopped:
             return "complete", None
         return "interrupted", None

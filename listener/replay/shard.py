@@ -24,7 +24,7 @@ import asyncio
 import functools
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from listener.atomic import atomic_write
 from listener.detection.rule import ClipResult
 from listener.errors import ListenerError
 from listener.events.records import iso_utc
+from listener.model.backends.base import ModelBackend
 from listener.replay.summary import ReplaySummary
 from listener.runtime.models import WindowScorer
 from listener.runtime.roster import Shard
@@ -204,10 +205,12 @@ def _check_tiling(parts: list[ReplayPart]) -> None:
 
 
 def run_parts(parts: list[ReplayPart], out: Path, *, concurrency: int,
-              say: Callable[[str], None], scorer: WindowScorer | None = None) -> int:
+              say: Callable[[str], None], scorer: WindowScorer | None = None,
+              backends: Mapping[str, ModelBackend] | None = None) -> int:
     """Replay ``parts`` one after another into ``out``; 0 when every one completed.
 
-    ``scorer``: one loaded model for every part (tests); None = each part loads its config's.
+    ``scorer``, ``backends``: models loaded once for every part (tests); None = each
+    part loads its config's.
     """
     from listener.config import load_config
     from listener.replay.runner import EXIT_FAILED, EXIT_INTERRUPTED, Replay
@@ -218,7 +221,7 @@ def run_parts(parts: list[ReplayPart], out: Path, *, concurrency: int,
         write_part(part, folder)
         replay = Replay(load_config(part.config), part.run_start, part.run_end, out_dir=folder,
                         concurrency=concurrency, scorer=scorer,
-                        owns=functools.partial(_owns, part))
+                        owns=functools.partial(_owns, part), backends=backends)
         summary = asyncio.run(replay.run())
         say(f"part {part.index} {part.station} {iso_utc(part.owned_start)} .. "
             f"{iso_utc(part.owned_end)}: {summary.status}, {len(summary.detections)} "

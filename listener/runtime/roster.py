@@ -19,6 +19,7 @@ from pathlib import Path
 
 from listener.config import Config, load_config
 from listener.errors import ConfigError, ListenerError
+from listener.model.backends.check import StationPlan, plan_station
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,14 @@ class Shard:
 
 @dataclass(frozen=True)
 class StationEntry:
-    """One station's config and the file it came from."""
+    """One station's planned config and the file it came from."""
 
-    cfg: Config
+    plan: StationPlan
     path: Path
+
+    @property
+    def cfg(self) -> Config:
+        return self.plan.cfg
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ def config_files(paths: Sequence[str | Path]) -> list[Path]:
 
 def load_roster(paths: Sequence[str | Path], *, keep_going: bool = False,
                 shard: Shard | None = None) -> Roster:
-    """Load every config; check station ids are unique; keep this shard's stations.
+    """Load and plan every config; check station ids are unique; keep this shard's stations.
 
     A file that does not load is fatal (its error names the file), or with
     ``keep_going`` is logged and skipped.
@@ -107,7 +112,8 @@ def load_roster(paths: Sequence[str | Path], *, keep_going: bool = False,
     seen: dict[str, Path] = {}
     for path in config_files(paths):
         try:
-            cfg = load_config(path)
+            plan = plan_station(load_config(path))
+            cfg = plan.cfg
             if cfg.station.id in seen:
                 raise ConfigError(f"station.id {cfg.station.id!r} is also the id in "
                                   f"{seen[cfg.station.id]}; each station needs its own",
@@ -120,7 +126,7 @@ def load_roster(paths: Sequence[str | Path], *, keep_going: bool = False,
             continue
         seen[cfg.station.id] = path
         if shard is None or shard.owns(cfg.station.id):
-            stations.append(StationEntry(cfg, path))
+            stations.append(StationEntry(plan, path))
     if not stations:
         where = f" in shard {shard}" if shard is not None else ""
         raise ListenerError(f"no station to run{where} (from {len(seen)} config(s)"
@@ -128,6 +134,3 @@ def load_roster(paths: Sequence[str | Path], *, keep_going: bool = False,
     return Roster(stations, skipped)
 
 
-def model_key(cfg: Config) -> str:
-    """Stations whose model and frontend configs are equal share one loaded model."""
-    return cfg.model.model_dump_json() + cfg.frontend.model_dump_json()

@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry
 from listener.config import Config
 from listener.errors import ListenerError
 from listener.metrics import MetricFamilies, Metrics
-from listener.model.backends.check import plan_station
+from listener.model.backends.check import StationPlan, plan_station
 from listener.runtime.builder import StationOptions, model_build_info, tend
 from listener.runtime.models import ModelRegistry
 from listener.runtime.readiness import fleet_readiness
@@ -72,7 +72,8 @@ class Runner:
     """Stations run together: ``await Runner(configs).run()`` returns the exit status.
 
     Args:
-        configs: one config per station (ids unique; see :mod:`listener.runtime.roster`).
+        configs: one config per station, or its plan (``listener run``'s roster plans
+            each file as it loads it); ids unique (:mod:`listener.runtime.roster`).
         models: the process's models (a scorer or backends handed in by tests).
         quorum: ``/readyz`` is ready while this many stations are current.
         keep_going: a station that cannot be built at start is reported and
@@ -80,7 +81,8 @@ class Runner:
         options: how the stations run (``listener run``'s defaults).
     """
 
-    def __init__(self, configs: Sequence[Config], *, models: ModelRegistry | None = None,
+    def __init__(self, configs: Sequence[Config | StationPlan], *,
+                 models: ModelRegistry | None = None,
                  registry: CollectorRegistry | None = None, timeouts: Timeouts | None = None,
                  quorum: int = 1, keep_going: bool = False,
                  options: StationOptions | None = None,
@@ -88,7 +90,7 @@ class Runner:
                  restart_backoff_s: float = 5.0) -> None:
         if not configs:
             raise ListenerError("a fleet needs at least one station config")
-        ids = [c.station.id for c in configs]
+        ids = [(c.cfg if isinstance(c, StationPlan) else c).station.id for c in configs]
         if len(set(ids)) != len(ids):
             raise ListenerError(f"station ids must be unique, got {ids}")
         self.options = options or StationOptions()
@@ -104,7 +106,9 @@ class Runner:
         self.notifier = notifier or SystemdNotifier()
         self.restart_backoff_s = restart_backoff_s
         self.state = State.STARTING
+        # Set by a stop request, and by the shutdown itself (it ends restart backoffs).
         self.stop_event = asyncio.Event()
+        self.stop_reason: str | None = None  # why a stop was requested (None: it was not)
         self.probes: WebServer | None = None
         self.pool = concurrent.futures.ThreadPoolExecutor(RESAMPLE_THREADS,
                                                           thread_name_prefix="resample")
@@ -122,6 +126,7 @@ class Runner:
             log.info("already stopping (%s); waiting for the stages to finish", why)
             return
         log.info("stopping: %s", why)
+        self.stop_reason = why
         self.stop_event.set()
         for unit in self.units:
             unit.request_stop()
@@ -167,12 +172,16 @@ class Runner:
 
     def _plan(self) -> None:
         """Plan every station's models once (config errors before anything loads)."""
-        for cfg in self.configs:
-            try:
-                plan = plan_station(cfg)
-            except ListenerError as err:
-                raise ListenerError(f"station {cfg.station.id}: {err}") from err
-            self.units.append(StationUnit(self, plan, Metrics(self.families, cfg.station.id)))
+        for item in self.configs:
+            if isinstance(item, StationPlan):
+                plan = item
+            else:
+                try:
+                    plan = plan_station(item)
+                except ListenerError as err:
+                    raise ListenerError(f"station {item.station.id}: {err}") from err
+            station_id = plan.cfg.station.id
+            self.units.append(StationUnit(self, plan, Metrics(self.families, station_id)))
 
     async def _serve(self) -> None:
         """Probes, metrics and the console, before the models load."""
@@ -263,6 +272,7 @@ class Runner:
         log.info("%d station(s) stopped", len(self.units))
 
 
-def run_stations(configs: Sequence[Config], *, quorum: int = 1, keep_going: bool = False) -> int:
+def run_stations(configs: Sequence[Config | StationPlan], *, quorum: int = 1,
+                 keep_going: bool = False) -> int:
     """``listener run``: run the stations until stopped; the exit status for the CLI."""
     return asyncio.run(Runner(configs, quorum=quorum, keep_going=keep_going).run())

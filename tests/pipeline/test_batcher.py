@@ -162,3 +162,77 @@ def test_a_model_failure_reaches_the_stations_in_that_batch() -> None:
             await shared.aclose()
 
     asyncio.run(main())
+
+
+class FakeClock:
+    """Time that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_wait_deadline_follows_the_injected_clock() -> None:
+    """A lone lane (a single station): a short batch waits until the clock passes
+    ``max_wait_s``, a full one goes at once; no wall-clock sleep decides it."""
+    async def main() -> list[int]:
+        clock = FakeClock()
+        shared: SharedBatcher[Item] = SharedBatcher(_score, batch_size=4, max_wait_s=30.0,
+                                                    clock=clock)
+        lane = shared.lane("solo", max_backlog_s=1000, hop_s=1.0)
+        sizes: list[int] = []
+
+        async def collect() -> None:
+            async for batch, _ in lane.batches():
+                sizes.append(len(batch))
+
+        task = asyncio.create_task(collect())
+        items = _items("solo", 7, 3)
+        for item in items[:2]:
+            lane.put(item)
+        for _ in range(20):  # the loop runs freely: the 30 s deadline is not reached
+            await asyncio.sleep(0)
+        assert sizes == []
+        clock.now += 29.9
+        shared.wake()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert sizes == []
+        clock.now += 0.2  # past max_wait_s: the short batch goes
+        shared.wake()
+        while not sizes:
+            await asyncio.sleep(0.001)
+        for item in items[2:6]:  # a full batch needs no deadline
+            lane.put(item)
+        while len(sizes) < 2:
+            await asyncio.sleep(0.001)
+        lane.put(items[6])
+        lane.close()  # a closing lane's last window goes at once
+        await task
+        await shared.aclose()
+        return sizes
+
+    assert asyncio.run(main()) == [2, 4, 1]
+
+
+def test_backlog_shedding_logs_by_the_injected_clock(caplog: pytest.LogCaptureFixture) -> None:
+    """Past its limit a lane drops its oldest windows, counted; the warning is
+    rate-limited by the batcher's clock (once per 10 s of it)."""
+    async def main() -> int:
+        clock = FakeClock()
+        shared: SharedBatcher[Item] = SharedBatcher(_score, batch_size=100, max_wait_s=60.0,
+                                                    clock=clock)
+        lane = shared.lane("slow", max_backlog_s=5, hop_s=1.0)
+        for item in _items("slow", 8, 4):
+            lane.put(item)
+        clock.now += 11.0
+        for item in _items("slow", 3, 5):
+            lane.put(item)
+        await shared.aclose()
+        return lane.dropped_windows
+
+    with caplog.at_level("WARNING"):
+        assert asyncio.run(main()) == 6
+    assert sum("dropping the oldest audio" in r.getMessage() for r in caplog.records) == 2

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.daemon_support import (
@@ -148,7 +149,7 @@ def test_each_model_s_open_encounter_is_saved_and_continued_after_a_restart(
     from listener.metrics import Metrics
     from listener.model.backends.check import plan_station
     from listener.pipeline.contracts import ClipProgress
-    from listener.runtime.builder import LANE_ENCOUNTERS, build_station
+    from listener.runtime.builder import LANE_ENCOUNTERS, LANE_PROGRESS, build_station
     from listener.runtime.models import ModelRegistry
     from listener.runtime.resume import StateStore, StreamState
 
@@ -164,12 +165,15 @@ def test_each_model_s_open_encounter_is_saved_and_continued_after_a_restart(
     store.save(StreamState(key, 10, 120.0, encounter("primary-enc"),
                            {LANE_ENCOUNTERS: {"tone-shadow": encounter("shadow-enc")}}))
 
+    last_pipeline: list[Any] = []
+
     def build() -> tuple[str | None, str | None, object]:
         plan = plan_station(cfg)
         registry = ModelRegistry(scorer=ToneScorer(), backends={"tone-shadow": ToneBackend()})
         models = asyncio.run(registry.models_for(plan.cfg, plan.models))
         station = build_station(plan.cfg, models, Metrics(CollectorRegistry(), NODE),
                                 pool=concurrent.futures.ThreadPoolExecutor(1))
+        last_pipeline[:] = [station.pipeline]
         (lane,) = station.lane_emitters
         primary, shadow = station.emitter.open_encounter, lane.open_encounter
         return (primary.id if primary else None, shadow.id if shadow else None,
@@ -179,10 +183,15 @@ def test_each_model_s_open_encounter_is_saved_and_continued_after_a_restart(
     primary, shadow, on_progress = build()
     assert (primary, shadow) == ("primary-enc", "shadow-enc")
     assert callable(on_progress)
-    on_progress(ClipProgress(key, 16, 180.0))
+    on_progress(ClipProgress(key, 16, 180.0, {"resnet-live": 240.0, "tone-shadow": 180.0}))
     saved = json.loads(store.path.read_text())
     assert saved["clip_end_s"] == 180.0
     assert saved["extra"][LANE_ENCOUNTERS]["tone-shadow"]["id"] == "shadow-enc"
+    # Each model resumes after its own last durable clip: the primary emits no clip twice.
+    assert saved["extra"][LANE_PROGRESS] == {"resnet-live": 240.0, "tone-shadow": 180.0}
+    assert build()[:2] == ("primary-enc", "shadow-enc")
+    skips = {lane.id: lane.skip_before for lane in last_pipeline[0].lanes}
+    assert skips == {"resnet-live": {key: 240.0}, "tone-shadow": {key: 180.0}}
     # A saved encounter of no use is ignored with a warning, not a failure.
     store.save(StreamState(key, 16, 180.0, None, {LANE_ENCOUNTERS: ["not", "a", "map"]}))
     assert build()[:2] == (None, None)
