@@ -29,6 +29,53 @@ class StationHealth:
     last_segment_age_s: float | None = None
     windows_scored: int = 0
     restarts: int = 0
+    last_error: dict[str, Any] | None = None  # LastError.to_json()
+
+
+@dataclass
+class LastError:
+    """A station's last fetch error: what, since when (its streak), and whether it lasts.
+
+    ``first_t``/``last_t`` are unix times; a successful fetch of the same kind
+    ends the streak but keeps the record (the console shows what happened).
+    """
+
+    kind: str
+    message: str
+    first_t: float
+    last_t: float
+    active: bool = True
+
+    def observe(self, ok: bool, kind: str, message: str, now: float) -> LastError | None:
+        """The record after one fetch result (``self`` may be replaced)."""
+        if ok:
+            if kind == self.kind:
+                self.active = False
+            return self
+        if self.active and kind == self.kind and message == self.message:
+            self.last_t = now
+            return self
+        return LastError(kind, message, now, now)
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "active": self.active,
+                "for_s": round(self.last_t - self.first_t, 1),
+                "age_s": round(now - self.last_t, 1)}
+
+    def describe(self, now: float) -> str:
+        """``"latest.txt: HTTP 404 for 3 min"`` (how an operator reads it)."""
+        span = self.last_t - self.first_t
+        lasting = f" for {_duration(span)}" if span >= 1 else ""
+        ago = "" if self.active else f", {_duration(now - self.last_t)} ago"
+        return f"{self.message}{lasting}{ago}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def parse_quorum(text: str, stations: int) -> int:

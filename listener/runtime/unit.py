@@ -16,7 +16,7 @@ from listener.metrics import Metrics
 from listener.model.backends.check import StationPlan
 from listener.pipeline.contracts import PipelineStats
 from listener.runtime.builder import LoadedModel, Station, StationOptions, build_station
-from listener.runtime.readiness import StationHealth
+from listener.runtime.readiness import LastError, StationHealth
 from listener.sources.http_client import FetchResult
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class StationUnit:
         self.closed: Station | None = None  # the last build, kept for a look after the run
         self.state = State.STARTING
         self.error: str | None = None
-        self.last_error: tuple[str, float] | None = None  # (message, unix time)
+        self.error_record: LastError | None = None  # the last fetch error
         self.restarts = 0
         self.task: asyncio.Task[None] | None = None
         # The console's view, ledger and observer, when the runner serves HTTP.
@@ -77,16 +77,32 @@ class StationUnit:
     def observe_fetch(self, result: FetchResult) -> None:
         if result.ok:
             self.metrics.observe_fetch(result.kind, result.nbytes, result.elapsed_s)
-            return
-        if result.kind == "playlist":
+        elif result.kind == "playlist":
             self.metrics.playlist_errors.inc()
-        self.last_error = (f"{result.kind} {result.error or 'failed'}", time.time())
+        name = result.url.rsplit("/", 1)[-1] or result.url
+        message = f"{name}: {result.error or 'failed'}"
+        if self.error_record is not None:
+            self.error_record = self.error_record.observe(result.ok, result.kind, message,
+                                                          time.time())
+        elif not result.ok:
+            self.error_record = LastError(result.kind, message, time.time(), time.time())
+
+    @property
+    def last_error(self) -> dict[str, Any] | None:
+        """The last fetch error as the console and ``/readyz`` show it."""
+        record = self.error_record
+        if record is None:
+            return None
+        now = time.time()
+        return {**record.to_json(now), "text": record.describe(now)}
 
     def health(self) -> StationHealth:
         pipeline = self.station.pipeline if self.station is not None else None
+        error = self.last_error
         if self.state is not State.RUNNING or pipeline is None:
             return StationHealth(self.id, self.state.value, False,
-                                 self.error or self.state.value, restarts=self.restarts)
+                                 self.error or self.state.value, restarts=self.restarts,
+                                 last_error=error)
         stale = self.cfg.stream.stale_after_s if self.cfg.stream else 120.0
         last = pipeline.last_segment_mono
         age = None if last is None else time.monotonic() - last
@@ -96,9 +112,11 @@ class StationUnit:
             current, reason = False, f"no new segment for {age:.0f} s (stale after {stale:.0f} s)"
         else:
             current, reason = True, "ok"
+        if not current and error is not None and error["active"]:
+            reason = f"{reason}; {error['text']}"
         return StationHealth(self.id, self.state.value, current, reason,
                              None if age is None else round(age, 1), pipeline.windows_scored,
-                             self.restarts)
+                             self.restarts, error)
 
     def readiness(self) -> tuple[bool, str]:
         health = self.health()

@@ -42,7 +42,7 @@ class RunningStation(Protocol):
     def model_info(self) -> Mapping[str, Any]: ...
 
     @property
-    def last_error(self) -> tuple[str, float] | None: ...
+    def last_error(self) -> dict[str, Any] | None: ...
 
     def pipeline_stats(self) -> PipelineStats | None: ...
 
@@ -114,9 +114,9 @@ def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dic
     edge = daemon.live_edge_utc
     now = time.monotonic()
     info: Mapping[str, Any] = daemon.model_info
-    error = daemon.last_error
+    error = daemon.last_error  # {"message", "text", "active", "for_s", "age_s"} or None
     restarts = sum(sample("listener_audio_decoder_restarts_total", {**labels, "reason": r})
-                   or 0.0 for r in RESTART_REASONS)
+                   or 0.0 for r in RESTART_REASONS if r != "start")  # not the first start
     return {
         "name": cfg.station.name, "state": str(daemon.state.value), "ready": ready,
         "readiness": reason, "stream_url": _stream_url(cfg),
@@ -135,7 +135,6 @@ def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dic
         "version": __version__,
         "clips_folder": str(cfg.outputs.clips.dir) if cfg.outputs.clips else None,
         "events_file": str(cfg.outputs.jsonl.path) if cfg.outputs.jsonl else None,
-        "last_error": {"message": error[0], "age_s": round(time.time() - error[1], 1)}
-        if error is not None else None,
+        "last_error": error,
         "now_utc": iso_utc(datetime.now(UTC)),
     }

@@ -115,7 +115,13 @@ def test_a_dead_stream_does_not_stall_the_others(
     assert console_status == 200
     assert {s["station_id"] for s in console["stations"]} == {*LIVE, DEAD}
     dead = body["stations"][DEAD]
-    assert not dead["current"] and dead["reason"] == "waiting for the first segment"
+    # The failing fetch shows where people look: /readyz and the console's status.
+    assert not dead["current"]
+    assert dead["reason"].startswith("waiting for the first segment; latest.txt: HTTP 404")
+    assert dead["last_error"]["active"] and "HTTP 404" in dead["last_error"]["message"]
+    assert body["stations"][LIVE[0]]["last_error"] is None
+    dead_status = next(s for s in console["stations"] if s["station_id"] == DEAD)
+    assert dead_status["last_error"]["text"].startswith("latest.txt: HTTP 404")
 
 
 def test_stations_configured_alike_share_one_copy_of_another_model(
