@@ -25,6 +25,7 @@ from listener.config.sections import (
     DetectionConfig,
     FetchConfig,
     FrontendConfig,
+    HttpLimitsConfig,
     LoggingConfig,
     MetricsConfig,
     ModelConfig,
@@ -41,7 +42,8 @@ from listener.config.sections import (
 
 __all__ = [
     "PRECISIONS", "BufferConfig", "ClipSinkConfig", "Config", "DetectionConfig",
-    "FetchConfig", "FrontendConfig", "JsonlSinkConfig", "LoggingConfig", "MetricsConfig",
+    "FetchConfig", "FrontendConfig", "HttpLimitsConfig", "JsonlSinkConfig", "LoggingConfig",
+    "MetricsConfig",
     "ModelConfig", "ModelEntry", "OrcaHelloSinkConfig", "OutputsConfig", "Precision",
     "RuleConfig", "StateConfig", "StationConfig", "StreamConfig", "WebhookSinkConfig",
     "check_node_name", "default_config", "load_config", "parse_config", "with_precision",
