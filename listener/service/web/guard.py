@@ -33,6 +33,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from aiohttp import web
+
 from listener.config import HttpLimitsConfig as Limits
 from listener.service.web.httplog import Throttled
 
@@ -52,6 +54,8 @@ SECURITY_HEADERS = {
                                "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
                                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
 }
+#: The server's limits, for handlers that time their own reads and writes.
+LIMITS_KEY = web.AppKey("limits", Limits)
 _TCP_INFO_ACKED = 120  # offset of tcpi_bytes_acked (Linux 4.1+) in struct tcp_info
 _TCP_INFO_RECEIVED = 128  # tcpi_bytes_received (Linux 4.1+)
 

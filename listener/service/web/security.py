@@ -20,8 +20,8 @@ Without one, a non-loopback console is read-only.
 from __future__ import annotations
 
 import hmac
-import json
 import ipaddress
+import json
 import os
 import secrets
 from collections.abc import Mapping
@@ -48,7 +48,7 @@ def is_loopback(host: str) -> bool:
 
 
 def host_name(host: str) -> str:
-    """The name in a ``Host`` header: ``[::1]:9108`` -> ``[::1]``, ``localhost:80`` -> ``localhost``."""
+    """The name in a ``Host`` header: ``[::1]:9108`` -> ``[::1]``, ``a:80`` -> ``a``."""
     if host.startswith("["):
         return host[:host.find("]") + 1] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host

@@ -46,7 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from listener.config import HttpLimitsConfig
 from listener.errors import ConfigError
-from listener.service.web.guard import SECURITY_HEADERS, Connections
+from listener.service.web.guard import LIMITS_KEY, SECURITY_HEADERS, Connections
 from listener.service.web.httplog import AiohttpLog, Throttled
 from listener.service.web.security import host_name, is_loopback
 
@@ -161,6 +161,7 @@ class WebServer:
         """The aiohttp application: probes, metrics and the console's routes."""
         app = web.Application(middlewares=[_errors, self._host_check],
                               client_max_size=64 * 1024)
+        app[LIMITS_KEY] = self.limits
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
