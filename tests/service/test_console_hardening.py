@@ -11,7 +11,11 @@ import asyncio
 import json
 import logging
 import re
+import resource
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -323,3 +327,123 @@ def test_viewers_share_one_backfill(tmp_path: Path) -> None:
         assert 470 <= backfill <= 480  # 60 s at 8 columns a second, then nothing new
 
     run_console(tmp_path, test)
+
+
+# -- resources: memory and descriptors (subprocesses) ------------------------
+
+PROCESS = Path(__file__).resolve().parents[1] / "support" / "console_process.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+@pytest.mark.slow
+def test_eight_live_viewers_cost_under_100_mb(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(PROCESS), "console", str(port), str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        base = status_kb(proc.pid, "VmRSS")
+        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # reset the peak (VmHWM)
+        counts: list[int] = []
+
+        def watch() -> None:
+            n = 0
+            with requests.get(f"http://127.0.0.1:{port}/api/live", stream=True,
+                              timeout=30) as r:
+                for line in r.iter_lines():
+                    n += line.startswith(b"data: ")
+                    if n == 6:
+                        break
+            counts.append(n)
+
+        threads = [threading.Thread(target=watch) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        peak = status_kb(proc.pid, "VmHWM")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert counts == [6] * 8
+    assert (peak - base) / 1024 < 100, f"RSS {base / 1024:.0f} MB, peak {peak / 1024:.0f} MB"
+
+
+@pytest.mark.slow
+def test_1100_idle_connections_leave_a_daemon_at_1024_descriptors_serving(
+        tmp_path: Path) -> None:
+    from support.daemon_support import station_config, tone_recording, ts_segments
+    from support.hls_server import LiveHlsServer
+
+    from listener.config import MetricsConfig
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1400:
+        pytest.skip(f"this test opens 1,100 sockets; the hard descriptor limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard) if hard > 0 else 4096, hard))
+    segments = ts_segments(tone_recording(tmp_path / "t.wav", 120.0, []), tmp_path / "hls")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    idle: list[socket.socket] = []
+    with LiveHlsServer() as hls:
+        hls.start_folder("rpi_fd", 1_600_000_000)
+        rest = iter(segments)
+        for _ in range(2):
+            hls.publish("rpi_fd", *next(rest))
+        cfg = station_config(hls.base_url, "rpi_fd", tmp_path,
+                             metrics=MetricsConfig(host="127.0.0.1", port=port))
+        proc = subprocess.Popen(
+            [sys.executable, str(PROCESS), "daemon", json.dumps(cfg.model_dump(mode="json"))],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
+        try:
+            deadline = time.monotonic() + 60
+            while fetched(url) < 2 and time.monotonic() < deadline:
+                assert proc.poll() is None
+                time.sleep(0.2)
+            assert fetched(url) >= 2
+            for _ in range(1100):
+                idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            before = fetched(url)
+            for _ in range(4):  # the stream goes on while the sockets are held
+                hls.publish("rpi_fd", *next(rest))
+                r = requests.get(url + "/healthz", timeout=3)
+                assert r.status_code == 200 and r.text == "ok\n"
+                time.sleep(1.0)
+            deadline = time.monotonic() + 20
+            while fetched(url) < before + 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert fetched(url) >= before + 3
+            assert len(list(Path(f"/proc/{proc.pid}/fd").iterdir())) < 1000
+        finally:
+            for s in idle:
+                s.close()
+            proc.terminate()
+            out = proc.communicate(timeout=60)[0]
+    assert "out of system resource" not in out and "Traceback" not in out, out[-3000:]
+    assert "evicted at the cap" in out  # reported once, not once per connection
+    assert out.count("HTTP clients refused") <= 2
+
+
+def fetched(url: str) -> float:
+    try:
+        text = requests.get(url + "/metrics", timeout=3).text
+    except requests.RequestException:
+        return -1.0
+    for line in text.splitlines():
+        if line.startswith("listener_hls_segments_fetched_total"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
+sys.path[:0] = [str(Path(__file__).resolve().parents[i]) for i in (2, 1)]
 
 import numpy as np  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
@@ -55,11 +55,10 @@ async def console(port: int, folder: Path) -> None:
 
 
 def daemon(config_json: str) -> int:
-    from support.daemon_support import ToneScorer
+    import logging
 
     from listener.service.daemon import Daemon
-
-    import logging
+    from support.daemon_support import ToneScorer
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = Config.model_validate(json.loads(config_json))
