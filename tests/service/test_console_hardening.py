@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import resource
+import selectors
 import socket
 import subprocess
 import sys
@@ -390,14 +391,14 @@ def test_1100_idle_connections_leave_a_daemon_at_1024_descriptors_serving(
 
     from listener.config import MetricsConfig
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1400:
         pytest.skip(f"this test opens 1,100 sockets; the hard descriptor limit is {hard}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard) if hard > 0 else 4096, hard))
     segments = ts_segments(tone_recording(tmp_path / "t.wav", 120.0, []), tmp_path / "hls")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    idle: list[socket.socket] = []
+    stop = threading.Event()
     with LiveHlsServer() as hls:
         hls.start_folder("rpi_fd", 1_600_000_000)
         rest = iter(segments)
@@ -415,8 +416,9 @@ def test_1100_idle_connections_leave_a_daemon_at_1024_descriptors_serving(
                 assert proc.poll() is None
                 time.sleep(0.2)
             assert fetched(url) >= 2
-            for _ in range(1100):
-                idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            flood = threading.Thread(target=hold_idle, args=(port, 1100, stop), daemon=True)
+            flood.start()
+            time.sleep(1.0)
             before = fetched(url)
             for _ in range(4):  # the stream goes on while the sockets are held
                 hls.publish("rpi_fd", *next(rest))
@@ -429,13 +431,42 @@ def test_1100_idle_connections_leave_a_daemon_at_1024_descriptors_serving(
             assert fetched(url) >= before + 3
             assert len(list(Path(f"/proc/{proc.pid}/fd").iterdir())) < 1000
         finally:
-            for s in idle:
-                s.close()
+            stop.set()
             proc.terminate()
             out = proc.communicate(timeout=60)[0]
     assert "out of system resource" not in out and "Traceback" not in out, out[-3000:]
     assert "evicted at the cap" in out  # reported once, not once per connection
     assert out.count("HTTP clients refused") <= 2
+
+
+def hold_idle(port: int, count: int, stop: threading.Event) -> None:
+    """Keep ``count`` idle connections open to ``port``: each one closed is opened again."""
+    sel = selectors.DefaultSelector()
+
+    def open_one() -> None:
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        sel.register(s, selectors.EVENT_READ)
+
+    for _ in range(count):
+        open_one()
+    while not stop.is_set():
+        for key, _ in sel.select(0.05):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            try:
+                gone = not sock.recv(4096)
+            except BlockingIOError:
+                gone = False
+            except OSError:
+                gone = True
+            if gone:
+                sel.unregister(sock)
+                sock.close()
+                open_one()
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
 
 
 def fetched(url: str) -> float:
