@@ -429,7 +429,9 @@ def test_1100_idle_connections_leave_a_daemon_at_1024_descriptors_serving(
             while fetched(url) < before + 3 and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert fetched(url) >= before + 3
-            assert len(list(Path(f"/proc/{proc.pid}/fd").iterdir())) < 1000
+            # At most max_connections (256, a quarter of 1,024) of them are the flood's.
+            held = len(list(Path(f"/proc/{proc.pid}/fd").iterdir()))
+            assert held < 256 + 100, held
         finally:
             stop.set()
             proc.terminate()
