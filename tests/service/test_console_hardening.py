@@ -480,3 +480,10 @@ def fetched(url: str) -> float:
         if line.startswith("listener_hls_segments_fetched_total"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def test_the_systemd_units_raise_the_descriptor_limit() -> None:
+    units = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
+    for unit in ("listener@.service", "listener-fleet.service"):
+        found = re.findall(r"(?m)^LimitNOFILE=(\d+)$", (units / unit).read_text())
+        assert found and int(found[0]) >= 4 * 256 * 4, unit
