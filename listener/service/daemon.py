@@ -161,6 +161,7 @@ class Daemon:
                 self.console = station_console(self.cfg, self.metrics, self)
                 self.options = replace(self.options, observer=self.console.observer)
                 self.probes = ProbeServer(self.registry, mcfg.host, mcfg.port, self.readiness,
+                                          limits=mcfg.limits,
                                           console=self.console.web(mcfg.host))
                 await self.probes.start()
             await self._build()

@@ -266,6 +266,7 @@ class Fleet:
                 console = Console([u.console.view for u in self.units if u.console is not None],
                                   bind_host=mcfg.host, token=load_token())
                 self.probes = ProbeServer(self.registry, mcfg.host, mcfg.port, self.readiness,
+                                          limits=mcfg.limits,
                                           console=console)
                 await self.probes.start()
             await self._load_models()
