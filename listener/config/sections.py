@@ -273,12 +273,31 @@ class BufferConfig(_Section):
     max_backlog_s: Seconds = 600.0
 
 
+class HttpLimitsConfig(_Section):
+    """Bounds on the HTTP endpoint's connections (docs/operations.md, "Hardening")."""
+
+    #: Open connections at once; keep it well under the descriptor limit
+    #: (it is lowered to a quarter of the soft ``RLIMIT_NOFILE`` at start).
+    max_connections: int = Field(default=256, ge=8, le=65536)
+    #: A request head (and a review body) must arrive within this.
+    read_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    #: A response whose output has not moved for this long is dropped
+    #: (a client, such as a live viewer, that stopped reading).
+    write_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    #: A connection on which nothing moved either way for this long is dropped.
+    idle_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    max_header_bytes: int = Field(default=8192, ge=1024, le=65536)
+    #: Malformed requests and dropped connections: at most one log line per interval.
+    log_interval_s: float = Field(default=60.0, ge=1, le=86400)
+
+
 class MetricsConfig(_Section):
-    """The HTTP endpoint serving /metrics, /healthz and /readyz."""
+    """The HTTP endpoint serving /metrics, /healthz and /readyz (and the console)."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)
+    limits: HttpLimitsConfig = HttpLimitsConfig()
 
 
 class StateConfig(_Section):

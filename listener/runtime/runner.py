@@ -191,6 +191,7 @@ class Runner:
         for unit in self.units:
             unit.console = station_console(unit.cfg, unit.metrics, unit)
         self.probes = WebServer(self.registry, mcfg.host, mcfg.port, self._ready_check(),
+                                limits=mcfg.limits,
                                 console=fleet_console(self.units, mcfg.host))
         await self.probes.start()
 

@@ -13,7 +13,6 @@ Routes (``docs/console.md`` has the details):
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import re
@@ -26,8 +25,9 @@ from typing import Any
 from aiohttp import web
 
 from listener.events.sinks.jsonl import read_records
-from listener.web import spectro
-from listener.web.reviews import ReviewError, ReviewStore, export_records, make_review
+from listener.web import live
+from listener.web.httplog import escape
+from listener.web.reviews import ReviewStore, export_records, read_review
 from listener.web.security import WriteGuard
 from listener.web.views import StationView
 
@@ -85,6 +85,8 @@ class Console:
         self.backfill_s = backfill_s
         self.max_viewers = max_viewers
         self._viewers = 0
+        self.hubs = {v.station_id: live.LiveHub(v.live, v.station_id, tick_s=tick_s,
+                                                backfill_s=backfill_s) for v in views}
         self._static = resources.files("listener.web") / "static"
 
     def add_routes(self, app: web.Application) -> None:
@@ -191,18 +193,7 @@ class Console:
     async def _review(self, request: web.Request) -> web.Response:
         self.guard.check(request)
         event_id = request.match_info["id"]
-        if request.content_type != "application/json":
-            raise web.HTTPUnsupportedMediaType(text="send the review as application/json\n")
-        if (request.content_length or 0) > 16384:
-            raise web.HTTPRequestEntityTooLarge(max_size=16384,
-                                               actual_size=int(request.content_length or 0))
-        try:
-            doc = await request.json()
-            if not isinstance(doc, dict):
-                raise ReviewError("the body must be a JSON object")
-            review = make_review(event_id, doc)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise _bad(f"review of {event_id[:64]}: {err}") from err
+        review = await read_review(request, event_id)
         view = self._view(request)
         dets, _ = await asyncio.to_thread(_load, view)
         if not any(d.get("id") == event_id for d in dets):
@@ -210,7 +201,7 @@ class Console:
         assert view.reviews_path is not None  # set whenever events_path is
         await asyncio.to_thread(ReviewStore(view.reviews_path).append, review)
         logger.info("review of %s: %s by %s", event_id, review["SRKWFound"],
-                    review["moderator"])
+                    escape(review["moderator"]))
         return _json(review, status=201)
 
     async def _export(self, request: web.Request) -> web.Response:
@@ -247,49 +238,11 @@ class Console:
         if self._viewers >= self.max_viewers:
             raise web.HTTPServiceUnavailable(
                 text=f"{self.max_viewers} live viewers already; try again later\n")
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream", "X-Accel-Buffering": "no"})
         self._viewers += 1
-        try:
-            await response.prepare(request)
-            await self._stream(view, response)
-        except (ConnectionError, asyncio.CancelledError):
-            pass  # the viewer left, or the server is stopping
+        try:  # one hub per station computes the spectrogram for all its viewers
+            return await live.serve(self.hubs[view.station_id], request)
         finally:
             self._viewers -= 1
-        return response
-
-    async def _stream(self, view: StationView, response: web.StreamResponse) -> None:
-        live = view.live
-        seq = 0
-        cursor = live.audio_until_s() - self.backfill_s
-        cols_per_s = 8
-        while True:
-            points, seq = live.scores_after(seq)
-            until = live.audio_until_s()
-            cols = b""
-            n_cols = 0
-            if until - cursor >= 1.0 / cols_per_s:
-                # At most a backfill's worth per message: bounded work and bytes.
-                start = max(cursor, until - self.backfill_s)
-                got = live.audio(start, until)
-                if got is not None:
-                    samples, first, rate = got
-                    arr = await asyncio.to_thread(spectro.columns, samples, rate,
-                                                  cols_per_s=cols_per_s)
-                    n_cols = arr.shape[0]
-                    cols = arr.tobytes()
-                    cursor = first + n_cols / cols_per_s
-            elif until < cursor - 30:
-                cursor = until  # the history restarted (a gap): follow it
-            msg = {"t": time.time(), "station": view.station_id, "cols": n_cols,
-                   "bins": 96, "cols_per_s": cols_per_s,
-                   "end_s": cursor if cursor > float("-inf") else None,
-                   "spec": base64.b64encode(cols).decode(),
-                   "scores": [[round(p.offset_s, 3), p.utc, round(p.score, 4)]
-                              for p in points]}
-            await response.write(f"data: {json.dumps(msg)}\n\n".encode())
-            await asyncio.sleep(self.tick_s)
 
 
 def _load(view: StationView) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:

@@ -1,91 +1,185 @@
-"""A request-head guard in front of aiohttp: bounded, timed, well-formed heads only.
+"""Every connection to the HTTP server, bounded: a cap, a head guard, write and idle timeouts.
 
-aiohttp parses whatever a client sends and waits for it indefinitely: a
-client that opens a connection and trickles a request head holds it open
-(slowloris), an oversize header gets a ``400`` from the parser. This asyncio
-protocol sits in front of aiohttp's own protocol for the first (and, since
-every response closes the connection, only) request head on a connection:
+aiohttp parses whatever a client sends and waits for it indefinitely, and
+asyncio accepts every connection it is offered: 1,100 idle sockets once held
+a daemon at its 1,024 descriptors, and its own stream fetches failed. So an
+asyncio protocol (:class:`Guard`) sits in front of aiohttp's for the whole
+life of each connection, and :class:`Connections` keeps the table:
 
-* a head not complete within ``read_timeout_s`` is answered ``408``;
-* a head larger than ``max_header_bytes`` is answered ``431``;
-* a request line that is not ``METHOD TARGET HTTP/x`` is answered ``400``;
-
-and a good head is handed, with the transport, to aiohttp's protocol, which
-then sees an ordinary new connection.
+* at most ``max_connections`` at once. A new connection over the cap first
+  evicts the oldest one still waiting for its request head (idle sockets are
+  the cheapest to drop, and a real client, such as a probe, sends its head
+  at once); when every connection is busy it is answered ``503`` and closed;
+* a head not complete within ``read_timeout_s`` is answered ``408``, one
+  over ``max_header_bytes`` ``431``, a request line that is not
+  ``METHOD TARGET HTTP/x`` ``400`` (since every response closes its
+  connection, there is only one head per connection);
+* a good head is handed to aiohttp's protocol, and :meth:`Connections.sweep`
+  (about once a second) aborts a connection whose output has not moved for
+  ``write_timeout_s`` (a client that stopped reading: the kernel's count of
+  bytes the peer acknowledged, ``TCP_INFO``, stands still while data waits)
+  or on which nothing moved either way for ``idle_timeout_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import socket
+import struct
+import termios
+import time
+from collections import Counter
 from collections.abc import Callable
+
+from aiohttp import web
+
+from listener.config import HttpLimitsConfig as Limits
+from listener.web.httplog import Throttled
 
 logger = logging.getLogger(__name__)
 
-_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
-_BODIES = {400: b"bad request\n", 408: b"request timeout\n", 431: b"request headers too large\n"}
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
+            503: "Service Unavailable"}
+_BODIES = {400: b"bad request\n", 408: b"request timeout\n", 431: b"request headers too large\n",
+           503: b"too many connections; try again later\n"}
+#: Sent on every response (aiohttp's through the server's prepare hook, ours here).
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # No inline script anywhere; inline style attributes are still used by the pages.
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; object-src 'none'; "
+                               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+}
+#: The server's limits, for handlers that time their own reads and writes.
+LIMITS_KEY = web.AppKey("limits", Limits)
+_TCP_INFO_ACKED = 120  # offset of tcpi_bytes_acked (Linux 4.1+) in struct tcp_info
+_TCP_INFO_RECEIVED = 128  # tcpi_bytes_received (Linux 4.1+)
 
 
-class HeadGuard(asyncio.Protocol):
-    """Buffers one request head, checks it, then hands over to ``make_protocol()``.
+class Connections:
+    """The server's open connections (see the module doc).
 
-    ``live`` is the owner's set of guards still reading a head (closed on stop).
+    ``make_protocol`` builds aiohttp's protocol for a connection whose head passed.
+    ``report`` collects refusals and timeouts into a rate-limited log line.
     """
 
-    def __init__(self, make_protocol: Callable[[], asyncio.Protocol], live: set[HeadGuard],
-                 *, read_timeout_s: float, max_header_bytes: int) -> None:
-        self._make = make_protocol
-        self._live = live
-        self._timeout_s = read_timeout_s
-        self._max = max_header_bytes
+    def __init__(self, make_protocol: Callable[[], asyncio.Protocol], limits: Limits,
+                 report: Throttled) -> None:
+        self.make_protocol = make_protocol
+        self.limits = limits
+        self.report = report
+        #: Every open connection, oldest first; and those still reading a head.
+        self.open: dict[Guard, None] = {}
+        self.heads: dict[Guard, None] = {}
+        self.dropped: Counter[str] = Counter()
+
+    def factory(self) -> Guard:
+        """A protocol for a new connection (``loop.create_server``'s factory)."""
+        return Guard(self)
+
+    def admit(self, guard: Guard) -> bool:
+        """Count a new connection in; ``False`` when it must be refused."""
+        if len(self.open) >= self.limits.max_connections:
+            oldest = next(iter(self.heads), None)
+            if oldest is None:
+                self._count("refused over the connection cap")
+                return False
+            self._count("idle connections evicted at the cap")
+            oldest.abort()
+        self.open[guard] = None
+        self.heads[guard] = None
+        return True
+
+    def forget(self, guard: Guard) -> None:
+        self.open.pop(guard, None)
+        self.heads.pop(guard, None)
+
+    def sweep(self, now: float | None = None) -> None:
+        """Abort connections whose output stalled or that went idle (call about once a second)."""
+        now = time.monotonic() if now is None else now
+        for guard in list(self.open):
+            reason = guard.check(now)
+            if reason is not None:
+                self._count(reason)
+                guard.abort()
+
+    def close_all(self) -> None:
+        for guard in list(self.open):
+            guard.abort()
+
+    def _count(self, what: str) -> None:
+        self.dropped[what] += 1
+        self.report.note(what, "")
+
+
+class Guard(asyncio.Protocol):
+    """One connection: buffers and checks its head, then forwards to aiohttp's protocol."""
+
+    def __init__(self, table: Connections) -> None:
+        self._table = table
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
+        self._inner: asyncio.Protocol | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._moved = time.monotonic()  # last time bytes moved either way
+        self._stalled_since: float | None = None
+        self._counters: tuple[int, int, int] | None = None
+
+    # -- the head -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._live.add(self)
+        if not self._table.admit(self):
+            self._reply(503, linger=False)
+            return
         self._timer = asyncio.get_running_loop().call_later(
-            self._timeout_s, self._reject, 408, False)
+            self._table.limits.read_timeout_s, self._reply, 408, False)
 
     def data_received(self, data: bytes) -> None:
+        self._moved = time.monotonic()
+        if self._inner is not None:
+            self._inner.data_received(data)
+            return
         if self._transport is None:
             return  # already answered; discard what the client still sends
         self._buf += data
+        limit = self._table.limits.max_header_bytes
         end = self._buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._buf) > self._max:
-                self._reject(431, True)
+        if (end < 0 and len(self._buf) > limit) or end + 4 > limit:
+            self._reply(431, linger=True)
             return
-        if end + 4 > self._max:
-            self._reject(431, True)
+        if end < 0:
             return
         parts = bytes(self._buf[:self._buf.find(b"\r\n")]).split()
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-            self._reject(400, True)
+            self._reply(400, linger=True)
             return
         self._hand_over()
 
     def _hand_over(self) -> None:
-        transport, self._transport = self._transport, None
+        transport = self._transport
         assert transport is not None
-        self._done()
-        protocol = self._make()
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-        protocol.data_received(bytes(self._buf))
-        self._buf.clear()
+        self._end_head()
+        self._inner = self._table.make_protocol()
+        self._inner.connection_made(transport)
+        data, self._buf = bytes(self._buf), bytearray()
+        self._inner.data_received(data)
 
-    def _reject(self, status: int, linger: bool) -> None:
+    def _reply(self, status: int, linger: bool) -> None:
         transport, self._transport = self._transport, None
-        if transport is None:
+        if transport is None or self._inner is not None:
             return
-        self._done()
+        self._end_head()
         body = _BODIES[status]
+        extra = "".join(f"{k}: {v}\r\n" for k, v in SECURITY_HEADERS.items())
         head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
                 "Content-Type: text/plain; charset=utf-8\r\n"
-                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n{extra}"
                 "Connection: close\r\n\r\n")
         transport.write(head.encode("latin-1") + body)
         if linger and transport.can_write_eof():
@@ -97,19 +191,82 @@ class HeadGuard(asyncio.Protocol):
         else:
             transport.close()
 
-    def _done(self) -> None:
-        self._live.discard(self)
+    def _end_head(self) -> None:
+        self._table.heads.pop(self, None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
+    # -- after the hand-over: forward, and watch the output ------------------
+
+    def eof_received(self) -> bool | None:
+        if self._inner is not None:
+            return self._inner.eof_received()
+        return None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        self._done()
+        self._end_head()
+        self._table.forget(self)
+        if self._inner is not None:
+            inner, self._inner = self._inner, None
+            inner.connection_lost(exc)
 
-    def close(self) -> None:
-        """Drop the connection (server stopping)."""
-        transport, self._transport = self._transport, None
-        self._done()
+    def check(self, now: float) -> str | None:
+        """Why this connection should be dropped now, if it should."""
+        transport = self._transport
+        if self._inner is None or transport is None or transport.is_closing():
+            return None
+        limits = self._table.limits
+        buffered = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        acked, received, unsent = _tcp_counters(sock)
+        before, self._counters = self._counters, (acked, received, buffered)
+        wrote = before is None or acked > before[0] or buffered < before[2]
+        if wrote or (before is not None and received > before[1]):
+            self._moved = now
+        if buffered + unsent == 0 or wrote:
+            self._stalled_since = None
+        elif self._stalled_since is None:
+            self._stalled_since = now
+        if self._stalled_since is not None and now - self._stalled_since >= \
+                limits.write_timeout_s:
+            return "write timeouts (a client stopped reading)"
+        if now - self._moved >= limits.idle_timeout_s:
+            return "idle timeouts"
+        return None
+
+    def abort(self) -> None:
+        """Drop the connection now (evicted, stalled, or the server stopping)."""
+        transport = self._transport
+        self._end_head()
+        self._table.forget(self)
         if transport is not None:
-            transport.close()
+            transport.abort()
+
+
+def _tcp_counters(sock: socket.socket | None) -> tuple[int, int, int]:
+    """Bytes the peer acknowledged, bytes received, bytes still in the send queue.
+
+    Linux only (``TCP_INFO``, ``SIOCOUTQ``); zeros elsewhere, where the write
+    timeout then watches only what aiohttp has buffered in the transport.
+    """
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return 0, 0, 0
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 192)
+        unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except OSError:
+        return 0, 0, 0
+    if len(info) < _TCP_INFO_RECEIVED + 8:
+        return 0, 0, unsent
+    acked, received = struct.unpack_from("QQ", info, _TCP_INFO_ACKED)
+    return acked, received, unsent

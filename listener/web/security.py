@@ -1,10 +1,11 @@
 """Who may change things: loopback binds, bearer tokens, CSRF and Host checks.
 
-Read-only pages need no login. Writes (reviews) need, always:
+Read-only pages need no login. On a loopback bind every request, reads
+included, needs a loopback ``Host`` (the server checks it for every route),
+which defeats DNS rebinding: a page on ``evil.example`` re-resolved to
+127.0.0.1 still sends ``Host: evil.example``. Writes (reviews) need, always:
 
-* a ``Host`` the server answers to: on a loopback bind only loopback names,
-  which defeats DNS rebinding (a page on ``evil.example`` re-resolved to
-  127.0.0.1 still sends ``Host: evil.example``);
+* a ``Host`` the server answers to (checked here again);
 * an ``Origin``, when the browser sends one, equal to the server's own;
 * the ``X-CSRF-Token`` header with the per-process token from
   ``/api/session``, which another site's page cannot read (no CORS);
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import os
 import secrets
 from collections.abc import Mapping
@@ -43,6 +45,13 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def host_name(host: str) -> str:
+    """The name in a ``Host`` header: ``[::1]:9108`` -> ``[::1]``, ``a:80`` -> ``a``."""
+    if host.startswith("["):
+        return host[:host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def load_token(env: Mapping[str, str] | None = None) -> str | None:
@@ -87,13 +96,14 @@ class WriteGuard:
         return not self.loopback
 
     def check(self, request: web.Request) -> None:
-        host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") \
-            else request.host
-        if self.loopback and not is_loopback(host):
-            raise web.HTTPForbidden(text=f"Host {request.host!r} is not a loopback name\n")
+        host = request.headers.get("Host", "")
+        if self.loopback and not is_loopback(host_name(host)):
+            raise web.HTTPForbidden(text=f"Host {json.dumps(host[:100])} is not a loopback "
+                                         "name\n")
         origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
-            raise web.HTTPForbidden(text=f"cross-origin request from {origin!r} refused\n")
+        if origin is not None and origin != f"{request.scheme}://{host}":
+            raise web.HTTPForbidden(text=f"cross-origin request from {json.dumps(origin[:100])} "
+                                         "refused\n")
         sent = request.headers.get("X-CSRF-Token", "")
         if not hmac.compare_digest(sent.encode(), self.csrf.encode()):
             raise web.HTTPForbidden(text="missing or wrong X-CSRF-Token (GET /api/session)\n")
