@@ -19,7 +19,7 @@ from listener.config import DetectionConfig, StationConfig
 from listener.detection.rule import WindowScore, decide_clip
 from listener.events.png import encode_png
 from listener.events.records import clip_file_names, make_detection_event
-from listener.events.sinks.clips import spectrogram_image
+from listener.events.sinks.clips import clip_picture
 from listener.events.sinks.jsonl import dumps_event
 from listener.service.coverage import CoverageLedger
 from listener.service.web.views import LiveFeed, StationView
@@ -55,8 +55,8 @@ def write_detections(folder: Path, count: int = 2) -> list[str]:
                                          model=MODEL, detection=cfg, stream_key="lab/hls/1")
             wav, png = clip_file_names(event, "flac")
             sf.write(clips / wav, audio, rate, format="FLAC", subtype="PCM_16")
-            (clips / png).write_bytes(encode_png(spectrogram_image(audio, rate, max_width=400,
-                                                                   height=160)))
+            (clips / png).write_bytes(encode_png(clip_picture(audio, rate, max_width=600,
+                                                              height=200)))
             fh.write(dumps_event(event, audio_base_uri="https://example.org/clips",
                                  image_base_uri="https://example.org/clips") + b"\n")
             ids.append(event.id)

@@ -25,7 +25,7 @@ from listener.service.metrics import RESTART_REASONS, Metrics
 from listener.service.station import Station, WindowScorer
 from listener.service.web.console import Console
 from listener.service.web.security import load_token
-from listener.service.web.views import ConsoleObserver, LiveFeed, StationView
+from listener.service.web.views import ConsoleObserver, LastError, LiveFeed, StationView
 
 
 class RunningStation(Protocol):
@@ -76,7 +76,7 @@ def station_console(cfg: Config, metrics: Metrics, daemon: RunningStation) -> St
         cfg.station.id, lambda: station_status(cfg, metrics, daemon), live,
         events_path=Path(outputs.jsonl.path) if outputs.jsonl is not None else None,
         clips_dir=Path(outputs.clips.dir) if outputs.clips is not None else None,
-        coverage=coverage)
+        coverage=coverage, threshold=cfg.detection.local_threshold)
     return StationConsole(cfg, metrics, view, ConsoleObserver(live, coverage,
                                                               cfg.detection.hop_s))
 
@@ -102,8 +102,10 @@ def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dic
     edge = station.source.live_edge_utc if station is not None else None
     now = time.monotonic()
     info: Mapping[str, Any] = daemon.scorer.info if daemon.scorer is not None else {}
+    # The first start is not a restart: the page would say 1 on a clean start.
     restarts = sum(sample("listener_audio_decoder_restarts_total", {**labels, "reason": r})
-                   or 0.0 for r in RESTART_REASONS)
+                   or 0.0 for r in RESTART_REASONS if r != "start")
+    last_error = getattr(daemon, "last_error", None)  # wired by the runtime where it has one
     return {
         "name": cfg.station.name, "state": _state_name(daemon.state), "ready": ready,
         "readiness": reason, "stream_url": _stream_url(cfg),
@@ -115,6 +117,7 @@ def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dic
         "backlog_s": stats.backlog_s if stats else None,
         "windows_scored": stats.windows_scored if stats else 0,
         "decoder_restarts": int(restarts),
+        "last_error": last_error.to_json(now) if isinstance(last_error, LastError) else None,
         "model": {"id": cfg.model.model_id, "architecture": info.get("architecture"),
                   "device": info.get("device"),
                   "precision": info.get("precision") or info.get("dtype"),

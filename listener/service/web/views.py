@@ -73,6 +73,24 @@ class LiveFeed:
         return self.history.available_until_s if self.history is not None else float("-inf")
 
 
+@dataclass(frozen=True)
+class LastError:
+    """A station's most recent fetch or decode error, for the status page and overview.
+
+    ``at_mono`` is ``time.monotonic()`` when it happened (ages survive clock
+    steps); ``utc`` its wall-clock time (Unix seconds), if known.
+    """
+
+    message: str
+    at_mono: float
+    utc: float | None = None
+
+    def to_json(self, now_mono: float) -> dict[str, Any]:
+        """``{"message", "age_s", "utc"}`` as the status snapshot carries it."""
+        return {"message": self.message, "age_s": round(max(0.0, now_mono - self.at_mono), 1),
+                "utc": self.utc}
+
+
 @dataclass
 class StationView:
     """Everything the console shows for one station.
@@ -85,6 +103,10 @@ class StationView:
         clips_dir: the clip sink's folder (``outputs.clips``), if any.
         coverage: the station's coverage ledger, if recorded.
         reviews_path: where reviews are appended; beside the events by default.
+        threshold: the local (per-window) threshold the live view marks.
+
+    The status snapshot may hold ``last_error``: ``None``, or
+    :meth:`LastError.to_json`'s document (the overview and status page show it).
     """
 
     station_id: str
@@ -94,6 +116,7 @@ class StationView:
     clips_dir: Path | None = None
     coverage: CoverageLedger | None = None
     reviews_path: Path | None = field(default=None)
+    threshold: float = 0.5
 
     def __post_init__(self) -> None:
         if self.reviews_path is None and self.events_path is not None:
