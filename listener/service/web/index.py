@@ -5,9 +5,10 @@ by a line per detection, for years). :class:`JsonlTail` follows a JSON-lines
 file by byte offset: each :meth:`JsonlTail.read_new` reads only the bytes
 appended since the last call, holding back a last line that has no newline
 yet (a write in progress). When the path names another file (a new inode:
-logrotate's ``mv`` and re-create, or a replacement written atomically) or the
-file is shorter than the offset (truncated), it starts again from byte 0 and
-tells the caller to forget what it held: the index shows the *current* file.
+logrotate's ``mv`` and re-create, or a replacement written atomically), the
+file is shorter than the offset, or the bytes just before the offset changed
+(truncated and written again between two reads), it starts again from byte 0
+and tells the caller to forget what it held: the index shows the *current* file.
 
 :class:`DetectionIndex` keeps, per event id, the latest detection record's
 summary and where that line lies in the file (the export reads the full
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 #: Longest line read (a detection record is ~8 KB); longer ones are skipped.
 MAX_LINE = 1 << 20
 _CHUNK = 1 << 20
+_TAIL = 64
 #: Above this many new entries at once, sort the whole key list instead of inserting.
 _BULK = 512
 VERDICTS = ("yes", "no", "don't know")
@@ -61,6 +63,7 @@ class JsonlTail:
         self.offset = 0
         self._file_id: tuple[int, int] | None = None
         self._skipping = False  # inside a line over MAX_LINE
+        self._last = b""  # the bytes just before ``offset``, to notice a rewrite
         self.bad_lines = 0
 
     def read_new(self) -> tuple[bool, list[Line]]:
@@ -75,7 +78,8 @@ class JsonlTail:
             st = os.fstat(fh.fileno())
             file_id = (st.st_dev, st.st_ino)
             restarted = False
-            if file_id != self._file_id or st.st_size < self.offset:
+            if file_id != self._file_id or st.st_size < self.offset \
+                    or not self._same_tail(fh):
                 restarted = self._file_id is not None
                 if restarted:
                     logger.info("%s was replaced or truncated: reading it from the start",
@@ -84,7 +88,13 @@ class JsonlTail:
             return restarted, self._read(fh, st.st_size)
 
     def _reset(self, file_id: tuple[int, int] | None) -> None:
-        self._file_id, self.offset, self._skipping = file_id, 0, False
+        self._file_id, self.offset, self._skipping, self._last = file_id, 0, False, b""
+
+    def _same_tail(self, fh: Any) -> bool:
+        if not self._last:
+            return True
+        fh.seek(self.offset - len(self._last))
+        return bool(fh.read(len(self._last)) == self._last)
 
     def _read(self, fh: Any, size: int) -> list[Line]:
         lines: list[Line] = []
@@ -98,6 +108,7 @@ class JsonlTail:
                     break  # the last line is still being written
                 self._skipping = True  # skip a line that will not fit
                 self.offset += len(buf)
+                self._last = buf[-_TAIL:]
                 continue
             start = 0
             if self._skipping:
@@ -112,6 +123,7 @@ class JsonlTail:
                     lines.append(line)
                 start += len(raw) + 1
             self.offset += end + 1
+            self._last = buf[max(0, end + 1 - _TAIL):end + 1]
         if bad:
             self.bad_lines += bad
             logger.warning("%s: skipped %d line(s) that are not JSON objects (torn or "
@@ -275,13 +287,15 @@ class DetectionIndex:
             return out
 
 
+def _tagged(station: str, keys: list[tuple[str, str]]) -> Iterator[tuple[str, str, str]]:
+    return ((ts, event_id, station) for ts, event_id in keys)
+
+
 def newest_first(per_station: dict[str, list[tuple[str, str]]], offset: int,
                  limit: int) -> list[tuple[str, str]]:
     """``(station, id)`` of the page ``[offset, offset + limit)`` of several stations'
     newest-first key lists, merged newest first."""
-    streams: list[Iterator[tuple[str, str, str]]] = [
-        ((ts, event_id, station) for ts, event_id in keys)
-        for station, keys in per_station.items()]
+    streams = [_tagged(station, keys) for station, keys in per_station.items()]
     merged = heapq.merge(*streams, key=lambda k: (k[0], k[1]), reverse=True)
     return [(station, event_id)
             for _, event_id, station in itertools.islice(merged, offset, offset + limit)]

@@ -67,6 +67,9 @@ const STATUS_FORMAT = {
   live_edge_utc: localTime, last_scored_utc: localTime, now_utc: localTime,
 };
 
+const STATUS_LABEL = { lag_s: "lag", backlog_s: "backlog", last_segment_s_ago: "last segment",
+  live_edge_utc: "live edge", last_scored_utc: "last scored", now_utc: "now" };
+
 async function statusPage() {
   const box = $("#stations");
   const only = query.get("station");
@@ -81,7 +84,8 @@ async function statusPage() {
         const text = STATUS_FORMAT[k] ? STATUS_FORMAT[k](v)
           : v !== null && typeof v === "object"
             ? Object.entries(v).map(([a, b]) => `${a}: ${b ?? "–"}`).join(", ") : String(v ?? "–");
-        const row = el("tr", { class: `f-${k}` }, el("td", { text: k.replaceAll("_", " ") }), el("td", { text }));
+        const label = STATUS_LABEL[k] || k.replaceAll("_", " ");
+        const row = el("tr", { class: `f-${k}` }, el("td", { text: label }), el("td", { text }));
         if (k === "last_error" && v) row.classList.add("error");
         table.append(row);
       }
@@ -124,12 +128,11 @@ function fleetRow(row, cellS) {
   const id = encodeURIComponent(row.station_id);
   const err = row.last_error;
   return el("tr", { "data-station": row.station_id },
-    el("td", { class: "name" }, el("b", { text: row.station_id }),
-      row.name && row.name !== row.station_id ? el("small", { text: row.name }) : ""),
+    el("td", { class: "name", title: row.name || "" }, el("b", { text: row.station_id })),
     el("td", {}, stateChip(row)),
     el("td", { class: "num", text: fmtSeconds(row.lag_s) }),
     el("td", { text: ago(row.last_segment_s_ago) }),
-    el("td", { class: err ? "err" : "muted", title: err ? err.message : "", text: errorText(err) }),
+    el("td", { class: err ? "err" : "muted", title: err ? errorText(err) : "", text: errorText(err) }),
     el("td", {}, coverageCells(row.coverage, cellS),
       el("small", { text: row.coverage ? `${(row.coverage.scored_ratio * 100).toFixed(0)} %` : "" })),
     el("td", { class: "num", text: String(row.detections_today) }),
