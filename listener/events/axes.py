@@ -72,24 +72,32 @@ def _label(value: float) -> str:
     return f"{value:.0f}" if abs(value - round(value)) < 1e-6 else f"{value:g}"
 
 
+def margins(scale: int) -> tuple[int, int, int, int]:
+    """``(top, left, bottom, right)`` frame widths in pixels at font ``scale``."""
+    tick = 3 * scale
+    return (13 * scale, text_width("10.5", scale) + tick + 2 * scale, tick + 12 * scale,
+            text_width("00 s", scale) // 2 + 2 * scale)
+
+
 def add_axes(img: np.ndarray, *, seconds: float, f_max_hz: float,
              scale: int | None = None) -> np.ndarray:
     """``img`` (``(H, W, 3)`` uint8, 0 Hz at the bottom, time left to right over
-    ``seconds``, ``f_max_hz`` at the top) framed with labelled scales."""
+    ``seconds``, ``f_max_hz`` at the top) framed with labelled scales; the picture
+    keeps its pixels, at :func:`margins` ``(top, left)``. ``scale`` (the font's
+    pixel size) defaults to one per 100 rows of picture."""
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 picture, got {img.shape} {img.dtype}")
     height, width = img.shape[:2]
     s = scale or max(1, round(height / 100))
     tick = 3 * s
-    left, top = text_width("10.5", s) + tick + 2 * s, 13 * s
-    bottom, right = tick + 12 * s, text_width("00 s", s) // 2 + 2 * s
+    top, left, bottom, right = margins(s)
     out = np.empty((top + height + bottom, left + width + right, 3), dtype=np.uint8)
     out[:] = PAPER
     out[top:top + height, left:left + width] = img
     # Frequency: kHz ticks up the left edge, the unit above them.
     khz = f_max_hz / 1000.0
     step = nice_step(khz, max(2, height // (14 * s)))
-    for k in range(int(math.floor(khz / step + 1e-9)) + 1):
+    for k in range(math.floor(khz / step + 1e-9) + 1):
         value = k * step
         y = top + height - 1 - round(value / khz * (height - 1)) if khz > 0 else top + height - 1
         out[max(top, y - s // 2):y + max(1, s // 2), left - tick:left] = INK
@@ -99,7 +107,7 @@ def add_axes(img: np.ndarray, *, seconds: float, f_max_hz: float,
     draw_text(out, "kHz", max(0, left - tick - s - text_width("kHz", s)), s, s)
     # Time: seconds from the start of the clip's audio, along the bottom edge.
     step = nice_step(seconds, max(2, width // (40 * s)))
-    for k in range(int(math.floor(seconds / step + 1e-9)) + 1):
+    for k in range(math.floor(seconds / step + 1e-9) + 1):
         value = k * step
         x = left + (round(value / seconds * (width - 1)) if seconds > 0 else 0)
         out[top + height:top + height + tick, max(left, x - s // 2):x + max(1, s // 2)] = INK

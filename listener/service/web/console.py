@@ -42,7 +42,8 @@ _PAGES = {"/status": "status.html", "/overview": "overview.html", "/live": "live
 _STATIC = re.compile(r"^[a-z0-9_-]{1,40}\.(html|css|js|svg|ico)$")
 _CLIP = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}\.(flac|wav|png)$")
 _TYPES = {"html": "text/html", "css": "text/css", "js": "text/javascript",
-          "svg": "image/svg+xml", "ico": "image/x-icon", "flac": "audio/flac", "wav": "audio/wav", "png": "image/png"}
+          "svg": "image/svg+xml", "ico": "image/x-icon", "flac": "audio/flac",
+          "wav": "audio/wav", "png": "image/png"}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_RANGE_S = 31 * 86400.0
 

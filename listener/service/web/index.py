@@ -69,7 +69,7 @@ class JsonlTail:
     def read_new(self) -> tuple[bool, list[Line]]:
         """``(restarted, lines)``: whether to forget earlier lines, and the new ones."""
         try:
-            fh = open(self.path, "rb")  # noqa: SIM115 (closed below; fstat needs it open)
+            fh = open(self.path, "rb")  # closed below; fstat needs it open
         except FileNotFoundError:
             restarted = self._file_id is not None
             self._reset(None)

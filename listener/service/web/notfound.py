@@ -13,9 +13,9 @@ import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 #: Where the reason goes in ``static/404.html``.
 PLACEHOLDER = b"{{reason}}"
 
