@@ -15,21 +15,21 @@ def runs(line: np.ndarray) -> list[int]:
 
 
 def test_scales_tick_every_2_khz_and_every_10_s() -> None:
-    picture = np.full((400, 1000, 3), 7, dtype=np.uint8)
+    picture = np.full((400, 1200, 3), 7, dtype=np.uint8)
     out = add_axes(picture, seconds=68.0, f_max_hz=10_000.0)
     top, left, bottom, right = margins(4)
-    assert out.shape == (top + 400 + bottom, left + 1000 + right, 3)
-    np.testing.assert_array_equal(out[top:top + 400, left:left + 1000], picture)
+    assert out.shape == (top + 400 + bottom, left + 1200 + right, 3)
+    np.testing.assert_array_equal(out[top:top + 400, left:left + 1200], picture)
     assert (out[0, :] == PAPER).all()  # a white frame
     # Frequency ticks: one column left of the picture, 0..10 kHz every 2 kHz.
     ys = runs(out[:, left - 1])
     assert len(ys) == 6 and ys[0] <= top and ys[-1] >= top + 396
     # Time ticks: one row under the picture, 0..60 s every 10 s (68 s: 7 ticks).
     xs = runs(out[top + 400, left:])
-    assert len(xs) == 7 and abs(xs[1] - xs[0] - 10 / 68 * 999) <= 2
+    assert len(xs) == 7 and abs(xs[1] - xs[0] - 10 / 68 * 1199) <= 2
     # Labels: ink in the left margin beside the ticks and under the time ticks.
     assert (out[top:top + 400, :left - 12] == INK).all(axis=2).any()
-    assert (out[top + 400 + 12:, left:left + 1000] == INK).all(axis=2).any()
+    assert (out[top + 400 + 12:, left:left + 1200] == INK).all(axis=2).any()
 
 
 def test_small_pictures_get_a_small_font_and_fewer_ticks() -> None:
