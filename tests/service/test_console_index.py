@@ -18,6 +18,7 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry
 
+from listener.service.web import index as index_module
 from listener.service.web.console import Console
 from listener.service.web.index import MAX_LINE, DetectionIndex, JsonlTail, newest_first
 from listener.service.web.server import WebServer
@@ -72,6 +73,18 @@ def test_tail_skips_an_oversized_line_without_buffering_it(tmp_path: Path) -> No
     append(path, b"x" * 1000 + b'"}\n' + det(2))
     assert [x.doc["id"] for x in tail.read_new()[1]] == [ident(2)]
     assert tail.bad_lines == 1 and tail.offset == path.stat().st_size
+
+
+def test_a_large_file_is_read_a_batch_at_a_time(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "BATCH_BYTES", 2000)
+    monkeypatch.setattr(index_module, "MAX_LINE", 1000)  # reads of 1000 bytes
+    path = tmp_path / "events.jsonl"
+    append(path, b"".join(det(n) for n in range(50)))
+    tail = JsonlTail(path)
+    _, lines = tail.read_new()
+    assert 0 < len(lines) < 50 and tail.behind
+    assert len(DetectionIndex(path, None)) == 50  # the index reads on until caught up
 
 
 def test_index_deduplicates_by_id_latest_record_wins(tmp_path: Path) -> None:

@@ -168,7 +168,9 @@ class Console:
         return _json({"now": now, "stations": out})
 
     async def _overview(self, request: web.Request) -> web.Response:
-        return _json(await asyncio.to_thread(overview, list(self.views.values()), self.indexes))
+        views = list(self.views.values())
+        statuses = [v.status() for v in views]
+        return _json(await asyncio.to_thread(overview, views, statuses, self.indexes))
 
     async def _coverage(self, request: web.Request) -> web.Response:
         view = self._view(request)
@@ -322,10 +324,9 @@ def _whole(value: str, name: str) -> int:
         raise _bad(f"{name}: expected a whole number, got {value[:20]!r}") from None
 
 
-def _clip_url(view: StationView, uri: Any) -> str | None:
-    if not isinstance(uri, str) or view.clips_dir is None:
+def _clip_url(view: StationView, name: str | None) -> str | None:
+    if name is None or view.clips_dir is None:
         return None
-    name = uri.rsplit("/", 1)[-1]
     if not _CLIP.match(name) or not (view.clips_dir / name).is_file():
         return None
     return f"/clips/{view.station_id}/{name}"
@@ -335,7 +336,7 @@ def _summary(view: StationView, det: Entry, review: dict[str, Any] | None) -> di
     return {
         "id": det.id, "station": view.station_id, "timestamp": det.timestamp or None,
         "confidence": det.confidence, "model": det.model, "label": det.label,
-        "audio": _clip_url(view, det.audio_uri), "image": _clip_url(view, det.image_uri),
+        "audio": _clip_url(view, det.audio_name), "image": _clip_url(view, det.image_name),
         "review": review,
     }
 

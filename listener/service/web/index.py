@@ -16,8 +16,9 @@ record back from there), ordered by timestamp for paging; a record written
 twice for one id (a re-scored clip after a restart) is one detection, and the
 later line wins. Reviews are followed the same way (latest per id).
 
-Memory: a summary is a few hundred bytes, so 100,000 detections take tens of
-MB, not the ~8 KB each full record would. Lines longer than :data:`MAX_LINE`
+Memory: a summary takes about 550 bytes (54 MB for 100,000 detections), not
+the ~30 KB a parsed 8 KB record would; a first read parses one
+:data:`BATCH_BYTES` batch at a time. Lines longer than :data:`MAX_LINE`
 are skipped (logged), so a corrupt file cannot grow a buffer without bound.
 """
 
@@ -29,6 +30,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -39,7 +41,9 @@ logger = logging.getLogger(__name__)
 
 #: Longest line read (a detection record is ~8 KB); longer ones are skipped.
 MAX_LINE = 1 << 20
-_CHUNK = 1 << 20
+#: At most this many bytes are parsed per read: a first read of a large file
+#: holds one batch of parsed records at a time, not the whole file's.
+BATCH_BYTES = 8 << 20
 _TAIL = 64
 #: Above this many new entries at once, sort the whole key list instead of inserting.
 _BULK = 512
@@ -65,6 +69,8 @@ class JsonlTail:
         self._skipping = False  # inside a line over MAX_LINE
         self._last = b""  # the bytes just before ``offset``, to notice a rewrite
         self.bad_lines = 0
+        #: Whether the last read stopped at :data:`BATCH_BYTES` with more to read.
+        self.behind = False
 
     def read_new(self) -> tuple[bool, list[Line]]:
         """``(restarted, lines)``: whether to forget earlier lines, and the new ones."""
@@ -89,6 +95,7 @@ class JsonlTail:
 
     def _reset(self, file_id: tuple[int, int] | None) -> None:
         self._file_id, self.offset, self._skipping, self._last = file_id, 0, False, b""
+        self.behind = False
 
     def _same_tail(self, fh: Any) -> bool:
         if not self._last:
@@ -99,9 +106,12 @@ class JsonlTail:
     def _read(self, fh: Any, size: int) -> list[Line]:
         lines: list[Line] = []
         bad = 0
-        while self.offset < size:
+        stop = self.offset + BATCH_BYTES
+        while self.offset < min(size, stop):
             fh.seek(self.offset)
-            buf = fh.read(min(_CHUNK, size - self.offset))
+            # Reads of MAX_LINE: a buffer without a newline is an oversized line, or
+            # (shorter) the end of the file.
+            buf = fh.read(min(MAX_LINE, size - self.offset))
             end = buf.rfind(b"\n")
             if end < 0:
                 if len(buf) < MAX_LINE and not self._skipping:
@@ -124,6 +134,7 @@ class JsonlTail:
                 start += len(raw) + 1
             self.offset += end + 1
             self._last = buf[max(0, end + 1 - _TAIL):end + 1]
+        self.behind = self.offset < size and self.offset >= stop
         if bad:
             self.bad_lines += bad
             logger.warning("%s: skipped %d line(s) that are not JSON objects (torn or "
@@ -150,8 +161,8 @@ class Entry:
     confidence: float | None
     model: str | None
     label: str
-    audio_uri: str | None
-    image_uri: str | None
+    audio_name: str | None  # the file names of audioUri / imageUri (the clip folder's)
+    image_name: str | None
     offset: int
     length: int
 
@@ -163,13 +174,17 @@ def _entry(line: Line) -> Entry | None:
         return None
     model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
     conf = doc.get("whaleFoundConfidence")
-    audio, image = doc.get("audioUri"), doc.get("imageUri")
+    # Interned: a station has a handful of model ids and labels across 100,000 records.
     return Entry(event_id, ts if isinstance(ts, str) else "",
                  float(conf) if isinstance(conf, int | float) else None,
-                 str(doc["modelId"]) if doc.get("modelId") is not None else None,
-                 str((model or {}).get("label") or "orca call"),
-                 audio if isinstance(audio, str) else None,
-                 image if isinstance(image, str) else None, line.offset, line.length)
+                 sys.intern(str(doc["modelId"])) if doc.get("modelId") is not None else None,
+                 sys.intern(str((model or {}).get("label") or "orca call")),
+                 _name(doc.get("audioUri")), _name(doc.get("imageUri")), line.offset,
+                 line.length)
+
+
+def _name(uri: Any) -> str | None:
+    return uri.rsplit("/", 1)[-1] if isinstance(uri, str) else None
 
 
 class DetectionIndex:
@@ -193,11 +208,14 @@ class DetectionIndex:
 
     def _refresh(self) -> None:
         if self._events is not None:
-            restarted, lines = self._events.read_new()
-            if restarted:
-                self._by_id.clear()
-                self._keys.clear()
-            self._add([e for e in map(_entry, lines) if e is not None])
+            behind = True
+            while behind:  # batch by batch: parsed records are dropped as they are indexed
+                restarted, lines = self._events.read_new()
+                if restarted:
+                    self._by_id.clear()
+                    self._keys.clear()
+                self._add([e for e in map(_entry, lines) if e is not None])
+                behind = self._events.behind
         if self._reviews is not None:
             restarted, lines = self._reviews.read_new()
             if restarted:

@@ -63,9 +63,9 @@ def last_error_doc(status: dict[str, Any]) -> dict[str, Any] | None:
             "age_s": round(float(age), 1) if isinstance(age, int | float) else None}
 
 
-def station_row(view: StationView, index: DetectionIndex, now: float) -> dict[str, Any]:
-    """One station's overview row (calls its status function and reads its index)."""
-    status = view.status()
+def station_row(view: StationView, status: dict[str, Any], index: DetectionIndex,
+                now: float) -> dict[str, Any]:
+    """One station's overview row from its status snapshot, index and ledger."""
     today = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
     row: dict[str, Any] = {
         "station_id": view.station_id, "name": status.get("name"),
@@ -83,8 +83,11 @@ def station_row(view: StationView, index: DetectionIndex, now: float) -> dict[st
     return row
 
 
-def overview(views: list[StationView], indexes: dict[str, DetectionIndex]) -> dict[str, Any]:
-    """The ``/api/overview`` document (blocking: the indexes may read new lines)."""
+def overview(views: list[StationView], statuses: list[dict[str, Any]],
+             indexes: dict[str, DetectionIndex]) -> dict[str, Any]:
+    """The ``/api/overview`` document from each view's status snapshot (taken on the
+    event loop, like ``/api/status``); blocking: the indexes may read new lines."""
     now = time.time()
     return {"now": now, "cell_s": DAY_S / CELLS,
-            "stations": [station_row(v, indexes[v.station_id], now) for v in views]}
+            "stations": [station_row(v, st, indexes[v.station_id], now)
+                         for v, st in zip(views, statuses, strict=True)]}
