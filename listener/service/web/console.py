@@ -70,7 +70,7 @@ def parse_time(value: str, name: str) -> float:
 
 
 class Console:
-    """The console for one or more stations (one per daemon today).
+    """The console for one station or a fleet (one view per station).
 
     Args:
         views: one :class:`StationView` per station.
