@@ -2,8 +2,10 @@
 
 Routes (``docs/console.md`` has the details):
 
-* pages ``/`` (status), ``/live``, ``/detections``; ``/static/<file>``;
-* ``GET /api/session``, ``/api/status``, ``/api/coverage?from&to``,
+* pages ``/`` (the fleet overview with several stations, else the status),
+  ``/overview``, ``/status``, ``/live``, ``/detections``; ``/static/<file>``,
+  ``/favicon.ico``; an HTML 404 page (JSON under ``/api/``, see :mod:`.notfound`);
+* ``GET /api/session``, ``/api/status``, ``/api/overview``, ``/api/coverage?from&to``,
   ``/api/detections``, ``/api/reviews/export``; ``POST /api/detections/<id>/review``;
 * ``GET /clips/<station>/<file>``: clip audio and pictures (HTTP ranges);
 * ``GET /api/live?station=``: server-sent events, one message per second with
@@ -24,20 +26,24 @@ from typing import Any
 
 from aiohttp import web
 
-from listener.events.sinks.jsonl import read_records
 from listener.web import live
 from listener.web.httplog import escape
+from listener.web.index import DetectionIndex, Entry, newest_first
+from listener.web.notfound import not_found_middleware
+from listener.web.overview import overview
 from listener.web.reviews import ReviewStore, export_records, read_review
 from listener.web.security import WriteGuard
 from listener.web.views import StationView
 
 logger = logging.getLogger(__name__)
 
-_PAGES = {"/": "status.html", "/live": "live.html", "/detections": "detections.html"}
-_STATIC = re.compile(r"^[a-z0-9_-]{1,40}\.(html|css|js|svg)$")
+_PAGES = {"/status": "status.html", "/overview": "overview.html", "/live": "live.html",
+          "/detections": "detections.html"}
+_STATIC = re.compile(r"^[a-z0-9_-]{1,40}\.(html|css|js|svg|ico)$")
 _CLIP = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}\.(flac|wav|png)$")
 _TYPES = {"html": "text/html", "css": "text/css", "js": "text/javascript",
-          "svg": "image/svg+xml", "flac": "audio/flac", "wav": "audio/wav", "png": "image/png"}
+          "svg": "image/svg+xml", "ico": "image/x-icon", "flac": "audio/flac",
+          "wav": "audio/wav", "png": "image/png"}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_RANGE_S = 31 * 86400.0
 
@@ -64,7 +70,7 @@ def parse_time(value: str, name: str) -> float:
 
 
 class Console:
-    """The console for one or more stations (one per daemon today).
+    """The console for one station or a fleet (one view per station).
 
     Args:
         views: one :class:`StationView` per station.
@@ -80,6 +86,8 @@ class Console:
         if not views:
             raise ValueError("the console needs at least one station view")
         self.views = {v.station_id: v for v in views}
+        self.indexes = {v.station_id: DetectionIndex(v.events_path, v.reviews_path)
+                        for v in views}
         self.guard = WriteGuard(bind_host, token)
         self.tick_s = tick_s
         self.backfill_s = backfill_s
@@ -90,17 +98,21 @@ class Console:
         self._static = resources.files("listener.web") / "static"
 
     def add_routes(self, app: web.Application) -> None:
-        for path in _PAGES:
+        for path in ("/", *_PAGES):
             app.router.add_get(path, self._page)
         app.router.add_get("/static/{name}", self._static_file)
+        app.router.add_get("/favicon.ico", self._favicon)
         app.router.add_get("/api/session", self._session)
         app.router.add_get("/api/status", self._status)
+        app.router.add_get("/api/overview", self._overview)
         app.router.add_get("/api/coverage", self._coverage)
         app.router.add_get("/api/detections", self._detections)
         app.router.add_post("/api/detections/{id}/review", self._review)
         app.router.add_get("/api/reviews/export", self._export)
         app.router.add_get("/api/live", self._live)
         app.router.add_get("/clips/{station}/{name}", self._clip)
+        # Innermost, so the router's and the handlers' 404s get the console's page.
+        app.middlewares.append(not_found_middleware(self._read_static("404.html")))
 
     def _view(self, request: web.Request, key: str = "station") -> StationView:
         name = request.match_info.get(key) or request.query.get(key)
@@ -120,8 +132,15 @@ class Console:
         return item.read_bytes()
 
     async def _page(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._read_static(_PAGES[request.path]),
+        path = request.path
+        if path == "/":  # a fleet opens on its overview, a lone station on its status
+            path = "/overview" if len(self.views) > 1 else "/status"
+        return web.Response(body=self._read_static(_PAGES[path]),
                             content_type="text/html", charset="utf-8")
+
+    async def _favicon(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._read_static("favicon.ico"), content_type="image/x-icon",
+                            headers={"Cache-Control": "max-age=86400"})
 
     async def _static_file(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -150,6 +169,11 @@ class Console:
             out.append(doc)
         return _json({"now": now, "stations": out})
 
+    async def _overview(self, request: web.Request) -> web.Response:
+        views = list(self.views.values())
+        statuses = [v.status() for v in views]
+        return _json(await asyncio.to_thread(overview, views, statuses, self.indexes))
+
     async def _coverage(self, request: web.Request) -> web.Response:
         view = self._view(request)
         now = time.time()
@@ -172,31 +196,31 @@ class Console:
         reviewed = q.get("reviewed", "any")
         if reviewed not in ("any", "yes", "no"):
             raise _bad(f"reviewed: expected any, yes or no; got {reviewed[:20]!r}")
-        try:
-            limit = min(500, max(1, int(q.get("limit", "100"))))
-        except ValueError:
-            raise _bad("limit: expected a whole number") from None
+        limit = min(500, max(1, _whole(q.get("limit", "100"), "limit")))
+        offset = max(0, _whole(q.get("offset", "0"), "offset"))
         views = [self._view(request)] if q.get("station") else list(self.views.values())
-        items: list[dict[str, Any]] = []
-        for view in views:
-            dets, reviews = await asyncio.to_thread(_load, view)
-            for det in dets:
-                review = reviews.get(str(det.get("id")))
-                if (reviewed == "yes") != (review is not None) and reviewed != "any":
-                    continue
-                if date and not str(det.get("timestamp") or "").startswith(date):
-                    continue
-                items.append(_summary(view, det, review))
-        items.sort(key=lambda d: str(d["timestamp"] or ""), reverse=True)
-        return _json({"detections": items[:limit], "total": len(items)})
+        items, total = await asyncio.to_thread(self._page_of, views, date, reviewed,
+                                               offset, limit)
+        return _json({"detections": items, "total": total, "offset": offset, "limit": limit})
+
+    def _page_of(self, views: list[StationView], date: str, reviewed: str, offset: int,
+                 limit: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of detections from the indexes, newest first, and how many match."""
+        keys = {v.station_id: self.indexes[v.station_id].matching(date, reviewed)
+                for v in views}
+        page = newest_first(keys, offset, limit)
+        items = []
+        for station, event_id in page:
+            for entry, review in self.indexes[station].entries([event_id]):
+                items.append(_summary(self.views[station], entry, review))
+        return items, sum(len(k) for k in keys.values())
 
     async def _review(self, request: web.Request) -> web.Response:
         self.guard.check(request)
         event_id = request.match_info["id"]
         review = await read_review(request, event_id)
         view = self._view(request)
-        dets, _ = await asyncio.to_thread(_load, view)
-        if not any(d.get("id") == event_id for d in dets):
+        if await asyncio.to_thread(self.indexes[view.station_id].get, event_id) is None:
             raise web.HTTPNotFound(text=f"no detection {event_id} at {view.station_id}\n")
         assert view.reviews_path is not None  # set whenever events_path is
         await asyncio.to_thread(ReviewStore(view.reviews_path).append, review)
@@ -209,8 +233,9 @@ class Console:
         views = [self._view(request)] if request.query.get("station") \
             else list(self.views.values())
         for view in views:
-            dets, reviews = await asyncio.to_thread(_load, view)
-            out.extend(export_records(dets, reviews))
+            pairs = await asyncio.to_thread(self.indexes[view.station_id].reviewed_records)
+            out.extend(export_records([d for d, _ in pairs],
+                                      {str(d["id"]): r for d, r in pairs}))
         return web.Response(
             text=json.dumps(out, ensure_ascii=False, indent=2, allow_nan=False),
             content_type="application/json",
@@ -245,35 +270,27 @@ class Console:
             self._viewers -= 1
 
 
-def _load(view: StationView) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The station's detection records and latest reviews (read in a thread)."""
-    dets: list[dict[str, Any]] = []
-    if view.events_path is not None and view.events_path.exists():
-        dets = [d for d in read_records(view.events_path) if d.get("kind") == "detection"]
-    reviews = {}
-    if view.reviews_path is not None:
-        reviews = ReviewStore(view.reviews_path).latest()
-    return dets, reviews
+def _whole(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise _bad(f"{name}: expected a whole number, got {value[:20]!r}") from None
 
 
-def _clip_url(view: StationView, uri: Any) -> str | None:
-    if not isinstance(uri, str) or view.clips_dir is None:
+def _clip_url(view: StationView, name: str | None) -> str | None:
+    if name is None or view.clips_dir is None:
         return None
-    name = uri.rsplit("/", 1)[-1]
     if not _CLIP.match(name) or not (view.clips_dir / name).is_file():
         return None
     return f"/clips/{view.station_id}/{name}"
 
 
-def _summary(view: StationView, det: dict[str, Any],
-             review: dict[str, Any] | None) -> dict[str, Any]:
-    model = det.get("model") if isinstance(det.get("model"), dict) else {}
+def _summary(view: StationView, det: Entry, review: dict[str, Any] | None) -> dict[str, Any]:
     return {
-        "id": det.get("id"), "station": view.station_id, "timestamp": det.get("timestamp"),
-        "confidence": det.get("whaleFoundConfidence"), "model": det.get("modelId"),
-        "label": (model or {}).get("label") or "orca call",
-        "audio": _clip_url(view, det.get("audioUri")),
-        "image": _clip_url(view, det.get("imageUri")), "review": review,
+        "id": det.id, "station": view.station_id, "timestamp": det.timestamp or None,
+        "confidence": det.confidence, "model": det.model, "label": det.label,
+        "audio": _clip_url(view, det.audio_name), "image": _clip_url(view, det.image_name),
+        "review": review,
     }
 
 

@@ -93,7 +93,7 @@ def station_console(cfg: Config, metrics: Metrics, daemon: RunningStation) -> St
         cfg.station.id, lambda: station_status(cfg, metrics, daemon), live,
         events_path=Path(outputs.jsonl.path) if outputs.jsonl is not None else None,
         clips_dir=Path(outputs.clips.dir) if outputs.clips is not None else None,
-        coverage=coverage)
+        coverage=coverage, threshold=cfg.detection.local_threshold)
     return StationConsole(cfg, metrics, view, ConsoleObserver(live, coverage,
                                                               cfg.detection.hop_s))
 
@@ -128,6 +128,7 @@ def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dic
         "backlog_s": stats.backlog_s if stats else None,
         "windows_scored": stats.windows_scored if stats else 0,
         "decoder_restarts": int(restarts),
+        "last_error": error,
         "model": {"id": cfg.model.model_id, "architecture": info.get("architecture"),
                   "device": info.get("device"),
                   "precision": info.get("precision") or info.get("dtype"),
@@ -135,6 +136,5 @@ def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dic
         "version": __version__,
         "clips_folder": str(cfg.outputs.clips.dir) if cfg.outputs.clips else None,
         "events_file": str(cfg.outputs.jsonl.path) if cfg.outputs.jsonl else None,
-        "last_error": error,
         "now_utc": iso_utc(datetime.now(UTC)),
     }

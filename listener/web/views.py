@@ -85,6 +85,10 @@ class StationView:
         clips_dir: the clip sink's folder (``outputs.clips``), if any.
         coverage: the station's coverage ledger, if recorded.
         reviews_path: where reviews are appended; beside the events by default.
+        threshold: the local (per-window) threshold the live view marks.
+
+    The status snapshot may hold ``last_error``: ``None``, or
+    the runtime's last-error document (the overview and status page show it).
     """
 
     station_id: str
@@ -94,6 +98,7 @@ class StationView:
     clips_dir: Path | None = None
     coverage: CoverageLedger | None = None
     reviews_path: Path | None = field(default=None)
+    threshold: float = 0.5
 
     def __post_init__(self) -> None:
         if self.reviews_path is None and self.events_path is not None:

@@ -32,6 +32,7 @@ from listener.config import (
 )
 from listener.detection.rule import ClipResult, WindowScore, decide_clip
 from listener.errors import SinkError
+from listener.events.axes import margins
 from listener.events.png import PNG_SIGNATURE, write_png
 from listener.events.records import Event, clip_file_names, event_json, make_detection_event
 from listener.events.sinks import (
@@ -342,7 +343,12 @@ def test_clip_sink_writes_flac_with_context_and_a_png(tmp_path: Path) -> None:
     samples, rate = sf.read(tmp_path / "clips" / audio_name, dtype="float32")
     assert rate == sr and samples.shape == (68 * sr,)
     np.testing.assert_allclose(samples, audio[5 * sr:73 * sr], atol=1e-4)
-    width, height, pixels = read_png(tmp_path / "clips" / image_name)
+    framed_width, framed_height, framed = read_png(tmp_path / "clips" / image_name)
+    # The picture inside its time and frequency scales (tests/events/test_axes.py).
+    top, left, bottom, right = margins(4)
+    assert (framed_width, framed_height) == (framed.shape[1], framed.shape[0])
+    pixels = framed[top:framed_height - bottom, left:framed_width - right]
+    height, width = pixels.shape[:2]
     # 8 kHz: n_fft 1024 (one bin per row up to 4 kHz), hop 512 -> one column per frame.
     assert (width, height) == (1 + (68 * sr - 1024) // 512, 400)
     np.testing.assert_array_equal(pixels, spectrogram_image(audio[5 * sr:73 * sr], sr))

@@ -8,6 +8,7 @@ tests/data/recordings (see tests/data/ATTRIBUTION.md); the events are real
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from listener.audio.history import AudioHistory
 from listener.config import DetectionConfig, StationConfig
 from listener.detection.rule import WindowScore, decide_clip
 from listener.events.png import encode_png
-from listener.events.records import clip_file_names, make_detection_event
-from listener.events.sinks.clips import spectrogram_image
+from listener.events.records import clip_file_names, iso_utc, make_detection_event
+from listener.events.sinks.clips import clip_picture
 from listener.events.sinks.jsonl import dumps_event
 from listener.web.coverage import CoverageLedger
 from listener.web.views import LiveFeed, StationView
@@ -55,8 +56,8 @@ def write_detections(folder: Path, count: int = 2) -> list[str]:
                                          model=MODEL, detection=cfg, stream_key="lab/hls/1")
             wav, png = clip_file_names(event, "flac")
             sf.write(clips / wav, audio, rate, format="FLAC", subtype="PCM_16")
-            (clips / png).write_bytes(encode_png(spectrogram_image(audio, rate, max_width=400,
-                                                                   height=160)))
+            (clips / png).write_bytes(encode_png(clip_picture(audio, rate, max_width=600,
+                                                              height=200)))
             fh.write(dumps_event(event, audio_base_uri="https://example.org/clips",
                                  image_base_uri="https://example.org/clips") + b"\n")
             ids.append(event.id)
@@ -69,7 +70,8 @@ def make_view(folder: Path, *, detections: int = 2) -> StationView:
     history = AudioHistory(max_s=120.0)
     ledger = CoverageLedger.for_station(folder / "state", STATION.id)
     status = {"name": STATION.name, "stream_url": "http://127.0.0.1/lab/live.m3u8",
-              "state": "running", "lag_s": 4.2, "decoder_restarts": 0,
+              "state": "running", "ready": True, "lag_s": 4.2, "last_segment_s_ago": 1.5,
+              "decoder_restarts": 0, "last_error": None,
               "model": {"id": MODEL["id"], "device": "cpu", "precision": "float32"}}
     return StationView(STATION.id, lambda: dict(status), LiveFeed(history),
                        events_path=folder / "events.jsonl", clips_dir=folder / "clips",
@@ -94,3 +96,45 @@ async def feed_live(view: StationView, seconds: float = 30.0, block_s: float = 0
             if view.coverage is not None:
                 view.coverage.record(t0 + sec, t0 + sec + 1.0, "scored")
         await asyncio.sleep(block_s / pace)
+
+
+FLEET = ("rpi_bush_point", "rpi_port_townsend", "rpi_sunset_bay", "rpi_north_sjc",
+         "rpi_mast_center", "rpi_andrews_bay", "rpi_point_robinson", "rpi_beach_camp",
+         "rpi_lime_kiln", "rpi_haro_strait", "rpi_tahlequah")
+
+
+def fleet_views(folder: Path, count: int) -> list[StationView]:
+    """``count`` more stations as a fleet's overview shows them: most listening, one
+    failing to fetch since two hours, one stopped last night; a few detections today."""
+    now = datetime.now(UTC).timestamp()
+    views = []
+    for k, station in enumerate(FLEET[:count]):
+        sub = folder / station
+        sub.mkdir(parents=True, exist_ok=True)
+        ledger = CoverageLedger.for_station(sub / "state", station)
+        status: dict[str, object] = {"name": station.removeprefix("rpi_").replace("_", " ").title(),
+                                     "state": "running", "ready": True, "lag_s": 3.0 + k % 4 * 1.7,
+                                     "last_segment_s_ago": 2.0 + k % 3 * 3.0, "last_error": None}
+        ledger.record(now - 86400, now - 30000 + k * 600, "scored")
+        if k == 1:  # the node answers 404 since two hours
+            ledger.record(now - 30000 + k * 600, now - 7200, "scored")
+            ledger.record(now - 7200, now - 5, "lost", "gap")
+            status.update(ready=False, readiness="waiting for the first segment",
+                          last_segment_s_ago=7203.0, lag_s=None,
+                          last_error={"message": "latest.txt: HTTP 404 Not Found",
+                                      "age_s": 4.0})
+        elif k == 4:  # stopped last night
+            status.update(state="stopped", ready=False, readiness="not running", lag_s=None,
+                          last_segment_s_ago=None)
+        else:
+            ledger.record(now - 30000 + k * 600 + 900 * (k % 3), now, "scored")
+        with open(sub / "events.jsonl", "wb") as fh:
+            for n in range(k % 4):
+                utc = datetime.fromtimestamp(now - 600 * (n + 1) - 60 * k, UTC)
+                fh.write(json.dumps({"id": f"{k:04x}{n:04x}-0000-5000-8000-000000000000",
+                                     "kind": "detection", "timestamp": iso_utc(utc),
+                                     "whaleFoundConfidence": 70.0, "modelId": "orcahello-srkw"}
+                                    ).encode() + b"\n")
+        views.append(StationView(station, lambda s=status: dict(s), LiveFeed(None),
+                                 events_path=sub / "events.jsonl", coverage=ledger))
+    return views

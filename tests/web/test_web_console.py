@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,89 @@ def test_live_stream_sends_spectrogram_columns_and_scores(tmp_path: Path) -> Non
         assert r.status_code == 400
 
     run_console(tmp_path, test, live=True)
+
+
+def test_favicon_and_not_found_pages(tmp_path: Path) -> None:
+    async def test(server: WebServer, view: StationView) -> None:
+        r = await call("GET", server.url + "/favicon.ico")
+        assert r.status_code == 200 and r.headers["Content-Type"] == "image/x-icon"
+        assert r.content[:4] == b"\x00\x00\x01\x00"  # an ICO header
+        r = await call("GET", server.url + "/no/such/page")
+        assert r.status_code == 404 and r.headers["Content-Type"].startswith("text/html")
+        assert "Not found" in r.text and "/static/app.css" in r.text
+        r = await call("GET", server.url + "/clips/a<i>b/x.png")
+        assert r.status_code == 404 and "no station &#x27;a&lt;i&gt;b" in r.text  # escaped
+        r = await call("GET", server.url + "/api/nothing")
+        assert r.status_code == 404 and r.json() == {"error": "not found"}
+        r = await call("GET", server.url + "/api/coverage?station=nowhere")
+        assert r.status_code == 404 and "no station 'nowhere'" in r.json()["error"]
+        r = await call("POST", server.url + "/api/status")
+        assert r.status_code == 405  # a known route, another method: still 405
+
+    run_console(tmp_path, test)
+
+
+def test_detections_are_deduplicated_and_paged(tmp_path: Path) -> None:
+    async def test(server: WebServer, view: StationView) -> None:
+        assert view.events_path is not None
+        lines = view.events_path.read_bytes().splitlines(keepends=True)
+        first = json.loads(lines[0])
+        first["whaleFoundConfidence"] = 99.0  # a restart re-scored it: the later line wins
+        with open(view.events_path, "ab") as fh:
+            fh.write(json.dumps(first).encode() + b"\n")
+        dets = (await call("GET", server.url + "/api/detections")).json()
+        assert dets["total"] == 2 and len(dets["detections"]) == 2
+        assert [d["confidence"] for d in dets["detections"] if d["id"] == first["id"]] == [99.0]
+        page = (await call("GET", server.url + "/api/detections?limit=1&offset=1")).json()
+        assert page["total"] == 2 and page["offset"] == 1
+        assert [d["id"] for d in page["detections"]] == [dets["detections"][1]["id"]]
+        r = await call("GET", server.url + "/api/detections?offset=x")
+        assert r.status_code == 400 and "offset" in r.text
+        csrf = {"X-CSRF-Token": (await session(server))["csrf"]}
+        url = f"{server.url}/api/detections/{first['id']}/review"
+        assert (await call("POST", url, json={"SRKWFound": "yes"}, headers=csrf)).status_code \
+            == 201
+        export = (await call("GET", server.url + "/api/reviews/export")).json()
+        assert [(e["id"], e["whaleFoundConfidence"]) for e in export] == [(first["id"], 99.0)]
+
+    run_console(tmp_path, test)
+
+
+def test_fleet_overview_one_row_per_station(tmp_path: Path) -> None:
+    async def main() -> None:
+        views = []
+        for k in range(3):
+            view = make_view(tmp_path / f"s{k}", detections=k)
+            view.station_id = f"station_{k}"
+            views.append(view)
+        assert views[0].coverage is not None
+        now = time.time()
+        views[0].coverage.record(now - 7200, now - 3600, "scored")
+        views[0].coverage.record(now - 3600, now - 1800, "lost", "gap")
+        base = views[1].status
+        views[1].status = lambda: {**base(), "last_error": {
+            "message": "latest.txt: HTTP 404", "age_s": 180.0, "utc": now - 180}}
+        server = WebServer(CollectorRegistry(), "127.0.0.1", 0, lambda: (True, "ok"),
+                           console=Console(views))
+        await server.start()
+        try:
+            page = await call("GET", server.url + "/")
+            assert 'data-page="overview"' in page.text  # a fleet opens on its overview
+            status = await call("GET", server.url + "/status")
+            assert 'data-page="status"' in status.text
+            doc = (await call("GET", server.url + "/api/overview")).json()
+        finally:
+            await server.stop()
+        rows = {r["station_id"]: r for r in doc["stations"]}
+        assert list(rows) == ["station_0", "station_1", "station_2"]
+        cells = rows["station_0"]["coverage"]["cells"]
+        assert len(cells) == 96 and cells[-8:-6] == "ss" and cells[-4:-2] == "ll"
+        assert cells[0] == "-"
+        assert rows["station_1"]["last_error"] == {"message": "latest.txt: HTTP 404",
+                                                  "age_s": 180.0}
+        assert rows["station_0"]["last_error"] is None
+        # The test events are dated 2026-11-29; none is "today" unless today is that day.
+        assert [r["detections_total"] for r in rows.values()] == [0, 1, 2]
+        assert rows["station_2"]["lag_s"] == 4.2 and rows["station_2"]["state"] == "running"
+
+    asyncio.run(main())

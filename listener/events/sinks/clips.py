@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -24,6 +25,7 @@ from listener.atomic import atomic_write
 from listener.audio.history import AudioHistory
 from listener.config import ClipSinkConfig
 from listener.errors import SinkError
+from listener.events.axes import add_axes
 from listener.events.png import encode_png
 from listener.events.records import Event, clip_file_names
 
@@ -93,6 +95,13 @@ def spectrogram_image(samples: np.ndarray, sample_rate: int, *, max_width: int =
     index = np.rint(level * 255).astype(np.uint8)
     # (time, freq) -> (freq, time), highest frequency in row 0 (the top).
     return colormap_lut()[index.T[::-1]]
+
+
+def clip_picture(samples: np.ndarray, sample_rate: int, **kwargs: Any) -> np.ndarray:
+    """:func:`spectrogram_image` with a time (s) and frequency (kHz) scale around it."""
+    f_max = min(float(kwargs.get("f_max_hz", 10_000.0)), sample_rate / 2)
+    return add_axes(spectrogram_image(samples, sample_rate, **kwargs),
+                    seconds=samples.size / sample_rate, f_max_hz=f_max)
 
 
 class ClipSink:
@@ -187,7 +196,7 @@ class ClipSink:
             sf.write(tmp, samples, sample_rate, format=fmt, subtype="PCM_16")
 
         atomic_write(audio, write_audio)
-        atomic_write(image, encode_png(spectrogram_image(samples, sample_rate)))
+        atomic_write(image, encode_png(clip_picture(samples, sample_rate)))
 
     async def close(self, timeout_s: float) -> None:
         """Let pending clips finish for up to ``timeout_s``; cancel the rest."""

@@ -18,6 +18,17 @@ const getJSON = async (url) => {
 const fmtSeconds = (s) => s == null ? "–" : s < 90 ? `${s.toFixed(0)} s`
   : s < 5400 ? `${(s / 60).toFixed(0)} min` : `${(s / 3600).toFixed(1)} h`;
 const localTime = (iso) => iso ? new Date(iso).toLocaleString() : "–";
+const ago = (s) => s == null ? "–" : `${fmtSeconds(s)} ago`;
+const errorText = (err) => err ? `${err.text || err.message}${err.age_s != null ? ` (${ago(err.age_s)})` : ""}` : "–";
+const query = new URLSearchParams(location.search);
+
+// The session (stations, CSRF token) once per page; a fleet's pages link its overview.
+let sessionPromise = null;
+const getSession = () => (sessionPromise ??= getJSON("/api/session"));
+async function initNav() {
+  const s = await getSession();
+  if (s.stations.length > 1) for (const a of document.querySelectorAll(".fleet-only")) a.hidden = false;
+}
 
 // A viridis-like ramp, the same anchors as the clip pictures (events/sinks/clips.py).
 const ANCHORS = [[68,1,84],[72,40,120],[62,74,137],[49,104,142],[38,130,142],[31,158,137],
@@ -50,21 +61,39 @@ function covText(sum) {
     (lost ? `, lost: ${lost}` : "") + `, unknown ${fmtSeconds(sum.unknown_s)}`;
 }
 
+// How the status page words a few fields; the rest print as they come.
+const STATUS_FORMAT = {
+  lag_s: fmtSeconds, backlog_s: fmtSeconds, last_segment_s_ago: ago, last_error: errorText,
+  live_edge_utc: localTime, last_scored_utc: localTime, now_utc: localTime,
+};
+
+const STATUS_LABEL = { lag_s: "lag", backlog_s: "backlog", last_segment_s_ago: "last segment",
+  live_edge_utc: "live edge", last_scored_utc: "last scored", now_utc: "now" };
+
 async function statusPage() {
   const box = $("#stations");
+  const only = query.get("station");
   const draw = async () => {
     const data = await getJSON("/api/status");
     box.replaceChildren();
     for (const st of data.stations) {
+      if (only && st.station_id !== only) continue;
       const table = el("table", { class: "kv" });
       for (const [k, v] of Object.entries(st)) {
         if (k === "coverage" || k === "station_id") continue;
-        const text = v !== null && typeof v === "object"
-          ? Object.entries(v).map(([a, b]) => `${a}: ${b}`).join(", ") : String(v ?? "–");
-        table.append(el("tr", {}, el("td", { text: k.replaceAll("_", " ") }), el("td", { text })));
+        const text = STATUS_FORMAT[k] ? STATUS_FORMAT[k](v)
+          : v !== null && typeof v === "object"
+            ? Object.entries(v).map(([a, b]) => `${a}: ${b ?? "–"}`).join(", ") : String(v ?? "–");
+        const label = STATUS_LABEL[k] || k.replaceAll("_", " ");
+        const row = el("tr", { class: `f-${k}` }, el("td", { text: label }), el("td", { text }));
+        if (k === "last_error" && v) row.classList.add("error");
+        table.append(row);
       }
+      const links = el("p", {}, el("a", { href: `/live?station=${encodeURIComponent(st.station_id)}`,
+        text: "live view" }), " · ", el("a", { href: `/detections?station=${encodeURIComponent(st.station_id)}`,
+        text: "detections" }));
       const card = el("div", { class: "card station", "data-station": st.station_id },
-        el("h2", { text: st.station_id }), table);
+        el("h2", { text: st.station_id }), table, links);
       if (st.coverage) {
         card.append(el("p", { class: "muted", text: "Last hour: " + covText(st.coverage.hour) }),
           coverageBar(st.coverage, data.now),
@@ -77,8 +106,58 @@ async function statusPage() {
   setInterval(() => draw().catch((e) => console.error(e)), 5000);
 }
 
+// ---- fleet overview -----------------------------------------------------
+function stateChip(row) {
+  const err = row.last_error && row.last_error.age_s != null && row.last_error.age_s < 600;
+  const kind = row.ready ? (err ? "warn" : "ok") : row.state === "running" ? "warn" : "bad";
+  return el("span", { class: `state ${kind}`, title: row.readiness || "", text: row.state || "?" });
+}
+
+function coverageCells(cov, cellS) {
+  const box = el("span", { class: "cells", title: "last 24 h, oldest on the left" });
+  if (!cov) { box.title = "no coverage recorded"; return box; }
+  const names = { s: "scored", l: "some lost", p: "partly scored", "-": "unknown" };
+  [...cov.cells].forEach((c, i) => {
+    const hoursAgo = ((cov.cells.length - i) * cellS / 3600).toFixed(1);
+    box.append(el("span", { class: c === "-" ? "n" : c, title: `${names[c]}, ${hoursAgo} h ago` }));
+  });
+  return box;
+}
+
+function fleetRow(row, cellS) {
+  const id = encodeURIComponent(row.station_id);
+  const err = row.last_error;
+  return el("tr", { "data-station": row.station_id },
+    el("td", { class: "name", title: row.name || "" }, el("b", { text: row.station_id })),
+    el("td", {}, stateChip(row)),
+    el("td", { class: "num", text: fmtSeconds(row.lag_s) }),
+    el("td", { text: ago(row.last_segment_s_ago) }),
+    el("td", { class: err ? "err" : "muted", title: err ? errorText(err) : "", text: errorText(err) }),
+    el("td", {}, coverageCells(row.coverage, cellS),
+      el("small", { text: row.coverage ? `${(row.coverage.scored_ratio * 100).toFixed(0)} %` : "" })),
+    el("td", { class: "num", text: String(row.detections_today) }),
+    el("td", { class: "links" }, el("a", { href: `/status?station=${id}`, text: "status" }),
+      el("a", { href: `/live?station=${id}`, text: "live" }),
+      el("a", { href: `/detections?station=${id}`, text: "detections" })));
+}
+
+async function overviewPage() {
+  const draw = async () => {
+    const data = await getJSON("/api/overview");
+    const rows = data.stations;
+    $("#fleet tbody").replaceChildren(...rows.map((r) => fleetRow(r, data.cell_s)));
+    const ready = rows.filter((r) => r.ready).length;
+    const errors = rows.filter((r) => r.last_error).length;
+    const today = rows.reduce((n, r) => n + r.detections_today, 0);
+    $("#fleet-summary").textContent = `${rows.length} stations, ${ready} ready, ` +
+      `${errors} with an error, ${today} detections today`;
+  };
+  await draw();
+  setInterval(() => draw().catch((e) => console.error(e)), 5000);
+}
+
 // ---- live ---------------------------------------------------------------
-const live = { cols: 0, scores: [], end: null, messages: 0 };
+const live = { cols: 0, scores: [], end: null, messages: 0, threshold: 0.5 };
 window.liveState = live;  // read by the browser tests
 
 function drawColumns(ctx, bytes, nCols, bins) {
@@ -99,23 +178,52 @@ function drawColumns(ctx, bytes, nCols, bins) {
 }
 
 function drawScores(ctx, colsPerS) {
-  const w = ctx.canvas.width, h = ctx.canvas.height;
+  const w = ctx.canvas.width, h = ctx.canvas.height, t = live.threshold;
   ctx.fillStyle = "#111"; ctx.fillRect(0, 0, w, h);
-  ctx.strokeStyle = "#888"; ctx.setLineDash([4, 4]); ctx.beginPath();
-  ctx.moveTo(0, h * 0.5); ctx.lineTo(w, h * 0.5); ctx.stroke(); ctx.setLineDash([]);
-  if (live.end === null) return;
-  for (const [offset, , score] of live.scores) {
-    const x = w - (live.end - offset) * colsPerS;
-    if (x < -colsPerS * 2 || x > w) continue;
-    ctx.fillStyle = score >= 0.5 ? "#fde725" : "#3b8bc2";
-    ctx.fillRect(x, h - score * h, Math.max(2, colsPerS * 2 - 2), score * h);
+  ctx.fillStyle = "#2a2f3a";  // faint grid at 0.25, 0.5, 0.75
+  for (const g of [0.25, 0.5, 0.75]) ctx.fillRect(0, Math.round(h - g * h), w, 1);
+  if (live.end !== null) {
+    for (const [offset, , score] of live.scores) {
+      const x = w - (live.end - offset) * colsPerS;
+      if (x < -colsPerS * 2 || x > w) continue;
+      ctx.fillStyle = score >= t ? "#fde725" : "#3b8bc2";
+      ctx.fillRect(x, h - score * h, Math.max(2, colsPerS * 2 - 2), score * h);
+    }
   }
+  // The threshold last, over the bars, dark under light so it shows on yellow too.
+  const y = Math.round(h - t * h) + 0.5;
+  ctx.lineWidth = 3; ctx.strokeStyle = "#111"; ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(w, y); ctx.stroke();
+  ctx.lineWidth = 1; ctx.strokeStyle = "#f4f4f4"; ctx.setLineDash([5, 4]);
+  ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(w, y); ctx.stroke(); ctx.setLineDash([]);
+}
+
+// Axis ticks beside the canvases: `at` is the position in % from the top (y) or left (x).
+function ticks(box, marks, axis) {
+  for (const old of box.querySelectorAll(".tick")) old.remove();
+  for (const [at, text] of marks) {
+    const tick = el("span", { class: "tick", text });
+    if (axis === "y") tick.style.top = `${at}%`; else tick.style.left = `${at}%`;
+    box.append(tick);
+  }
+}
+
+function drawAxes(colsPerS, threshold) {
+  const spanS = $("#spec").width / colsPerS, kHz = 10;
+  ticks($("#spec-y"), [0, 2, 4, 6, 8, 10].map((f) => [100 - f / kHz * 100, `${f}`]), "y");
+  ticks($("#score-y"), [[0, "1"], [50, "0.5"], [100, "0"], [100 - threshold * 100, `${threshold} –`]]
+    .filter(([at], i) => i < 3 || Math.abs(at - 50) > 8), "y");
+  const step = spanS > 120 ? 30 : 15, marks = [];
+  for (let s = 0; s < spanS; s += step) marks.push([100 - s / spanS * 100, s ? `−${s} s` : "0 s"]);
+  ticks($("#time-x"), marks, "x");
+  if (!$("#time-x .unit")) $("#time-x").append(el("span", { class: "unit", text: "before the newest audio" }));
 }
 
 function livePage() {
   const spec = $("#spec").getContext("2d"), scores = $("#scores").getContext("2d");
   const params = new URLSearchParams(location.search);
   const station = params.get("station") || "";
+  drawAxes(8, live.threshold);
+  drawScores(scores, 8);
   const source = new EventSource("/api/live" + (station ? `?station=${encodeURIComponent(station)}` : ""));
   source.onmessage = (ev) => {
     const msg = JSON.parse(ev.data);
@@ -126,6 +234,11 @@ function livePage() {
       live.cols += msg.cols;
     }
     if (msg.end_s !== null) live.end = msg.end_s;
+    if (msg.threshold != null && msg.threshold !== live.threshold || !live.messages) {
+      live.threshold = msg.threshold ?? live.threshold;
+      $("#threshold").textContent = String(live.threshold);
+      drawAxes(msg.cols_per_s, live.threshold);
+    }
     live.scores.push(...msg.scores);
     if (live.scores.length > 600) live.scores.splice(0, live.scores.length - 600);
     live.messages += 1;
@@ -142,6 +255,13 @@ let session = null;
 
 async function submitReview(form, det) {
   const data = new FormData(form);
+  const note = form.querySelector(".result");
+  if (!data.get("SRKWFound")) {  // the server refuses it too; say so before sending
+    note.className = "result error";
+    note.textContent = "Choose yes, no or don't know before saving.";
+    form.querySelector("input[name=SRKWFound]").focus();
+    return;
+  }
   const headers = { "Content-Type": "application/json", "X-CSRF-Token": session.csrf };
   const token = $("#f-token").value || sessionStorage.getItem("listener-token");
   if (token) { headers.Authorization = `Bearer ${token}`; sessionStorage.setItem("listener-token", token); }
@@ -149,7 +269,6 @@ async function submitReview(form, det) {
     comments: data.get("comments") || "", moderator: data.get("moderator") || "" });
   const r = await fetch(`/api/detections/${det.id}/review?station=${encodeURIComponent(det.station)}`,
     { method: "POST", headers, body });
-  const note = form.querySelector(".result");
   if (r.ok) {
     const review = await r.json();
     note.className = "result"; note.textContent = `saved: ${review.SRKWFound} (${review.dateModerated})`;
@@ -160,12 +279,12 @@ async function submitReview(form, det) {
 }
 
 function reviewForm(det) {
-  const form = el("form", { class: "review" });
-  const verdicts = el("div", {}, el("label", { text: "Killer whales?" }));
+  const form = el("form", { class: "review", novalidate: "" });
+  const verdicts = el("div", { class: "verdicts" }, el("span", { class: "muted", text: "Killer whales? " }));
   for (const v of ["yes", "no", "don't know"]) {
     const input = el("input", { type: "radio", name: "SRKWFound", value: v });
     if (det.review && det.review.SRKWFound === v) input.checked = true;
-    verdicts.append(el("label", { style: "display:inline; margin-right:.6em" }, input, ` ${v}`));
+    verdicts.append(el("label", {}, input, ` ${v}`));
   }
   const r = det.review || {};
   form.append(verdicts,
@@ -196,12 +315,16 @@ function detectionCard(det) {
   return el("div", { class: "card det", "data-id": det.id }, media, info);
 }
 
+const PAGE_SIZE = 20;
+
 async function detectionsPage() {
-  session = await getJSON("/api/session");
+  session = await getSession();
   $("#tokenbox").hidden = !session.review_needs_token;
   for (const s of session.stations) $("#f-station").append(el("option", { value: s, text: s }));
+  if (session.stations.includes(query.get("station"))) $("#f-station").value = query.get("station");
+  let offset = 0;
   const load = async () => {
-    const q = new URLSearchParams({ reviewed: $("#f-reviewed").value });
+    const q = new URLSearchParams({ reviewed: $("#f-reviewed").value, offset, limit: PAGE_SIZE });
     if ($("#f-station").value) q.set("station", $("#f-station").value);
     if ($("#f-date").value) q.set("date", $("#f-date").value);
     const data = await getJSON(`/api/detections?${q}`);
@@ -209,10 +332,19 @@ async function detectionsPage() {
     list.replaceChildren();
     if (!data.detections.length) list.append(el("p", { class: "muted", text: "No detections." }));
     for (const det of data.detections) list.append(detectionCard(det));
+    $("#pageinfo").textContent = data.total ? `${offset + 1}–${offset + data.detections.length} ` +
+      `of ${data.total}, newest first` : "";
+    $("#newer").disabled = offset === 0;
+    $("#older").disabled = offset + data.detections.length >= data.total;
   };
-  for (const id of ["#f-station", "#f-date", "#f-reviewed"]) $(id).addEventListener("change", load);
+  const restart = () => { offset = 0; load(); };
+  for (const id of ["#f-station", "#f-date", "#f-reviewed"]) $(id).addEventListener("change", restart);
+  $("#newer").addEventListener("click", () => { offset = Math.max(0, offset - PAGE_SIZE); load(); });
+  $("#older").addEventListener("click", () => { offset += PAGE_SIZE; load(); });
   await load();
 }
 
-const pages = { status: statusPage, live: livePage, detections: detectionsPage };
+const pages = { status: statusPage, overview: overviewPage, live: livePage,
+  detections: detectionsPage, notfound: async () => {} };
+initNav().catch((e) => console.error(e));
 pages[document.body.dataset.page]();

@@ -1,0 +1,51 @@
+"""The status snapshot the console shows for one station (``station_view.station_status``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from prometheus_client import CollectorRegistry
+from support.daemon_support import station_config
+
+from listener.metrics import Metrics
+from listener.runtime.readiness import LastError
+from listener.runtime.unit import State
+from listener.web.station_view import station_console, station_status
+
+
+class Stub:
+    """What the status page reads from a running station, before its pipeline exists."""
+
+    state = State.STARTING
+    live_edge_utc = None
+    model_info: ClassVar[dict[str, Any]] = {}
+    last_error: Any = None
+
+    def pipeline_stats(self) -> None:
+        return None
+
+    def readiness(self) -> tuple[bool, str]:
+        return False, "waiting for the first segment"
+
+
+def test_decoder_restarts_exclude_the_first_start_and_the_last_error_has_its_age(
+        tmp_path: Path) -> None:
+    cfg = station_config("http://127.0.0.1:9", "node_a", tmp_path)
+    metrics = Metrics(CollectorRegistry(), "node_a")
+    daemon = Stub()
+    metrics.decoder_restart("start")
+    status = station_status(cfg, metrics, daemon)
+    assert status["decoder_restarts"] == 0 and status["last_error"] is None
+    metrics.decoder_restart("gap")
+    metrics.decoder_restart("start")  # the restart after the gap starts it again
+    now = time.time()
+    daemon.last_error = LastError("playlist", "latest.txt: HTTP 404", now - 180.0,
+                                  now).to_json(now)
+    status = station_status(cfg, metrics, daemon)
+    assert status["decoder_restarts"] == 1
+    err = status["last_error"]
+    assert err["message"] == "latest.txt: HTTP 404" and 179.0 <= err["for_s"] <= 190.0
+    # The live view marks the station's own threshold.
+    assert station_console(cfg, metrics, daemon).view.threshold == cfg.detection.local_threshold
