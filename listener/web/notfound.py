@@ -39,7 +39,7 @@ def not_found_middleware(page: bytes) -> Middleware:
         except web.HTTPNotFound as err:
             reason = reason_of(err)
             if request.path.startswith("/api/"):
-                return web.Response(status=404, text=json.dumps({"error": reason}),
+                return web.Response(status=404, text=json.dumps({"error": reason}) + "\n",
                                     content_type="application/json")
             body = page.replace(PLACEHOLDER, html.escape(reason).encode())
             return web.Response(status=404, body=body, content_type="text/html",

@@ -416,6 +416,7 @@ def test_1100_idle_connections_leave_a_daemon_at_1024_descriptors_serving(
                 assert proc.poll() is None
                 time.sleep(0.2)
             assert fetched(url) >= 2
+            baseline = len(list(Path(f"/proc/{proc.pid}/fd").iterdir()))
             flood = threading.Thread(target=hold_idle, args=(port, 1100, stop), daemon=True)
             flood.start()
             time.sleep(1.0)
@@ -429,9 +430,10 @@ def test_1100_idle_connections_leave_a_daemon_at_1024_descriptors_serving(
             while fetched(url) < before + 3 and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert fetched(url) >= before + 3
-            # At most max_connections (256, a quarter of 1,024) of them are the flood's.
+            # About max_connections (256, a quarter of 1,024) of them are the flood's, plus
+            # those accepted since the last once-a-second sweep: far from the limit.
             held = len(list(Path(f"/proc/{proc.pid}/fd").iterdir()))
-            assert held < 256 + 100, held
+            assert held <= baseline + 256 + 160, (baseline, held)
         finally:
             stop.set()
             proc.terminate()
