@@ -17,7 +17,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from listener.config.sections import Config
+from listener.config.explain import config_error
+from listener.config.origin import ConfigOrigin, set_origin
+from listener.config.sections import Config, rule_units
 from listener.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -132,39 +134,31 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
                           "(station, stream, model, ...)", path=path, line=1)
     if base_dir is not None:
         _resolve_paths(data, base_dir, path)
+    origin = ConfigOrigin(path, lines)
     try:
         cfg = Config.model_validate(data)
+        # Checks that read the model folders (labels, config.json, installed
+        # extras): imported late, the model package imports this module.
+        from listener.model.backends.check import check_models
+
+        cfg = check_models(cfg, path=path, lines=lines)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
-        line = None
-        for n in range(len(loc), 0, -1):
-            if loc[:n] in lines:
-                line = lines[loc[:n]]
-                break
-        key = ".".join(str(p) for p in loc) or None
-        message = _explain(first, err.error_count())
-        raise ConfigError(message, path=path, line=line, key=key) from err
-    # Checks that read the model folders (labels, config.json, installed
-    # extras): imported late, the model package imports this module.
-    from listener.model.backends.check import check_models
-
-    return check_models(cfg, path=path, lines=lines)
+        # Raised by a validator or by a section built from validated ones:
+        # either way one line naming the key, never a pydantic traceback.
+        raise config_error(err, origin, Config) from err
+    _check_reachable(cfg, origin)
+    set_origin(cfg, origin)
+    return cfg
 
 
-def _explain(error: Any, count: int) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        msg = "unknown key (not allowed here; config/example.yaml lists every allowed key)"
-    elif kind == "missing":
-        msg = "required key is missing"
-    elif kind == "literal_error":
-        msg = f"{error['msg']}, got {error.get('input')!r}"
-    else:
-        msg = f"{error['msg']} (got {error.get('input')!r})"
-    if count > 1:
-        msg += f" [and {count - 1} more problem(s)]"
-    return msg
+def _check_reachable(cfg: Config, origin: ConfigOrigin) -> None:
+    """Refuse a ``global_threshold`` no clip can reach (it would never fire)."""
+    det = cfg.detection
+    units = rule_units(det.clip_s, det.window_s, det.hop_s)
+    if det.global_threshold > units:
+        raise origin.error(f"{det.global_threshold} can never be reached: a clip of "
+                           f"{det.clip_s:g} s has {units} units of hop_s ({det.hop_s:g} s) "
+                           f"to count", "detection.global_threshold")
 
 
 def load_config(path: str | Path) -> Config:
