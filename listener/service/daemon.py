@@ -26,6 +26,7 @@ from listener.errors import ListenerError
 from listener.events.emitter import Emitter
 from listener.pipeline.station import StationPipeline
 from listener.service.metrics import Metrics
+from listener.service.preflight import start_checks
 from listener.service.probes import ProbeServer
 from listener.service.sdnotify import SystemdNotifier, watchdog_loop
 from listener.service.station import (
@@ -149,6 +150,12 @@ class Daemon:
             self.client.stop()
 
     async def run(self) -> int:
+        # Start-up checks and the state folder's lock (a second daemon is refused).
+        with start_checks([self.cfg], stream=self.options.source is None,
+                          weights=self.scorer is None and not self.allow_random_weights):
+            return await self._run()
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:

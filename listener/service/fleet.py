@@ -39,6 +39,7 @@ from listener.model.backends.base import ModelBackend
 from listener.pipeline.batcher import SharedBatcher
 from listener.service.daemon import SINKS_CLOSE_SLACK_S, Timeouts
 from listener.service.metrics import MetricFamilies, Metrics
+from listener.service.preflight import start_checks
 from listener.service.probes import ProbeServer
 from listener.service.readiness import StationHealth, fleet_readiness
 from listener.service.roster import model_key
@@ -250,6 +251,13 @@ class Fleet:
             unit.request_stop()
 
     async def run(self) -> int:
+        # Start-up checks and the state folders' locks (a second daemon is refused).
+        with start_checks([u.cfg for u in self.units], stream=self.options.source is None,
+                          weights=self.scorer is None and self.load_scorer is None,
+                          keep_going=self.keep_going):
+            return await self._run()
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -329,7 +337,10 @@ class Fleet:
             except ListenerError as err:
                 unit.state, unit.error = "failed", str(err)
                 if not self.keep_going:
-                    raise ListenerError(f"station {unit.id}: {err}") from err
+                    # Most errors already name the station: do not say it twice.
+                    prefix = "" if str(err).startswith(f"station {unit.id}:") \
+                        else f"station {unit.id}: "
+                    raise ListenerError(f"{prefix}{err}") from err
                 log.error("station %s skipped (--keep-going): %s", unit.id, err)
 
     def _healthy(self) -> bool:
