@@ -1,4 +1,4 @@
-"""``check-config`` and ``run`` refuse the same bad configs with the same message (file:line: key)."""
+"""``check-config`` and ``run`` refuse the same bad configs with one message (file:line: key)."""
 
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ def _bad_configs(tmp: Path, port: int) -> dict[str, tuple[str, str]]:
         "station id ..": ("station: {id: '..'}\n" + STREAM, ":1: station.id: must not start"),
         "unreachable global_threshold": (with_weights + "detection: {global_threshold: 61}\n",
                                          ":4: detection.global_threshold: 61 can never"),
-        "a typo": (f"station: {{id: x}}\nstream: {{kind: orcasound, node: a, "
-                   f"pol_interval_s: 3}}\n", "did you mean 'poll_interval_s'?"),
+        "a typo": ("station: {id: x}\nstream: {kind: orcasound, node: a, "
+                   "pol_interval_s: 3}\n", "did you mean 'poll_interval_s'?"),
     }
 
 
