@@ -129,6 +129,10 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"not valid YAML: {getattr(err, 'problem', err)}", path=path,
                           line=line) from err
+    except (ValueError, OverflowError, RecursionError) as err:
+        # PyYAML's constructors raise these for values it recognised but cannot
+        # build (a timestamp such as 2001-02-30); it keeps no line for them.
+        raise ConfigError(f"not valid YAML: {err}", path=path) from err
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping of sections "
                           "(station, stream, model, ...)", path=path, line=1)
