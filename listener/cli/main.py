@@ -131,16 +131,18 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from listener.runtime.preflight import preflight
+
     cfg = load_config(args.file)
+    # What `run` checks before it loads the network, with the same messages.
+    notes = preflight(cfg, running_ok=True)
     stream = cfg.stream
     where = "no stream" if stream is None else (
         f"orcasound node {stream.node} at {stream.base_url}" if stream.kind == "orcasound"
         else f"HLS {stream.url}")
-    weights = cfg.model.weights or "(none set)"
-    print(f"{args.file}: OK — station {cfg.station.id}, {where}, weights {weights}")
-    if cfg.model.weights is not None and not Path(cfg.model.weights).is_file():
-        print(f"warning: model.weights {cfg.model.weights} does not exist (yet)",
-              file=sys.stderr)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{args.file}: OK — station {cfg.station.id}, {where}, weights {cfg.model.weights}")
     return 0
 
 

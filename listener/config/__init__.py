@@ -11,6 +11,7 @@ the YAML reading; everything public is importable from here.
 """
 
 from listener.config.loading import load_config, parse_config
+from listener.config.origin import ConfigOrigin, origin_of
 from listener.config.outputs import (
     ClipSinkConfig,
     JsonlSinkConfig,
@@ -22,7 +23,6 @@ from listener.config.sections import (
     PRECISIONS,
     BufferConfig,
     Config,
-    ConfigOrigin,
     DetectionConfig,
     FetchConfig,
     FrontendConfig,
@@ -42,10 +42,32 @@ from listener.config.sections import (
 )
 
 __all__ = [
-    "PRECISIONS", "BufferConfig", "ClipSinkConfig", "Config", "ConfigOrigin", "DetectionConfig",
-    "FetchConfig", "FrontendConfig", "HttpLimitsConfig", "JsonlSinkConfig", "LoggingConfig",
+    "PRECISIONS",
+    "BufferConfig",
+    "ClipSinkConfig",
+    "Config",
+    "ConfigOrigin",
+    "DetectionConfig",
+    "FetchConfig",
+    "FrontendConfig",
+    "HttpLimitsConfig",
+    "JsonlSinkConfig",
+    "LoggingConfig",
     "MetricsConfig",
-    "ModelConfig", "ModelEntry", "OrcaHelloSinkConfig", "OutputsConfig", "Precision",
-    "RuleConfig", "StateConfig", "StationConfig", "StreamConfig", "WebhookSinkConfig",
-    "check_node_name", "default_config", "load_config", "parse_config", "with_precision",
+    "ModelConfig",
+    "ModelEntry",
+    "OrcaHelloSinkConfig",
+    "OutputsConfig",
+    "Precision",
+    "RuleConfig",
+    "StateConfig",
+    "StationConfig",
+    "StreamConfig",
+    "WebhookSinkConfig",
+    "check_node_name",
+    "default_config",
+    "load_config",
+    "origin_of",
+    "parse_config",
+    "with_precision",
 ]

@@ -17,7 +17,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from listener.config.sections import Config, ConfigOrigin
+from listener.config.explain import config_error
+from listener.config.origin import ConfigOrigin, set_origin
+from listener.config.sections import Config, rule_units
 from listener.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -127,44 +129,38 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"not valid YAML: {getattr(err, 'problem', err)}", path=path,
                           line=line) from err
+    except (ValueError, OverflowError, RecursionError) as err:
+        # PyYAML's constructors raise these for values it recognised but cannot
+        # build (a timestamp such as 2001-02-30); it keeps no line for them.
+        raise ConfigError(f"not valid YAML: {err}", path=path) from err
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping of sections "
                           "(station, stream, model, ...)", path=path, line=1)
     if base_dir is not None:
         _resolve_paths(data, base_dir, path)
+    origin = ConfigOrigin(path, lines)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
-        line = None
-        for n in range(len(loc), 0, -1):
-            if loc[:n] in lines:
-                line = lines[loc[:n]]
-                break
-        key = ".".join(str(p) for p in loc) or None
-        message = _explain(first, err.error_count())
-        raise ConfigError(message, path=path, line=line, key=key) from err
+        # Raised by a validator or by a section built from validated ones:
+        # either way one line naming the key, never a pydantic traceback.
+        raise config_error(err, origin, Config) from err
+    _check_reachable(cfg, origin)
     # Checks that read the model folders (labels, config.json, installed
     # extras) run where the models are planned (listener.model.backends.check),
-    # which names file and line through the origin.
-    cfg._origin = ConfigOrigin(path, lines)
+    # which names file and line through this origin.
+    set_origin(cfg, origin)
     return cfg
 
 
-def _explain(error: Any, count: int) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        msg = "unknown key (not allowed here; config/example.yaml lists every allowed key)"
-    elif kind == "missing":
-        msg = "required key is missing"
-    elif kind == "literal_error":
-        msg = f"{error['msg']}, got {error.get('input')!r}"
-    else:
-        msg = f"{error['msg']} (got {error.get('input')!r})"
-    if count > 1:
-        msg += f" [and {count - 1} more problem(s)]"
-    return msg
+def _check_reachable(cfg: Config, origin: ConfigOrigin) -> None:
+    """Refuse a ``global_threshold`` no clip can reach (it would never fire)."""
+    det = cfg.detection
+    units = rule_units(det.clip_s, det.window_s, det.hop_s)
+    if det.global_threshold > units:
+        raise origin.error(f"{det.global_threshold} can never be reached: a clip of "
+                           f"{det.clip_s:g} s has {units} units of hop_s ({det.hop_s:g} s) "
+                           f"to count", "detection.global_threshold")
 
 
 def load_config(path: str | Path) -> Config:

@@ -10,8 +10,8 @@ variable or a credentials file that holds them.
 from __future__ import annotations
 
 import logging
+import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +39,16 @@ class StationConfig(_Section):
     name: str = ""
     longitude: float = Field(default=0.0, ge=-180, le=180)
     latitude: float = Field(default=0.0, ge=-90, le=90)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        # The id names files (<id>.state.json, coverage-<id>.jsonl): '..' or a
+        # leading dot would make hidden files or point at the parent folder.
+        if value.startswith("."):
+            raise ValueError(f"must not start with a dot ('.', '..' and hidden names are "
+                             f"refused; it names files), got {value!r}")
+        return value
 
 
 class FetchConfig(_Section):
@@ -134,6 +144,7 @@ Precision = Literal["auto", "float32", "bfloat16", "float16"]
 PRECISIONS: tuple[Precision, ...] = ("auto", "float32", "bfloat16", "float16")
 
 
+MODEL_ID_PATTERN = r"^[A-Za-z0-9_.:/-]{1,128}$"
 StageName = Annotated[str, Field(pattern=r"^layer[1-4](\.[0-9]{1,2})?$")]
 
 
@@ -164,7 +175,8 @@ class ModelConfig(_Section):
     channels_last: bool = True
     fuse_batchnorm: bool = True
     max_batch_wait_s: Annotated[float, Field(ge=0, le=60)] = 0.25
-    model_id: str = "orcahello-srkw"
+    # The same names as ``models[].id``, which this becomes (model_entries).
+    model_id: str = Field(default="orcahello-srkw", pattern=MODEL_ID_PATTERN)
     float32_stages: list[StageName] | None = None
 
     @model_validator(mode="before")
@@ -208,6 +220,18 @@ class DetectionConfig(_Section):
         return self
 
 
+def rule_units(clip_s: float, window_s: float, hop_s: float) -> int:
+    """How many hop-long units the per-second rule scores in one clip.
+
+    The same count as :func:`listener.detection.rule.decide_clip` (which the
+    config cannot import): units from the clip's start to its last window's end.
+    """
+    eps = 1e-6
+    windows = max(0, math.floor((clip_s - window_s) / hop_s + eps) + 1)
+    span = (windows - 1) * hop_s + window_s if windows else clip_s
+    return max(1, math.ceil(span / hop_s - eps))
+
+
 BackendName = Literal["orcahello-resnet", "transformers"]
 ModelRole = Literal["primary", "shadow", "secondary"]
 
@@ -243,7 +267,7 @@ class ModelEntry(ModelConfig):
     OrcaHello's negative ones for other backends.
     """
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")
+    id: str = Field(pattern=MODEL_ID_PATTERN)
     backend: BackendName = "orcahello-resnet"
     role: ModelRole = "primary"
     target_labels: tuple[str, ...] | None = None
@@ -309,23 +333,8 @@ class LoggingConfig(_Section):
     format: Literal["text", "json"] = "text"
 
 
-@dataclass(frozen=True)
-class ConfigOrigin:
-    """Where a config came from: its file and the line of each key path."""
-
-    path: str
-    lines: dict[tuple, int] = field(default_factory=dict)
-
-
 class Config(_Section):
-    """A whole station config file.
-
-    ``origin`` (set by :func:`listener.config.parse_config`): the file and the
-    line of each key, so checks made after loading (the model plan) still
-    name file, line and key.
-    """
-
-    _origin: ConfigOrigin | None = PrivateAttr(default=None)
+    """A whole station config file."""
 
     station: StationConfig
     stream: StreamConfig | None = None
@@ -338,6 +347,8 @@ class Config(_Section):
     state: StateConfig = StateConfig()
     logging: LoggingConfig = LoggingConfig()
     models: tuple[ModelEntry, ...] | None = None
+    # The file and lines it was read from (listener.config.origin); not part of its value.
+    _origin: Any = PrivateAttr(default=None)
 
     @field_validator("models")
     @classmethod
@@ -358,10 +369,6 @@ class Config(_Section):
         # model (the daemon, replay, detect) keeps working unchanged.
         object.__setattr__(self, "model", primary.model_config_view())
         return self
-
-    @property
-    def origin(self) -> ConfigOrigin | None:
-        return self._origin
 
     def model_entries(self) -> tuple[ModelEntry, ...]:
         """Every configured model; a single ``model:`` section is a list of one."""

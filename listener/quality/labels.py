@@ -251,8 +251,13 @@ def read_raven(path: Path, text: str | None = None) -> LabelSet:
     text = path.read_text(encoding="utf-8-sig") if text is None else text
     out = LabelSet()
     rows = list(csv.reader(text.splitlines(), delimiter="\t"))
-    header = [h.strip() for h in rows[0]]
+    header = [h.strip() for h in rows[0]] if rows else []
     col = {h: i for i, h in enumerate(header)}
+    missing = [h for h in (_RAVEN_BEGIN, _RAVEN_END) if h not in col]
+    if missing:
+        out.problems.append(LabelProblem(str(path), 1, f"not a Raven selection table: no "
+                                         f"{' or '.join(map(repr, missing))} column"))
+        return out
     notes = [i for i, h in enumerate(header) if h not in _RAVEN_STANDARD]
     by_audio: dict[Path, list[Selection]] = {}
     seen: set[tuple[str, str, str, str]] = set()
@@ -325,7 +330,7 @@ def read_orcahello(path: Path) -> LabelSet:
     out = LabelSet()
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         out.problems.append(LabelProblem(str(path), getattr(err, "lineno", None),
                                          f"not readable JSON: {err}"))
         return out
@@ -353,10 +358,14 @@ def _orcahello_item(path: Path, rec: Any, where: str,
             log.info("%s: %s: verdict %r is not yes/no; skipped", path, where, verdict)
         return None
     uri = str(rec.get("audioUri") or "")
-    audio = find_audio(path.parent, Path(urlparse(uri).path).name) if uri else None
+    try:
+        name = Path(urlparse(uri).path).name
+    except ValueError:  # e.g. "http://[::1/x.wav": an unclosed IPv6 address
+        name = ""
+    audio = find_audio(path.parent, name) if name else None
     if audio is None:
         problems.append(LabelProblem(str(path), None, f"{where}: audio "
-                                     f"{Path(urlparse(uri).path).name or '(no audioUri)'} "
+                                     f"{name or '(no usable audioUri)'} "
                                      f"not found in {path.parent}"))
         return None
     location = rec.get("location")

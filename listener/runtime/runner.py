@@ -39,6 +39,7 @@ from listener.metrics import MetricFamilies, Metrics
 from listener.model.backends.check import StationPlan, plan_station
 from listener.runtime.builder import StationOptions, model_build_info, tend
 from listener.runtime.models import ModelRegistry
+from listener.runtime.preflight import start_checks
 from listener.runtime.readiness import fleet_readiness
 from listener.runtime.sdnotify import SystemdNotifier, watchdog_loop
 from listener.runtime.unit import SINKS_CLOSE_SLACK_S, State, StationUnit
@@ -132,6 +133,22 @@ class Runner:
             unit.request_stop()
 
     async def run(self) -> int:
+        """Run until stopped or every stream ended; the exit status.
+
+        Raises:
+            ListenerError: a start-up check failed, or another listener holds
+                a state folder (its PID named).
+        """
+        configs = [c.cfg if isinstance(c, StationPlan) else c for c in self.configs]
+        models = self.models
+        weights = models.scorer is None and models.load_scorer is None \
+            and not self.options.allow_random_weights
+        # Start-up checks and the state folders' locks (a second daemon is refused).
+        with start_checks(configs, stream=self.options.source is None, weights=weights,
+                          keep_going=self.keep_going):
+            return await self._run()
+
+    async def _run(self) -> int:
         self._handle_signals()
         loop = asyncio.get_running_loop()
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
@@ -179,7 +196,7 @@ class Runner:
                 try:
                     plan = plan_station(item)
                 except ListenerError as err:
-                    raise ListenerError(f"station {item.station.id}: {err}") from err
+                    raise _named(item.station.id, err) from err
             station_id = plan.cfg.station.id
             self.units.append(StationUnit(self, plan, Metrics(self.families, station_id)))
 
@@ -209,7 +226,7 @@ class Runner:
             except ListenerError as err:
                 unit.state, unit.error = State.FAILED, str(err)
                 if not self.keep_going:
-                    raise ListenerError(f"station {unit.id}: {err}") from err
+                    raise _named(unit.id, err) from err
                 log.error("station %s skipped (--keep-going): %s", unit.id, err)
 
     def _set_build_info(self, unit: StationUnit) -> None:
@@ -271,6 +288,13 @@ class Runner:
                 log.warning("probes: server not stopped after %.0f s", self.timeouts.probes_s)
         self.state = State.STOPPED
         log.info("%d station(s) stopped", len(self.units))
+
+
+def _named(station_id: str, err: ListenerError) -> ListenerError:
+    """``err`` naming its station, once (most errors already start with it)."""
+    text = str(err)
+    return ListenerError(text if text.startswith(f"station {station_id}:")
+                         else f"station {station_id}: {text}")
 
 
 def run_stations(configs: Sequence[Config | StationPlan], *, quorum: int = 1,

@@ -37,14 +37,14 @@ from listener.config import FetchConfig
 from listener.errors import CircuitOpenError, FetchError
 from listener.retry import Backoff, parse_retry_after
 from listener.sources.breaker import CircuitBreaker
+from listener.sources.deadline import Deadline, body_chunks
 
 log = logging.getLogger(__name__)
 
 FetchKind = Literal["playlist", "segment"]
 
-# Large enough to keep per-chunk overhead low, small enough that the "cap plus
-# one chunk" bound on buffered bytes stays tight and that a trickled body
-# reaches the per-fetch deadline check every few seconds even at 4 kB/s.
+# Large enough to keep per-read overhead low, small enough that the "cap plus
+# one chunk" bound on buffered bytes stays tight.
 DEFAULT_CHUNK_BYTES = 16 * 1024
 
 
@@ -311,51 +311,71 @@ class HttpClient:
         """Stream the body into memory, refusing more than ``cap`` bytes.
 
         The read timeout bounds each wait for data, not the whole body, so a
-        body trickled a few bytes at a time is cut at ``max_fetch_s``.
+        body trickled a few bytes at a time must be cut by ``max_fetch_s``
+        itself: a timer shuts the socket down at the deadline, which ends a
+        read blocked mid-chunk at once (checking the clock between chunks
+        would wait for a whole chunk, minutes at a trickle).
         """
-        deadline = started + self._config.max_fetch_s
-        declared: int | None = None
-        header = resp.headers.get("Content-Length")
-        if header is not None:
-            try:
-                declared = int(header)
-            except ValueError as err:
-                raise _AttemptFailed(f"bad Content-Length {header!r}", retryable=False,
-                                     host_fault=False, status=resp.status_code,
-                                     cause=err) from err
-            if declared > cap:
-                raise _AttemptFailed(f"body is larger than {cap} bytes "
-                                     f"(Content-Length {declared})", retryable=False,
-                                     host_fault=False, status=resp.status_code, oversize=True)
+        declared = self._declared_length(resp, cap)
+        watchdog = Deadline(resp, started + self._config.max_fetch_s - time.monotonic())
         body = bytearray()
         try:
-            for chunk in resp.iter_content(chunk_size=self._chunk_bytes):
+            for chunk in body_chunks(resp, self._chunk_bytes):
                 body += chunk
-                if time.monotonic() > deadline:
-                    self._too_slow(resp.url, len(body), resp.status_code)
+                if watchdog.expired:
+                    break
                 if len(body) > cap:
                     raise _AttemptFailed(f"body is larger than {cap} bytes", retryable=False,
                                          host_fault=False, status=resp.status_code,
                                          oversize=True)
-        except requests.exceptions.ChunkedEncodingError as err:
-            # urllib3 enforces Content-Length: a connection closed early lands here.
-            raise _AttemptFailed(f"truncated body: {err}", retryable=True, host_fault=True,
-                                 status=resp.status_code, cause=err) from err
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
-                http.client.HTTPException, OSError) as err:
+                http.client.HTTPException, OSError, ValueError) as err:
+            if watchdog.expired:
+                self._too_slow(resp.url, len(body), resp.status_code, started)
+            if isinstance(err, urllib3.exceptions.ProtocolError | http.client.IncompleteRead
+                          | requests.exceptions.ChunkedEncodingError):
+                # urllib3 enforces Content-Length: a connection closed early lands here.
+                raise _AttemptFailed(f"truncated body: {err}", retryable=True,
+                                     host_fault=True, status=resp.status_code,
+                                     cause=err) from err
             raise _AttemptFailed(f"reading the body failed: {err}", retryable=True,
                                  host_fault=True, status=resp.status_code, cause=err) from err
+        finally:
+            watchdog.cancel()
+        complete = declared is not None and len(body) == declared
+        if watchdog.expired and not complete:
+            # The shutdown may look like the end of a body without a length.
+            self._too_slow(resp.url, len(body), resp.status_code, started)
         encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
         if declared is not None and not encoded and len(body) != declared:
             raise _AttemptFailed(f"truncated body: got {len(body)} of {declared} bytes",
                                  retryable=True, host_fault=True, status=resp.status_code)
         return bytes(body)
 
-    def _too_slow(self, url: str, nbytes: int, status: int) -> None:
+    @staticmethod
+    def _declared_length(resp: requests.Response, cap: int) -> int | None:
+        """Content-Length, refused at once when above ``cap``."""
+        header = resp.headers.get("Content-Length")
+        if header is None:
+            return None
+        try:
+            declared = int(header)
+        except ValueError as err:
+            raise _AttemptFailed(f"bad Content-Length {header!r}", retryable=False,
+                                 host_fault=False, status=resp.status_code, cause=err) from err
+        if declared > cap:
+            raise _AttemptFailed(f"body is larger than {cap} bytes (Content-Length "
+                                 f"{declared})", retryable=False, host_fault=False,
+                                 status=resp.status_code, oversize=True)
+        return declared
+
+    def _too_slow(self, url: str, nbytes: int, status: int, started: float) -> None:
         limit = self._config.max_fetch_s
-        log.warning("%s: still downloading after the %.1f s per-fetch deadline (%d bytes so "
-                    "far, %.1f kB/s); abandoning this attempt", url, limit, nbytes,
-                    nbytes / 1000 / limit)
+        elapsed = max(time.monotonic() - started, 1e-3)
+        # The rate of the bytes actually received, over the time actually spent.
+        log.warning("%s: still downloading after the %.1f s per-fetch deadline (%d bytes in "
+                    "%.1f s, %.2f kB/s); abandoning this attempt", url, limit, nbytes, elapsed,
+                    nbytes / 1000 / elapsed)
         raise _AttemptFailed(f"too slow: not complete within max_fetch_s={limit:g} s "
                              f"({nbytes} bytes received)", retryable=True, host_fault=True,
                              status=status)

@@ -65,7 +65,8 @@ def parse_latest_txt(data: bytes, url: str, now: float | None = None) -> int:
     Raises:
         PlaylistError: naming the URL and quoting the bad content.
     """
-    text = data.decode("ascii", errors="replace").strip()
+    # A byte-order mark (a file saved by a Windows editor) is not part of the time.
+    text = data.removeprefix(b"\xef\xbb\xbf").decode("ascii", errors="replace").strip()
     if not text.isdigit() or len(text) > 12:
         raise PlaylistError(f"{url}: expected unix seconds, got {text[:40]!r}")
     ts = int(text)

@@ -106,8 +106,13 @@ class MasterPlaylist:
 
 
 def _absolute(base_url: str, ref: str, playlist_url: str) -> str:
-    url = urljoin(base_url, ref.strip())
-    if urlsplit(url).scheme not in ("http", "https"):
+    try:
+        url = urljoin(base_url, ref.strip())
+        scheme = urlsplit(url).scheme
+    except ValueError as err:  # e.g. "http://[::1/x": an unclosed IPv6 address
+        raise PlaylistError(f"{playlist_url}: refers to a malformed URL {ref[:80]!r}: "
+                            f"{err}") from err
+    if scheme not in ("http", "https"):
         raise PlaylistError(f"{playlist_url}: refers to a non-http(s) URL {ref!r}")
     return url
 
@@ -256,8 +261,12 @@ class MediaPlaylistParser:
             error = "URI line without #EXTINF"
         elif isinstance(st.extinf, str):
             error = st.extinf
-        url = urljoin(self._base, ref)
-        if urlsplit(url).scheme not in ("http", "https") or "\ufffd" in ref:
+        try:
+            url = urljoin(self._base, ref)
+            scheme = urlsplit(url).scheme
+        except ValueError:  # e.g. "http://[::1/x": an unclosed IPv6 address
+            url, scheme = "", ""
+        if scheme not in ("http", "https") or "\ufffd" in ref:
             error, url = f"refers to a non-http(s) or non-UTF-8 URL {ref[:80]!r}", ""
         first = st.listed.setdefault(url, st.sequence) if self._unique and url else None
         if first is not None and first != st.sequence:

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from prometheus_client import Gauge
 
+from listener.appendlog import AppendFile
 from listener.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class CoverageLedger:
         self._spans: list[Span] = []
         self._written_end: float | None = None  # extent of the last span on disk
         self._lines = 0
-        self._fh: IO[bytes] | None = None
+        self._file = AppendFile(self.path)  # reopened after a rotation or deletion
         self._load()
 
     @classmethod
@@ -147,12 +147,7 @@ class CoverageLedger:
     def _append(self, span: Span) -> None:
         line = json.dumps(span.to_json(), separators=(",", ":")).encode() + b"\n"
         try:
-            if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "ab")
-            self._fh.write(line)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            self._file.append(line)
             self._lines += 1
             self._written_end = span.end
         except OSError as err:
@@ -188,12 +183,7 @@ class CoverageLedger:
         self._written_end = self._spans[-1].end if self._spans else None
 
     def _close_file(self) -> None:
-        if self._fh is not None:
-            try:
-                self._fh.close()
-            except OSError:
-                pass
-            self._fh = None
+        self._file.close()
 
     # -- queries --------------------------------------------------------------
 

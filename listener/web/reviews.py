@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import threading
 import unicodedata
@@ -37,6 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
+from listener.appendlog import AppendFile
 from listener.events.records import iso_utc
 from listener.events.sinks.jsonl import read_records
 from listener.web.guard import LIMITS_KEY
@@ -186,14 +186,8 @@ class ReviewStore:
         """Append one review and make it durable; raises ``OSError``."""
         line = json.dumps(review, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab") as fh:
-                # A torn last line from a crash: start on a fresh line.
-                if fh.tell() and _last_byte(self.path) != b"\n":
-                    fh.write(b"\n")
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
+            with AppendFile(self.path) as fh:  # torn last line and fsync handled there
+                fh.append(line)
 
     def latest(self) -> dict[str, dict[str, Any]]:
         """The latest review per event id."""
@@ -204,12 +198,6 @@ class ReviewStore:
             if isinstance(doc.get("id"), str) and doc.get("SRKWFound") in VERDICTS:
                 out[doc["id"]] = doc
         return out
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1)
 
 
 def export_records(detections: list[dict[str, Any]],

@@ -72,8 +72,12 @@ def test_features_writes_the_exact_model_input(tmp_path: Path) -> None:
     assert x[:, :, :157].max() - x[:, :, :157].min() <= 100.0 + 1e-4
 
 
-def test_check_config_accepts_the_example(tmp_path: Path) -> None:
-    res = _cli("check-config", str(Path(__file__).parents[2] / "config" / "example.yaml"))
+def test_check_config_accepts_the_example(tmp_path: Path, weights: Path) -> None:
+    # As installed: the weights in place, the port free (check-config checks both).
+    text = (Path(__file__).parents[2] / "config" / "example.yaml").read_text()
+    text = text.replace("/var/lib/listener/models/orcahello-srkw.safetensors", str(weights))
+    (tmp_path / "example.yaml").write_text(text.replace("port: 9108", "port: 0"))
+    res = _cli("check-config", str(tmp_path / "example.yaml"))
     assert res.returncode == 0, res.stderr
     assert "OK" in res.stdout
 

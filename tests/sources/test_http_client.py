@@ -271,3 +271,76 @@ def test_a_trickled_body_is_cut_at_the_per_fetch_deadline(
     assert any("per-fetch deadline" in r.getMessage() and url in r.getMessage()
                for r in caplog.records)
     assert hls_server.count("/slow.ts") == 2
+
+
+class _TrickleServer:
+    """A loopback HTTP server sending a body at ``rate`` bytes per second, 30 bytes at a
+    time (``chunked``: with chunked transfer encoding instead of a Content-Length)."""
+
+    def __init__(self, size: int, rate: float, chunked: bool = False) -> None:
+        import socket
+
+        self.size, self.rate, self.chunked = size, rate, chunked
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/slow.ts"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: object) -> None:
+        import socket
+
+        assert isinstance(conn, socket.socket)
+        with conn:
+            conn.recv(4096)
+            length = "Transfer-Encoding: chunked" if self.chunked else \
+                f"Content-Length: {self.size}"
+            conn.sendall(f"HTTP/1.1 200 OK\r\n{length}\r\n\r\n".encode())
+            sent = 0
+            try:
+                while sent < self.size and not self.stop.is_set():
+                    piece = b"x" * 30
+                    conn.sendall(b"1e\r\n" + piece + b"\r\n" if self.chunked else piece)
+                    sent += len(piece)
+                    time.sleep(len(piece) / self.rate)
+            except OSError:
+                return  # the client gave up
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_max_fetch_s_is_a_deadline_over_the_whole_body(
+        chunked: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """300 B/s with max_fetch_s 3: given up within 3.5 s (not when a 16 KiB read
+    completes, 54 s later), and the WARNING states the rate actually received."""
+    server = _TrickleServer(20_000, 300.0, chunked)
+    config = FetchConfig(read_timeout_s=15.0, max_fetch_s=3.0, retries=0)
+    try:
+        with HttpClient(config) as client, caplog.at_level(logging.WARNING, logger="listener"):
+            started = time.monotonic()
+            with pytest.raises(FetchError, match="too slow"):
+                client.get(server.url, "segment")
+            took = time.monotonic() - started
+    finally:
+        server.close()
+    assert took < 3.5, took
+    warning = next(r.getMessage() for r in caplog.records if "deadline" in r.getMessage())
+    import re
+
+    got = re.search(r"\((\d+) bytes in ([\d.]+) s, ([\d.]+) kB/s\)", warning)
+    assert got is not None, warning
+    nbytes, rate = int(got.group(1)), float(got.group(3))
+    assert 600 <= nbytes <= 1200, warning  # what 3 s at 300 B/s delivers
+    assert 0.2 <= rate <= 0.4, warning

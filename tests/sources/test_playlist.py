@@ -279,3 +279,16 @@ def test_orcasound_tracker_waits_out_a_shorter_playlist_instead_of_restarting() 
     assert _seqs(items) == [6]
     seg = items[0]
     assert isinstance(seg, Segment) and seg.offset_s == 24.0 and not seg.discontinuity
+
+
+def test_a_byte_order_mark_is_tolerated_in_latest_txt_and_playlists() -> None:
+    bom = b"\xef\xbb\xbf"
+    url = "http://x/rpi/latest.txt"
+    assert parse_latest_txt(bom + b"1796324400\r\n", url, now=1796324400) == 1796324400
+    with pytest.raises(PlaylistError, match="expected unix seconds"):
+        parse_latest_txt(bom + bom + b"1796324400", url, now=1796324400)
+    text = bom + b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:10.0,\nlive007.ts\n"
+    playlist = "http://x/hls/1/live.m3u8"
+    for media in (parse_media_playlist(text, playlist), MediaPlaylistParser(playlist).parse(text)):
+        assert [(e.sequence, e.url, e.error) for e in media.entries] == \
+            [(7, "http://x/hls/1/live007.ts", None)]

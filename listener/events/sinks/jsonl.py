@@ -4,21 +4,22 @@ Each line is written with one ``write`` call, then flushed and fsynced, so
 after a power cut the file holds every acknowledged event. A crash *during*
 a write can leave a partial last line; it is never rewritten (the file is
 append-only), but the next start begins on a fresh line so later records stay
-intact. Readers must therefore skip a line that is not valid JSON, as
+intact. A rename or deletion of the file (logrotate) is noticed before the
+next write, which goes to a new file at the path (:mod:`listener.appendlog`).
+Readers must therefore skip a line that is not valid JSON, as
 :func:`read_records` does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from listener.appendlog import AppendFile
 from listener.config import JsonlSinkConfig
 from listener.errors import SinkError
 from listener.events.records import Event, event_json
@@ -70,41 +71,12 @@ class JsonlSink:
         self.path = Path(cfg.path)
         self._uris = {"audio_base_uri": audio_base_uri, "image_base_uri": image_base_uri,
                       "audio_format": audio_format}
-        self._fh: IO[bytes] | None = None
+        # Reopened by path when logrotate renames the file or someone deletes it.
+        self._file = AppendFile(self.path)
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Nothing to do: the file is opened on the first event."""
-
-    def _open(self) -> IO[bytes]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "ab")
-        # A torn last line from a crash: start on a new line rather than glue
-        # the next record onto it (which would make both unreadable).
-        size = fh.seek(0, os.SEEK_END)
-        if size:
-            with open(self.path, "rb") as rd:
-                rd.seek(size - 1)
-                if rd.read(1) != b"\n":
-                    logger.warning("%s: last line is incomplete (crash?); leaving it, "
-                                   "appending on a new line", self.path)
-                    fh.write(b"\n")
-        return fh
-
-    def _write(self, line: bytes) -> None:
-        if self._fh is None:
-            self._fh = self._open()
-        start = self._fh.tell()
-        try:
-            self._fh.write(line + b"\n")
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-        except OSError:
-            # A full disk may have taken part of the line: cut it off, so the
-            # retry appends a whole line where this one began.
-            with contextlib.suppress(OSError):
-                os.truncate(self.path, start)
-            raise
 
     async def emit(self, event: Event) -> None:
         """Append one line and make it durable; raises :class:`SinkError`."""
@@ -114,22 +86,13 @@ class JsonlSink:
             raise SinkError(f"jsonl: event {event.id} is not serialisable: {err}") from err
         async with self._lock:
             try:
-                await asyncio.to_thread(self._write, line)
+                await asyncio.to_thread(self._file.append, line + b"\n")
             except OSError as err:
-                # Drop the handle so the next event retries opening the file
-                # (the disk may come back, or the file may have been rotated).
-                self._close_file()
+                # The file is closed: the next event opens the path again
+                # (the disk may come back).
                 raise SinkError(f"jsonl: cannot append to {self.path}: {err}") from err
-
-    def _close_file(self) -> None:
-        if self._fh is not None:
-            try:
-                self._fh.close()
-            except OSError:
-                logger.warning("%s: error closing", self.path, exc_info=True)
-            self._fh = None
 
     async def close(self, timeout_s: float) -> None:
         """Close the file (every line is already on disk)."""
         async with self._lock:
-            self._close_file()
+            self._file.close()

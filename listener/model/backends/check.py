@@ -14,7 +14,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from listener.config import Config, ModelEntry, RuleConfig
+from listener.config import Config, ModelEntry, RuleConfig, origin_of
 from listener.errors import ConfigError, ModelLoadError
 from listener.model.backends.base import (
     RESNET_LABELS,
@@ -105,9 +105,9 @@ def _plan(entry: ModelEntry, cfg: Config) -> ModelPlan:
 def plan_models(cfg: Config, *, path: str | None = None,
                 lines: dict[tuple, int] | None = None) -> list[ModelPlan]:
     """Every configured model, resolved; ``ConfigError`` naming the key on a problem."""
-    origin = cfg.origin
-    if path is None and origin is not None:
-        path, lines = origin.path, origin.lines
+    origin = origin_of(cfg)
+    if path is None and origin.path is not None:
+        path, lines = origin.path, dict(origin.lines)
     plans = []
     for i, entry in enumerate(cfg.model_entries()):
         prefix: tuple[str | int, ...] = ("models", i) if cfg.models is not None else ("model",)
