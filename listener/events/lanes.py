@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from listener.appendlog import AppendFile
 from listener.detection.labels import ClipLabels, LabelledClip
 from listener.detection.rule import ClipResult
 from listener.events.records import iso_utc
@@ -66,6 +67,7 @@ class Agreement:
         self.model_ids = tuple(model_ids)
         self.metrics = metrics
         self.path = path
+        self._file = AppendFile(path) if path is not None else None
         self._pending: OrderedDict[tuple[str, float], dict[str, ClipResult]] = OrderedDict()
         self.records: list[dict[str, Any]] = []  # the latest few, for probes and tests
 
@@ -94,13 +96,18 @@ class Agreement:
                              for m in self.model_ids},
                   "agree": len(set(fired.values())) == 1}
         self.records = [*self.records[-99:], record]
-        if self.path is None:
+        if self._file is None:
             return
-        try:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record, separators=(",", ":")) + "\n")
+        try:  # survives rotation and deletion (logrotate), as every appended file does
+            self._file.append((json.dumps(record, separators=(",", ":")) + "\n").encode())
         except OSError as err:
             log.error("cannot write the agreement record to %s: %s", self.path, err)
+
+
+    def close(self) -> None:
+        """Close the agreement file (at shutdown)."""
+        if self._file is not None:
+            self._file.close()
 
 
 class ClipTarget(Protocol):

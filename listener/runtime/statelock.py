@@ -82,9 +82,13 @@ class StateLock:
             raise StateLockError(
                 f"{key}: {real.parent} is in use by another listener ({who}, lock file "
                 f"{real}); stop that one first, or give this one its own {key}") from err
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._held[real] = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as err:  # a full disk: the lock holds, only the PID is unsaid
+            log.warning("%s: locked, but cannot write this PID into it: %s", real,
+                        err.strerror or err)
 
     def release(self) -> None:
         """Unlock and close every lock file (they stay on disk)."""

@@ -199,6 +199,8 @@ class StationUnit:
             await asyncio.wait_for(station.emitter.close(sinks_s), sinks_s + SINKS_CLOSE_SLACK_S)
         except TimeoutError:
             log.warning("station %s: sinks not closed after %.0f s", self.id, sinks_s)
+        if station.agreement is not None:
+            station.agreement.close()
         if station.client is not None:
             station.client.close()
         if self.console is not None:
