@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from listener.cli.exports import Track, check_audacity_target, write_exports
+from listener.cli.exports import Track, check_audacity_target, write_exports, write_text
 from listener.cli.progress import ProgressBar
 from listener.config import Config
 from listener.errors import ListenerError
@@ -39,7 +39,7 @@ def write_json(outputs: list[dict[str, Any]], json_out: str) -> None:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
     else:
-        Path(json_out).write_text(text + "\n", encoding="utf-8")
+        write_text(Path(json_out), text + "\n")
 
 
 def cmd_detect(args: argparse.Namespace, cfg: Config) -> int:

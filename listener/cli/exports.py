@@ -17,6 +17,7 @@ from pathlib import Path
 from listener.cli.options import UsageError
 from listener.config import DetectionConfig
 from listener.detection.rule import ClipResult
+from listener.errors import ListenerError
 from listener.quality.export import RAVEN_HEADER, detection_spans
 
 
@@ -78,6 +79,15 @@ def raven_rows(tracks: Sequence[Track]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write an output file, making its folder; a failure names the file, no traceback."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise ListenerError(f"cannot write {path}: {err.strerror or err}") from err
+
+
 def write_exports(raven: str | None, audacity: str | None, tracks: Sequence[Track],
                   planned: int) -> list[Path]:
     """Write ``--raven`` and ``--audacity``; the paths written.
@@ -87,15 +97,14 @@ def write_exports(raven: str | None, audacity: str | None, tracks: Sequence[Trac
     """
     written = []
     if raven:
-        Path(raven).write_text(raven_rows(tracks), encoding="utf-8")
+        write_text(Path(raven), raven_rows(tracks))
         written.append(Path(raven))
     if audacity:
         out = Path(audacity)
-        if planned > 1:
-            out.mkdir(parents=True, exist_ok=True)
+        folder = planned > 1 or out.is_dir() or audacity.endswith(("/", "\\"))
         for t in tracks:
-            target = out / f"{t.name}.txt" if out.is_dir() else out
-            target.write_text("".join(f"{s:.6f}\t{e:.6f}\t{label} {c:.1f}\n"
-                                      for s, e, c, label in t.spans()), encoding="utf-8")
+            target = out / f"{t.name}.txt" if folder else out
+            write_text(target, "".join(f"{s:.6f}\t{e:.6f}\t{label} {c:.1f}\n"
+                                       for s, e, c, label in t.spans()))
             written.append(target)
     return written
