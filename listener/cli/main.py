@@ -53,7 +53,12 @@ def cmd_features(args: argparse.Namespace) -> int:
     feats = window_features(args.file, args.start, args.duration, cfg)
     import numpy as np
 
-    np.save(args.out, feats)
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, feats)
+    except OSError as err:
+        raise ListenerError(f"cannot write {out}: {err.strerror or err}") from err
     print(f"wrote {args.out}: shape {tuple(feats.shape)} {feats.dtype}, "
           f"dB range {float(feats.min()):.2f}..{float(feats.max()):.2f}")
     return 0
