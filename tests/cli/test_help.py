@@ -6,6 +6,7 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from listener.cli.main import build_parser
 
@@ -61,3 +62,9 @@ def test_replay_merge_has_its_own_help() -> None:
 def test_replay_merge_without_out_is_a_usage_error() -> None:
     res = _cli("replay", "merge")
     assert res.returncode == 2 and "OUT" in res.stderr
+
+
+def test_replay_merge_reaches_the_merge(tmp_path: Path) -> None:
+    res = _cli("replay", "merge", str(tmp_path))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"{tmp_path}: no replay part" in res.stderr
