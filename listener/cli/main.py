@@ -13,108 +13,38 @@ import logging
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from listener import __version__
-from listener.cli.options import add_precision_flag
+from listener.cli.options import UsageError, add_precision_flag, scoring_config
 from listener.cli.progress import ProgressBar
 from listener.config import Config, default_config, load_config, with_precision
 from listener.errors import ListenerError
 
 log = logging.getLogger("listener.cli.main")
 
+DESCRIPTION = ("Detect killer-whale calls: follow live hydrophone streams (run, demo), score "
+               "a past range of the archive (replay) or recordings (detect), measure and train "
+               "models (evaluate, train).")
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
 
-def _load(args: argparse.Namespace) -> Config:
+def _load(args: argparse.Namespace, *, score: bool = False) -> Config:
+    """The config of ``--config`` (or the defaults); to ``score``, with weights resolved.
+
+    Scoring without ``--weights`` or ``model.weights`` uses the bundled demo
+    model and says so on stderr (:func:`listener.cli.options.scoring_config`).
+    """
     cfg = load_config(args.config) if getattr(args, "config", None) else default_config()
-    weights = getattr(args, "weights", None)
-    if weights:
-        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
-            update={"weights": Path(weights)})})
+    if score:
+        cfg = scoring_config(cfg, getattr(args, "weights", None))
     return with_precision(cfg, getattr(args, "precision", None))
 
 
-def _fmt_time(seconds: float) -> str:
-    m, s = divmod(seconds, 60)
-    h, m = divmod(int(m), 60)
-    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
-
-
 def cmd_detect(args: argparse.Namespace) -> int:
-    from listener.model.scorer import Scorer
-    from listener.pipeline.files import score_file
+    from listener.cli.detect import cmd_detect as detect
 
-    cfg = _load(args)
-    if args.models is not None:
-        from listener.cli.compare import detect_models
-
-        return detect_models(cfg, args.files, select=args.models or None, json_out=args.json,
-                             quiet=args.quiet)
-    scorer = Scorer(cfg.model, cfg.frontend)
-    failed = 0
-    outputs: list[dict[str, Any]] = []
-    scored: list[tuple[str, Any]] = []
-    tty = sys.stderr.isatty() and not args.quiet
-    for path in args.files:
-        bar = ProgressBar(Path(path).name) if tty else None
-        try:
-            result = score_file(path, cfg, scorer.score_waves, scorer.frontend, progress=bar,
-                                score_features=scorer.score_features)
-        except ListenerError as err:
-            if bar:
-                bar.close()
-            failed += 1
-            print(f"error: {err}", file=sys.stderr)
-            outputs.append({"file": path, "error": str(err)})
-            continue
-        if bar:
-            bar.close()
-        outputs.append(result.to_json(scorer.info))
-        scored.append((path, result.clips))
-        if not args.quiet:
-            _print_summary(result)
-    if args.json:
-        doc: Any = outputs[0] if len(outputs) == 1 else outputs
-        text = json.dumps(doc, indent=1)
-        if args.json == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            Path(args.json).write_text(text + "\n", encoding="utf-8")
-    _export_labels(args, cfg, scored)
-    if failed:
-        print(f"{failed} of {len(args.files)} file(s) could not be processed", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
-
-
-def _export_labels(args: argparse.Namespace, cfg: Config, scored: list[tuple[str, Any]]) -> None:
-    """``--raven OUT`` (one table for all files) and ``--audacity OUT`` (a track per file)."""
-    from listener.quality.export import audacity_labels, raven_table
-
-    if args.raven:
-        Path(args.raven).write_text(raven_table(scored, cfg.detection), encoding="utf-8")
-    if args.audacity:
-        out = Path(args.audacity)
-        if len(scored) > 1:
-            out.mkdir(parents=True, exist_ok=True)
-        for path, clips in scored:
-            target = out / f"{Path(path).stem}.txt" if out.is_dir() else out
-            target.write_text(audacity_labels(clips, cfg.detection), encoding="utf-8")
-
-
-def _print_summary(result: Any) -> None:
-    out = sys.stdout
-    n = len(result.windows)
-    top = max((w.score for w in result.windows), default=0.0)
-    print(f"{result.file}: {result.duration_s:.1f} s at {result.sample_rate} Hz, "
-          f"{n} window(s), highest score {top:.3f}", file=out)
-    for c in result.clips:
-        pos = [s.start_s for s in c.seconds if s.positive]
-        verdict = f"DETECTED confidence {c.confidence:.1f}" if c.detected else "no call"
-        extra = f", positive seconds {', '.join(f'{p:g}' for p in pos)}" if pos else ""
-        print(f"  {_fmt_time(c.start_s)}-{_fmt_time(c.end_s)}  {verdict}{extra}", file=out)
+    return detect(args, _load(args, score=True))
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -124,7 +54,12 @@ def cmd_features(args: argparse.Namespace) -> int:
     feats = window_features(args.file, args.start, args.duration, cfg)
     import numpy as np
 
-    np.save(args.out, feats)
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, feats)
+    except OSError as err:
+        raise ListenerError(f"cannot write {out}: {err.strerror or err}") from err
     print(f"wrote {args.out}: shape {tuple(feats.shape)} {feats.dtype}, "
           f"dB range {float(feats.min()):.2f}..{float(feats.max()):.2f}")
     return 0
@@ -185,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from listener.demo.run import run_demo
 
     return run_demo(lambda text: print(text, flush=True), duration_s=args.duration,
-                    weights=args.weights, port=args.port)
+                    weights=args.weights, port=args.port, config=args.config, keep=args.keep)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -193,8 +128,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     if args.action == "merge":
         return _replay_merge(args)
-    if args.folders:
-        raise ListenerError(f"replay: unexpected argument(s) {' '.join(args.folders)}")
     for flag, value in (("--config", args.config), ("--from", args.start), ("--to", args.end)):
         if not value:
             raise ListenerError(f"replay needs {flag}")
@@ -234,23 +167,24 @@ def _replay_sharded(args: argparse.Namespace, files: list[Path]) -> int:
 def _replay_merge(args: argparse.Namespace) -> int:
     from listener.replay.shard import merge
 
-    if len(args.folders) != 1:
-        raise ListenerError("usage: listener replay merge OUT (the --out of the shards)")
-    merged = merge(Path(args.folders[0]))
+    out = Path(args.out_folder)
+    merged = merge(out)
     text = json.dumps(merged.to_json(), indent=1)
-    (Path(args.folders[0]) / "merged.json").write_text(text + "\n", encoding="utf-8")
+    (out / "merged.json").write_text(text + "\n", encoding="utf-8")
     print(f"{merged.parts} part(s) of {len(merged.stations)} station(s) joined, none missing "
-          f"or doubled: {len(merged.detections)} detection(s); "
-          f"{Path(args.folders[0]) / 'merged.json'}")
+          f"or doubled: {len(merged.detections)} detection(s); {out / 'merged.json'}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="listener", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="listener", description=DESCRIPTION,
+                                epilog="'listener COMMAND --help' gives a command's options.")
     p.add_argument("--version", action="version", version=f"listener {__version__}")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default from config)")
-    p.add_argument("--log-format", choices=["text", "json"], default=None)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.add_argument("--log-format", choices=["text", "json"], default=None,
+                   help="log lines as text or one JSON object each (default from config)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="one of:")
     _add_run(sub)
     _add_demo(sub)
     _add_replay(sub)
@@ -264,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("run", help="follow live hydrophone streams (the daemon)")
-    s.add_argument("--config", required=True, action="append",
+    s.add_argument("--config", required=True, action="append", metavar="FILE|DIR",
                    help="station YAML file, or a folder of them; repeatable (one process, "
                         "one model shared by the stations)")
     s.add_argument("--keep-going", action="store_true",
@@ -280,80 +214,97 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("demo", help="serve bundled recordings as live HLS and run the daemon")
-    s.add_argument("--duration", type=float, default=90.0, help="seconds to run (default 90)")
-    s.add_argument("--weights", default=None, help="a checkpoint (default: the bundled demo model, "
-                   "trained on a small open set)")
-    s.add_argument("--port", type=int, default=9108, help="metrics port (default 9108)")
+    s.add_argument("--duration", type=float, default=90.0, metavar="S",
+                   help="seconds to run (default 90)")
+    s.add_argument("--weights", default=None, help="a checkpoint (default: the config's, else "
+                   "the bundled demo model, trained on a small open set)")
+    s.add_argument("--config", default=None, metavar="FILE",
+                   help="a station YAML whose station the demo node serves (its models, "
+                        "detection and frontend; the stream, outputs, state and port are "
+                        "the demo's)")
+    s.add_argument("--port", type=int, default=9108,
+                   help="console and metrics port (default 9108; 0 = a free one, then told)")
+    s.add_argument("--keep", action="store_true",
+                   help="keep the working folder (segments, events, clips, state) at the end")
     s.set_defaults(func=cmd_demo)
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("replay", help="score a past time range from the archive "
-                       "(`replay merge OUT` joins sharded parts)")
-    s.add_argument("action", nargs="?", choices=["merge"], help=argparse.SUPPRESS)
-    s.add_argument("folders", nargs="*", help=argparse.SUPPRESS)
-    s.add_argument("--config", action="append",
+                       "('replay merge OUT' joins sharded parts)")
+    s.add_argument("--config", action="append", metavar="FILE|DIR",
                    help="station YAML file or folder; repeatable")
-    s.add_argument("--from", dest="start", help="ISO 8601, e.g. 2020-09-01T15:13-07:00")
-    s.add_argument("--to", dest="end")
+    s.add_argument("--from", dest="start", metavar="ISO",
+                   help="start time, ISO 8601, e.g. 2020-09-01T15:13-07:00")
+    s.add_argument("--to", dest="end", metavar="ISO",
+                   help="end time, ISO 8601, e.g. 2020-09-01T16:00-07:00")
     s.add_argument("--shard", default=None, metavar="I/N",
                    help="run part I of N of (stations x chunks), e.g. an Indexed Job's index")
     s.add_argument("--chunk", default="1d", help="time per part when sharding (default 1d)")
-    s.add_argument("--out", default=None, help="folder for the results and resume state")
+    s.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for the results and resume state")
     s.add_argument("--concurrency", type=int, default=4, help="segments fetched ahead")
     add_precision_flag(s)
-    s.set_defaults(func=cmd_replay)
+    s.set_defaults(func=cmd_replay, action=None)
+    acts = s.add_subparsers(dest="action", metavar="[merge]",
+                            help="'merge OUT': join the parts of a sharded replay")
+    m = acts.add_parser("merge", help="join the parts of a sharded replay into OUT/merged.json",
+                        description="Join the parts written by 'listener replay --shard I/N "
+                                    "--out OUT' into OUT/merged.json, checking that no part "
+                                    "is missing or doubled.")
+    m.add_argument("out_folder", metavar="OUT", help="the --out folder shared by the shards")
+    m.set_defaults(func=cmd_replay)
 
 
 def _add_detect(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from listener.cli.detect import add_label_export_flags
+
     s = sub.add_parser("detect", help="score recordings (any format ffmpeg reads)")
-    s.add_argument("files", nargs="+", metavar="FILE")
-    s.add_argument("--config", default=None)
-    s.add_argument("--weights", default=None, help="checkpoint (.pt, .pth, .safetensors)")
+    s.add_argument("files", nargs="+", metavar="FILE",
+                   help="recordings: wav, flac, mp3, MPEG-TS ... (whatever ffmpeg reads)")
+    s.add_argument("--config", default=None, metavar="FILE",
+                   help="station YAML (model, frontend, decision rule; default: the defaults)")
+    s.add_argument("--weights", default=None, help="checkpoint (.pt, .pth, .safetensors; "
+                   "default: the config's, else the bundled demo model)")
     s.add_argument("--json", default=None, metavar="OUT",
-                   help="write results as JSON ('-' = stdout)")
+                   help="write results as JSON ('-' = stdout, which then carries the JSON "
+                        "alone: the summary goes to stderr)")
     s.add_argument("--quiet", action="store_true", help="no summary, no progress bar")
     s.add_argument("--models", nargs="?", const="", default=None, metavar="ID,...",
                    help="score with every model of the config's 'models:' (or those named) "
                         "and compare them side by side")
     add_precision_flag(s)
-    _add_label_export_flags(s)
+    add_label_export_flags(s)
     s.set_defaults(func=cmd_detect)
 
 
 def _add_features(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("features", help="write the exact model input of one window as .npy")
-    s.add_argument("file")
+    s.add_argument("file", metavar="FILE", help="a recording (any format ffmpeg reads)")
     s.add_argument("--start", type=float, required=True, help="window start, seconds")
     s.add_argument("--duration", type=float, default=None, help="window length (default: config)")
-    s.add_argument("--out", required=True)
-    s.add_argument("--config", default=None)
+    s.add_argument("--out", required=True, metavar="X.npy", help="the .npy file to write")
+    s.add_argument("--config", default=None, metavar="FILE",
+                   help="station YAML (its frontend and window; default: the defaults)")
     s.set_defaults(func=cmd_features)
 
 
 def _add_check_config(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("check-config", help="validate a station YAML file")
-    s.add_argument("file")
+    s.add_argument("file", metavar="FILE", help="the station YAML file to check")
     s.set_defaults(func=cmd_check_config)
 
 
 def _add_convert_fastai(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("convert-fastai", help="extract weights from a fastai export (model.pkl)")
-    s.add_argument("pkl")
-    s.add_argument("out", help="output .safetensors")
-    s.add_argument("--architecture", choices=["auto", "resnet18", "resnet50"], default="auto")
+    s.add_argument("pkl", metavar="PKL", help="the fastai export (model.pkl); never unpickled")
+    s.add_argument("out", metavar="OUT", help="output .safetensors")
+    s.add_argument("--architecture", choices=["auto", "resnet18", "resnet50"], default="auto",
+                   help="the network in the export (default auto: read from its weights)")
     s.add_argument("--allow-module", action="append", default=[], metavar="PACKAGE",
                    help="also record (never run) classes of this package, e.g. a custom "
                         "fastai extension; repeatable")
     s.set_defaults(func=cmd_convert_fastai)
-
-
-def _add_label_export_flags(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--raven", default=None, metavar="OUT",
-                   help="write detections as a Raven Pro selection table")
-    s.add_argument("--audacity", default=None, metavar="OUT",
-                   help="write detections as an Audacity label track (with several files: "
-                        "OUT is a folder, one <file stem>.txt each)")
 
 
 def _add_quality_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -374,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                   args.log_format or "text")
     try:
         return int(args.func(args) or 0)
+    except UsageError as err:
+        print(f"listener {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except ListenerError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILED

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from listener.cli.options import add_precision_flag
+from listener.cli.options import add_precision_flag, scoring_config
 
 EXIT_FAILED = 1
 
@@ -86,14 +86,16 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.add_argument("--out", required=True, help="output .safetensors (a model card .md "
                    "is written next to it)")
     s.add_argument("--config", default=None, help="station YAML (its frontend and window)")
-    s.add_argument("--architecture", choices=["resnet18", "resnet50"], default="resnet18")
+    s.add_argument("--architecture", choices=["resnet18", "resnet50"], default="resnet18",
+                   help="the network to train (default resnet18)")
     s.add_argument("--init", default=None, help="fine-tune from these weights")
-    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--epochs", type=int, default=10, help="at most this many (default 10)")
     s.add_argument("--steps", type=int, default=12, help="batches per epoch")
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--lr", type=float, default=2e-3)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--batch-size", type=int, default=16, help="windows per batch (default 16)")
+    s.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the split and the batches")
+    s.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of each class's files held out for validation (default 0.2)")
     s.add_argument("--patience", type=int, default=4, help="epochs without PR-AUC gain")
     s.add_argument("--checkpoint", default=None,
                    help="resume/save state here (default OUT.ckpt.pt)")
@@ -111,8 +113,7 @@ def _evaluate_one(k: int, weights: str, cfg: Any, labels: Any, target: Any,
     from listener.quality.plots import histogram_png
     from listener.quality.report import model_report
 
-    mcfg = cfg.model_copy(update={"model": cfg.model.model_copy(
-        update={"weights": Path(weights)})})
+    mcfg = scoring_config(cfg, weights)
     scorer = Scorer(mcfg.model, mcfg.frontend)
     run_problems: list[Any] = []
     files = score_items(labels.items, mcfg, scorer, run_problems)
@@ -137,10 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     labels = read_labels(Path(args.data), args.positive, args.negative)
     target = (("precision", args.target_precision) if args.target_precision is not None
               else ("recall", args.target_recall) if args.target_recall is not None else None)
-    weights = args.weights or ([str(cfg.model.weights)] if cfg.model.weights else [])
-    if not weights:
-        print("error: give --weights (or model.weights in --config)", file=sys.stderr)
-        return EXIT_FAILED
+    weights = args.weights or [str(scoring_config(cfg).model.weights)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     problems: list[LabelProblem] = list(labels.problems)
@@ -175,18 +173,20 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
                    "OrcaHello .json records, or a folder of them")
     s.add_argument("--config", default=None, help="station YAML (frontend, thresholds)")
     s.add_argument("--weights", action="append", default=[], metavar="W",
-                   help="a checkpoint; repeat to compare models on the same windows")
+                   help="a checkpoint; repeat to compare models on the same windows "
+                        "(default: the config's, else the bundled demo model)")
     s.add_argument("--out", default="evaluation", help="folder for evaluation.json and plots")
     t = s.add_mutually_exclusive_group()
     t.add_argument("--target-precision", type=float, default=None, metavar="P",
                    help="recommend the (local, global) thresholds reaching this precision")
-    t.add_argument("--target-recall", type=float, default=None, metavar="R")
+    t.add_argument("--target-recall", type=float, default=None, metavar="R",
+                   help="recommend the (local, global) thresholds reaching this recall")
     s.add_argument("--positive", action="append", default=[], metavar="CLASS",
                    help="an extra folder/annotation name meaning 'call'")
     s.add_argument("--negative", action="append", default=[], metavar="CLASS",
                    help="an extra folder/annotation name meaning 'no call'")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws for the "
                    "95%% intervals")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
     add_precision_flag(s)
     s.set_defaults(func=cmd_evaluate)

@@ -20,6 +20,7 @@ from pathlib import Path
 from listener.config import Config, load_config
 from listener.errors import ConfigError, ListenerError
 from listener.model.backends.check import StationPlan, plan_station
+from listener.model.bundled import with_weights
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ def load_roster(paths: Sequence[str | Path], *, keep_going: bool = False,
     seen: dict[str, Path] = {}
     for path in config_files(paths):
         try:
-            plan = plan_station(load_config(path))
+            # The model id shown is the one the checkpoint declares, unless the config sets it.
+            plan = plan_station(with_weights(load_config(path)))
             cfg = plan.cfg
             if cfg.station.id in seen:
                 raise ConfigError(f"station.id {cfg.station.id!r} is also the id in "

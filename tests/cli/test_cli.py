@@ -55,10 +55,12 @@ def test_detect_scores_every_file_and_reports_the_bad_one(tmp_path: Path, weight
     assert "highest score" in res.stdout
 
 
-def test_detect_without_weights_says_what_to_do() -> None:
-    res = _cli("detect", str(DATA / "clips" / "orcasoundlab_1594154121.mp3"))
+def test_detect_with_missing_weights_names_the_file() -> None:
+    # (Without --weights it uses the bundled model: tests/cli/test_defaults.py.)
+    res = _cli("detect", str(DATA / "clips" / "orcasoundlab_1594154121.mp3"), "--weights",
+               "/nonexistent/model.safetensors")
     assert res.returncode == 1
-    assert "weights" in res.stderr and "Traceback" not in res.stderr
+    assert "/nonexistent/model.safetensors" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_features_writes_the_exact_model_input(tmp_path: Path) -> None:
