@@ -32,11 +32,9 @@ Why these rules:
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,82 +164,51 @@ def plan_execution(requested: str, device: torch.device | str, *, fuse_batchnorm
                          channels_last=channels_last or reduced, float32_stages=stages)
 
 
-def measure_bf16_speedup(reps: int = 3) -> float:
-    """float32 time / bfloat16 time of one 3x3 convolution of a ResNet18's layer2.
-
-    A start-up probe, tens of milliseconds where bf16 is native (never called
-    elsewhere: emulated bf16 would take seconds): the convolutions are ~98%
-    of the network, so their ratio is the network's to first order.
-    """
-    conv = torch.nn.Conv2d(128, 128, 3, padding=1, bias=False).eval()
-    conv = conv.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    x = torch.randn(4, 128, 32, 39).contiguous(memory_format=torch.channels_last)
-
-    def best(module: torch.nn.Module, inp: torch.Tensor) -> float:
-        with torch.inference_mode():
-            module(inp)  # oneDNN picks and caches its kernel on the first call
-            times = []
-            for _ in range(reps):
-                t = time.perf_counter()
-                module(inp)
-                times.append(time.perf_counter() - t)
-        return min(times)
-
-    fp32 = best(conv, x)
-    return fp32 / best(copy.deepcopy(conv).to(torch.bfloat16), x.to(torch.bfloat16))
-
-
 def startup_hint(requested: str, device: torch.device | str, *,
-                 flags: frozenset[str] | None = None,
-                 probe: Callable[[], float] | None = None) -> str | None:
+                 flags: frozenset[str] | None = None) -> str | None:
     """What to tell the operator of a station that runs float32 where bf16 is native.
 
     ``auto`` stays float32 on a CPU (exact parity with the reference); on a
     CPU that computes bfloat16 natively this says how much faster
-    ``precision: bfloat16`` would be. ``None`` anywhere else (CUDA, another
-    precision asked for, no native bf16): nothing to suggest.
+    ``precision: bfloat16`` would be, from :data:`REFERENCE_BF16_SPEEDUP`.
+    (A timed probe at load was tried: one convolution's bf16/float32 ratio
+    ranged 0.5x-45x on a busy 2-core host, and one layer's ratio is not the
+    network's: a table measured end to end says more.) ``None`` anywhere
+    else (CUDA, another precision asked for, no native bf16).
 
     Args:
         requested: ``model.precision`` as configured.
         device: where the network runs.
         flags: the CPU's feature flags (tests); ``None`` reads ``/proc/cpuinfo``.
-        probe: measures the bf16/float32 speed ratio (tests); ``None`` =
-            :func:`measure_bf16_speedup`.
     """
     if requested != "auto" or torch.device(device).type != "cpu":
         return None
     flags = cpu_flags() if flags is None else flags
     if flags is None or not cpu_has_native_bf16(flags):
         return None
-    try:
-        ratio = (probe or measure_bf16_speedup)()
-        measured = f"about {ratio:.1f}x faster on this CPU (one-convolution probe)"
-    except RuntimeError as err:  # a oneDNN without bf16 kernels: fall back to the table
-        log.debug("bf16 probe failed: %s", err)
-        measured = "faster (the probe could not run here)"
     ref = REFERENCE_BF16_SPEEDUP
     native = ", ".join(f for f in BF16_FLAGS if f in flags)
+    amx = "" if "amx_bf16" in flags else " (measured with AMX; AVX512-BF16 alone gains less)"
     return (f"this CPU computes bfloat16 natively ({native}): model.precision: bfloat16 "
-            f"would run the network {measured}; reference "
-            f"{ref['network']:g}x the network, {ref['detect']:g}x `listener detect` end to end "
-            "on a 2-core Xeon with AMX, no decision flipped on the shared test recordings "
-            "(docs/model.md, \"Precision\"). precision: auto keeps float32 (exact parity)")
+            f"would run the network about {ref['network']:g}x faster and `listener detect` "
+            f"{ref['detect']:g}x end to end (2-core Xeon reference{amx}), flipping no "
+            "decision on the shared test recordings (docs/model.md, \"Precision\"); "
+            "precision: auto keeps float32 for exact parity")
 
 
 # One hint per process, however many stations load a scorer: a fleet of 50
-# would otherwise repeat it 50 times (and probe 50 times).
+# would otherwise repeat it 50 times.
 _hint_lock = threading.Lock()
 _hint_logged: list[str] = []
 
 
 def log_startup_hint(requested: str, device: torch.device | str, *,
-                     flags: frozenset[str] | None = None,
-                     probe: Callable[[], float] | None = None) -> str | None:
+                     flags: frozenset[str] | None = None) -> str | None:
     """:func:`startup_hint`, logged at INFO the first time this process gets one."""
     with _hint_lock:
         if _hint_logged:
             return None
-        hint = startup_hint(requested, device, flags=flags, probe=probe)
+        hint = startup_hint(requested, device, flags=flags)
         if hint is not None:
             _hint_logged.append(hint)
             log.info("%s", hint)
