@@ -18,8 +18,9 @@ itself (a timer thread) records:
   (``audio/history.py``), decoder pipes, pipeline buffers and queues, the
   coverage ledger, the console's per-station state, sources, events;
 
-then stops. The difference between the two runs, divided by the added
-stations, is each part's cost per station. ``--clips`` adds a clip sink (and
+then stops (the timer starts once every station's decoder runs). The
+difference between the two runs, divided by the added stations, is each
+part's cost per station. ``--clips`` adds a clip sink (and
 so the audio ring) to every station.
 
     python benchmarks/bench_station_memory.py [--counts 1,6] [--seconds 60] [--clips]
@@ -138,14 +139,37 @@ def record(out: Path) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def decoders_running() -> int:
+    count = 0
+    for pid in tree(os.getpid())[1:]:
+        try:
+            count += "ffmpeg" in Path(f"/proc/{pid}/comm").read_text()
+        except OSError:
+            continue
+    return count
+
+
+def record_when_running(n: int, seconds: float, out: Path) -> None:
+    """Wait for ``n`` decoders (every station streaming), then ``seconds``, then record."""
+    deadline = time.monotonic() + 600
+    while decoders_running() < n and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(seconds)
+    record(out)
+
+
 def child(argv: list[str]) -> int:
-    """``--child SECONDS OUT listener-args...``: the daemon with tracemalloc and a timer."""
-    seconds, out = float(argv[0]), Path(argv[1])
-    tracemalloc.start(12)
-    threading.Timer(seconds, record, (out,)).start()
+    """``--child N SECONDS OUT listener-args...``: the daemon with tracemalloc and a timer."""
+    n, seconds, out = int(argv[0]), float(argv[1]), Path(argv[2])
+    # Imported before tracing: the imports (torch) would take minutes traced,
+    # and what a station adds is allocated after them.
+    import listener.model.scorer
+    import listener.service.fleet  # noqa: F401
     from listener.cli import main
 
-    return int(main(argv[2:]) or 0)
+    tracemalloc.start(12)
+    threading.Thread(target=record_when_running, args=(n, seconds, out), daemon=True).start()
+    return int(main(argv[3:]) or 0)
 
 
 def run_one(n: int, work: Path, weights: Path, segments: list, seconds: float,
@@ -162,11 +186,11 @@ def run_one(n: int, work: Path, weights: Path, segments: list, seconds: float,
             cfg["outputs"]["clips"] = {"dir": str(step / "clips")}
         (cfg_dir / f"sim{i:03d}.yaml").write_text(yaml.safe_dump(cfg))
     out = step / "memory.json"
-    cmd = [sys.executable, __file__, "--child", str(seconds), str(out),
+    cmd = [sys.executable, __file__, "--child", str(n), str(seconds), str(out),
            "--log-level", "WARNING", "run", "--config", str(cfg_dir)]
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, err = proc.communicate(timeout=seconds + 300)
+        _, err = proc.communicate(timeout=seconds + 900)
     finally:
         for node in nodes:
             node.stop()
