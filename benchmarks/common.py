@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import platform
 import resource
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The checkout this benchmark lives in, not whichever one is installed
+# (editable installs of another worktree would be measured instead).
+if str(ROOT) not in sys.path:
+    sys.path.insert(1, str(ROOT))
 #: The bundled real recording (L pod calls) the benchmarks loop into long streams.
 RECORDING = ROOT / "listener" / "data" / "lpod_orcasound_22050hz.wav"
 
