@@ -119,13 +119,20 @@ def rollup(pid: int) -> dict[str, float]:
 def record(out: Path) -> None:
     """Inside the daemon: write what its memory holds to ``out``, then stop it."""
     parts: dict[str, float] = {}
+    lines: dict[str, float] = {}
     for stat in tracemalloc.take_snapshot().statistics("traceback"):
         part = part_of(stat.traceback)
         parts[part] = parts.get(part, 0.0) + stat.size / 2**20
+        where = next((f"{f.filename.rsplit('listener/', 1)[-1]}:{f.lineno}"
+                      for f in stat.traceback if "listener/" in f.filename), "outside")
+        lines[where] = lines.get(where, 0.0) + stat.size / 2**20
+    parts.update({f"  line {k}": v for k, v in sorted(lines.items(), key=lambda kv: -kv[1])[:8]})
     threads: dict[str, int] = {}
-    for task in Path("/proc/self/task").iterdir():
-        name = re.sub(r"[_\-]?\d+$", "", (task / "comm").read_text().strip())
+    for thread in threading.enumerate():  # Python names; /proc comm is "python" for all
+        name = re.sub(r"[_\-]?\d+(_\d+)?$", "", thread.name.split(" ")[0])
         threads[name] = threads.get(name, 0) + 1
+    threads["native (torch, OpenMP...)"] = (len(list(Path("/proc/self/task").iterdir()))
+                                            - threading.active_count())
     decoders = []
     for pid in tree(os.getpid())[1:]:
         try:
