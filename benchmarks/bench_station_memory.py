@@ -68,7 +68,7 @@ OUTSIDE = "allocated outside listener code (imports, asyncio, torch...)"
 
 
 def part_of(trace: tracemalloc.Traceback) -> str:
-    for frame in trace:  # innermost first
+    for frame in reversed(trace):  # tracemalloc lists the oldest frame first
         name = frame.filename.replace(os.sep, "/")
         at = name.rfind("listener/")
         if at >= 0 and "/site-packages/" not in name[at - 14:at] and "/.venv/" not in name:
@@ -124,7 +124,8 @@ def record(out: Path) -> None:
         part = part_of(stat.traceback)
         parts[part] = parts.get(part, 0.0) + stat.size / 2**20
         where = next((f"{f.filename.rsplit('listener/', 1)[-1]}:{f.lineno}"
-                      for f in stat.traceback if "listener/" in f.filename), "outside")
+                      for f in reversed(stat.traceback) if "listener/" in f.filename),
+                     "outside")
         lines[where] = lines.get(where, 0.0) + stat.size / 2**20
     parts.update({f"  line {k}": v for k, v in sorted(lines.items(), key=lambda kv: -kv[1])[:8]})
     threads: dict[str, int] = {}
