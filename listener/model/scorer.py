@@ -11,9 +11,8 @@ Speed options and why they are safe:
   and GPUs, same maths;
 * ``cpu_threads``: ``torch.set_num_threads`` (process-wide; 0 leaves torch's default);
 * ``precision``: the body's weights converted once to bfloat16 / float16
-  (no per-call autocast); the stem, the head, the softmax, the frontend and,
-  under bfloat16, the plan's ``float32_stages`` (``layer1.0``, ``layer4``)
-  stay float32.
+  (no per-call autocast); the stem, the head, the softmax, the frontend and
+  the plan's ``float32_stages`` (none unless configured) stay float32.
   ``docs/model.md`` has the measured score error of each.
 """
 
@@ -39,7 +38,7 @@ from listener.model.network import (
     parameter_count,
     residual_blocks,
 )
-from listener.model.precision import ExecutionPlan, plan_execution
+from listener.model.precision import ExecutionPlan, log_startup_hint, plan_execution
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +148,8 @@ class Scorer:
             channels_last=self.plan.channels_last, float32_stages=self.plan.float32_stages)
         log.info("scorer ready: %s on %s (%s)", model.architecture, self.device,
                  self.plan.precision)
+        if plan is None:  # a station's own scorer: say once if bf16 would be faster here
+            log_startup_hint(cfg.precision, self.device)
 
     @classmethod
     def _load(cls, cfg: ModelConfig, allow_random_weights: bool,
@@ -259,15 +260,11 @@ def _prepare_network(model: OrcaResNet, plan: ExecutionPlan, device: torch.devic
     """Fold, move, convert and lay out ``model`` once, as ``plan`` says.
 
     The residual blocks (~98% of the multiply-adds) are converted to
-    ``plan.dtype``, except those of ``plan.float32_stages``. The stem stays
-    float32: its input is dB values around -60 where bfloat16's step is
-    0.25-0.5 dB, a coarse quantisation of the very signal. Under bfloat16
-    the first block and the last stage stay float32 too (with the stem, 39%
-    of a ResNet18's multiply-adds): all in bf16, the trained demo network's score
-    error was p99 5.4e-3; most of it came from those two ends (the first
-    block's roundings travel through every later one, the last stage's reach
-    the pooled features directly), and without them it is 1.6e-3
-    (``docs/model.md``). The head stays float32: a few thousand
+    ``plan.dtype``, except those of ``plan.float32_stages`` (none unless
+    configured: all in bf16 no decision of the trained demo network flipped;
+    ``docs/model.md``). The stem stays float32: its input is dB values
+    around -60 where bfloat16's step is 0.25-0.5 dB, a coarse quantisation
+    of the very signal. The head stays float32: a few thousand
     multiply-adds, and the logits keep their precision.
     """
     if plan.fuse_batchnorm:

@@ -12,17 +12,26 @@ import soundfile
 import torch
 from support.calibrated import save_calibrated
 
-from listener.config import ModelConfig, default_config, parse_config, with_precision
+from listener.config import (
+    Config,
+    ModelConfig,
+    StationConfig,
+    default_config,
+    parse_config,
+    with_precision,
+)
 from listener.errors import ConfigError, ModelLoadError
 from listener.model import precision as prec
 from listener.model.frontend import Frontend
 from listener.model.precision import cpu_flags, cpu_has_native_bf16, plan_execution
 from listener.model.scorer import ModelInfo, Scorer
+from listener.pipeline.files import score_file
 
 DATA = Path(__file__).parents[1] / "data"
 # The bundled trained ResNet18 (listener/data/demo_resnet18.md).
 DEMO_WEIGHTS = Path(__file__).parents[2] / "listener" / "data" / "demo_resnet18.safetensors"
 NATIVE_BF16 = cpu_has_native_bf16()
+SHARED = Path(__file__).parents[3] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +81,8 @@ def test_bfloat16_on_cpu_needs_native_support() -> None:
                           native_bf16=True)
     # Reduced precision forces folding (before the cast) and the fast layout.
     assert plan.dtype == torch.bfloat16 and plan.fuse_batchnorm and plan.channels_last
-    assert plan.float32_stages == prec.BF16_FLOAT32_STAGES == ("layer1.0", "layer4")
+    # Judged by decisions, not a score bound: every stage bf16 unless configured.
+    assert plan.float32_stages == prec.BF16_FLOAT32_STAGES == ()
     with pytest.raises(ModelLoadError, match=r"no native bfloat16.*avx512_bf16.*use float32"):
         plan_execution("bfloat16", "cpu", native_bf16=False)
 
@@ -81,7 +91,7 @@ def test_float16_is_cuda_only_and_bf16_cuda_needs_ampere() -> None:
     with pytest.raises(ModelLoadError, match="float16 needs a CUDA device"):
         plan_execution("float16", "cpu")
     bf16 = plan_execution("bfloat16", "cuda", cuda_bf16=True)
-    assert bf16.dtype == torch.bfloat16 and bf16.float32_stages == ("layer1.0", "layer4")
+    assert bf16.dtype == torch.bfloat16 and bf16.float32_stages == ()
     # float16's 10-bit mantissa needs no float32 stages; float32 has none to keep.
     assert plan_execution("float16", "cuda").float32_stages == ()
     assert plan_execution("float32", "cpu", float32_stages=["layer1"]).float32_stages == ()
@@ -123,7 +133,10 @@ def test_float32_stages_come_from_the_config(weights: Path,
     # The host check answers "native bf16" here: this test is about the wiring.
     monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda flags=None: True)
     default = Scorer(ModelConfig(weights=weights, device="cpu", precision="bfloat16"))
-    assert default.plan.float32_stages == prec.BF16_FLOAT32_STAGES
+    assert default.plan.float32_stages == prec.BF16_FLOAT32_STAGES == ()
+    precise = ModelConfig(weights=weights, device="cpu", precision="bfloat16",
+                          float32_stages=list(prec.BF16_PRECISE_STAGES))
+    assert Scorer(precise).info.float32_stages == ("layer1.0", "layer4")
     fastest = parse_config("station: {id: s}\nmodel: {precision: bfloat16, "
                            f"weights: {weights}, device: cpu, float32_stages: []}}\n")
     scorer = Scorer(fastest.model)
@@ -162,23 +175,20 @@ def test_bfloat16_refused_before_loading_on_a_cpu_without_it(
         Scorer(ModelConfig(weights=tmp_path / "absent.pt", device="cpu", precision="bfloat16"))
 
 
-def test_bfloat16_body_float32_ends_and_head(monkeypatch: pytest.MonkeyPatch, weights: Path,
-                                             recording_features: torch.Tensor) -> None:
+def test_bfloat16_without_float32_stages_converts_every_stage(
+        monkeypatch: pytest.MonkeyPatch, weights: Path, recording_features: torch.Tensor) -> None:
     """The conversion itself, on any CPU (emulated bf16 where not native: slow, so 2 windows)."""
     monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda flags=None: True)
     bf16 = Scorer(ModelConfig(weights=weights, device="cpu", precision="bfloat16",
                               fuse_batchnorm=False, channels_last=False))
     assert bf16.info.precision == "bfloat16" and bf16.info.fuse_batchnorm
-    assert bf16.info.float32_stages == ("layer1.0", "layer4")
-    assert bf16.model.layer1[1].conv1.weight.dtype == torch.bfloat16
-    assert bf16.model.layer2[0].downsample[0].weight.dtype == torch.bfloat16
-    assert bf16.model.layer3[1].conv2.weight.dtype == torch.bfloat16
+    assert bf16.info.float32_stages == ()
+    # Every residual stage, both ends included, runs bf16.
+    for stage in (bf16.model.layer1, bf16.model.layer2, bf16.model.layer3, bf16.model.layer4):
+        assert all(p.dtype == torch.bfloat16 for p in stage.parameters())
     assert bf16.model.layer3[1].conv2.bias is not None  # folded
-    # Stem (dB input), the body's two ends (most of bf16's score error) and
-    # the head (logits) stay float32.
+    # Stem (dB input) and head (logits) stay float32.
     assert bf16.model.conv1.weight.dtype == torch.float32
-    assert all(p.dtype == torch.float32 for p in bf16.model.layer1[0].parameters())
-    assert all(p.dtype == torch.float32 for p in bf16.model.layer4.parameters())
     assert all(p.dtype == torch.float32 for p in bf16.model.head.parameters())
     assert bf16.model.layer2[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
     x = recording_features[:2]
@@ -189,26 +199,78 @@ def test_bfloat16_body_float32_ends_and_head(monkeypatch: pytest.MonkeyPatch, we
     np.testing.assert_allclose(got, ref, rtol=0, atol=5e-2)
 
 
-@pytest.mark.slow
-def test_bfloat16_error_bound_on_a_real_recording(monkeypatch: pytest.MonkeyPatch,
-                                                  recording_features: torch.Tensor) -> None:
-    """Bound: |bf16 - fp32| p99 <= 1e-3 over 29 real windows, trained demo ResNet18.
+def test_startup_hint_only_where_bf16_is_native() -> None:
+    amx = frozenset({"avx2", "avx512f", "amx_bf16", "amx_tile"})
+    hint = prec.startup_hint("auto", "cpu", flags=amx)
+    assert hint is not None and "natively (amx_bf16)" in hint
+    assert "about 3.5x faster" in hint and "1.8x end to end" in hint
+    assert "precision: bfloat16" in hint and "measured with AMX" not in hint
+    cooper = prec.startup_hint("auto", "cpu", flags=frozenset({"avx512_bf16"}))
+    assert cooper is not None and "AVX512-BF16 alone gains less" in cooper
+    # AVX-512 without BF16 (emulated, slower), no flags, CUDA, or a precision
+    # the operator chose: nothing to suggest.
+    assert prec.startup_hint("auto", "cpu", flags=frozenset({"avx512f", "avx2"})) is None
+    assert prec.startup_hint("auto", "cpu", flags=frozenset()) is None
+    assert prec.startup_hint("auto", "cuda", flags=amx) is None
+    assert prec.startup_hint("float32", "cpu", flags=amx) is None
 
-    bf16 runs natively where the CPU has it, emulated elsewhere (oneDNN: the
-    same bf16 roundings, float32 accumulation; ~10 s here instead of <1 s).
-    Measured (AMD EPYC, emulated): p99 6.4e-4, max 6.9e-4 with the plan's
-    float32 stages; 1.3e-3 / 1.4e-3 with every stage bf16, which this bound
-    refuses. docs/model.md has the 111-window figures (p99 1.6e-3 vs 5.4e-3).
+
+@pytest.mark.parametrize("flags", [frozenset({"fpu", "amx_bf16"}), frozenset({"fpu", "avx2"})])
+def test_a_station_logs_the_hint_once_and_only_on_native_bf16(
+        flags: frozenset[str], weights: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(prec, "cpu_flags", lambda path=prec.CPUINFO: flags)
+    monkeypatch.setattr(prec, "_hint_logged", [])  # a fresh process
+    with caplog.at_level(logging.INFO, logger="listener.model.precision"):
+        for _ in range(3):  # three stations of a fleet
+            Scorer(ModelConfig(weights=weights, device="cpu"))
+    hints = [r for r in caplog.records if "bfloat16 natively" in r.getMessage()]
+    assert len(hints) == (1 if "amx_bf16" in flags else 0)
+
+
+def shared_files() -> list[Path]:
+    """The shared real recordings, labelled clips and HLS segments (CI has them too)."""
+    files = sorted((SHARED / "recordings").glob("*.wav"))
+    files += sorted((SHARED / "clips").rglob("*.mp3"))
+    files += sorted((SHARED / "hls").rglob("*.ts"))
+    return files
+
+
+@pytest.mark.slow
+def test_bfloat16_flips_no_decision_on_the_shared_recordings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 (every stage) is judged by decisions: none flips; scores within 1e-2.
+
+    The shipped demo weights (whatever they are), ``listener detect``'s own
+    path, every shared recording, clip and HLS segment. bf16 runs natively
+    where the CPU has it, emulated elsewhere (oneDNN: the same bf16
+    roundings, float32 accumulation; tens of seconds instead of a few).
+    Measured (AMD EPYC, emulated) in docs/model.md, "Measured error".
     """
+    files = shared_files()
+    assert len(files) >= 20, f"shared data missing under {SHARED}"
     if not NATIVE_BF16:
         monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda flags=None: True)
-    ref = Scorer(ModelConfig(weights=DEMO_WEIGHTS, device="cpu")).score_features(
-        recording_features)
-    got = Scorer(ModelConfig(weights=DEMO_WEIGHTS, device="cpu", precision="bfloat16")
-                 ).score_features(recording_features)
+    cfg = Config(station=StationConfig(id="t"),
+                 model=ModelConfig(weights=DEMO_WEIGHTS, device="cpu"))
+    results = {}
+    for name in ("float32", "bfloat16"):
+        scorer = Scorer(cfg.model.model_copy(update={"precision": name}), cfg.frontend)
+        results[name] = [score_file(f, cfg, scorer.score_waves, scorer.frontend,
+                                    score_features=scorer.score_features) for f in files]
+    assert scorer.info.float32_stages == ()
+    ref, got = (np.array([w.score for r in results[k] for w in r.windows])
+                for k in ("float32", "bfloat16"))
+    threshold = cfg.detection.local_threshold
+    flipped = np.flatnonzero((ref > threshold) != (got > threshold))
+    assert flipped.size == 0, [(ref[i], got[i]) for i in flipped]
+    clips = [(c.detected, d.detected) for a, b in zip(results["float32"], results["bfloat16"],
+                                                      strict=True)
+             for c, d in zip(a.clips, b.clips, strict=True)]
+    assert sum(a != b for a, b in clips) == 0, clips
+    assert any(a for a, _ in clips) and not all(a for a, _ in clips)  # both decisions occur
     diff = np.abs(got - ref)
-    assert np.sum((ref > 0.02) & (ref < 0.98)) >= 5, ref  # not saturated: the bound means something
-    assert np.percentile(diff, 99) <= 1e-3, diff
+    assert np.percentile(diff, 99) <= 1e-2, np.sort(diff)[-5:]
     assert not np.array_equal(got, ref)  # bf16 really ran
 
 
