@@ -39,7 +39,7 @@ BUCKETS = (
     ("network (torch)", ("/torch/", "listener/model/scorer.py", "listener/model/network.py")),
     ("frontend (resample, mel)", ("/scipy/", "/numpy/", "listener/model/dsp.py",
                                   "listener/model/frontend.py")),
-    ("metrics", ("prometheus_client", "listener/service/metrics.py", "listener/metrics.py")),
+    ("metrics", ("prometheus_client", "listener/metrics.py")),
     ("logging", ("/logging/",)),
     ("JSON", ("/json/",)),
     ("HTTP fetch", ("/requests/", "/urllib3/", "/http/", "/ssl.py", "/socket.py",
@@ -47,14 +47,13 @@ BUCKETS = (
     ("playlist parsing and polling", ("listener/sources/", "/m3u8/")),
     ("decoder pipes", ("listener/audio/decode.py", "asyncio/subprocess.py",
                        "asyncio/streams.py", "asyncio/unix_events.py")),
-    ("console and probes (aiohttp)", ("/aiohttp/", "listener/service/web/", "listener/web/",
-                                      "listener/service/probes.py")),
+    ("console and probes (aiohttp)", ("/aiohttp/", "listener/web/")),
     ("thread hand-offs", ("concurrent/futures/", "/threading.py", "/queue.py")),
     ("event loop", ("/asyncio/", "/selectors.py")),
     ("audio: windows, history", ("listener/audio/",)),
     ("pipeline and batcher", ("listener/pipeline/",)),
     ("events and sinks", ("listener/events/",)),
-    ("runtime (service)", ("listener/service/", "listener/runtime/")),
+    ("runtime", ("listener/runtime/",)),
 )
 MODEL_SIDE = {"network (torch)", "decoder pipes"}
 

@@ -55,10 +55,10 @@ PARTS = (
     ("listener/audio/decode.py", "decoder pipes (audio/decode.py)"),
     ("listener/audio/", "audio: windows, probing"),
     ("listener/pipeline/", "pipeline buffers and queues"),
-    ("listener/service/coverage.py", "coverage ledger"),
-    ("listener/service/web/", "console per-station state"),
+    ("listener/web/coverage.py", "coverage ledger"),
     ("listener/web/", "console per-station state"),
-    ("listener/service/metrics.py", "metrics"),
+    ("listener/web/", "console per-station state"),
+    ("listener/metrics.py", "metrics"),
     ("listener/metrics.py", "metrics"),
     ("listener/sources/", "sources: playlists, HTTP"),
     ("listener/events/", "events and sinks"),
@@ -172,7 +172,7 @@ def child(argv: list[str]) -> int:
     # Imported before tracing: the imports (torch) would take minutes traced,
     # and what a station adds is allocated after them.
     import listener.model.scorer
-    import listener.service.fleet  # noqa: F401
+    import listener.runtime.runner  # noqa: F401
     from listener.cli import main
 
     tracemalloc.start(12)
