@@ -106,6 +106,7 @@ COPY --from=builder /opt/listener /opt/listener
 ENV PATH=/opt/listener/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MALLOC_ARENA_MAX=2 \
     HOME=/var/lib/listener \
     LISTENER_HEALTHCHECK_URL=http://127.0.0.1:9108/healthz
 

@@ -322,9 +322,13 @@ class StationPipeline:
 
     def _lane_progress(self, lane: ModelLane) -> None:
         """A lane decided a clip: hold audio for the next, and move the resume point."""
-        key = lane.stream_key
-        if lane is self.primary and key is not None and lane.last_decided_start_s is not None:
-            self._hold_audio(key, lane.last_decided_start_s)
+        key = self.primary.stream_key
+        decided = [x.last_decided_start_s for x in self.lanes
+                   if x.stream_key == key and x.last_decided_start_s is not None]
+        if key is not None and decided:
+            # The earliest clip still to be decided by any model keeps its audio
+            # (and its context) for the clip files.
+            self._hold_audio(key, min(decided))
         done = self.primary.progress
         if done is None or self.on_progress is None:
             return

@@ -54,8 +54,10 @@ from listener.sources.segments import Position
 
 log = logging.getLogger(__name__)
 
-# Audio kept for clips beyond the clip and its context: covers scoring latency.
-HISTORY_SLACK_S = 120.0
+# Audio kept for clips beyond the clip and its context. Scoring latency needs
+# no more: the hold point (the earliest undecided clip of any model) keeps
+# audio decoded ahead of scoring, up to buffer.max_backlog_s beyond this.
+HISTORY_SLACK_S = 10.0
 #: The state file's ``extra`` keys: the other models' open encounters, every model's progress.
 LANE_ENCOUNTERS = "lane_encounters"
 LANE_PROGRESS = "lane_progress"
