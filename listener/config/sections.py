@@ -201,6 +201,17 @@ class ModelConfig(_Section):
         return data
 
 
+def hop_problem(window_s: float, hop_s: float) -> str | None:
+    """Why windows of ``window_s`` every ``hop_s`` leave audio unscored, or None.
+
+    The one statement of the rule: the station's windows, a model entry's
+    and a planned model's (defaults resolved) are all checked with it.
+    """
+    if hop_s > window_s:
+        return f"hop_s ({hop_s}) must not exceed window_s ({window_s})"
+    return None
+
+
 class DetectionConfig(_Section):
     """Windows and the per-clip decision rule (OrcaHello's production values)."""
 
@@ -214,8 +225,8 @@ class DetectionConfig(_Section):
 
     @model_validator(mode="after")
     def _check_lengths(self) -> DetectionConfig:
-        if self.hop_s > self.window_s:
-            raise ValueError(f"hop_s ({self.hop_s}) must not exceed window_s ({self.window_s})")
+        if (problem := hop_problem(self.window_s, self.hop_s)) is not None:
+            raise ValueError(problem)
         if self.clip_s < self.window_s:
             raise ValueError(f"clip_s ({self.clip_s}) must be at least window_s ({self.window_s})")
         return self
@@ -280,8 +291,9 @@ class ModelEntry(ModelConfig):
     def _check_entry(self) -> ModelEntry:
         if "model_id" in self.model_fields_set:
             raise ValueError("set 'id' here, not 'model_id'")
-        if self.window_s is not None and self.hop_s is not None and self.hop_s > self.window_s:
-            raise ValueError(f"hop_s ({self.hop_s}) must not exceed window_s ({self.window_s})")
+        if self.window_s is not None and self.hop_s is not None \
+                and (problem := hop_problem(self.window_s, self.hop_s)) is not None:
+            raise ValueError(problem)
         if self.target_labels is not None and not self.target_labels:
             raise ValueError("target_labels must name at least one label")
         return self

@@ -23,7 +23,7 @@ import numpy as np
 
 from listener.config import DetectionConfig, RuleConfig
 from listener.detection.rule import ClipAggregator, ClipResult, WindowScore, decide_clip
-from listener.model.backends.base import NEGATIVE_LABELS, default_targets
+from listener.model.backends.base import NEGATIVE_LABELS, default_targets, target_problem
 
 __all__ = ["NEGATIVE_LABELS", "ClipLabels", "LabelRule", "LabelledAggregator", "LabelledClip",
            "LabelledWindow", "default_targets"]
@@ -82,10 +82,8 @@ class LabelRule:
 
     def __init__(self, labels: Sequence[str], targets: Sequence[str], rule: RuleConfig,
                  window_s: float, hop_s: float, clip_s: float) -> None:
-        unknown = [t for t in targets if t not in labels]
-        if unknown or not targets:
-            raise ValueError(f"target labels {list(unknown or targets)} are not among the "
-                             f"model's labels {list(labels)}")
+        if (problem := target_problem(labels, targets)) is not None:
+            raise ValueError(problem)
         self.labels = tuple(labels)
         self.targets = tuple(targets)
         self.rule = rule

@@ -31,6 +31,15 @@ def default_targets(labels: Sequence[str]) -> tuple[str, ...]:
     return tuple(label for label in labels if label not in NEGATIVE_LABELS)
 
 
+def target_problem(labels: Sequence[str], targets: Sequence[str]) -> str | None:
+    """Why ``targets`` cannot be a model's call labels, or None (checked in one place:
+    the plan reports it naming the key, the decision rule refuses it)."""
+    unknown = [t for t in targets if t not in labels]
+    if unknown or not targets:
+        return f"unknown label(s) {unknown or []}; the model's labels are {list(labels)}"
+    return None
+
+
 @runtime_checkable
 class ModelBackend(Protocol):
     """What the pipelines need of a model, whatever its framework."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from listener.config import Config, ModelEntry, RuleConfig, origin_of
+from listener.config.sections import hop_problem
 from listener.errors import ConfigError, ModelLoadError
 from listener.model.backends.base import (
     RESNET_LABELS,
@@ -22,6 +23,7 @@ from listener.model.backends.base import (
     TRANSFORMERS_WINDOW_S,
     ModelPlan,
     default_targets,
+    target_problem,
 )
 from listener.model.snapshot import labels_of, read_config_json, read_snapshot
 
@@ -89,13 +91,10 @@ def _transformers_plan(entry: ModelEntry, cfg: Config) -> ModelPlan:
 
 def _plan(entry: ModelEntry, cfg: Config) -> ModelPlan:
     plan = (_transformers_plan if entry.backend == "transformers" else _resnet_plan)(entry, cfg)
-    unknown = [t for t in plan.targets if t not in plan.labels]
-    if unknown or not plan.targets:
-        raise _PlanError("target_labels", f"unknown label(s) {unknown or []}; the model's "
-                         f"labels are {list(plan.labels)}")
-    if plan.hop_s > plan.window_s:
-        raise _PlanError("hop_s", f"hop_s ({plan.hop_s}) must not exceed window_s "
-                         f"({plan.window_s})")
+    if (problem := target_problem(plan.labels, plan.targets)) is not None:
+        raise _PlanError("target_labels", problem)
+    if (problem := hop_problem(plan.window_s, plan.hop_s)) is not None:
+        raise _PlanError("hop_s", problem)
     if plan.window_s > cfg.detection.clip_s:
         raise _PlanError("window_s", f"window_s ({plan.window_s}) is longer than "
                          f"detection.clip_s ({cfg.detection.clip_s})")
