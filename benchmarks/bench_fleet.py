@@ -136,20 +136,24 @@ def all_lags(ports: list[int]) -> dict[str, float]:
 
 
 def run_step(mode: str, n: int, nodes: list[LiveNode], work: Path, weights: Path,
-             seconds: float, device: str = "cpu", precision: str = "auto") -> Step:
+             seconds: float, device: str = "cpu", precision: str = "auto",
+             baseline: Path | None = None) -> Step:
     step_dir = work / f"{precision}-{mode}{n}"
     cfg_dir = step_dir / "configs"
     cfg_dir.mkdir(parents=True)
-    ports = [BASE_PORT + (0 if mode == "fleet" else i) for i in range(n)]
+    ports = [BASE_PORT + (0 if mode != "separate" else i) for i in range(n)]
     for i in range(n):
         (cfg_dir / f"sim{i:03d}.yaml").write_text(yaml.safe_dump(
             station_yaml(i, nodes[i], step_dir, weights, ports[i], device, precision)))
     cmd = [sys.executable, "-m", "listener", "--log-level", "WARNING", "run"]
-    if mode == "fleet":
+    if mode != "separate":
         argv = [[*cmd, "--config", str(cfg_dir)]]
     else:
         argv = [[*cmd, "--config", str(cfg_dir / f"sim{i:03d}.yaml")] for i in range(n)]
-    procs = [subprocess.Popen(a, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # "baseline": the same fleet run by another checkout (``-m listener`` imports
+    # the package of the folder it starts in), side by side in this run.
+    cwd = baseline if mode == "baseline" else None
+    procs = [subprocess.Popen(a, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
              for a in argv]
     try:
         # Start-up (imports, model load) and the first segments, before measuring.
@@ -199,6 +203,9 @@ def main() -> None:
     p.add_argument("--max-separate", type=int, default=10, help="0 = fleet mode only")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--device", default="cpu", help="cpu or cuda (stations per GPU, float16)")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another checkout (e.g. a git worktree of the previous commit): its "
+                        "fleet runs beside this one at each N, as mode 'baseline'")
     p.add_argument("--precision", default=None,
                    help="comma-separated, e.g. float32,bfloat16; default float32 on cpu, "
                         "float16 on cuda")
@@ -216,8 +223,9 @@ def main() -> None:
                   str(weights))
         segments = make_segments(RECORDING, work / "hls", 8 * 60 + 2 * args.seconds)
         steps: list[Step] = []
+        modes = ["fleet", *(["baseline"] if args.baseline else []), "separate"]
         for precision in precisions:
-            for mode in ("fleet", "separate"):
+            for mode in modes:
                 for n in counts:
                     if mode == "separate" and n > args.max_separate:
                         continue
@@ -237,7 +245,8 @@ def measure(mode: str, n: int, work: Path, weights: Path, segments: list,
     for node in nodes:
         node.start(initially=2)
     try:
-        return run_step(mode, n, nodes, work, weights, args.seconds, args.device, precision)
+        return run_step(mode, n, nodes, work, weights, args.seconds, args.device, precision,
+                        args.baseline)
     finally:
         for node in nodes:
             node.stop()
@@ -248,7 +257,7 @@ def summarize(out: object, steps: list[Step]) -> None:
     assert callable(write)
     cores = os.cpu_count() or 1
     for precision in dict.fromkeys(s.precision for s in steps):
-        for mode in ("fleet", "separate"):
+        for mode in ("fleet", "baseline", "separate"):
             rows = [s for s in steps if s.mode == mode and s.precision == precision
                     and s.pss_mb > 0]
             ok = [s for s in rows if s.realtime]

@@ -173,9 +173,23 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     if suffix not in _TORCH_SUFFIXES:
         raise ModelLoadError(f"{p}: unsupported weights file suffix {p.suffix!r}; expected "
                              f".safetensors, .pt or .pth")
+    return load_torch_tensors(p)
+
+
+def load_torch_tensors(p: Path, *, mmap: bool = False) -> dict[str, Tensor]:
+    """A torch weights file's tensors, through torch's restricted loader only.
+
+    ``mmap``: map the storages instead of reading them (a zip file; the
+    start-up checks look at names without paying for the weights).
+
+    Raises:
+        ModelLoadError: too large, not a torch file, or pickled objects other
+            than tensors (named, with the fastai conversion hint).
+    """
     _check_archive_sizes(p)
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        obj = torch.load(p, map_location="cpu", weights_only=True,
+                         mmap=mmap and zipfile.is_zipfile(p))
     except pickle.UnpicklingError as err:
         if "weights only" not in str(err).lower():
             raise ModelLoadError(f"{p}: not a readable torch file: {err}") from err

@@ -9,24 +9,19 @@ the header (safetensors) or the pickled structure with memory-mapped storages
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-import torch
 from torch import Tensor
 
 from listener.errors import ModelLoadError
 from listener.model.checkpoints import (
     _TORCH_SUFFIXES,
-    _check_archive_sizes,
-    _only_tensors,
-    _weights_only_reason,
     detect_layout,
     infer_architecture,
     load_state_dict_file,
+    load_torch_tensors,
 )
 
 
@@ -89,19 +84,4 @@ def _names(p: Path) -> list[str]:
         if not names:
             raise ModelLoadError(f"{p}: the state dict is empty")
         return names
-    _check_archive_sizes(p)
-    try:
-        # Storages memory-mapped, not read (zip files; the legacy format loads whole).
-        obj: Any = torch.load(p, map_location="cpu", weights_only=True,
-                              mmap=zipfile.is_zipfile(p))
-    except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower():
-            raise ModelLoadError(f"{p}: not a readable torch file: {err}") from err
-        raise ModelLoadError(
-            f"{p}: refused: the file pickles Python objects other than tensors "
-            f"({_weights_only_reason(err)}). If it is a fastai export, convert it with "
-            f"`listener convert-fastai {p} model.safetensors`") from err
-    except Exception as err:  # torch.load raises KeyError, RuntimeError, EOFError... on junk
-        raise ModelLoadError(f"{p}: not a readable torch file: "
-                             f"{type(err).__name__}: {err}") from err
-    return list(_only_tensors(obj, p))
+    return list(load_torch_tensors(p, mmap=True))
