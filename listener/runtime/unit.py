@@ -57,6 +57,7 @@ class StationUnit:
         self.error: str | None = None
         self.error_record: LastError | None = None  # the last fetch error
         self.restarts = 0
+        self.running_since: float | None = None  # unix time the station first ran
         self.task: asyncio.Task[None] | None = None
         # The console's view, ledger and observer, when the runner serves HTTP.
         self.console: StationConsole | None = None
@@ -144,6 +145,7 @@ class StationUnit:
             assert self.station is not None
             await self.station.emitter.start()  # the primary's sinks are every sink
             self.state = State.RUNNING
+            self.running_since = self.running_since or time.time()
             failure = await self._run_once(stop_event)
             if failure is None:
                 return

@@ -44,6 +44,9 @@ class RunningStation(Protocol):
     @property
     def last_error(self) -> dict[str, Any] | None: ...
 
+    @property
+    def running_since(self) -> float | None: ...
+
     def pipeline_stats(self) -> PipelineStats | None: ...
 
     def readiness(self) -> tuple[bool, str]: ...
@@ -128,6 +131,7 @@ def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dic
         "backlog_s": stats.backlog_s if stats else None,
         "windows_scored": stats.windows_scored if stats else 0,
         "decoder_restarts": int(restarts),
+        "running_since": daemon.running_since,  # unix time this run started, None if not
         "last_error": error,
         "model": {"id": cfg.model.model_id, "architecture": info.get("architecture"),
                   "device": info.get("device"),

@@ -22,6 +22,7 @@ class Stub:
     live_edge_utc = None
     model_info: ClassVar[dict[str, Any]] = {}
     last_error: Any = None
+    running_since = None
 
     def pipeline_stats(self) -> None:
         return None
@@ -38,6 +39,7 @@ def test_decoder_restarts_exclude_the_first_start_and_the_last_error_has_its_age
     metrics.decoder_restart("start")
     status = station_status(cfg, metrics, daemon)
     assert status["decoder_restarts"] == 0 and status["last_error"] is None
+    assert status["running_since"] is None  # not running yet: unknown time is "not running"
     metrics.decoder_restart("gap")
     metrics.decoder_restart("start")  # the restart after the gap starts it again
     now = time.time()

@@ -40,10 +40,14 @@ const LUT = Array.from({ length: 256 }, (_, i) => {
 });
 
 // ---- status -------------------------------------------------------------
-function coverageBar(cov, now) {
+function coverageBar(cov, now, runningSince) {
   const bar = el("div", { class: "bar", title: "last 24 h" });
   const day = 86400, t0 = now - day;
-  for (const s of cov.spans) {
+  // Since this run started the daemon is running: time there that is neither
+  // scored nor lost is "running, nothing received", not "not running".
+  const spans = runningSince ? [{ kind: "idle", start: Math.max(runningSince, t0), end: now,
+    reason: "running, nothing received" }, ...cov.spans] : cov.spans;
+  for (const s of spans) {
     const left = (s.start - t0) / day * 100, width = (s.end - s.start) / day * 100;
     const span = el("span", { class: s.kind,
       title: `${s.kind}${s.reason ? " (" + s.reason + ")" : ""}: ` +
@@ -96,7 +100,7 @@ async function statusPage() {
         el("h2", { text: st.station_id }), table, links);
       if (st.coverage) {
         card.append(el("p", { class: "muted", text: "Last hour: " + covText(st.coverage.hour) }),
-          coverageBar(st.coverage, data.now),
+          coverageBar(st.coverage, data.now, st.running_since),
           el("p", { class: "muted", text: "Last day: " + covText(st.coverage.day) }));
       }
       box.append(card);
