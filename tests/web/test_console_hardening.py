@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import resource
 import selectors
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -431,9 +433,12 @@ def test_1100_idle_connections_leave_a_daemon_at_1024_descriptors_serving(
                 time.sleep(0.2)
             assert fetched(url) >= before + 3
             # About max_connections (256, a quarter of 1,024) of them are the flood's, plus
-            # those accepted since the last once-a-second sweep: far from the limit.
-            held = len(list(Path(f"/proc/{proc.pid}/fd").iterdir()))
-            assert held <= baseline + 256 + 160, (baseline, held)
+            # those accepted since the last sweep, which a loaded host makes late: far from
+            # the limit either way (the code before the cap held about 855).
+            fds = list(Path(f"/proc/{proc.pid}/fd").iterdir())
+            held = len(fds)
+            kinds = Counter(os.readlink(f).split(":")[0] for f in fds)
+            assert held <= baseline + 600, (baseline, held, kinds)
         finally:
             stop.set()
             proc.terminate()
