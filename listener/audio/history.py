@@ -67,7 +67,7 @@ class _Run:
         i1 = min(self.n, round((end_s - self.start_s) * self.sr))
         if i1 <= i0:
             return None
-        out = np.empty(i1 - i0, dtype=np.float32)
+        out = np.empty(i1 - i0, dtype=np.int16)
         pos = filled = 0  # pos: index of the current chunk's first sample
         for chunk in self.chunks:
             lo, hi = max(i0, pos), min(i1, pos + chunk.size)
@@ -77,11 +77,28 @@ class _Run:
             pos += chunk.size
             if pos >= i1:
                 break
-        return out, self.start_s + i0 / self.sr
+        return from_pcm16(out), self.start_s + i0 / self.sr
+
+
+# libsndfile's scale between float and 16-bit samples (its float -> PCM_16 path).
+_PCM16_SCALE = np.float32(32767.0)
+
+
+def to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] as 16-bit PCM (clipped), as the clip files keep them."""
+    return np.rint(np.clip(samples, -1.0, 1.0) * _PCM16_SCALE).astype(np.int16)
+
+
+def from_pcm16(samples: np.ndarray) -> np.ndarray:
+    """16-bit PCM as float32; written back as PCM_16 it gives the same integers."""
+    return samples.astype(np.float32) / _PCM16_SCALE
 
 
 class AudioHistory:
-    """Recent mono float32 audio of a station's streams.
+    """Recent mono audio of a station's streams.
+
+    Held as 16-bit PCM, the resolution the clip files have (half the memory
+    of float32: the ring is most of a station's memory), returned as float32.
 
     Args:
         max_s: audio always kept (the newest seconds, all runs together).
@@ -127,7 +144,7 @@ class AudioHistory:
             raise ValueError(f"samples must be mono (n,), got shape {samples.shape}")
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
-        block = np.asarray(samples, dtype=np.float32)
+        block = to_pcm16(np.asarray(samples, dtype=np.float32))
         with self._lock:
             run = self._runs[-1] if self._runs else None
             # Contiguity within one sample (plus float slack): offsets come from

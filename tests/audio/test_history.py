@@ -8,14 +8,15 @@ import threading
 import numpy as np
 import pytest
 
-from listener.audio.history import AudioHistory
+from listener.audio.history import AudioHistory, from_pcm16
 
 SR = 1000
 
 
 def ramp(start: int, n: int) -> np.ndarray:
-    """Samples whose value is their absolute index, to check what comes back."""
-    return np.arange(start, start + n, dtype=np.float32)
+    """Samples whose value is their absolute index (mod 30000), to check what comes back."""
+    # Sample values that 16-bit PCM holds exactly (the history's resolution).
+    return from_pcm16((np.arange(start, start + n) % 30000).astype(np.int16))
 
 
 def fill(h: AudioHistory, seconds: int, block: int = 250) -> None:
