@@ -40,63 +40,95 @@ class _StepBar:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from listener.config import default_config, load_config
-    from listener.model.frontend import Frontend
-    from listener.quality.labels import read_labels
     from listener.training.augment import AugmentConfig
-    from listener.training.card import model_card, save_weights, write_card
-    from listener.training.data import load_recordings, split_by_file
-    from listener.training.trainer import TrainConfig, train
+    from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
+    from listener.training.run import TrainInputs, parse_duration, run_training
+    from listener.training.trainer import INIT_LR, SCRATCH_LR, TrainConfig
 
+    started = time.monotonic()
     cfg = load_config(args.config) if args.config else default_config()
-    labels = read_labels(Path(args.data))
-    frontend = Frontend(cfg.frontend)
-    recordings, problems = load_recordings(labels, frontend)
-    problems = labels.problems + problems
-    for p in problems:
-        print(f"warning: {p}", file=sys.stderr)
+    lr = args.lr if args.lr is not None else (INIT_LR if args.init else SCRATCH_LR)
     tcfg = TrainConfig(architecture=args.architecture, epochs=args.epochs,
-                       steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       steps_per_epoch=args.steps, batch_size=args.batch_size, lr=lr,
                        seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
+                       val_per_call_file=args.val_per_call_file,
+                       val_per_background_file=args.val_per_background_file,
                        window_s=cfg.detection.window_s, init=args.init,
-                       augment=AugmentConfig())
-    train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed)
+                       time_budget_s=parse_duration(args.time_budget) if args.time_budget
+                       else None,
+                       augment=AugmentConfig(source_power=args.source_power,
+                                             aac_p=0.0 if args.no_aac else AugmentConfig.aac_p))
+    inputs = TrainInputs(data=[Path(d) for d in args.data],
+                         backgrounds=[Path(b) for b in args.background],
+                         screen_weights=args.screen_weights,
+                         background_max_score=args.background_max_score)
+    if args.reviews:
+        from listener.training.reviews import load_reviews
+        inputs.reviews, inputs.review_counts = load_reviews(
+            [Path(r) for r in args.reviews], [Path(c) for c in args.review_clips],
+            cfg.frontend.sample_rate)
+    if not (inputs.data or inputs.reviews or inputs.backgrounds):
+        print("error: give DATA, --reviews or --background", file=sys.stderr)
+        return EXIT_FAILED
+    cache = AudioCache(Path(args.cache) if args.cache else default_cache_dir(),
+                       cfg.frontend.sample_rate, () if args.no_aac else DEFAULT_VARIANTS)
     out = Path(args.out)
     ckpt = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt.pt")
-    print(f"training {tcfg.architecture} on {len(train_set)} files, validating on "
-          f"{len(val_set)} held-out files; checkpoint {ckpt}", file=sys.stderr)
-    result = train(tcfg, train_set, val_set, cfg.frontend, checkpoint=ckpt,
-                   progress=_StepBar("train"))
-    meta = {"format": "listener", "architecture": tcfg.architecture,
-            "trained_by": "listener train", "recipe": json.dumps(tcfg.to_json()),
-            "best_epoch": str(result.best_epoch), "val_pr_auc": f"{result.best_pr_auc:.4f}"}
-    save_weights(result.state_dict, out, args.half, meta)
-    files = {"train": len(train_set), "val": len(val_set),
-             "calls": sum(r.positive for r in recordings),
-             "backgrounds": sum(not r.positive for r in recordings), "skipped": len(problems)}
-    card = write_card(out, model_card(out, tcfg, result, args.data, files, args.half))
-    print(f"wrote {out} and {card}: best epoch {result.best_epoch}, validation PR-AUC "
-          f"{result.best_pr_auc:.3f}, {result.seconds / 60:.1f} min")
-    return EXIT_FAILED if problems and args.strict else 0
+    print(f"training {tcfg.architecture} (lr {lr:g}); checkpoint {ckpt}", file=sys.stderr)
+    outcome = run_training(inputs, cfg, tcfg, out, cache, ckpt, args.half,
+                           keep_checkpoint=args.keep_checkpoint, progress=_StepBar("train"),
+                           started=started)
+    for p in outcome.problems:
+        print(f"warning: {p}", file=sys.stderr)
+    r = outcome.result
+    kept = " (no epoch beat the starting weights: they were kept)" if outcome.kept_start else ""
+    print(f"wrote {outcome.out} and {outcome.card}: epoch {r.best_epoch}{kept}, validation "
+          f"balanced ROC-AUC {r.best_score:.3f}, PR-AUC {r.best_pr_auc:.3f}, "
+          f"{r.seconds / 60:.1f} min, stopped by {r.stop}")
+    return EXIT_FAILED if outcome.problems and args.strict else 0
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("train", help="train or fine-tune the network on labelled clips")
-    s.add_argument("data", metavar="DATA", help="folder with one sub-folder per class "
-                   "(calls/, background/ or nocalls/)")
+    s.add_argument("data", metavar="DATA", nargs="*", help="folder with one sub-folder per "
+                   "class (calls/, background/ or nocalls/), each holding sources' folders")
     s.add_argument("--out", required=True, help="output .safetensors (a model card .md "
                    "is written next to it)")
     s.add_argument("--config", default=None, help="station YAML (its frontend and window)")
     s.add_argument("--architecture", choices=["resnet18", "resnet50"], default="resnet18")
-    s.add_argument("--init", default=None, help="fine-tune from these weights")
+    s.add_argument("--init", default=None, help="fine-tune from these weights (scored as "
+                   "epoch 0; never replaced by worse ones)")
+    s.add_argument("--background", action="append", default=[], metavar="DIR",
+                   help="unlabelled site audio: mixing beds and negatives (repeatable)")
+    s.add_argument("--background-max-score", type=float, default=0.9, metavar="S",
+                   help="leave out site windows the starting model scores above S")
+    s.add_argument("--screen-weights", default=None, metavar="W",
+                   help="model that screens --background audio (default: --init)")
+    s.add_argument("--reviews", action="append", default=[], metavar="FILE",
+                   help="console export (.json) or <events>.reviews.jsonl (repeatable)")
+    s.add_argument("--review-clips", action="append", default=[], metavar="DIR",
+                   help="folder of the reviewed clips (default: next to the reviews file)")
     s.add_argument("--epochs", type=int, default=10)
     s.add_argument("--steps", type=int, default=12, help="batches per epoch")
     s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--lr", type=float, default=2e-3)
+    s.add_argument("--lr", type=float, default=None, help="peak learning rate (default "
+                   "2e-3, or 2e-4 with --init)")
+    s.add_argument("--time-budget", default=None, metavar="T",
+                   help="stop cleanly before an epoch would overrun T (45m, 1h, 900s)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--val-fraction", type=float, default=0.2)
-    s.add_argument("--patience", type=int, default=4, help="epochs without PR-AUC gain")
+    s.add_argument("--val-per-call-file", type=int, default=2)
+    s.add_argument("--val-per-background-file", type=int, default=6)
+    s.add_argument("--source-power", type=float, default=0.25, help="a source with n files "
+                   "is drawn with weight n ** P (0: sources equal, 1: files equal)")
+    s.add_argument("--patience", type=int, default=4, help="epochs without a validation gain")
+    s.add_argument("--cache", default=None, metavar="DIR", help="decoded-audio cache "
+                   "(default ~/.cache/listener/train-audio)")
+    s.add_argument("--no-aac", action="store_true", help="no AAC round-trip augmentation")
     s.add_argument("--checkpoint", default=None,
                    help="resume/save state here (default OUT.ckpt.pt)")
+    s.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the checkpoint after a successful run")
     s.add_argument("--half", action="store_true", help="store float16 weights")
     s.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
     s.set_defaults(func=cmd_train)
