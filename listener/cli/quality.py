@@ -134,67 +134,106 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.set_defaults(func=cmd_train)
 
 
-def _evaluate_one(k: int, weights: str, cfg: Any, labels: Any, target: Any,
-                  args: argparse.Namespace, out: Path,
-                  problems: list[Any]) -> tuple[str, dict[str, Any], Any]:
-    """Score every labelled item with one model; its report, and its plots written."""
-    from listener.model.scorer import Scorer
-    from listener.quality.evaluate import collect_clips, collect_windows, score_items
-    from listener.quality.plots import histogram_png
-    from listener.quality.report import model_report
+def _score_models(args: argparse.Namespace, cfg: Any, labels: Any,
+                  problems: list[Any]) -> list[Any]:
+    """``--weights`` models (ResNet checkpoints), else every model of the config."""
+    from listener.quality.run import score_config_models, score_weights
 
-    mcfg = cfg.model_copy(update={"model": cfg.model.model_copy(
-        update={"weights": Path(weights)})})
-    scorer = Scorer(mcfg.model, mcfg.frontend)
-    run_problems: list[Any] = []
-    files = score_items(labels.items, mcfg, scorer, run_problems)
-    if k == 0:  # every model meets the same files: report their problems once
-        problems.extend(run_problems)
-    windows, clips = collect_windows(files), collect_clips(files, cfg.detection)
-    rep = model_report(windows, clips, cfg.detection, target, args.bootstrap, args.seed)
-    rep["model"] = scorer.info.to_dict()
-    histogram_png(out / f"histogram_windows_{k + 1}.png", windows.labels, windows.scores)
-    histogram_png(out / f"histogram_clips_{k + 1}.png", clips.labels, clips.scores)
-    return f"{k + 1}:{Path(weights).name}", rep, clips
+    if args.weights:
+        out = []
+        for k, w in enumerate(args.weights):
+            run_problems: list[Any] = []
+            out.append(score_weights(k, w, cfg, labels.items, run_problems))
+            if k == 0:  # every model meets the same files: report their problems once
+                problems.extend(run_problems)
+        return out
+    if args.config:
+        return score_config_models(cfg, labels.items, problems)
+    return []
+
+
+def _plots(out: Path, curves: dict[str, list[Any]], det: Any,
+           per_label: list[tuple[str, dict[str, Any]]]) -> list[Path]:
+    from listener.quality import plots
+
+    paths = []
+    for level, cs in curves.items():
+        th = det.local_threshold if level == "windows" else None
+        paths += plots.write_all(out, level, cs, th)
+    for name, labs in per_label:
+        safe = "".join(ch if ch.isalnum() else "_" for ch in name)
+        paths += plots.write_all(out, "windows", [d["curve"] for d in labs.values()],
+                                 det.local_threshold, prefix=f"labels_{safe}_")
+    return paths
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from listener.config import default_config, load_config, with_precision
+    from listener.quality import plots
     from listener.quality.labels import LabelProblem, read_labels
-    from listener.quality.plots import pr_png
     from listener.quality.report import summary_lines
+    from listener.quality.run import (
+        bootstrap_warning,
+        per_label_report,
+        promote_line,
+        report_model,
+        write_table,
+    )
 
     cfg = with_precision(load_config(args.config) if args.config else default_config(),
                          args.precision)
     labels = read_labels(Path(args.data), args.positive, args.negative)
     target = (("precision", args.target_precision) if args.target_precision is not None
               else ("recall", args.target_recall) if args.target_recall is not None else None)
-    weights = args.weights or ([str(cfg.model.weights)] if cfg.model.weights else [])
-    if not weights:
-        print("error: give --weights (or model.weights in --config)", file=sys.stderr)
+    if not args.weights and cfg.model.weights:
+        args.weights = [] if cfg.models is not None else [str(cfg.model.weights)]
+    if not args.weights and not args.config:
+        print("error: give --weights (or a --config naming the models)", file=sys.stderr)
         return EXIT_FAILED
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     problems: list[LabelProblem] = list(labels.problems)
+    scored = _score_models(args, cfg, labels, problems)
     models: dict[str, Any] = {}
     lines: list[str] = []
-    curves = []
-    for k, w in enumerate(weights):
-        name, rep, clips = _evaluate_one(k, w, cfg, labels, target, args, out, problems)
-        models[name] = rep
-        lines.extend(summary_lines(name, rep))
-        curves.append((clips.labels, clips.scores))
-    pr_png(out / "pr_curve_clips.png", curves)
+    curves: dict[str, list[Any]] = {"windows": [], "clips": []}
+    per_label = []
+    for ms in scored:
+        rep, windows, clips = report_model(ms, target, args.bootstrap, args.seed)
+        if ms.per_label:
+            labs = per_label_report(ms, args.bootstrap, args.seed)
+            rep["labels"] = {k: d["metrics"] for k, d in labs.items()}
+            per_label.append((ms.name, labs))
+        models[ms.name] = rep
+        lines.extend(summary_lines(ms.name, rep))
+        for ap in rep.get("short_call_clips", []):
+            lines.append(f"  set apart: call clip {ap['file']} at {ap['start_s']} s is "
+                         f"{ap['duration_s']} s, shorter than global_threshold units: the rule "
+                         f"can never detect it (max window score {ap['max_score']})")
+        curves["windows"].append(plots.Curve(ms.name, windows.labels, windows.scores))
+        curves["clips"].append(plots.Curve(ms.name, clips.labels, clips.scores))
     for cls, what in ((True, "calls"), (False, "no-call")):
         if not any(it.label is cls or it.selections for it in labels.items):
             problems.append(LabelProblem(args.data, None, f"no {what} examples: "
                                          "precision/recall/AUC are undefined"))
-    doc = {"data": args.data, "models": models, "problems": [str(p) for p in problems]}
+    warnings = [w for w in [bootstrap_warning(scored[0].files) if scored else None] if w]
+    write_table(out / "scores.csv", [(ms.name, ms.files) for ms in scored])
+    doc = {"data": args.data, "models": models, "problems": [str(p) for p in problems],
+           "warnings": warnings}
     (out / "evaluation.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     print("\n".join(lines))
-    print(f"wrote {out / 'evaluation.json'} and PNG plots in {out}")
+    if len(models) == 2:
+        print(promote_line(*list(models.items())))
+    if plots.available():
+        _plots(out, curves, cfg.detection, per_label)
+        print(f"wrote {out / 'evaluation.json'}, {out / 'scores.csv'} and PNG plots in {out}")
+    else:
+        print(f"wrote {out / 'evaluation.json'} and {out / 'scores.csv'}; no plots: matplotlib "
+              f"is not installed ({plots.EXTRA})")
     if problems:
         print(f"{len(problems)} label problem(s): the rest was evaluated", file=sys.stderr)
         return EXIT_FAILED
@@ -207,7 +246,8 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
                    "OrcaHello .json records, or a folder of them")
     s.add_argument("--config", default=None, help="station YAML (frontend, thresholds)")
     s.add_argument("--weights", action="append", default=[], metavar="W",
-                   help="a checkpoint; repeat to compare models on the same windows")
+                   help="a checkpoint; repeat to compare models on the same windows (two: "
+                   "a promote-or-not line). Without it, every model of --config")
     s.add_argument("--out", default="evaluation", help="folder for evaluation.json and plots")
     t = s.add_mutually_exclusive_group()
     t.add_argument("--target-precision", type=float, default=None, metavar="P",
