@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from listener.quality.metrics import average_precision, pr_curve, roc_auc
+from listener.quality.metrics import average_precision, roc_auc
 
 EXTRA = "pip install 'listener[plots]'"
 
@@ -69,13 +69,24 @@ def _finish(fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str)
     _pyplot().close(fig)
 
 
-def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
+def _counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives when the threshold sits at each distinct score, high to low."""
     order = np.argsort(-scores, kind="stable")
     s, y = scores[order], labels[order]
     cut = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
-    tp, fp = np.cumsum(y)[cut], np.cumsum(1 - y)[cut]
+    return np.cumsum(y)[cut].astype(float), np.cumsum(1 - y)[cut].astype(float)
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
+    tp, fp = _counts(labels, scores)
     return np.r_[0.0, fp / max(fp[-1], 1)], np.r_[0.0, tp / max(tp[-1], 1)]
+
+
+def pr_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Recall and precision at every distinct threshold (recall rising)."""
+    tp, fp = _counts(labels, scores)
+    return tp / max(tp[-1], 1), tp / (tp + fp)
 
 
 def roc_png(path: Path, curves: list[Curve], what: str) -> None:
@@ -98,7 +109,7 @@ def pr_png(path: Path, curves: list[Curve], what: str) -> None:
         share = float(usable[0].labels.mean())
         ax.axhline(share, linestyle=":", color="grey", label=f"no skill ({share:.2f} calls)")
     for c in usable:
-        precision, recall, _ = pr_curve(c.labels, c.scores)
+        recall, precision = pr_points(c.labels, c.scores)
         ax.plot(np.r_[0.0, recall], np.r_[precision[0], precision], drawstyle="steps-pre",
                 label=f"{c.name} (PR-AUC {average_precision(c.labels, c.scores):.2f})")
     _finish(fig, ax, path, f"Precision-recall, {what}", "recall", "precision")
