@@ -31,9 +31,9 @@ if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
   git -C "$root" show 7fd7a1713219921a38e1998e28fb6022f9d59a20:listener/data/demo_resnet18.safetensors > "$start"
   $listener train "$data/train" --background "$data/hls/rpi_orcasound_lab" \
     --init "$start" --out "$out" --checkpoint "$ckpt" --half \
-    --architecture resnet18 --epochs 30 --steps 40 --batch-size 16 \
-    --time-budget "${BUDGET:-45m}" --seed 0 --val-fraction 0.2 --patience 8 \
-    --val-per-call-file 3 --val-per-background-file 4
+    --architecture resnet18 --train-from layer3 --epochs 10 --steps 20 --batch-size 16 \
+    --time-budget "${BUDGET:-45m}" --seed 0 --val-fraction 0.2 --patience 6 \
+    --val-per-call-file 2 --val-per-background-file 3
 fi
 
 # Held-out check: the 20 labelled Orcasound Lab clips and the L pod recording.

@@ -54,9 +54,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                        val_per_call_file=args.val_per_call_file,
                        val_per_background_file=args.val_per_background_file,
                        window_s=cfg.detection.window_s, init=args.init,
+                       train_from=args.train_from,
                        time_budget_s=parse_duration(args.time_budget) if args.time_budget
                        else None,
                        augment=AugmentConfig(source_power=args.source_power,
+                                             snr_db=tuple(args.snr_db),
                                              aac_p=0.0 if args.no_aac else AugmentConfig.aac_p))
     inputs = TrainInputs(data=[Path(d) for d in args.data],
                          backgrounds=[Path(b) for b in args.background],
@@ -89,6 +91,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from listener.training.augment import AugmentConfig
+
     s = sub.add_parser("train", help="train or fine-tune the network on labelled clips")
     s.add_argument("data", metavar="DATA", nargs="*", help="folder with one sub-folder per "
                    "class (calls/, background/ or nocalls/), each holding sources' folders")
@@ -98,6 +102,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.add_argument("--architecture", choices=["resnet18", "resnet50"], default="resnet18")
     s.add_argument("--init", default=None, help="fine-tune from these weights (scored as "
                    "epoch 0; never replaced by worse ones)")
+    s.add_argument("--train-from", default=None, choices=["layer1", "layer2", "layer3",
+                                                          "layer4", "head"],
+                   help="with --init: freeze the layers before this one (cheaper steps)")
     s.add_argument("--background", action="append", default=[], metavar="DIR",
                    help="unlabelled site audio: mixing beds and negatives (repeatable)")
     s.add_argument("--background-max-score", type=float, default=0.9, metavar="S",
@@ -121,6 +128,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.add_argument("--val-per-background-file", type=int, default=6)
     s.add_argument("--source-power", type=float, default=0.25, help="a source with n files "
                    "is drawn with weight n ** P (0: sources equal, 1: files equal)")
+    s.add_argument("--snr-db", type=float, nargs=2, default=AugmentConfig.snr_db,
+                   metavar=("LO", "HI"), help="signal-to-noise range of calls mixed into "
+                   "beds, dB over the call's extent (default -10 15: live streams)")
     s.add_argument("--patience", type=int, default=4, help="epochs without a validation gain")
     s.add_argument("--cache", default=None, metavar="DIR", help="decoded-audio cache "
                    "(default ~/.cache/listener/train-audio)")

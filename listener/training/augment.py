@@ -162,6 +162,9 @@ def spec_masks(spec: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor
     for b in range(batch):
         for size_max, count, axis_len, axis in ((cfg.freq_mask_max, cfg.freq_masks, n_mels, 2),
                                                 (cfg.time_mask_max, cfg.time_masks, frames, 3)):
+            # At most an eighth of the axis, so a small frontend keeps most of its input
+            # (the production 256 x 312 input is not affected).
+            size_max = min(size_max, axis_len // 8)
             for _ in range(count):
                 width = int(torch.randint(0, size_max + 1, (1,), generator=gen))
                 start = int(torch.randint(0, max(axis_len - width, 0) + 1, (1,), generator=gen))

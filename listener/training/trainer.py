@@ -69,6 +69,7 @@ class TrainConfig:
     window_s: float = 2.0
     time_budget_s: float | None = None
     init: str | None = None  # fine-tune from these weights
+    train_from: str | None = None  # e.g. "layer3": earlier layers frozen (weights and BN)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_json(self) -> dict[str, Any]:
@@ -157,6 +158,29 @@ def warmup_cosine(step: int, total: int, warmup_fraction: float = 0.15) -> float
     return min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
 
+STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4", "head")
+
+
+def freeze_before(model: OrcaResNet, train_from: str | None) -> list[torch.nn.Module]:
+    """Freeze every stage before ``train_from`` (``bn1`` goes with ``conv1``); the frozen modules.
+
+    Fine-tuning only the last stages costs a fraction of a full step (no
+    gradients flow into the early, high-resolution layers) and cannot
+    disturb the general features those layers learnt.
+    """
+    if train_from is None:
+        return []
+    if train_from not in STAGES:
+        raise ValueError(f"train_from must be one of {', '.join(STAGES)}; got {train_from!r}")
+    frozen_names = STAGES[:STAGES.index(train_from)]
+    frozen = [m for name, m in model.named_children()
+              if name in frozen_names or (name == "bn1" and "conv1" in frozen_names)]
+    for m in frozen:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return frozen
+
+
 def initial_model(cfg: TrainConfig) -> OrcaResNet:
     if cfg.init:
         model, _ = load_model(cfg.init, cfg.architecture)
@@ -191,8 +215,9 @@ class _Run:
             cfg.augment)
         torch.manual_seed(cfg.seed)  # from-scratch init and dropout: always seeded
         self.model = initial_model(cfg).to(device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
-                                     weight_decay=cfg.weight_decay)
+        self.frozen = freeze_before(self.model, cfg.train_from)
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                     lr=cfg.lr, weight_decay=cfg.weight_decay)
         total = cfg.epochs * cfg.steps_per_epoch
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda step: warmup_cosine(step, total))
@@ -206,6 +231,8 @@ class _Run:
 
     def step(self, waves: np.ndarray, labels: np.ndarray, gen: torch.Generator) -> float:
         self.model.train()
+        for m in self.frozen:  # frozen layers keep their BatchNorm statistics too
+            m.eval()
         with torch.no_grad():
             x = self.frontend(torch.from_numpy(waves).to(self.device))
             x = augment.spec_masks(x.cpu(), self.cfg.augment, gen).to(self.device)
