@@ -142,6 +142,37 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.add_argument("--half", action="store_true", help="store float16 weights")
     s.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
     s.set_defaults(func=cmd_train)
+    add_collect_parser(sub)  # registered with train: its companion for --background
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from listener.config import load_config
+    from listener.replay.runner import parse_time
+    from listener.training.collect import collect
+
+    cfg = load_config(args.config)
+    start, end = parse_time(args.start, "--from"), parse_time(args.end, "--to")
+    s = collect(cfg, start, end, Path(args.out), args.max_mb, args.max_score)
+    print(f"wrote {len(s.files)} FLAC file(s), {s.seconds_kept:.0f} s of "
+          f"{s.seconds_scored:.0f} s scored ({s.bytes / 2**20:.1f} MB) to {args.out}; "
+          f"{s.windows_above} window(s) above {args.max_score} left out"
+          + ("; stopped at --max-mb" if s.full else ""))
+    return 0
+
+
+def add_collect_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser("collect", help="save a station's low-scoring archive audio as FLAC "
+                       "(site noise for 'listener train --background')")
+    s.add_argument("--config", required=True, help="station YAML (orcasound stream, model)")
+    s.add_argument("--from", dest="start", required=True, metavar="ISO",
+                   help="range start, ISO 8601 with a zone")
+    s.add_argument("--to", dest="end", required=True, metavar="ISO", help="range end")
+    s.add_argument("--out", required=True, metavar="DIR", help="folder for the FLAC files")
+    s.add_argument("--max-mb", type=float, default=200.0, metavar="N",
+                   help="stop after N MB of FLAC")
+    s.add_argument("--max-score", type=float, default=0.5, metavar="S",
+                   help="keep only stretches whose every window scores at most S")
+    s.set_defaults(func=cmd_collect)
 
 
 def _score_models(args: argparse.Namespace, cfg: Any, labels: Any,
