@@ -31,8 +31,8 @@ if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
   git -C "$root" show 7fd7a1713219921a38e1998e28fb6022f9d59a20:listener/data/demo_resnet18.safetensors > "$start"
   $listener train "$data/train" --background "$data/hls/rpi_orcasound_lab" \
     --init "$start" --out "$out" --checkpoint "$ckpt" --half \
-    --architecture resnet18 --train-from layer3 --epochs 10 --steps 20 --batch-size 16 \
-    --time-budget "${BUDGET:-45m}" --seed 0 --val-fraction 0.2 --patience 6 \
+    --architecture resnet18 --train-from layer3 --epochs 30 --steps 20 --batch-size 16 \
+    --time-budget "${BUDGET:-45m}" --seed 0 --val-fraction 0.2 --patience 10 \
     --val-per-call-file 2 --val-per-background-file 3
 fi
 
@@ -43,4 +43,8 @@ $listener evaluate "$data/clips" --weights "$out" --out "$eval_dir" \
   --target-precision 0.9 | tee "$eval_dir/summary.txt"
 $listener detect "$root/listener/data/lpod_orcasound_22050hz.wav" --weights "$out" \
   --json "$eval_dir/lpod.json" --quiet
+# The real Orcasound HLS segments (no labels; used in training as site audio).
+for ts in "$data"/hls/rpi_orcasound_lab/*/*.ts; do
+  $listener detect "$ts" --weights "$out" --json "$eval_dir/hls_$(basename "$ts" .ts).json" --quiet
+done
 python3 "$root/scripts/demo_card_figures.py" "$eval_dir" "${out%.safetensors}.md"

@@ -92,7 +92,8 @@ def aac_round_trip(wave: np.ndarray, rate: int, variant: AacVariant) -> np.ndarr
                "-b:a", variant.bitrate, "-y", str(enc)]
         done = subprocess.run(cmd, capture_output=True, timeout=600, check=False)
         if done.returncode != 0:
-            raise DecodeError(f"AAC encode failed: {done.stderr.decode(errors='replace')[-300:]}")
+            raise DecodeError("AAC round trip", "ffmpeg could not encode AAC",
+                              done.stderr.decode(errors="replace")[-300:])
         out = decode_file(enc, rate)
     start = round(variant.pad * rate / AAC_RATE)
     out = out[start:start + wave.size]

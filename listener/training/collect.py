@@ -12,6 +12,7 @@ FLAC has been written. The folder then feeds ``listener train --background``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -69,6 +70,10 @@ def low_runs(starts: np.ndarray, ends: np.ndarray, scores: np.ndarray,
                 runs.append((float(begin), float(edges[i])))
             begin = None
     return runs
+
+
+def _write_flac(path: Path, audio: np.ndarray, rate: int) -> None:
+    sf.write(path, audio, rate, format="FLAC")
 
 
 def _chunks(segments: list[ArchiveSegment]) -> list[list[ArchiveSegment]]:
@@ -131,7 +136,7 @@ def _save_chunk(ts: Path, chunk: list[ArchiveSegment], cfg: Config, scorer: Scor
         piece = audio[int(a * rate):int(b * rate)]
         when = (t0 + timedelta(seconds=a)).strftime("%Y%m%dT%H%M%S")
         path = out / f"{node}_{when}Z.flac"
-        atomic_write(path, lambda p, x=piece: sf.write(p, x, rate, format="FLAC"))
+        atomic_write(path, functools.partial(_write_flac, audio=piece, rate=rate))
         size = path.stat().st_size
         if summary.bytes + size > limit:
             path.unlink()
