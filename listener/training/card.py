@@ -41,8 +41,9 @@ def cpu_model() -> str:
 
 
 def _history_table(result: TrainResult) -> str:
-    rows = [f"| {h['epoch']} | {h['loss']:.4f} | {h['val_score']:.3f} | {h['val_roc_auc']:.3f} "
-            f"| {h['val_pr_auc']:.3f} |" for h in result.history]
+    rows = [f"| {h['epoch']} | {'-' if h['loss'] is None else format(h['loss'], '.4f')} | "
+            f"{h['val_score']:.3f} | {h['val_roc_auc']:.3f} | {h['val_pr_auc']:.3f} |"
+            for h in result.history]
     return ("| epoch | train loss | val balanced ROC-AUC | val ROC-AUC | val PR-AUC |\n"
             "|---|---|---|---|---|\n" + "\n".join(rows))
 

@@ -223,7 +223,7 @@ class _Run:
             self.opt, lambda step: warmup_cosine(step, total))
         self.dtype = autocast_for(device)
 
-    def evaluate(self, epoch: int, loss: float) -> dict[str, Any]:
+    def evaluate(self, epoch: int, loss: float | None) -> dict[str, Any]:
         fig = figures(self.val, score(self.model, self.frontend, self.val.waves, self.device))
         return {"epoch": epoch, "loss": loss, "val_score": fig["balanced_roc_auc"],
                 "val_roc_auc": fig["roc_auc"], "val_pr_auc": fig["pr_auc"],
@@ -261,7 +261,7 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
         state = _State(_copy(run.model), 0, -math.inf, [], 0.0,
                        np.random.default_rng([cfg.seed, 1]),
                        torch.Generator().manual_seed(cfg.seed))
-        _consider(state, run.evaluate(0, float("nan")), run)
+        _consider(state, run.evaluate(0, None), run)
     started = time.monotonic() - state.seconds
     stop, total = "epochs", cfg.epochs * cfg.steps_per_epoch
     for epoch in range(state.history[-1]["epoch"], cfg.epochs):
@@ -297,8 +297,8 @@ def _consider(state: _State, row: dict[str, Any], run: _Run) -> None:
     """Record an epoch; keep its weights only if strictly better than the best so far."""
     state.history.append(row)
     value = row["val_score"]
-    log.info("epoch %d: loss %.4f, validation balanced ROC-AUC %.3f PR-AUC %.3f",
-             row["epoch"], row["loss"], value, row["val_pr_auc"])
+    log.info("epoch %d: loss %s, validation balanced ROC-AUC %.3f PR-AUC %.3f", row["epoch"],
+             "-" if row["loss"] is None else f"{row['loss']:.4f}", value, row["val_pr_auc"])
     no_validation = math.isnan(value)
     if (no_validation and row["epoch"] > 0) or value > state.best_score:
         state.best_score = -math.inf if no_validation else value

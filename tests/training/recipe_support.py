@@ -44,18 +44,24 @@ def call(seconds: float, rng: np.random.Generator, f0: tuple[float, float] = (70
     return (wave * env * level).astype(np.float32)
 
 
+def chirp(rng: np.random.Generator, level: float = 0.03, f: tuple[float, float] = (4400, 5200),
+          seconds: float = 0.3) -> np.ndarray:
+    """A short rising chirp with its second harmonic."""
+    n = int(seconds * RATE)
+    tt = np.arange(n) / RATE
+    freq = f[0] + (f[1] - f[0]) * tt / seconds
+    phase = 2 * np.pi * np.cumsum(freq) / RATE
+    return ((np.sin(phase) + 0.5 * np.sin(2 * phase)) * np.hanning(n) * level).astype(np.float32)
+
+
 def squeak(seconds: float, rng: np.random.Generator, level: float = 0.03) -> np.ndarray:
-    """A site's mechanical squeak: 0.3 s, 4.4-5.2 kHz with harmonics, every 1-2 s, in noise."""
+    """A site's mechanical squeak: 0.3 s, 4.4-5.2 kHz with a harmonic, every 1-2 s, in noise."""
     out = noise(seconds, rng)
     t = 0.2
     while t < seconds - 0.4:
-        n = int(0.3 * RATE)
-        tt = np.arange(n) / RATE
-        freq = 4400 + 800 * tt / 0.3
-        phase = 2 * np.pi * np.cumsum(freq) / RATE
-        chirp = (np.sin(phase) + 0.5 * np.sin(2 * phase)) * np.hanning(n) * level
         start = int(t * RATE)
-        out[start:start + n] += chirp.astype(np.float32)
+        c = chirp(rng, level)
+        out[start:start + c.size] += c
         t += rng.uniform(1.0, 2.0)
     return out
 

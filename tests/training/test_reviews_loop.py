@@ -82,7 +82,7 @@ def test_reviews_to_a_model_and_a_promote_line(tmp_path: Path) -> None:
     cfg.write_text(TINY_YAML, encoding="utf-8")
     start, new = tmp_path / "start.safetensors", tmp_path / "new.safetensors"
     common = ["--config", cfg, "--cache", tmp_path / "cache", "--batch-size", "4",
-              "--epochs", "1", "--steps", "2", "--val-fraction", "0.5"]
+              "--epochs", "1", "--steps", "2", "--val-fraction", "0.5", "--no-aac"]
     assert _listener("train", data, "--out", start, *common).returncode == 0
     # The export (clips next to it) and the station's own reviews file, both at once.
     res = _listener("train", data, "--init", start, "--reviews",

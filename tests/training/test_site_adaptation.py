@@ -1,7 +1,8 @@
 """End to end: a site's squeak that the model fires on is learnt away with ``--background``.
 
-A starting model learns tonal calls against noise (a tiny frontend keeps it
-fast); a station's own audio carries a mechanical squeak (4.4-5.2 kHz with a
+A starting model learnt tonal calls against noise from data that also held
+short high chirps labelled as calls (a tiny frontend keeps it fast); a
+station's own audio carries a mechanical squeak (4.4-5.2 kHz chirps with a
 harmonic, every 1-2 s) that the starting model takes for calls. After
 ``listener train --init start --background SITE`` the squeak scores below
 threshold while calls mixed into the same squeaky noise are still detected.
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from training.recipe_support import RATE, TINY_YAML, call, noise, squeak
+from training.recipe_support import RATE, TINY_YAML, call, chirp, noise, squeak
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +39,12 @@ def _listener(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def _world(root: Path) -> dict[str, Path]:
     rng = np.random.default_rng(7)
-    data = root / "data"
+    data, old = root / "data", root / "old_data"
     for i in range(6):
-        _write(data / "calls" / "synth" / f"c{i}.wav", call(1.5, rng))
-        _write(data / "background" / "noise" / f"b{i}.wav", noise(6.0, rng))
+        for d in (data, old):
+            _write(d / "calls" / "synth" / f"c{i}.wav", call(1.5, rng))
+            _write(d / "background" / "noise" / f"b{i}.wav", noise(6.0, rng))
+        _write(old / "calls" / "chirp" / f"w{i}.wav", chirp(rng))
     site = root / "site"
     for i in range(5):  # the station's own audio: its noise and its squeak
         _write(site / f"site{i}.wav", squeak(12.0, rng))
@@ -54,19 +57,19 @@ def _world(root: Path) -> dict[str, Path]:
         _write(test / "calls" / f"call_in_squeak{i}.wav", mixed)
     cfg = root / "tiny.yaml"
     cfg.write_text(TINY_YAML + "detection: {global_threshold: 1}\n", encoding="utf-8")
-    return {"data": data, "site": site, "test": test, "cfg": cfg}
+    return {"data": data, "old": old, "site": site, "test": test, "cfg": cfg}
 
 
 def test_background_teaches_the_site_squeak_and_keeps_calls(tmp_path: Path) -> None:
     w = _world(tmp_path)
     start, adapted = tmp_path / "start.safetensors", tmp_path / "adapted.safetensors"
     common = ["--config", w["cfg"], "--cache", tmp_path / "cache", "--batch-size", "8",
-              "--val-fraction", "0.34", "--seed", "1"]
-    _listener("train", w["data"], "--out", start, "--epochs", "4", "--steps", "8",
-              "--lr", "1e-3", *common)
+              "--val-fraction", "0.34", "--seed", "1", "--snr-db", "0", "20", "--no-aac"]
+    _listener("train", w["old"], "--out", start, "--epochs", "4", "--steps", "12",
+              "--lr", "2e-3", *common)
     res = _listener("train", w["data"], "--init", start, "--background", w["site"],
                     "--background-max-score", "1.0", "--out", adapted, "--epochs", "4",
-                    "--steps", "8", "--lr", "5e-4", *common)
+                    "--steps", "12", "--lr", "5e-4", *common)
     card = adapted.with_suffix(".md").read_text()
     assert "Site audio" in card and "site:site" in card
     out = tmp_path / "eval"
