@@ -90,6 +90,7 @@ def test_reviews_to_a_model_and_a_promote_line(tmp_path: Path) -> None:
                     tmp_path / "events.reviews.jsonl", "--review-clips", clips,
                     "--out", new, *common)
     assert res.returncode == 0, res.stderr
+    assert not new.with_name(new.name + ".ckpt.pt").exists()  # removed after success
     card = new.with_suffix(".md").read_text()
     assert "Reviews: 2 yes (calls), 2 no (hard negatives), 2 skipped" in card
     assert "reviews" in card  # the reviewed clips are a source of their own
