@@ -24,7 +24,7 @@ def hls_line(folder: Path, local: float) -> str:
     seconds = sum(d["duration_s"] for d in docs)
     detected = sum(c["detected"] for d in docs for c in d["clips"])
     return (f"- **{len(docs)} real Orcasound Lab HLS segments** (`shared/data/hls`, "
-            f"{seconds:.1f} s, unlabelled, no calls heard; NOT held out: training used them as "
+            f"{seconds:.1f} s, content not labelled; NOT held out: training used them as "
             f"site audio): {sum(s > local for s in windows)} of {len(windows)} windows above "
             f"{local}, highest {max(windows):.2f}; {detected} clip(s) detected.\n")
 

@@ -19,10 +19,10 @@
 # check reported in the card, and no setting was chosen by them.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-data="${DATA:-$root/../shared/data}"
+data="${DATA:-../shared/data}"  # relative: the card names it
 out="$root/listener/data/demo_resnet18.safetensors"
 ckpt="${CKPT:-${TMPDIR:-/tmp}/listener_demo_resnet18.ckpt.pt}"
-start="${TMPDIR:-/tmp}/listener_demo_start.safetensors"
+start="${TMPDIR:-/tmp}/demo_resnet18_7fd7a17.safetensors"  # the previous demo model
 listener="${PYTHON:-python3} -m listener"
 cd "$root"  # python -m imports this checkout's listener
 

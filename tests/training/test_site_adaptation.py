@@ -1,7 +1,7 @@
 """End to end: a site's squeak that the model fires on is learnt away with ``--background``.
 
-A starting model learnt tonal calls against noise from data that also held
-short high chirps labelled as calls (a tiny frontend keeps it fast); a
+A starting model learnt tonal calls against noise from data in which some
+squeaky site audio had been filed as calls (a tiny frontend keeps it fast); a
 station's own audio carries a mechanical squeak (4.4-5.2 kHz chirps with a
 harmonic, every 1-2 s) that the starting model takes for calls. After
 ``listener train --init start --background SITE`` the squeak scores below
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from training.recipe_support import RATE, TINY_YAML, call, chirp, noise, squeak
+from training.recipe_support import RATE, TINY_YAML, call, noise, squeak
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,8 @@ def _world(root: Path) -> dict[str, Path]:
         for d in (data, old):
             _write(d / "calls" / "synth" / f"c{i}.wav", call(1.5, rng))
             _write(d / "background" / "noise" / f"b{i}.wav", noise(6.0, rng))
-        _write(old / "calls" / "chirp" / f"w{i}.wav", chirp(rng))
+        # an old labelling mistake: squeaky site audio filed under calls
+        _write(old / "calls" / "squeaky" / f"w{i}.wav", squeak(3.0, rng))
     site = root / "site"
     for i in range(5):  # the station's own audio: its noise and its squeak
         _write(site / f"site{i}.wav", squeak(12.0, rng))
