@@ -89,7 +89,7 @@ def test_train_resume_save_and_detect(recordings: list[Recording], tmp_path: Pat
     card = write_card(out, model_card(out, cfg, result, str(DATA / "train"),
                                       {"train": 2, "val": 2, "calls": 2, "backgrounds": 2,
                                        "skipped": 0}, half=True))
-    assert "validation PR-AUC" in card.read_text()
+    assert "Validation balanced ROC-AUC" in card.read_text()
     model, info = load_model(out)
     assert info.architecture == "resnet18"
     assert next(model.parameters()).dtype == torch.float32  # fp16 file, float32 network
