@@ -208,6 +208,18 @@ def _plots(out: Path, curves: dict[str, list[Any]], det: Any,
     return paths
 
 
+def _write_plots(out: Path, curves: dict[str, list[Any]], det: Any,
+                 per_label: list[tuple[str, dict[str, Any]]]) -> None:
+    from listener.quality import plots
+
+    if plots.available():
+        _plots(out, curves, det, per_label)
+        print(f"wrote {out / 'evaluation.json'}, {out / 'scores.csv'} and PNG plots in {out}")
+    else:
+        print(f"wrote {out / 'evaluation.json'} and {out / 'scores.csv'}; no plots: matplotlib "
+              f"is not installed ({plots.EXTRA})")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from listener.config import default_config, load_config, with_precision
     from listener.quality import plots
@@ -262,19 +274,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     doc = {"data": args.data, "models": models, "problems": [str(p) for p in problems],
            "warnings": warnings}
     (out / "evaluation.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    for p in problems:
-        print(f"warning: {p}", file=sys.stderr)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    for text in [str(p) for p in problems] + warnings:
+        print(f"warning: {text}", file=sys.stderr)
     print("\n".join(lines))
     if len(models) == 2:
         print(promote_line(*list(models.items())))
-    if plots.available():
-        _plots(out, curves, cfg.detection, per_label)
-        print(f"wrote {out / 'evaluation.json'}, {out / 'scores.csv'} and PNG plots in {out}")
-    else:
-        print(f"wrote {out / 'evaluation.json'} and {out / 'scores.csv'}; no plots: matplotlib "
-              f"is not installed ({plots.EXTRA})")
+    _write_plots(out, curves, cfg.detection, per_label)
     if problems:
         print(f"{len(problems)} label problem(s): the rest was evaluated", file=sys.stderr)
         return EXIT_FAILED
