@@ -40,127 +40,252 @@ class _StepBar:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from listener.config import default_config, load_config
-    from listener.model.frontend import Frontend
-    from listener.quality.labels import read_labels
     from listener.training.augment import AugmentConfig
-    from listener.training.card import model_card, save_weights, write_card
-    from listener.training.data import load_recordings, split_by_file
-    from listener.training.trainer import TrainConfig, train
+    from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
+    from listener.training.run import TrainInputs, parse_duration, run_training
+    from listener.training.trainer import INIT_LR, SCRATCH_LR, TrainConfig
 
+    started = time.monotonic()
     cfg = load_config(args.config) if args.config else default_config()
-    labels = read_labels(Path(args.data))
-    frontend = Frontend(cfg.frontend)
-    recordings, problems = load_recordings(labels, frontend)
-    problems = labels.problems + problems
-    for p in problems:
-        print(f"warning: {p}", file=sys.stderr)
+    lr = args.lr if args.lr is not None else (INIT_LR if args.init else SCRATCH_LR)
     tcfg = TrainConfig(architecture=args.architecture, epochs=args.epochs,
-                       steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       steps_per_epoch=args.steps, batch_size=args.batch_size, lr=lr,
                        seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
+                       val_per_call_file=args.val_per_call_file,
+                       val_per_background_file=args.val_per_background_file,
                        window_s=cfg.detection.window_s, init=args.init,
-                       augment=AugmentConfig())
-    train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed)
+                       train_from=args.train_from,
+                       time_budget_s=parse_duration(args.time_budget) if args.time_budget
+                       else None,
+                       augment=AugmentConfig(source_power=args.source_power,
+                                             snr_db=tuple(args.snr_db),
+                                             aac_p=0.0 if args.no_aac else AugmentConfig.aac_p))
+    inputs = TrainInputs(data=[Path(d) for d in args.data],
+                         backgrounds=[Path(b) for b in args.background],
+                         screen_weights=args.screen_weights,
+                         background_max_score=args.background_max_score)
+    if args.reviews:
+        from listener.training.reviews import load_reviews
+        inputs.reviews, inputs.review_counts = load_reviews(
+            [Path(r) for r in args.reviews], [Path(c) for c in args.review_clips],
+            cfg.frontend.sample_rate)
+    if not (inputs.data or inputs.reviews or inputs.backgrounds):
+        print("error: give DATA, --reviews or --background", file=sys.stderr)
+        return EXIT_FAILED
+    cache = AudioCache(Path(args.cache) if args.cache else default_cache_dir(),
+                       cfg.frontend.sample_rate, () if args.no_aac else DEFAULT_VARIANTS)
     out = Path(args.out)
     ckpt = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt.pt")
-    print(f"training {tcfg.architecture} on {len(train_set)} files, validating on "
-          f"{len(val_set)} held-out files; checkpoint {ckpt}", file=sys.stderr)
-    result = train(tcfg, train_set, val_set, cfg.frontend, checkpoint=ckpt,
-                   progress=_StepBar("train"))
-    meta = {"format": "listener", "architecture": tcfg.architecture,
-            "trained_by": "listener train", "recipe": json.dumps(tcfg.to_json()),
-            "best_epoch": str(result.best_epoch), "val_pr_auc": f"{result.best_pr_auc:.4f}"}
-    save_weights(result.state_dict, out, args.half, meta)
-    files = {"train": len(train_set), "val": len(val_set),
-             "calls": sum(r.positive for r in recordings),
-             "backgrounds": sum(not r.positive for r in recordings), "skipped": len(problems)}
-    card = write_card(out, model_card(out, tcfg, result, args.data, files, args.half))
-    print(f"wrote {out} and {card}: best epoch {result.best_epoch}, validation PR-AUC "
-          f"{result.best_pr_auc:.3f}, {result.seconds / 60:.1f} min")
-    return EXIT_FAILED if problems and args.strict else 0
+    print(f"training {tcfg.architecture} (lr {lr:g}); checkpoint {ckpt}", file=sys.stderr)
+    outcome = run_training(inputs, cfg, tcfg, out, cache, ckpt, args.half,
+                           keep_checkpoint=args.keep_checkpoint, progress=_StepBar("train"),
+                           started=started)
+    for p in outcome.problems:
+        print(f"warning: {p}", file=sys.stderr)
+    r = outcome.result
+    kept = " (no epoch beat the starting weights: they were kept)" if outcome.kept_start else ""
+    print(f"wrote {outcome.out} and {outcome.card}: epoch {r.best_epoch}{kept}, validation "
+          f"balanced ROC-AUC {r.best_score:.3f}, PR-AUC {r.best_pr_auc:.3f}, "
+          f"{r.seconds / 60:.1f} min, stopped by {r.stop}")
+    return EXIT_FAILED if outcome.problems and args.strict else 0
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from listener.training.augment import AugmentConfig
+
     s = sub.add_parser("train", help="train or fine-tune the network on labelled clips")
-    s.add_argument("data", metavar="DATA", help="folder with one sub-folder per class "
-                   "(calls/, background/ or nocalls/)")
+    s.add_argument("data", metavar="DATA", nargs="*", help="folder with one sub-folder per "
+                   "class (calls/, background/ or nocalls/), each holding sources' folders")
     s.add_argument("--out", required=True, help="output .safetensors (a model card .md "
                    "is written next to it)")
     s.add_argument("--config", default=None, help="station YAML (its frontend and window)")
     s.add_argument("--architecture", choices=["resnet18", "resnet50"], default="resnet18",
                    help="the network to train (default resnet18)")
-    s.add_argument("--init", default=None, help="fine-tune from these weights")
+    s.add_argument("--init", default=None, help="fine-tune from these weights (scored as "
+                   "epoch 0; never replaced by worse ones)")
+    s.add_argument("--train-from", default=None, choices=["layer1", "layer2", "layer3",
+                                                          "layer4", "head"],
+                   help="with --init: freeze the layers before this one (cheaper steps)")
+    s.add_argument("--background", action="append", default=[], metavar="DIR",
+                   help="unlabelled site audio: mixing beds and negatives (repeatable)")
+    s.add_argument("--background-max-score", type=float, default=0.9, metavar="S",
+                   help="leave out site windows the starting model scores above S")
+    s.add_argument("--screen-weights", default=None, metavar="W",
+                   help="model that screens --background audio (default: --init)")
+    s.add_argument("--reviews", action="append", default=[], metavar="FILE",
+                   help="console export (.json) or <events>.reviews.jsonl (repeatable)")
+    s.add_argument("--review-clips", action="append", default=[], metavar="DIR",
+                   help="folder of the reviewed clips (default: next to the reviews file)")
     s.add_argument("--epochs", type=int, default=10, help="at most this many (default 10)")
     s.add_argument("--steps", type=int, default=12, help="batches per epoch")
     s.add_argument("--batch-size", type=int, default=16, help="windows per batch (default 16)")
-    s.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the split and the batches")
+    s.add_argument("--lr", type=float, default=None, help="peak learning rate (default "
+                   "2e-3, or 2e-4 with --init)")
+    s.add_argument("--time-budget", default=None, metavar="T",
+                   help="stop cleanly before an epoch would overrun T (45m, 1h, 900s)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the split, the batches and "
+                   "every generator (default 0)")
     s.add_argument("--val-fraction", type=float, default=0.2,
-                   help="share of each class's files held out for validation (default 0.2)")
-    s.add_argument("--patience", type=int, default=4, help="epochs without PR-AUC gain")
+                   help="share of each source's files held out for validation (default 0.2)")
+    s.add_argument("--val-per-call-file", type=int, default=2,
+                   help="validation windows drawn from each held-out call file (default 2)")
+    s.add_argument("--val-per-background-file", type=int, default=6,
+                   help="validation windows drawn from each held-out background file "
+                        "(default 6)")
+    s.add_argument("--source-power", type=float, default=0.25, help="a source with n files "
+                   "is drawn with weight n ** P (0: sources equal, 1: files equal)")
+    s.add_argument("--snr-db", type=float, nargs=2, default=AugmentConfig.snr_db,
+                   metavar=("LO", "HI"), help="signal-to-noise range of calls mixed into "
+                   "beds, dB over the call's extent (default -10 15: live streams)")
+    s.add_argument("--patience", type=int, default=4, help="epochs without a validation gain")
+    s.add_argument("--cache", default=None, metavar="DIR", help="decoded-audio cache "
+                   "(default ~/.cache/listener/train-audio)")
+    s.add_argument("--no-aac", action="store_true", help="no AAC round-trip augmentation")
     s.add_argument("--checkpoint", default=None,
                    help="resume/save state here (default OUT.ckpt.pt)")
+    s.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the checkpoint after a successful run")
     s.add_argument("--half", action="store_true", help="store float16 weights")
     s.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
     s.set_defaults(func=cmd_train)
+    add_collect_parser(sub)  # registered with train: its companion for --background
 
 
-def _evaluate_one(k: int, weights: str, cfg: Any, labels: Any, target: Any,
-                  args: argparse.Namespace, out: Path,
-                  problems: list[Any]) -> tuple[str, dict[str, Any], Any]:
-    """Score every labelled item with one model; its report, and its plots written."""
-    from listener.model.scorer import Scorer
-    from listener.quality.evaluate import collect_clips, collect_windows, score_items
-    from listener.quality.plots import histogram_png
-    from listener.quality.report import model_report
+def cmd_collect(args: argparse.Namespace) -> int:
+    from listener.config import load_config
+    from listener.replay.runner import parse_time
+    from listener.training.collect import collect
 
-    mcfg = scoring_config(cfg, weights)
-    scorer = Scorer(mcfg.model, mcfg.frontend)
-    run_problems: list[Any] = []
-    files = score_items(labels.items, mcfg, scorer, run_problems)
-    if k == 0:  # every model meets the same files: report their problems once
-        problems.extend(run_problems)
-    windows, clips = collect_windows(files), collect_clips(files, cfg.detection)
-    rep = model_report(windows, clips, cfg.detection, target, args.bootstrap, args.seed)
-    rep["model"] = scorer.info.to_dict()
-    histogram_png(out / f"histogram_windows_{k + 1}.png", windows.labels, windows.scores)
-    histogram_png(out / f"histogram_clips_{k + 1}.png", clips.labels, clips.scores)
-    return f"{k + 1}:{Path(weights).name}", rep, clips
+    cfg = load_config(args.config)
+    start, end = parse_time(args.start, "--from"), parse_time(args.end, "--to")
+    s = collect(cfg, start, end, Path(args.out), args.max_mb, args.max_score)
+    print(f"wrote {len(s.files)} FLAC file(s), {s.seconds_kept:.0f} s of "
+          f"{s.seconds_scored:.0f} s scored ({s.bytes / 2**20:.1f} MB) to {args.out}; "
+          f"{s.windows_above} window(s) above {args.max_score} left out"
+          + ("; stopped at --max-mb" if s.full else ""))
+    return 0
+
+
+def add_collect_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser("collect", help="save a station's low-scoring archive audio as FLAC "
+                       "(site noise for 'listener train --background')")
+    s.add_argument("--config", required=True, help="station YAML (orcasound stream, model)")
+    s.add_argument("--from", dest="start", required=True, metavar="ISO",
+                   help="range start, ISO 8601 with a zone")
+    s.add_argument("--to", dest="end", required=True, metavar="ISO", help="range end")
+    s.add_argument("--out", required=True, metavar="DIR", help="folder for the FLAC files")
+    s.add_argument("--max-mb", type=float, default=200.0, metavar="N",
+                   help="stop after N MB of FLAC")
+    s.add_argument("--max-score", type=float, default=0.5, metavar="S",
+                   help="keep only stretches whose every window scores at most S")
+    s.set_defaults(func=cmd_collect)
+
+
+def _score_models(args: argparse.Namespace, cfg: Any, labels: Any,
+                  problems: list[Any]) -> list[Any]:
+    """``--weights`` models (ResNet checkpoints), else every model of the config."""
+    from listener.quality.run import score_config_models, score_weights
+
+    if args.weights:
+        out = []
+        for k, w in enumerate(args.weights):
+            run_problems: list[Any] = []
+            out.append(score_weights(k, w, cfg, labels.items, run_problems))
+            if k == 0:  # every model meets the same files: report their problems once
+                problems.extend(run_problems)
+        return out
+    if args.config:
+        return score_config_models(cfg, labels.items, problems)
+    return []
+
+
+def _plots(out: Path, curves: dict[str, list[Any]], det: Any,
+           per_label: list[tuple[str, dict[str, Any]]]) -> list[Path]:
+    from listener.quality import plots
+
+    paths = []
+    for level, cs in curves.items():
+        th = det.local_threshold if level == "windows" else None
+        paths += plots.write_all(out, level, cs, th)
+    for name, labs in per_label:
+        safe = "".join(ch if ch.isalnum() else "_" for ch in name)
+        paths += plots.write_all(out, "windows", [d["curve"] for d in labs.values()],
+                                 det.local_threshold, prefix=f"labels_{safe}_")
+    return paths
+
+
+def _write_plots(out: Path, curves: dict[str, list[Any]], det: Any,
+                 per_label: list[tuple[str, dict[str, Any]]]) -> None:
+    from listener.quality import plots
+
+    if plots.available():
+        _plots(out, curves, det, per_label)
+        print(f"wrote {out / 'evaluation.json'}, {out / 'scores.csv'} and PNG plots in {out}")
+    else:
+        print(f"wrote {out / 'evaluation.json'} and {out / 'scores.csv'}; no plots: matplotlib "
+              f"is not installed ({plots.EXTRA})")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from listener.config import default_config, load_config, with_precision
+    from listener.quality import plots
     from listener.quality.labels import LabelProblem, read_labels
-    from listener.quality.plots import pr_png
     from listener.quality.report import summary_lines
+    from listener.quality.run import (
+        bootstrap_warning,
+        per_label_report,
+        promote_line,
+        report_model,
+        write_table,
+    )
 
     cfg = with_precision(load_config(args.config) if args.config else default_config(),
                          args.precision)
     labels = read_labels(Path(args.data), args.positive, args.negative)
     target = (("precision", args.target_precision) if args.target_precision is not None
               else ("recall", args.target_recall) if args.target_recall is not None else None)
-    weights = args.weights or [str(scoring_config(cfg).model.weights)]
+    if not args.weights and cfg.model.weights:
+        args.weights = [] if cfg.models is not None else [str(cfg.model.weights)]
+    if not args.weights and not args.config:
+        # The bundled demo model, with the demo's one-line notice on stderr.
+        args.weights = [str(scoring_config(cfg).model.weights)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     problems: list[LabelProblem] = list(labels.problems)
+    scored = _score_models(args, cfg, labels, problems)
     models: dict[str, Any] = {}
     lines: list[str] = []
-    curves = []
-    for k, w in enumerate(weights):
-        name, rep, clips = _evaluate_one(k, w, cfg, labels, target, args, out, problems)
-        models[name] = rep
-        lines.extend(summary_lines(name, rep))
-        curves.append((clips.labels, clips.scores))
-    pr_png(out / "pr_curve_clips.png", curves)
+    curves: dict[str, list[Any]] = {"windows": [], "clips": []}
+    per_label = []
+    for ms in scored:
+        rep, windows, clips = report_model(ms, target, args.bootstrap, args.seed)
+        if ms.per_label:
+            labs = per_label_report(ms, args.bootstrap, args.seed)
+            rep["labels"] = {k: d["metrics"] for k, d in labs.items()}
+            per_label.append((ms.name, labs))
+        models[ms.name] = rep
+        lines.extend(summary_lines(ms.name, rep))
+        for ap in rep.get("short_call_clips", []):
+            lines.append(f"  set apart: call clip {ap['file']} at {ap['start_s']} s is "
+                         f"{ap['duration_s']} s, shorter than global_threshold units: the rule "
+                         f"can never detect it (max window score {ap['max_score']})")
+        curves["windows"].append(plots.Curve(ms.name, windows.labels, windows.scores))
+        curves["clips"].append(plots.Curve(ms.name, clips.labels, clips.scores))
     for cls, what in ((True, "calls"), (False, "no-call")):
         if not any(it.label is cls or it.selections for it in labels.items):
             problems.append(LabelProblem(args.data, None, f"no {what} examples: "
                                          "precision/recall/AUC are undefined"))
-    doc = {"data": args.data, "models": models, "problems": [str(p) for p in problems]}
+    warnings = [w for w in [bootstrap_warning(scored[0].files) if scored else None] if w]
+    write_table(out / "scores.csv", [(ms.name, ms.files) for ms in scored])
+    doc = {"data": args.data, "models": models, "problems": [str(p) for p in problems],
+           "warnings": warnings}
     (out / "evaluation.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    for p in problems:
-        print(f"warning: {p}", file=sys.stderr)
+    for text in [str(p) for p in problems] + warnings:
+        print(f"warning: {text}", file=sys.stderr)
     print("\n".join(lines))
-    print(f"wrote {out / 'evaluation.json'} and PNG plots in {out}")
+    if len(models) == 2:
+        print(promote_line(*list(models.items())))
+    _write_plots(out, curves, cfg.detection, per_label)
     if problems:
         print(f"{len(problems)} label problem(s): the rest was evaluated", file=sys.stderr)
         return EXIT_FAILED
@@ -173,8 +298,8 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
                    "OrcaHello .json records, or a folder of them")
     s.add_argument("--config", default=None, help="station YAML (frontend, thresholds)")
     s.add_argument("--weights", action="append", default=[], metavar="W",
-                   help="a checkpoint; repeat to compare models on the same windows "
-                        "(default: the config's, else the bundled demo model)")
+                   help="a checkpoint; repeat to compare models on the same windows (two: "
+                   "a promote-or-not line). Without it, every model of --config")
     s.add_argument("--out", default="evaluation", help="folder for evaluation.json and plots")
     t = s.add_mutually_exclusive_group()
     t.add_argument("--target-precision", type=float, default=None, metavar="P",

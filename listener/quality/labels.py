@@ -229,7 +229,11 @@ def _audio_for_table(path: Path) -> Path | None:
 
 def _add_selection(sels: list[Selection], new: Selection, file: str,
                    problems: list[LabelProblem]) -> None:
-    """Append ``new`` unless it is empty or overlaps one already kept (then say which)."""
+    """Append ``new`` unless it is empty; merge it with selections it overlaps.
+
+    Overlaps are normal (two animals calling at once, two analysts' boxes):
+    the union is kept, a call if either is one.
+    """
     if new.end_s <= new.start_s:
         problems.append(LabelProblem(file, new.line, f"zero-length or reversed selection "
                                      f"{new.start_s:g}..{new.end_s:g} s"))
@@ -237,13 +241,15 @@ def _add_selection(sels: list[Selection], new: Selection, file: str,
     if new.start_s < 0:
         problems.append(LabelProblem(file, new.line, f"negative time {new.start_s:g} s"))
         return
-    for old in sels:
-        if new.start_s < old.end_s and old.start_s < new.end_s:
-            problems.append(LabelProblem(file, new.line, f"selection {new.start_s:g}.."
-                                         f"{new.end_s:g} s overlaps the one on line {old.line} "
-                                         f"({old.start_s:g}..{old.end_s:g} s); skipped"))
-            return
+    for old in [o for o in sels if new.start_s < o.end_s and o.start_s < new.end_s]:
+        sels.remove(old)
+        keep = old if old.positive or not new.positive else new
+        new = Selection(min(old.start_s, new.start_s), max(old.end_s, new.end_s),
+                        old.positive or new.positive, keep.label, keep.line)
+        log.info("%s: overlapping selections merged into %g..%g s", file, new.start_s,
+                 new.end_s)
     sels.append(new)
+    sels.sort(key=lambda s: s.start_s)
 
 
 def read_raven(path: Path, text: str | None = None) -> LabelSet:

@@ -1,11 +1,19 @@
-"""Example makers and augmentations, the ones bioacoustics detectors use.
+"""Example makers and augmentations that make clean clips sound like a live hydrophone stream.
 
 Waveform side (numpy, per example, driven by one ``np.random.Generator``):
-a call is cut to at most one window (the loudest of a few random crops, so a
-long file's silences are not labelled "call"), shifted to a random offset in
-the window, mixed into background at a random signal-to-noise ratio, and the
-sum given a random gain. Background is a crop of a background file, or
-coloured noise (1/f^a, a in [0, 2]) standing in for hydrophone noise.
+
+* a *bed* is a crop of a background file (hydrophone and recorder noise, a
+  station's own audio from ``--background``) or, rarely, coloured noise;
+* a call (the loudest of a few random crops of a call file, so a long file's
+  silences are not labelled "call") is shifted to a random offset and mixed
+  into a bed at a random signal-to-noise ratio, measured over the call's own
+  extent;
+* a negative is a bed alone or a bed carrying a non-orca sound (another
+  background file: humpbacks, ships, sonar, ...) mixed in exactly as calls
+  are, so "something was mixed in" never tells the classes apart;
+* both classes take the same AAC round trips (48 kHz AAC-LC, precomputed per
+  file by :mod:`listener.training.cache`), random band limits and gain.
+
 Spectrogram side (torch, per batch): SpecAugment-style frequency and time masks.
 """
 
@@ -17,16 +25,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from listener.training.data import Recording
+from listener.training.data import Recording, SourcePool
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Ranges of every augmentation (defaults: the demo model's recipe)."""
 
-    snr_db: tuple[float, float] = (-3.0, 20.0)
+    snr_db: tuple[float, float] = (-10.0, 15.0)
     gain_db: tuple[float, float] = (-20.0, 10.0)
-    noise_background_p: float = 0.3  # background from coloured noise instead of a file
+    noise_background_p: float = 0.1  # bed of coloured noise instead of a file
+    event_p: float = 0.5  # a negative carries a non-orca sound mixed into its bed
+    aac_p: float = 0.6  # use an AAC round trip of each file
+    lowpass_p: float = 0.3
+    lowpass_hz: tuple[float, float] = (3500.0, 9500.0)
+    highpass_p: float = 0.3
+    highpass_hz: tuple[float, float] = (50.0, 1000.0)
+    source_power: float = 0.25  # source weight = files ** power (0: sources equal)
     freq_masks: int = 2
     freq_mask_max: int = 24  # mel bins
     time_masks: int = 2
@@ -41,9 +56,9 @@ def rms(x: np.ndarray) -> float:
 
 
 def crop(wave: np.ndarray, n: int, rng: np.random.Generator, loudest_of: int = 1) -> np.ndarray:
-    """``n`` samples of ``wave`` (zero-padded if shorter); the loudest of a few random crops."""
+    """``n`` float32 samples of ``wave`` (zero-padded if shorter); the loudest of a few crops."""
     if wave.size <= n:
-        return np.pad(wave, (0, n - wave.size))
+        return np.pad(wave.astype(np.float32), (0, n - wave.size))
     best, best_rms = wave[:n], -1.0
     for _ in range(loudest_of):
         start = int(rng.integers(0, wave.size - n + 1))
@@ -51,7 +66,7 @@ def crop(wave: np.ndarray, n: int, rng: np.random.Generator, loudest_of: int = 1
         level = rms(piece)
         if level > best_rms:
             best, best_rms = piece, level
-    return best
+    return best.astype(np.float32)
 
 
 def coloured_noise(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,41 +79,77 @@ def coloured_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return (out / (rms(out) + 1e-12) * 0.01).astype(np.float32)
 
 
-def background(backgrounds: list[Recording], n: int, rng: np.random.Generator,
-               cfg: AugmentConfig) -> np.ndarray:
-    if not backgrounds or rng.random() < cfg.noise_background_p:
+def bed(beds: SourcePool, n: int, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """A window of background: a crop of a bed file, or coloured noise."""
+    if not beds or rng.random() < cfg.noise_background_p:
         return coloured_noise(n, rng)
-    rec = backgrounds[int(rng.integers(0, len(backgrounds)))]
-    piece = crop(rec.wave, n, rng)
-    if rec.wave.size < n:  # a short background file: fill the rest with noise
-        piece = piece + coloured_noise(n, rng) * rms(rec.wave) * 0.1
+    rec = beds.draw(rng)
+    wave = rec.version(rng, cfg.aac_p)
+    piece = crop(wave, n, rng)
+    if wave.size < n:  # a short background file: fill the rest with quiet noise
+        piece = piece + coloured_noise(n, rng) * (rms(wave) * 10.0)
     return piece
 
 
-def positive_example(call: Recording, backgrounds: list[Recording], n: int,
-                     rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    """A call at a random offset, mixed into background at a random SNR, random gain."""
-    piece = crop(call.wave, n, rng, loudest_of=4)
-    # Trim to the call's own length (if short), then shift it somewhere in the window.
+def placed(rec: Recording, n: int, rng: np.random.Generator,
+           cfg: AugmentConfig) -> tuple[np.ndarray, float]:
+    """A sound at a random offset in a silent window, and its RMS over its own extent."""
+    piece = crop(rec.version(rng, cfg.aac_p), n, rng, loudest_of=4)
     nonzero = np.flatnonzero(piece)
     length = int(nonzero[-1]) + 1 if nonzero.size else n
-    shifted = np.zeros(n, dtype=np.float32)
+    out = np.zeros(n, dtype=np.float32)
     offset = int(rng.integers(0, n - length + 1))
-    shifted[offset:offset + length] = piece[:length]
-    bg = background(backgrounds, n, rng, cfg)
+    out[offset:offset + length] = piece[:length]
+    return out, rms(piece[:length])
+
+
+def mix(sound: np.ndarray, level: float, into: np.ndarray, rng: np.random.Generator,
+        cfg: AugmentConfig) -> np.ndarray:
+    """``sound`` (RMS ``level`` over its extent) into ``into`` at a random SNR."""
     snr = rng.uniform(*cfg.snr_db)
-    bg = bg * (rms(shifted) / (rms(bg) * 10 ** (snr / 20)))
-    return _gain(shifted + bg, rng, cfg)
+    scale = rms(into) * 10 ** (snr / 20) / max(level, 1e-12)
+    return into + sound * np.float32(scale)
 
 
-def negative_example(backgrounds: list[Recording], n: int, rng: np.random.Generator,
+def positive_example(call: Recording, beds: SourcePool, n: int,
+                     rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """A call at a random offset, mixed into a bed at a random SNR, then the channel effects."""
+    sound, level = placed(call, n, rng, cfg)
+    return channel(mix(sound, level, bed(beds, n, rng, cfg), rng, cfg), rng, cfg)
+
+
+def negative_example(beds: SourcePool, n: int, rng: np.random.Generator,
                      cfg: AugmentConfig) -> np.ndarray:
-    return _gain(background(backgrounds, n, rng, cfg), rng, cfg)
+    """A bed, often carrying another background sound mixed in as a call would be."""
+    x = bed(beds, n, rng, cfg)
+    if beds and rng.random() < cfg.event_p:
+        sound, level = placed(beds.draw(rng), n, rng, cfg)
+        x = mix(sound, level, x, rng, cfg)
+    return channel(x, rng, cfg)
 
 
-def _gain(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    # Normalise to a typical hydrophone level first, so the gain range means
-    # the same for quiet catalogue files and loud ones.
+def band_limit(x: np.ndarray, rate: int, rng: np.random.Generator,
+               cfg: AugmentConfig) -> np.ndarray:
+    """Random 4th-order low- and high-pass magnitude responses (hydrophones and codecs differ)."""
+    lp, hp = rng.random() < cfg.lowpass_p, rng.random() < cfg.highpass_p
+    if not (lp or hp):
+        return x
+    spectrum = np.fft.rfft(x)
+    f = np.fft.rfftfreq(x.size, 1.0 / rate)
+    gain = np.ones_like(f)
+    if lp:
+        gain /= np.sqrt(1 + (f / rng.uniform(*cfg.lowpass_hz)) ** 8)
+    if hp:
+        gain /= np.sqrt(1 + (rng.uniform(*cfg.highpass_hz) / np.maximum(f, 1e-3)) ** 8)
+    return np.fft.irfft(spectrum * gain, x.size).astype(np.float32)
+
+
+def channel(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
+            rate: int = 20_000) -> np.ndarray:
+    """Band limits, then a random gain around a typical hydrophone level."""
+    x = band_limit(x, rate, rng, cfg)
+    # Normalise first, so the gain range means the same for quiet catalogue
+    # files and loud ones.
     level = 0.05 * 10 ** (rng.uniform(*cfg.gain_db) / 20)
     return (x * (level / rms(x))).astype(np.float32)
 
@@ -111,6 +162,9 @@ def spec_masks(spec: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor
     for b in range(batch):
         for size_max, count, axis_len, axis in ((cfg.freq_mask_max, cfg.freq_masks, n_mels, 2),
                                                 (cfg.time_mask_max, cfg.time_masks, frames, 3)):
+            # At most an eighth of the axis, so a small frontend keeps most of its input
+            # (the production 256 x 312 input is not affected).
+            size_max = min(size_max, axis_len // 8)
             for _ in range(count):
                 width = int(torch.randint(0, size_max + 1, (1,), generator=gen))
                 start = int(torch.randint(0, max(axis_len - width, 0) + 1, (1,), generator=gen))

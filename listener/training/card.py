@@ -40,22 +40,62 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _history_table(result: TrainResult) -> str:
+    rows = [f"| {h['epoch']} | {'-' if h['loss'] is None else format(h['loss'], '.4f')} | "
+            f"{h['val_score']:.3f} | {h['val_roc_auc']:.3f} | {h['val_pr_auc']:.3f} |"
+            for h in result.history]
+    return ("| epoch | train loss | val balanced ROC-AUC | val ROC-AUC | val PR-AUC |\n"
+            "|---|---|---|---|---|\n" + "\n".join(rows))
+
+
+def _source_table(result: TrainResult) -> str:
+    best, start = result.best_figures, result.history[0]
+    rows = []
+    for name, row in sorted(best.get("sources", {}).items()):
+        before = start.get("sources", {}).get(name, {})
+        auc = f"{row['roc_auc']:.3f}" if "roc_auc" in row else ""
+        rows.append(f"| {name} | {row['windows']} | {before.get('above_0.5', float('nan')):.2f} "
+                    f"| {row['above_0.5']:.2f} | {auc} |")
+    return ("| held-out source | windows | above 0.5 at epoch 0 | above 0.5 (kept weights) "
+            "| ROC-AUC vs all negatives |\n|---|---|---|---|---|\n" + "\n".join(rows))
+
+
+def _sites(files: dict[str, Any]) -> str:
+    lines = []
+    for s in files.get("sites", []):
+        lines.append(f"- Site audio `{s['folder']}`: {s['files']} files, {s['windows']} windows; "
+                     f"{s['left_out']} scored above {s['max_score']} by the starting model "
+                     f"were left out (they may hold calls); {s['seconds_kept']:.0f} s kept as "
+                     "beds and negatives.")
+    if files.get("reviews"):
+        r = files["reviews"]
+        lines.append(f"- Reviews: {r.get('yes', 0)} yes (calls), {r.get('no', 0)} no (hard "
+                     f"negatives), {r.get('skipped', 0)} skipped (don't know or no clip).")
+    return "\n".join(lines)
+
+
 def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
                files: dict[str, Any], half: bool) -> str:
     """The markdown card: what it is, the data, the recipe, held-out figures."""
-    hist = "\n".join(f"| {h['epoch']} | {h['loss']:.4f} | {h['val_pr_auc']:.3f} | "
-                     f"{h['val_roc_auc']:.3f} |" for h in result.history)
+    start = (f"fine-tuned from `{Path(cfg.init).name}`" if cfg.init else "trained from scratch")
+    kept = ("; **no epoch beat the starting weights, which were kept**"
+            if cfg.init and result.best_epoch == 0 else "")
+    shares = "; ".join(f"{k}: " + ", ".join(f"{s} {p:.0%}" for s, p in v.items())
+                       for k, v in result.shares.items())
     return f"""# Model card: {out.name}
 
-A {cfg.architecture} killer-whale call detector trained by `listener train`
+A {cfg.architecture} killer-whale call detector {start} by `listener train`
 through the daemon's own frontend (`listener.model.frontend.Frontend`, default
 `frontend` settings). Class 1 = killer-whale call.
 
 ## Data
-- Source: `{data}`; {files['train']} training files and {files['val']} held-out
-  files (split by file, {cfg.val_fraction:.0%} of each class, seed {cfg.seed}).
-- Calls: {files['calls']} files; background: {files['backgrounds']} files.
+- Source: `{data}`; {files['train']} training recordings and {files['val']} held-out
+  ones (whole files held out, {cfg.val_fraction:.0%} of every class and source, seed
+  {cfg.seed}).
+- Calls: {files['calls']} recordings; background: {files['backgrounds']}.
   Skipped: {files['skipped']}.
+{_sites(files)}
+- Draws per source (files ** {cfg.augment.source_power}): {shares}.
 
 ## Recipe
 ```json
@@ -63,15 +103,19 @@ through the daemon's own frontend (`listener.model.frontend.Frontend`, default
 ```
 
 ## Run
-- Best epoch {result.best_epoch} of {len(result.history)}; validation PR-AUC
-  {result.best_pr_auc:.3f} (augmented windows from the held-out files).
+- Kept epoch {result.best_epoch} of {len(result.history) - 1} (epoch 0 = the starting
+  weights){kept}; stopped by {result.stop}. Validation balanced ROC-AUC
+  {result.best_score:.3f}, PR-AUC {result.best_pr_auc:.3f} (augmented windows from the
+  held-out files; every source weighs the same).
 - Time {result.seconds / 60:.1f} min on {result.device} ({cpu_model()}, {torch.get_num_threads()}
   threads); autocast {result.autocast or 'off (float32)'}.
 - Weights: {'float16' if half else 'float32'} safetensors, listener layout.
 
-| epoch | train loss | val PR-AUC | val ROC-AUC |
-|---|---|---|---|
-{hist}
+{_history_table(result)}
+
+Held-out windows per source (validation split of the training data):
+
+{_source_table(result)}
 """
 
 

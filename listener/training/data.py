@@ -1,64 +1,82 @@
-"""Training audio: decode labelled files once, split them by file, cut 2 s examples.
+"""Training audio: decode labelled files once (cached), group them by source, split by file.
 
-Audio goes through the daemon's own decoder (ffmpeg) and
-:meth:`~listener.model.frontend.Frontend.prepare` (downmix, resample to
-20 kHz), so training sees what inference sees. A whole file is resampled at
-once here while the daemon resamples each window; the two differ only within
-a few samples of a window's edges.
+Audio is decoded by content through ffmpeg and resampled by the daemon's own
+resampler (:mod:`listener.training.cache`), so training sees what inference
+sees. A whole file is resampled at once here while the daemon resamples each
+window; the two differ only within a few samples of a window's edges.
+
+A file's *source* is the folder that holds it (``calls/ccv/x.wav`` -> ``ccv``):
+sampling is balanced across sources, the validation split holds out whole
+files of every source, and the card reports figures per source.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from listener.audio.decode import FileDecoder
 from listener.errors import ListenerError
 from listener.model.frontend import Frontend
 from listener.quality.labels import LabelProblem, LabelSet
+from listener.training.cache import AudioCache
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)
 class Recording:
-    """One decoded file: mono float32 at the frontend's rate, and its class."""
+    """One decoded file: mono audio at the frontend's rate, its class and source.
+
+    ``wave`` is the clean audio and ``variants`` its AAC round trips (same
+    length), float16 or float32; ``source`` groups files for balancing.
+    """
 
     path: Path
     positive: bool
     wave: np.ndarray
+    source: str = ""
+    variants: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            self.source = self.path.parent.name
 
     @property
     def group(self) -> str:
         """The unit of the train/validation split: the source file."""
         return str(self.path)
 
+    def version(self, rng: np.random.Generator, aac_p: float) -> np.ndarray:
+        """The clean audio, or (with probability ``aac_p``) one of its AAC round trips."""
+        if self.variants and rng.random() < aac_p:
+            return self.variants[int(rng.integers(0, len(self.variants)))]
+        return self.wave
+
 
 def decode_mono(path: Path, frontend: Frontend) -> np.ndarray:
-    """A whole file -> ``(samples,)`` float32 at ``frontend.cfg.sample_rate``."""
-    decoder = FileDecoder(path)
-    blocks = list(decoder)
-    if not blocks:
-        return np.zeros(0, dtype=np.float32)
-    return frontend.prepare(np.concatenate(blocks, axis=1), decoder.sample_rate)
+    """A whole file -> ``(samples,)`` float32 at ``frontend.cfg.sample_rate`` (no cache)."""
+    clean, _ = AudioCache(None, frontend.cfg.sample_rate, ()).load(path)
+    return clean.astype(np.float32)
 
 
-def load_recordings(labels: LabelSet, frontend: Frontend,
-                    min_s: float = 0.25) -> tuple[list[Recording], list[LabelProblem]]:
+def load_recordings(labels: LabelSet, frontend: Frontend, min_s: float = 0.25,
+                    cache: AudioCache | None = None,
+                    ) -> tuple[list[Recording], list[LabelProblem]]:
     """Decode every whole-file-labelled item; undecodable or tiny files become problems."""
+    cache = cache or AudioCache(None, frontend.cfg.sample_rate, ())
     out: list[Recording] = []
     problems: list[LabelProblem] = []
-    rate = frontend.cfg.sample_rate
+    rate = cache.rate
     for item in labels.items:
         if item.label is None:
             problems.append(LabelProblem(str(item.path), None, "training uses whole-file "
                                          "labels (clip folders); selections are skipped"))
             continue
         try:
-            wave = decode_mono(item.path, frontend)
+            wave, variants = cache.load(item.path)
         except ListenerError as err:
             problems.append(LabelProblem(str(item.path), None, str(err).splitlines()[0]))
             continue
@@ -66,27 +84,62 @@ def load_recordings(labels: LabelSet, frontend: Frontend,
             problems.append(LabelProblem(str(item.path), None,
                                          f"only {wave.size / rate:.3f} s of audio"))
             continue
-        out.append(Recording(item.path, item.label, wave))
+        out.append(Recording(item.path, item.label, wave, variants=variants))
     return out, problems
 
 
 def split_by_file(recordings: list[Recording], val_fraction: float,
                   seed: int) -> tuple[list[Recording], list[Recording]]:
-    """Hold out whole files, the same fraction of each class (at least one each).
+    """Hold out whole files: the same fraction of every (class, source), at least one each.
 
     Never by window: windows of one file share its recording conditions, so a
     window-level split would let the model be graded on audio it trained on.
+    A source with a single file stays in training (there is nothing to hold
+    out without losing it). Deterministic for a seed, whatever the file order.
     """
     rng = np.random.default_rng(seed)
     train: list[Recording] = []
     val: list[Recording] = []
     for positive in (True, False):
-        group = sorted((r for r in recordings if r.positive == positive), key=lambda r: r.group)
+        group = [r for r in recordings if r.positive == positive]
         if not group:
             raise ListenerError(f"no {'call' if positive else 'background'} files to train on "
                                 "(need both classes)")
-        order = rng.permutation(len(group))
-        n_val = max(1, round(val_fraction * len(group))) if len(group) > 1 else 0
-        val.extend(group[i] for i in order[:n_val])
-        train.extend(group[i] for i in order[n_val:])
+        for source in sorted({r.source for r in group}):
+            recs = [r for r in group if r.source == source]
+            files = sorted({r.group for r in recs})  # several runs of one file stay together
+            order = rng.permutation(len(files))
+            n_val = max(1, round(val_fraction * len(files))) if len(files) > 1 else 0
+            held = {files[i] for i in order[:n_val]}
+            val.extend(r for r in recs if r.group in held)
+            train.extend(r for r in recs if r.group not in held)
+    if val_fraction > 0 and not any(r.positive for r in val):
+        raise ListenerError("no call file could be held out for validation "
+                            "(every call source has a single file)")
     return train, val
+
+
+class SourcePool:
+    """Draws files balanced across sources: a source with ``n`` files gets weight ``n ** power``.
+
+    ``power`` 1 draws files uniformly (big sources dominate), 0 draws sources
+    uniformly (a one-file source is drawn as often as a hundred-file one).
+    """
+
+    def __init__(self, recordings: list[Recording], power: float) -> None:
+        self.sources = sorted({r.source for r in recordings})
+        self.files = {s: [r for r in recordings if r.source == s] for s in self.sources}
+        weights = np.array([len(self.files[s]) ** power for s in self.sources], dtype=np.float64)
+        self.p = weights / weights.sum() if weights.size else weights
+
+    def __bool__(self) -> bool:
+        return bool(self.sources)
+
+    def draw(self, rng: np.random.Generator) -> Recording:
+        source = self.sources[int(rng.choice(len(self.sources), p=self.p))]
+        files = self.files[source]
+        return files[int(rng.integers(0, len(files)))]
+
+    def shares(self) -> dict[str, float]:
+        """Each source's share of the draws (for the card)."""
+        return {s: round(float(p), 3) for s, p in zip(self.sources, self.p, strict=True)}

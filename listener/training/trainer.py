@@ -1,19 +1,25 @@
-"""The training loop: balanced batches, augmentation, the daemon's frontend, early stopping.
+"""The training loop: balanced batches, augmentation, the daemon's frontend, safe selection.
 
-Every batch is half calls, half background (class-balanced whatever the
-file counts), built on the fly by :mod:`listener.training.augment` from the
-training files, turned into model input by the same
+Every batch is half calls, half negatives (class-balanced whatever the file
+counts, source-balanced within a class), built on the fly by
+:mod:`listener.training.augment`, turned into model input by the same
 :class:`~listener.model.frontend.Frontend` the daemon runs, masked, and fed
-to the network. After each epoch the validation windows (built once, from
-held-out *files*) are scored and the weights with the best PR-AUC are kept;
-training stops after ``patience`` epochs without a gain.
+to the network. Before the first step the starting weights are scored on the
+validation windows (epoch 0), and after each epoch the current ones are; the
+weights kept are the best of those, so a run never returns weights worse on
+validation than the ones it started from (``--init`` cannot wreck a model).
+Training stops at ``epochs``, after ``patience`` epochs without a gain, or
+before an epoch that would overrun ``time_budget_s``.
 
-Reproducible: epoch ``e`` draws from generators seeded with ``(seed, e)``, so
-a run resumed from its checkpoint continues exactly as an uninterrupted one.
+Reproducible: one numpy generator (examples), one torch generator (masks)
+and the global torch generator (dropout) are seeded from ``seed`` and their
+states saved in the checkpoint, so identical runs, and a run stopped and
+resumed, give bit-identical weights.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -30,14 +36,19 @@ from listener.config import FrontendConfig
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
 from listener.model.network import OrcaResNet, build_model
-from listener.quality.metrics import average_precision, roc_auc
 from listener.training import augment
 from listener.training.augment import AugmentConfig
-from listener.training.data import Recording
+from listener.training.data import Recording, SourcePool
+from listener.training.validation import ValidationSet, figures, make_validation
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]  # (steps done, total steps, status text)
+
+SCRATCH_LR = 2e-3
+# 1/10 of the from-scratch rate, the usual fine-tuning ratio; 2e-3 on a trained
+# model wrecked it (validation PR-AUC 0.98 -> 0.78) while 2e-4 improved it.
+INIT_LR = 2e-4
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class TrainConfig:
     epochs: int = 10
     steps_per_epoch: int = 12
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = SCRATCH_LR
     weight_decay: float = 1e-2
     seed: int = 0
     val_fraction: float = 0.2
@@ -56,7 +67,9 @@ class TrainConfig:
     val_per_background_file: int = 6
     patience: int = 4
     window_s: float = 2.0
+    time_budget_s: float | None = None
     init: str | None = None  # fine-tune from these weights
+    train_from: str | None = None  # e.g. "layer3": earlier layers frozen (weights and BN)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_json(self) -> dict[str, Any]:
@@ -71,13 +84,27 @@ class TrainResult:
 
     state_dict: dict[str, Tensor]
     best_epoch: int
-    best_pr_auc: float
-    history: list[dict[str, float]]
+    best_score: float
+    history: list[dict[str, Any]]
     seconds: float
     device: str
     autocast: str | None
     val_files: int
     train_files: int
+    stop: str = "epochs"
+    shares: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def best_pr_auc(self) -> float:
+        return float(self.history[self.best_epoch_index]["val_pr_auc"])
+
+    @property
+    def best_epoch_index(self) -> int:
+        return next(i for i, h in enumerate(self.history) if h["epoch"] == self.best_epoch)
+
+    @property
+    def best_figures(self) -> dict[str, Any]:
+        return self.history[self.best_epoch_index]
 
 
 def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
@@ -98,48 +125,29 @@ def autocast_for(device: torch.device, cpuinfo: str | None = None) -> torch.dtyp
     return torch.bfloat16 if cpu_has_bf16(cpuinfo) else None
 
 
-def make_batch(calls: list[Recording], backgrounds: list[Recording], size: int, n: int,
-               rng: np.random.Generator, cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``size`` waves, half calls (rounded down) and half background, shuffled."""
+def make_batch(calls: list[Recording] | SourcePool, backgrounds: list[Recording] | SourcePool,
+               size: int, n: int, rng: np.random.Generator,
+               cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` waves, half calls (rounded down) and half negatives, shuffled."""
+    call_pool = calls if isinstance(calls, SourcePool) else SourcePool(calls, cfg.source_power)
+    beds = (backgrounds if isinstance(backgrounds, SourcePool)
+            else SourcePool(backgrounds, cfg.source_power))
     n_pos = size // 2
-    waves, labels = [], []
-    for i in range(size):
-        if i < n_pos:
-            call = calls[int(rng.integers(0, len(calls)))]
-            waves.append(augment.positive_example(call, backgrounds, n, rng, cfg))
-        else:
-            waves.append(augment.negative_example(backgrounds, n, rng, cfg))
-        labels.append(1 if i < n_pos else 0)
+    waves = [augment.positive_example(call_pool.draw(rng), beds, n, rng, cfg) if i < n_pos
+             else augment.negative_example(beds, n, rng, cfg) for i in range(size)]
+    labels = np.asarray([1] * n_pos + [0] * (size - n_pos), dtype=np.int64)
     order = rng.permutation(size)
-    return np.stack(waves)[order], np.asarray(labels, dtype=np.int64)[order]
-
-
-def make_validation(val: list[Recording], n: int, cfg: TrainConfig) -> tuple[np.ndarray,
-                                                                           np.ndarray]:
-    """Fixed validation windows from held-out files only (their own backgrounds)."""
-    rng = np.random.default_rng([cfg.seed, 10**6])
-    calls = [r for r in val if r.positive]
-    backgrounds = [r for r in val if not r.positive]
-    waves, labels = [], []
-    for rec in calls:
-        for _ in range(cfg.val_per_call_file):
-            waves.append(augment.positive_example(rec, backgrounds, n, rng, cfg.augment))
-            labels.append(1)
-    for rec in backgrounds:
-        for _ in range(cfg.val_per_background_file):
-            waves.append(augment.negative_example([rec], n, rng, cfg.augment))
-            labels.append(0)
-    return np.stack(waves), np.asarray(labels, dtype=np.int64)
+    return np.stack(waves)[order], labels[order]
 
 
 def score(model: OrcaResNet, frontend: Frontend, waves: np.ndarray, device: torch.device,
           batch: int = 16) -> np.ndarray:
     """Probabilities of a call, eval mode, float32 (as the daemon scores)."""
     model.eval()
-    out = []
+    out = [torch.zeros(0)]
     with torch.inference_mode():
         for i in range(0, len(waves), batch):
-            x = frontend(torch.from_numpy(waves[i:i + batch]).to(device))
+            x = frontend(torch.from_numpy(np.ascontiguousarray(waves[i:i + batch])).to(device))
             out.append(torch.softmax(model(x).float(), dim=1)[:, 1].cpu())
     return torch.cat(out).numpy().astype(np.float64)
 
@@ -150,12 +158,94 @@ def warmup_cosine(step: int, total: int, warmup_fraction: float = 0.15) -> float
     return min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
 
+STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4", "head")
+
+
+def freeze_before(model: OrcaResNet, train_from: str | None) -> list[torch.nn.Module]:
+    """Freeze every stage before ``train_from`` (``bn1`` goes with ``conv1``); the frozen modules.
+
+    Fine-tuning only the last stages costs a fraction of a full step (no
+    gradients flow into the early, high-resolution layers) and cannot
+    disturb the general features those layers learnt.
+    """
+    if train_from is None:
+        return []
+    if train_from not in STAGES:
+        raise ValueError(f"train_from must be one of {', '.join(STAGES)}; got {train_from!r}")
+    frozen_names = STAGES[:STAGES.index(train_from)]
+    frozen = [m for name, m in model.named_children()
+              if name in frozen_names or (name == "bn1" and "conv1" in frozen_names)]
+    for m in frozen:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return frozen
+
+
 def initial_model(cfg: TrainConfig) -> OrcaResNet:
     if cfg.init:
         model, _ = load_model(cfg.init, cfg.architecture)
         return model
-    torch.manual_seed(cfg.seed)
     return build_model(cfg.architecture)
+
+
+@dataclass
+class _State:
+    best: dict[str, Tensor]
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, Any]]
+    seconds: float
+    rng: np.random.Generator
+    gen: torch.Generator
+
+
+class _Run:
+    """One training run's fixed parts: data pools, validation windows, model, optimiser."""
+
+    def __init__(self, cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording],
+                 frontend_cfg: FrontendConfig | None, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.frontend = Frontend(frontend_cfg or FrontendConfig()).to(device)
+        self.n = round(cfg.window_s * self.frontend.cfg.sample_rate)
+        self.calls = SourcePool([r for r in train_set if r.positive], cfg.augment.source_power)
+        self.beds = SourcePool([r for r in train_set if not r.positive],
+                               cfg.augment.source_power)
+        self.val: ValidationSet = make_validation(
+            val_set, self.n, cfg.seed, cfg.val_per_call_file, cfg.val_per_background_file,
+            cfg.augment)
+        torch.manual_seed(cfg.seed)  # from-scratch init and dropout: always seeded
+        self.model = initial_model(cfg).to(device)
+        self.frozen = freeze_before(self.model, cfg.train_from)
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                     lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total = cfg.epochs * cfg.steps_per_epoch
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda step: warmup_cosine(step, total))
+        self.dtype = autocast_for(device)
+
+    def evaluate(self, epoch: int, loss: float | None) -> dict[str, Any]:
+        fig = figures(self.val, score(self.model, self.frontend, self.val.waves, self.device))
+        return {"epoch": epoch, "loss": loss, "val_score": fig["balanced_roc_auc"],
+                "val_roc_auc": fig["roc_auc"], "val_pr_auc": fig["pr_auc"],
+                "sources": fig["sources"]}
+
+    def step(self, waves: np.ndarray, labels: np.ndarray, gen: torch.Generator) -> float:
+        self.model.train()
+        for m in self.frozen:  # frozen layers keep their BatchNorm statistics too
+            m.eval()
+        with torch.no_grad():
+            x = self.frontend(torch.from_numpy(waves).to(self.device))
+            x = augment.spec_masks(x.cpu(), self.cfg.augment, gen).to(self.device)
+        y = torch.from_numpy(labels).to(self.device)
+        with torch.autocast(device_type=self.device.type, dtype=self.dtype or torch.float32,
+                            enabled=self.dtype is not None):
+            logits = self.model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.opt.step()
+        self.sched.step()
+        return float(loss.detach())
 
 
 def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording],
@@ -163,96 +253,84 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
           device: torch.device | None = None, progress: Progress | None = None) -> TrainResult:
     """Train; with ``checkpoint`` set, resume from it if present and save it every epoch."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    frontend = Frontend(frontend_cfg or FrontendConfig()).to(device)
-    n = round(cfg.window_s * frontend.cfg.sample_rate)
-    calls = [r for r in train_set if r.positive]
-    backgrounds = [r for r in train_set if not r.positive]
-    val_waves, val_labels = make_validation(val_set, n, cfg)
-    model = initial_model(cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * cfg.steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, total))
-    state = _State(model.state_dict(), -1, -1.0, [], 0.0)
+    run = _Run(cfg, train_set, val_set, frontend_cfg, device)
     if checkpoint is not None and checkpoint.exists():
-        state = _resume(checkpoint, model, opt, sched)
-        log.info("resumed from %s after epoch %d", checkpoint, len(state.history))
-    dtype = autocast_for(device)
+        state = _resume(checkpoint, run)
+        log.info("resumed from %s after epoch %d", checkpoint, state.history[-1]["epoch"])
+    else:
+        state = _State(_copy(run.model), 0, -math.inf, [], 0.0,
+                       np.random.default_rng([cfg.seed, 1]),
+                       torch.Generator().manual_seed(cfg.seed))
+        _consider(state, run.evaluate(0, None), run)
     started = time.monotonic() - state.seconds
-    for epoch in range(len(state.history), cfg.epochs):
-        rng = np.random.default_rng([cfg.seed, epoch])
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    stop, total = "epochs", cfg.epochs * cfg.steps_per_epoch
+    for epoch in range(state.history[-1]["epoch"], cfg.epochs):
+        done = [h for h in state.history if h["epoch"] > 0]
+        per_epoch = (state.seconds / len(done)) if done else 0.0
+        if cfg.time_budget_s is not None and state.seconds + per_epoch > cfg.time_budget_s:
+            stop = "time budget"
+            break
         losses = []
-        model.train()
         for step in range(cfg.steps_per_epoch):
-            waves, labels = make_batch(calls, backgrounds, cfg.batch_size, n, rng, cfg.augment)
-            loss = _step(model, frontend, waves, labels, opt, device, dtype, cfg, gen)
-            sched.step()
-            losses.append(loss)
+            waves, labels = make_batch(run.calls, run.beds, cfg.batch_size, run.n, state.rng,
+                                       cfg.augment)
+            losses.append(run.step(waves, labels, state.gen))
             if progress:
                 progress(epoch * cfg.steps_per_epoch + step + 1, total,
                          f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.3f}")
-        scores = score(model, frontend, val_waves, device)
-        ap, auc = average_precision(val_labels, scores), roc_auc(val_labels, scores)
-        state.history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)),
-                              "val_pr_auc": ap, "val_roc_auc": auc})
-        log.info("epoch %d: loss %.4f, validation PR-AUC %.3f ROC-AUC %.3f",
-                 epoch + 1, np.mean(losses), ap, auc)
-        if ap > state.best_pr_auc:
-            state.best_pr_auc, state.best_epoch = ap, epoch + 1
-            state.best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        _consider(state, run.evaluate(epoch + 1, float(np.mean(losses))), run)
         state.seconds = time.monotonic() - started
         if checkpoint is not None:
-            _save(checkpoint, model, opt, sched, state)
+            _save(checkpoint, run, state)
         if epoch + 1 - state.best_epoch >= cfg.patience:
-            log.info("early stop: no PR-AUC gain for %d epochs", cfg.patience)
+            stop = "patience"
+            log.info("early stop: no validation gain for %d epochs", cfg.patience)
             break
-    return TrainResult(state.best, state.best_epoch, state.best_pr_auc, state.history,
+    return TrainResult(state.best, state.best_epoch, state.best_score, state.history,
                        time.monotonic() - started, str(device),
-                       str(dtype).removeprefix("torch.") if dtype else None,
-                       len(val_set), len(train_set))
+                       str(run.dtype).removeprefix("torch.") if run.dtype else None,
+                       len(val_set), len(train_set), stop,
+                       {"calls": run.calls.shares(), "beds": run.beds.shares()})
 
 
-def _step(model: OrcaResNet, frontend: Frontend, waves: np.ndarray, labels: np.ndarray,
-          opt: torch.optim.Optimizer, device: torch.device, dtype: torch.dtype | None,
-          cfg: TrainConfig, gen: torch.Generator) -> float:
-    with torch.no_grad():
-        x = frontend(torch.from_numpy(waves).to(device))
-        x = augment.spec_masks(x.cpu(), cfg.augment, gen).to(device)
-    y = torch.from_numpy(labels).to(device)
-    with torch.autocast(device_type=device.type, dtype=dtype or torch.float32,
-                        enabled=dtype is not None):
-        logits = model(x)
-    loss = torch.nn.functional.cross_entropy(logits.float(), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()  # type: ignore[no-untyped-call]
-    opt.step()
-    return float(loss.detach())
+def _consider(state: _State, row: dict[str, Any], run: _Run) -> None:
+    """Record an epoch; keep its weights only if strictly better than the best so far."""
+    state.history.append(row)
+    value = row["val_score"]
+    log.info("epoch %d: loss %s, validation balanced ROC-AUC %.3f PR-AUC %.3f", row["epoch"],
+             "-" if row["loss"] is None else f"{row['loss']:.4f}", value, row["val_pr_auc"])
+    no_validation = math.isnan(value)
+    if (no_validation and row["epoch"] > 0) or value > state.best_score:
+        state.best_score = -math.inf if no_validation else value
+        state.best_epoch = row["epoch"]
+        state.best = _copy(run.model)
 
 
-@dataclass
-class _State:
-    best: dict[str, Tensor]
-    best_epoch: int
-    best_pr_auc: float
-    history: list[dict[str, float]]
-    seconds: float
+def _copy(model: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _save(path: Path, model: OrcaResNet, opt: torch.optim.Optimizer,
-          sched: torch.optim.lr_scheduler.LRScheduler, state: _State) -> None:
+def _save(path: Path, run: _Run, state: _State) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                "sched": sched.state_dict(), "best": state.best,
-                "best_epoch": state.best_epoch, "best_pr_auc": state.best_pr_auc,
-                "history": state.history, "seconds": state.seconds}, tmp)
+    torch.save({"model": run.model.state_dict(), "opt": run.opt.state_dict(),
+                "sched": run.sched.state_dict(), "best": state.best,
+                "best_epoch": state.best_epoch, "best_score": state.best_score,
+                "history": json.dumps(state.history), "seconds": state.seconds,
+                "rng": json.dumps(state.rng.bit_generator.state),
+                "gen": state.gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
     tmp.replace(path)
 
 
-def _resume(path: Path, model: OrcaResNet, opt: torch.optim.Optimizer,
-            sched: torch.optim.lr_scheduler.LRScheduler) -> _State:
+def _resume(path: Path, run: _Run) -> _State:
     doc = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(doc["model"])
-    opt.load_state_dict(doc["opt"])
-    sched.load_state_dict(doc["sched"])
-    return _State(doc["best"], int(doc["best_epoch"]), float(doc["best_pr_auc"]),
-                  list(doc["history"]), float(doc["seconds"]))
+    run.model.load_state_dict(doc["model"])
+    run.opt.load_state_dict(doc["opt"])
+    run.sched.load_state_dict(doc["sched"])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = json.loads(doc["rng"])
+    gen = torch.Generator()
+    gen.set_state(doc["gen"])
+    torch.set_rng_state(doc["torch_rng"])
+    return _State(doc["best"], int(doc["best_epoch"]), float(doc["best_score"]),
+                  json.loads(doc["history"]), float(doc["seconds"]), rng, gen)

@@ -17,5 +17,9 @@ def test_demo_model_loads_and_has_a_card() -> None:
         assert torch.isfinite(model(torch.zeros(1, 1, 256, 312))).all()
     card = DEMO_WEIGHTS.with_suffix(".md").read_text(encoding="utf-8")
     for needed in ("shared/data/train", "Held-out check", "precision", "L pod demo recording",
-                   "not the OrcaHello production model"):
+                   "not the OrcaHello production model",
+                   # the recipe's card: sources, epoch 0 (the start), per-source figures,
+                   # the site audio's screening, time and CPU
+                   "Held-out windows per source", "| 0 | ", "call:riptide",
+                   "Site audio", "min on cpu", "clip ROC-AUC"):
         assert needed in card, needed

@@ -39,9 +39,19 @@ def test_evaluate_reports_metrics_plots_and_label_problems(tmp_path: Path) -> No
     assert "recording.txt:5:" in res.stderr and "recording.txt:6:" in res.stderr
     doc = json.loads((out / "evaluation.json").read_text())
     first, second = doc["models"].values()
-    assert first["clips"]["n"] == 3 and first["clips"]["positives"] == 2
+    # Biggs_song_08.wav is a call clip shorter than global_threshold (3) seconds: the
+    # rule can never detect it, so it is set apart, not counted as a miss.
+    assert first["clips"]["n"] == 2 and first["clips"]["positives"] == 1
+    assert [a["file"].endswith("Biggs_song_08.wav") for a in first["short_call_clips"]] == [True]
+    assert "set apart: call clip" in res.stdout
+    assert "promote 2:r18.safetensors over 1:r18.safetensors: no" in res.stdout
+    assert "only 3 source file(s) feed the bootstrap" in res.stderr
+    rows = (out / "scores.csv").read_text().splitlines()
+    assert rows[0] == "model,file,level,start_s,end_s,label,score,decision"
+    assert any(",clip," in r for r in rows) and any(",window," in r for r in rows)
     assert first["windows"] == second["windows"]  # same windows, same model: same figures
     assert first["recommended"]["target"] == "recall"
     assert "windows: n=" in res.stdout and "ROC-AUC" in res.stdout
-    for png in ("pr_curve_clips.png", "histogram_windows_1.png", "histogram_clips_2.png"):
+    for png in ("pr_clips.png", "roc_windows.png", "threshold_clips.png",
+                "histogram_windows_1.png", "histogram_clips_2.png"):
         assert (out / png).read_bytes().startswith(PNG_SIGNATURE)

@@ -12,14 +12,13 @@ import torch
 
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
-from listener.model.network import build_model
 from listener.quality.labels import read_labels
 from listener.training.augment import AugmentConfig
 from listener.training.card import model_card, save_weights, write_card
 from listener.training.data import Recording, load_recordings, split_by_file
 from listener.training.trainer import (
     TrainConfig,
-    _step,
+    _Run,
     autocast_for,
     cpu_has_bf16,
     make_batch,
@@ -59,14 +58,10 @@ def test_a_few_steps_lower_the_loss(recordings: list[Recording]) -> None:
     calls = [r for r in recordings if r.positive]
     bgs = [r for r in recordings if not r.positive]
     waves, labels = make_batch(calls, bgs, 4, 40000, np.random.default_rng(0), NO_MASKS)
-    torch.manual_seed(0)
-    model = build_model("resnet18")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    cfg = TrainConfig(augment=NO_MASKS)
+    cfg = TrainConfig(augment=NO_MASKS, lr=1e-3, val_fraction=0.0, epochs=1, steps_per_epoch=4)
+    run = _Run(cfg, recordings, [], None, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
-    frontend = Frontend()
-    losses = [_step(model, frontend, waves, labels, opt, torch.device("cpu"), None, cfg, gen)
-              for _ in range(4)]
+    losses = [run.step(waves, labels, gen) for _ in range(4)]
     assert losses[-1] < losses[0], losses
 
 
@@ -86,7 +81,7 @@ def test_train_resume_save_and_detect(recordings: list[Recording], tmp_path: Pat
                       val_per_background_file=1, augment=NO_MASKS)
     ckpt = tmp_path / "run.ckpt.pt"
     result = train(cfg, train_set, val_set, checkpoint=ckpt)
-    assert len(result.history) == 1 and ckpt.exists()
+    assert len(result.history) == 2 and ckpt.exists()  # epoch 0 (the start) and 1
     again = train(cfg, train_set, val_set, checkpoint=ckpt)  # resumed: nothing left to do
     assert again.history == result.history
     out = tmp_path / "tiny.safetensors"
@@ -94,7 +89,7 @@ def test_train_resume_save_and_detect(recordings: list[Recording], tmp_path: Pat
     card = write_card(out, model_card(out, cfg, result, str(DATA / "train"),
                                       {"train": 2, "val": 2, "calls": 2, "backgrounds": 2,
                                        "skipped": 0}, half=True))
-    assert "validation PR-AUC" in card.read_text()
+    assert "Validation balanced ROC-AUC" in card.read_text()
     model, info = load_model(out)
     assert info.architecture == "resnet18"
     assert next(model.parameters()).dtype == torch.float32  # fp16 file, float32 network

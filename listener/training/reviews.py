@@ -1,0 +1,87 @@
+"""Moderator reviews as training data (``listener train --reviews FILE``).
+
+Two inputs, both written by the console:
+
+* its export, a JSON array of OrcaHello moderator records (``SRKWFound`` and
+  ``audioUri`` per detection);
+* a station's ``<events>.reviews.jsonl`` (one line per review, the latest per
+  event id wins), read with the ``<events>.jsonl`` next to it, which gives
+  each event's ``audioUri``.
+
+``yes`` clips become calls, ``no`` clips hard negatives (the sounds this
+model fired on that were not calls), ``don't know`` is skipped. The clip
+audio is looked up by the ``audioUri`` file name in the clip folders given
+(default: the reviews file's own folder). Every reviewed clip comes from the
+station's live stream, so they form one source, ``reviews``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from listener.errors import ListenerError
+from listener.events.sinks.jsonl import read_records
+from listener.quality.labels import find_audio
+from listener.training.cache import AudioCache
+from listener.training.data import Recording
+
+log = logging.getLogger(__name__)
+
+_VERDICTS: dict[str, bool | None] = {"yes": True, "no": False, "don't know": None}
+
+
+def _latest_reviews(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for doc in read_records(path):
+        if isinstance(doc.get("id"), str) and doc.get("SRKWFound") in _VERDICTS:
+            out[doc["id"]] = doc["SRKWFound"]
+    return out
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """``[{"SRKWFound", "audioUri"}]`` from an export or a reviews.jsonl file."""
+    if path.name.endswith(".reviews.jsonl"):
+        events = path.with_name(path.name.removesuffix(".reviews.jsonl") + ".jsonl")
+        if not events.is_file():
+            raise ListenerError(f"--reviews {path}: its events file {events.name} is not next "
+                                "to it (it gives each reviewed event's clip)")
+        uris = {d["id"]: d.get("audioUri") for d in read_records(events)
+                if isinstance(d.get("id"), str)}
+        return [{"id": i, "SRKWFound": v, "audioUri": uris.get(i)}
+                for i, v in _latest_reviews(path).items()]
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ListenerError(f"--reviews {path}: not readable JSON: {err}") from None
+    records = doc if isinstance(doc, list) else [doc]
+    return [r for r in records if isinstance(r, dict)]
+
+
+def load_reviews(files: list[Path], clip_dirs: list[Path], rate: int,
+                 cache: AudioCache | None = None) -> tuple[list[Recording], dict[str, int]]:
+    """Reviewed clips as recordings, and counts (yes, no, skipped) for the card."""
+    cache = cache or AudioCache(None, rate, ())
+    counts = {"yes": 0, "no": 0, "skipped": 0}
+    out: list[Recording] = []
+    for path in files:
+        for rec in _records(path):
+            verdict = str(rec.get("SRKWFound", "")).strip().lower()
+            label = _VERDICTS.get(verdict)
+            name = Path(urlparse(str(rec.get("audioUri") or "")).path).name
+            audio = next((a for d in [*clip_dirs, path.parent]
+                          if name and (a := find_audio(d, name)) is not None), None)
+            if label is None or audio is None:
+                if label is not None:
+                    log.warning("%s: clip %s of event %s not found in %s", path,
+                                name or "(none)", rec.get("id"),
+                                ", ".join(map(str, [*clip_dirs, path.parent])))
+                counts["skipped"] += 1
+                continue
+            wave, variants = cache.load(audio)
+            out.append(Recording(audio, label, wave, "reviews", variants))
+            counts["yes" if label else "no"] += 1
+    return out, counts

@@ -1,0 +1,141 @@
+"""One ``listener train`` run, end to end: gather data, screen site audio, split, train, write.
+
+Kept apart from the command line so tests and scripts drive the same steps;
+the CLI only parses flags and prints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from listener.config import Config
+from listener.errors import ListenerError
+from listener.model.checkpoints import load_model
+from listener.model.frontend import Frontend
+from listener.quality.labels import LabelProblem, read_labels
+from listener.training.cache import AudioCache
+from listener.training.card import model_card, save_weights, write_card
+from listener.training.data import Recording, load_recordings, split_by_file
+from listener.training.site import SiteCount, load_site_audio
+from listener.training.trainer import Progress, TrainConfig, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainInputs:
+    """Where the examples come from (any combination; at least calls and negatives in all)."""
+
+    data: list[Path] = field(default_factory=list)
+    backgrounds: list[Path] = field(default_factory=list)
+    reviews: list[Recording] = field(default_factory=list)
+    review_counts: dict[str, int] = field(default_factory=dict)
+    screen_weights: str | None = None  # scores site audio (default: --init)
+    background_max_score: float = 0.9
+
+
+@dataclass
+class TrainOutcome:
+    out: Path
+    card: Path
+    result: TrainResult
+    problems: list[LabelProblem]
+    kept_start: bool
+
+
+def gather(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, cache: AudioCache,
+           ) -> tuple[list[Recording], list[LabelProblem], list[SiteCount]]:
+    """Every recording: labelled folders, reviewed clips, screened site audio."""
+    frontend = Frontend(cfg.frontend)
+    recordings: list[Recording] = []
+    problems: list[LabelProblem] = []
+    for folder in inputs.data:
+        labels = read_labels(folder)
+        recs, probs = load_recordings(labels, frontend, cache=cache)
+        recordings += recs
+        problems += labels.problems + probs
+    recordings += inputs.reviews
+    sites: list[SiteCount] = []
+    if inputs.backgrounds:
+        weights = inputs.screen_weights or tcfg.init
+        if weights is None:
+            raise ListenerError("--background needs a model to screen out calls: give --init "
+                                "or --screen-weights")
+        model, _ = load_model(weights, tcfg.architecture)
+        for folder in inputs.backgrounds:
+            recs, count = load_site_audio(folder, cache, model, cfg.frontend, tcfg.window_s,
+                                          inputs.background_max_score)
+            recordings += recs
+            problems += count.problems
+            sites.append(count)
+    return recordings, problems, sites
+
+
+def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
+                 cache: AudioCache, checkpoint: Path, half: bool, keep_checkpoint: bool = False,
+                 progress: Progress | None = None, started: float | None = None,
+                 ) -> TrainOutcome:
+    """Train and write ``out`` and its card; the checkpoint goes unless ``keep_checkpoint``."""
+    started = time.monotonic() if started is None else started
+    recordings, problems, sites = gather(inputs, cfg, tcfg, cache)
+    train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed)
+    if tcfg.time_budget_s is not None:  # the budget covers decoding and screening too
+        spent = time.monotonic() - started
+        tcfg = _with_budget(tcfg, max(0.0, tcfg.time_budget_s - spent))
+    log.info("training %s on %d recordings, validating on %d held-out ones", tcfg.architecture,
+             len(train_set), len(val_set))
+    result = train(tcfg, train_set, val_set, cfg.frontend, checkpoint=checkpoint,
+                   device=torch.device("cpu") if not torch.cuda.is_available() else None,
+                   progress=progress)
+    meta = {"format": "listener", "architecture": tcfg.architecture,
+            "trained_by": "listener train", "recipe": json.dumps(tcfg.to_json()),
+            "best_epoch": str(result.best_epoch),
+            "val_balanced_roc_auc": f"{result.best_score:.4f}"}
+    save_weights(result.state_dict, out, half, meta)
+    files = {"train": len(train_set), "val": len(val_set),
+             "calls": sum(r.positive for r in recordings),
+             "backgrounds": sum(not r.positive for r in recordings), "skipped": len(problems),
+             "sites": [s.to_json() for s in sites], "reviews": inputs.review_counts,
+             "data": [str(d) for d in inputs.data]}
+    text = model_card(out, tcfg, result, ", ".join(map(str, inputs.data)) or "(none)", files,
+                      half)
+    card = write_card(out, text)
+    if not keep_checkpoint:
+        checkpoint.unlink(missing_ok=True)
+    kept_start = tcfg.init is not None and result.best_epoch == 0
+    return TrainOutcome(out, card, result, problems, kept_start)
+
+
+def _with_budget(tcfg: TrainConfig, seconds: float) -> TrainConfig:
+    from dataclasses import replace
+    return replace(tcfg, time_budget_s=seconds)
+
+
+def parse_duration(text: str) -> float:
+    """``45m``, ``1h``, ``90s`` or plain seconds -> seconds."""
+    text = text.strip().lower()
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    try:
+        if text and text[-1] in units:
+            value = float(text[:-1]) * units[text[-1]]
+        else:
+            value = float(text)
+    except ValueError:
+        raise ListenerError(f"--time-budget {text!r}: give e.g. 45m, 1h or 900s") from None
+    if value <= 0:
+        raise ListenerError(f"--time-budget {text!r}: must be positive")
+    return value
+
+
+def summary(outcome: TrainOutcome) -> dict[str, Any]:
+    r = outcome.result
+    return {"out": str(outcome.out), "best_epoch": r.best_epoch, "stop": r.stop,
+            "val_balanced_roc_auc": r.best_score, "minutes": r.seconds / 60,
+            "kept_start": outcome.kept_start}

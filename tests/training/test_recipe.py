@@ -1,0 +1,112 @@
+"""The recipe's guarantees: bit-identical reruns and resumes, safe fine-tuning, time budget."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from training.recipe_support import TINY, recordings, same_weights
+
+from listener.training.augment import AugmentConfig
+from listener.training.data import SourcePool, split_by_file
+from listener.training.trainer import TrainConfig, train
+from listener.training.validation import weighted_roc_auc
+
+CFG = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=4, val_fraction=0.5,
+                  val_per_call_file=2, val_per_background_file=2, patience=10,
+                  augment=AugmentConfig(freq_mask_max=4, time_mask_max=4))
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[list, list]:
+    return split_by_file(recordings(), 0.5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory: pytest.TempPathFactory, data: tuple[list, list]) -> Path:
+    """A briefly trained model to fine-tune from (written as --init weights)."""
+    res = train(replace(CFG, epochs=1, steps_per_epoch=4), *data, TINY)
+    out = tmp_path_factory.mktemp("start") / "start.safetensors"
+    save_file({k: v.contiguous() for k, v in res.state_dict.items()}, str(out),
+              metadata={"format": "listener", "architecture": "resnet18"})
+    return out
+
+
+class Stop(Exception):
+    pass
+
+
+def test_init_runs_are_identical_and_a_resumed_run_matches(
+        data: tuple[list, list], start: Path, tmp_path: Path) -> None:
+    cfg = replace(CFG, init=str(start), lr=2e-4)
+    a = train(cfg, *data, TINY, checkpoint=tmp_path / "a.pt")
+    b = train(cfg, *data, TINY)
+    assert same_weights(a.state_dict, b.state_dict)
+    assert [h["loss"] for h in a.history[1:]] == [h["loss"] for h in b.history[1:]]
+
+    def stop_in_epoch_2(done: int, total: int, status: str) -> None:
+        if done == cfg.steps_per_epoch + 1:  # first step of epoch 2: a SIGTERM mid-epoch
+            raise Stop
+    ckpt = tmp_path / "c.pt"
+    with pytest.raises(Stop):
+        train(cfg, *data, TINY, checkpoint=ckpt, progress=stop_in_epoch_2)
+    doc = torch.load(ckpt, weights_only=True)
+    assert {"rng", "gen", "torch_rng"} <= doc.keys()  # generator states travel with it
+    c = train(cfg, *data, TINY, checkpoint=ckpt)
+    assert [h["loss"] for h in c.history[1:]] == [h["loss"] for h in a.history[1:]]
+    assert same_weights(a.state_dict, c.state_dict)
+    assert a.best_epoch == c.best_epoch
+
+
+def test_init_with_a_wrecking_lr_keeps_weights_no_worse_than_start(
+        data: tuple[list, list], start: Path) -> None:
+    from safetensors.torch import load_file
+    begin = load_file(str(start))
+    res = train(replace(CFG, init=str(start), lr=5.0), *data, TINY)
+    epoch0 = res.history[0]
+    assert epoch0["epoch"] == 0 and not math.isnan(epoch0["val_score"])
+    assert res.best_score >= epoch0["val_score"]
+    assert all(h["val_score"] < epoch0["val_score"] or math.isnan(h["val_score"])
+               for h in res.history[1:]), "lr 5.0 should wreck the model"
+    assert res.best_epoch == 0 and same_weights(res.state_dict, begin)
+
+
+def test_time_budget_stops_before_an_epoch_that_would_overrun(data: tuple[list, list]) -> None:
+    res = train(replace(CFG, epochs=50, time_budget_s=1e-6), *data, TINY)
+    assert res.stop == "time budget" and len(res.history) == 2  # epoch 0 and one epoch
+
+
+def test_split_holds_out_files_of_every_source() -> None:
+    recs = recordings(calls=6, backgrounds=6)
+    train_set, val_set = split_by_file(recs, 0.34, seed=1)
+    assert {r.group for r in train_set}.isdisjoint({r.group for r in val_set})
+    assert {(r.positive, r.source) for r in val_set} == {(True, "a"), (True, "b"),
+                                                        (False, "x"), (False, "y")}
+
+
+def test_source_pool_balances_sources() -> None:
+    recs = recordings(calls=10, backgrounds=0)[:10]
+    recs = [replace_source(r, "big" if i < 9 else "small") for i, r in enumerate(recs)]
+    rng = np.random.default_rng(0)
+    pool = SourcePool(recs, power=0.0)
+    draws = [pool.draw(rng).source for _ in range(2000)]
+    assert 0.45 < draws.count("small") / len(draws) < 0.55
+
+
+def replace_source(r, source):  # type: ignore[no-untyped-def]
+    r2 = type(r)(r.path, r.positive, r.wave, source)
+    return r2
+
+
+def test_weighted_auc_matches_plain_auc_with_equal_weights() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.random(200), 1)  # ties
+    from listener.quality.metrics import roc_auc
+    assert weighted_roc_auc(labels, scores, np.ones(200)) == pytest.approx(
+        roc_auc(labels, scores))

@@ -1,0 +1,89 @@
+"""End to end: a site's squeak that the model fires on is learnt away with ``--background``.
+
+A starting model learnt tonal calls against noise from data in which some
+squeaky site audio had been filed as calls (a tiny frontend keeps it fast); a
+station's own audio carries a mechanical squeak (4.4-5.2 kHz chirps with a
+harmonic, every 1-2 s) that the starting model takes for calls. After
+``listener train --init start --background SITE`` the squeak scores below
+threshold while calls mixed into the same squeaky noise are still detected.
+Everything goes through the CLI: train, then ``listener evaluate`` on fresh
+audio (other seeds) with both models.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from training.recipe_support import RATE, TINY_YAML, call, noise, squeak
+
+pytestmark = [pytest.mark.slow, pytest.mark.xfail(
+    strict=False, reason="premise not reached yet: even trained on squeaky audio filed as "
+    "calls, the tiny starting model does not fire on the test squeak (fpr 0.0), so the "
+    "before/after comparison shows nothing; see the report of issue 19")]
+
+
+def _write(path: Path, wave: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wave, RATE, subtype="FLOAT")
+
+
+def _listener(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([sys.executable, "-m", "listener", *map(str, args)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def _world(root: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(7)
+    data, old = root / "data", root / "old_data"
+    for i in range(6):
+        for d in (data, old):
+            _write(d / "calls" / "synth" / f"c{i}.wav", call(1.5, rng))
+            _write(d / "background" / "noise" / f"b{i}.wav", noise(6.0, rng))
+        # an old labelling mistake: squeaky site audio filed under calls
+        _write(old / "calls" / "squeaky" / f"w{i}.wav", squeak(3.0, rng))
+    site = root / "site"
+    for i in range(5):  # the station's own audio: its noise and its squeak
+        _write(site / f"site{i}.wav", squeak(12.0, rng))
+    test = root / "test"  # fresh audio for the before/after figures
+    for i in range(6):
+        bed = squeak(3.0, rng)
+        _write(test / "nocalls" / f"squeak{i}.wav", bed)
+        mixed = bed.copy()
+        mixed[10000:40000] += call(1.5, rng, level=0.06)
+        _write(test / "calls" / f"call_in_squeak{i}.wav", mixed)
+    cfg = root / "tiny.yaml"
+    cfg.write_text(TINY_YAML + "detection: {global_threshold: 1}\n", encoding="utf-8")
+    return {"data": data, "old": old, "site": site, "test": test, "cfg": cfg}
+
+
+def test_background_teaches_the_site_squeak_and_keeps_calls(tmp_path: Path) -> None:
+    w = _world(tmp_path)
+    start, adapted = tmp_path / "start.safetensors", tmp_path / "adapted.safetensors"
+    common = ["--config", w["cfg"], "--cache", tmp_path / "cache", "--batch-size", "8",
+              "--val-fraction", "0.34", "--seed", "1", "--snr-db", "0", "20", "--no-aac"]
+    _listener("train", w["old"], "--out", start, "--epochs", "4", "--steps", "12",
+              "--lr", "2e-3", *common)
+    res = _listener("train", w["data"], "--init", start, "--background", w["site"],
+                    "--background-max-score", "1.0", "--out", adapted, "--epochs", "4",
+                    "--steps", "12", "--lr", "5e-4", *common)
+    card = adapted.with_suffix(".md").read_text()
+    assert "Site audio" in card and "site:site" in card
+    out = tmp_path / "eval"
+    ev = _listener("evaluate", w["test"], "--config", w["cfg"], "--weights", start,
+                   "--weights", adapted, "--out", out, "--bootstrap", "50")
+    doc = json.loads((out / "evaluation.json").read_text())
+    before, after = (doc["models"][k]["windows"]["confusion"] for k in
+                     ("1:start.safetensors", "2:adapted.safetensors"))
+    fpr = [c["fp"] / (c["fp"] + c["tn"]) for c in (before, after)]
+    print(res.stdout, ev.stdout, f"squeak windows above threshold: {fpr}")
+    assert fpr[0] >= 0.5, "the starting model should fire on the squeak (test premise)"
+    assert fpr[1] <= 0.2, ev.stdout
+    assert after["recall"] >= 0.8, ev.stdout
