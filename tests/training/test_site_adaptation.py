@@ -22,10 +22,12 @@ import pytest
 import soundfile as sf
 from training.recipe_support import RATE, TINY_YAML, call, noise, squeak
 
-pytestmark = [pytest.mark.slow, pytest.mark.xfail(
-    strict=False, reason="premise not reached yet: even trained on squeaky audio filed as "
-    "calls, the tiny starting model does not fire on the test squeak (fpr 0.0), so the "
-    "before/after comparison shows nothing; see the report of issue 19")]
+# Skipped, not xfailed: a test that cannot fail must not pass for one. Issue 19
+# stays open on it.
+pytestmark = [pytest.mark.slow, pytest.mark.skip(
+    reason="premise not reached yet: even trained on squeaky audio filed as calls, the "
+    "tiny starting model does not fire on the test squeak (fpr 0.0), so the before/after "
+    "comparison shows nothing (issue 19 is open on it)")]
 
 
 def _write(path: Path, wave: np.ndarray) -> None:
