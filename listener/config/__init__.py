@@ -11,6 +11,13 @@ the YAML reading; everything public is importable from here.
 """
 
 from listener.config.loading import load_config, parse_config
+from listener.config.models import (
+    PRECISIONS,
+    ModelConfig,
+    ModelEntry,
+    Precision,
+    RuleConfig,
+)
 from listener.config.origin import ConfigOrigin, origin_of
 from listener.config.outputs import (
     ClipSinkConfig,
@@ -20,7 +27,6 @@ from listener.config.outputs import (
     WebhookSinkConfig,
 )
 from listener.config.sections import (
-    PRECISIONS,
     BufferConfig,
     Config,
     DetectionConfig,
@@ -29,10 +35,6 @@ from listener.config.sections import (
     HttpLimitsConfig,
     LoggingConfig,
     MetricsConfig,
-    ModelConfig,
-    ModelEntry,
-    Precision,
-    RuleConfig,
     StateConfig,
     StationConfig,
     StreamConfig,

@@ -18,3 +18,14 @@ SecondsOrZero = Annotated[float, Field(ge=0, le=7 * 86400)]
 class _Section(BaseModel):
     # .inf and .nan are valid YAML floats; no setting here means them.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def hop_problem(window_s: float, hop_s: float) -> str | None:
+    """Why windows of ``window_s`` every ``hop_s`` leave audio unscored, or None.
+
+    The one statement of the rule: the station's windows, a model entry's
+    and a planned model's (defaults resolved) are all checked with it.
+    """
+    if hop_s > window_s:
+        return f"hop_s ({hop_s}) must not exceed window_s ({window_s})"
+    return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from listener.config import Config, ModelEntry, RuleConfig, origin_of
-from listener.config.sections import hop_problem
+from listener.config.base import hop_problem
 from listener.errors import ConfigError, ModelLoadError
 from listener.model.backends.base import (
     RESNET_LABELS,
