@@ -226,33 +226,13 @@ def _write_plots(out: Path, curves: dict[str, list[Any]], det: Any,
               f"is not installed ({plots.EXTRA})")
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from listener.config import default_config, load_config, with_precision
+def _reports(scored: list[Any], target: Any, args: argparse.Namespace
+             ) -> tuple[dict[str, Any], list[str], dict[str, list[Any]], list[Any]]:
+    """Each model's report, summary lines, curves for the plots and per-label figures."""
     from listener.quality import plots
-    from listener.quality.labels import LabelProblem, read_labels
     from listener.quality.report import summary_lines
-    from listener.quality.run import (
-        bootstrap_warning,
-        per_label_report,
-        promote_line,
-        report_model,
-        write_table,
-    )
+    from listener.quality.run import per_label_report, report_model
 
-    cfg = with_precision(load_config(args.config) if args.config else default_config(),
-                         args.precision)
-    labels = read_labels(Path(args.data), args.positive, args.negative)
-    target = (("precision", args.target_precision) if args.target_precision is not None
-              else ("recall", args.target_recall) if args.target_recall is not None else None)
-    if not args.weights and cfg.model.weights:
-        args.weights = [] if cfg.models is not None else [str(cfg.model.weights)]
-    if not args.weights and not args.config:
-        # The bundled demo model, with the demo's one-line notice on stderr.
-        args.weights = [str(scoring_config(cfg).model.weights)]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    problems: list[LabelProblem] = list(labels.problems)
-    scored = _score_models(args, cfg, labels, problems)
     models: dict[str, Any] = {}
     lines: list[str] = []
     curves: dict[str, list[Any]] = {"windows": [], "clips": []}
@@ -271,6 +251,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          f"can never detect it (max window score {ap['max_score']})")
         curves["windows"].append(plots.Curve(ms.name, windows.labels, windows.scores))
         curves["clips"].append(plots.Curve(ms.name, clips.labels, clips.scores))
+    return models, lines, curves, per_label
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from listener.config import default_config, load_config, with_precision
+    from listener.quality.labels import LabelProblem, read_labels
+    from listener.quality.run import bootstrap_warning, promote_line, write_table
+
+    cfg = with_precision(load_config(args.config) if args.config else default_config(),
+                         args.precision)
+    labels = read_labels(Path(args.data), args.positive, args.negative)
+    target = (("precision", args.target_precision) if args.target_precision is not None
+              else ("recall", args.target_recall) if args.target_recall is not None else None)
+    if not args.weights and cfg.model.weights:
+        args.weights = [] if cfg.models is not None else [str(cfg.model.weights)]
+    if not args.weights and not args.config:
+        # The bundled demo model, with the demo's one-line notice on stderr.
+        args.weights = [str(scoring_config(cfg).model.weights)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    problems: list[LabelProblem] = list(labels.problems)
+    scored = _score_models(args, cfg, labels, problems)
+    models, lines, curves, per_label = _reports(scored, target, args)
     for cls, what in ((True, "calls"), (False, "no-call")):
         if not any(it.label is cls or it.selections for it in labels.items):
             problems.append(LabelProblem(args.data, None, f"no {what} examples: "
