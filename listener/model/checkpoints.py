@@ -314,6 +314,27 @@ def load_strict(model: nn.Module, sd: Mapping[str, Tensor], *, source: str,
     model.load_state_dict(sd, strict=True)
 
 
+def resolve_weights(p: Path, architecture: str) -> tuple[Path, str]:
+    """A weights path as given, or a hub snapshot folder's weights file and the
+    architecture its ``config.json`` names (when ``architecture`` is ``auto``).
+
+    Raises:
+        ModelLoadError: a folder that is not a snapshot, or an unreadable one.
+    """
+    if not p.is_dir():
+        return p, architecture
+    from listener.model.snapshot import CONFIG_NAME, read_snapshot
+
+    if not (p / CONFIG_NAME).is_file():
+        raise ModelLoadError(f"{p}: not a regular file, and a folder without "
+                             f"{CONFIG_NAME} (a hub snapshot folder has config.json "
+                             f"and model.safetensors)")
+    snap = read_snapshot(p)
+    if architecture == "auto" and snap.architecture is not None:
+        architecture = snap.architecture
+    return snap.weights_file(), architecture
+
+
 def load_model(path: str | Path, architecture: str = "auto") -> tuple[OrcaResNet, CheckpointInfo]:
     """Read a weights file, build the matching network and load it strictly.
 
@@ -330,19 +351,7 @@ def load_model(path: str | Path, architecture: str = "auto") -> tuple[OrcaResNet
         ModelLoadError: the file is missing, unreadable, in an unknown layout,
             of the other architecture than asked, or does not fit strictly.
     """
-    p = Path(path)
-    if p.is_dir():  # a hub snapshot folder: config.json + model.safetensors
-        from listener.model.snapshot import CONFIG_NAME, read_snapshot
-
-        if not (p / CONFIG_NAME).is_file():
-            raise ModelLoadError(f"{p}: not a regular file, and a folder without "
-                                 f"{CONFIG_NAME} (a hub snapshot folder has config.json "
-                                 f"and model.safetensors)")
-
-        snap = read_snapshot(p)
-        if architecture == "auto" and snap.architecture is not None:
-            architecture = snap.architecture
-        p = snap.weights_file()
+    p, architecture = resolve_weights(Path(path), architecture)
     if architecture not in ("auto", *ARCHITECTURES):
         raise ModelLoadError(f"{p}: unknown architecture {architecture!r}; expected auto, "
                              f"{', '.join(ARCHITECTURES)}")

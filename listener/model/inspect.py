@@ -22,6 +22,7 @@ from listener.model.checkpoints import (
     infer_architecture,
     load_state_dict_file,
     load_torch_tensors,
+    resolve_weights,
 )
 
 
@@ -43,18 +44,7 @@ def inspect_checkpoint(path: str | Path, architecture: str = "auto") -> Checkpoi
             ``architecture`` (the messages :func:`~listener.model.checkpoints.load_model`
             gives for the same files).
     """
-    p = Path(path)
-    if p.is_dir():
-        from listener.model.snapshot import CONFIG_NAME, read_snapshot
-
-        if not (p / CONFIG_NAME).is_file():
-            raise ModelLoadError(f"{p}: not a regular file, and a folder without "
-                                 f"{CONFIG_NAME} (a hub snapshot folder has config.json "
-                                 f"and model.safetensors)")
-        snap = read_snapshot(p)
-        if architecture == "auto" and snap.architecture is not None:
-            architecture = snap.architecture
-        p = snap.weights_file()
+    p, architecture = resolve_weights(Path(path), architecture)
     names = _names(p)
     try:
         layout = detect_layout(names)
