@@ -160,8 +160,11 @@ class LabelledAggregator:
         self._clips = ClipAggregator(rule.detection, origin_s)
         self._pending: dict[float, LabelledWindow] = {}
 
-    def add(self, window: LabelledWindow) -> list[LabelledClip]:
-        done = self._clips.add(self.rule.score_window(window))
+    def add(self, window: LabelledWindow, score: float | None = None) -> list[LabelledClip]:
+        """Add a window; the clips it completes. ``score``: its target score, if the
+        caller has it already (:meth:`LabelRule.target_score` of its probabilities)."""
+        done = self._clips.add(self.rule.score_window(window) if score is None else
+                               WindowScore(window.start_s, window.end_s, score, window.utc))
         self._pending[round(window.start_s, _KEY_DIGITS)] = window
         return [self._label(c) for c in done]
 

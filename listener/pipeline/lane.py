@@ -143,9 +143,10 @@ class ModelLane:
             tuple(float(x) for x in row)
         lw = LabelledWindow(w.start_s, w.end_s, probs, w.utc)
         self.windows_scored += 1
+        score = self.rule.target_score(probs)  # once: for the hook and the rule
         if self.on_window is not None:
-            self.on_window(lw, self.rule.target_score(probs))
-        for clip in self.aggregator.add(lw):
+            self.on_window(lw, score)
+        for clip in self.aggregator.add(lw, score):
             await self._emit(clip)
 
     async def finish(self) -> None:

@@ -78,6 +78,8 @@ class StationUnit:
     def observe_fetch(self, result: FetchResult) -> None:
         if result.ok:
             self.metrics.observe_fetch(result.kind, result.nbytes, result.elapsed_s)
+            if self.error_record is None or not self.error_record.active:
+                return  # the usual case, every poll: nothing to record
         elif result.kind == "playlist":
             self.metrics.playlist_errors.inc()
         name = result.url.rsplit("/", 1)[-1] or result.url
