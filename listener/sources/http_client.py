@@ -37,7 +37,7 @@ from listener.config import FetchConfig
 from listener.errors import CircuitOpenError, FetchError
 from listener.retry import Backoff, parse_retry_after
 from listener.sources.breaker import CircuitBreaker
-from listener.sources.deadline import Deadline, body_chunks
+from listener.sources.deadline import DeadlineWatch, body_chunks
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class HttpClient:
                                 rng or random.Random())
         self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_s)
         self._breaker_announced: set[str] = set()
+        self._deadlines = DeadlineWatch()
         self._session = session or requests.Session()
         self._session.max_redirects = 5
         self._session.headers.update({
@@ -168,6 +169,7 @@ class HttpClient:
     def close(self) -> None:
         """Stop retries and close pooled connections."""
         self.stop()
+        self._deadlines.close()
         self._session.close()
 
     def __enter__(self) -> HttpClient:
@@ -317,7 +319,8 @@ class HttpClient:
         would wait for a whole chunk, minutes at a trickle).
         """
         declared = self._declared_length(resp, cap)
-        watchdog = Deadline(resp, started + self._config.max_fetch_s - time.monotonic())
+        watchdog = self._deadlines.watch(
+            resp, started + self._config.max_fetch_s - time.monotonic())
         body = bytearray()
         try:
             for chunk in body_chunks(resp, self._chunk_bytes):
