@@ -52,8 +52,8 @@ class LastError:
             if kind == self.kind:
                 self.active = False
             return self
-        if self.active and kind == self.kind and message == self.message:
-            self.last_t = now
+        if self.active and kind == self.kind:  # the same outage, its latest words
+            self.last_t, self.message = now, message
             return self
         return LastError(kind, message, now, now)
 
