@@ -9,8 +9,8 @@ start and removed at the end (``--keep`` keeps it).
 
 Without ``--weights`` it uses the bundled demo model
 (``listener/data/demo_resnet18.safetensors``): a ResNet18 trained by
-``scripts/train_demo_model.sh`` on about 11 minutes of open labelled calls
-and background, never on this recording. It is not the OrcaHello production
+``scripts/train_demo_model.sh`` on about an hour of open labelled calls
+and hydrophone noise, never on this recording. It is not the OrcaHello production
 model, and the demo says so. Give ``--weights`` the production checkpoint to
 see its detections, or ``--config`` a station file (several models, say):
 the demo node then serves that station, with its models, decision rule and

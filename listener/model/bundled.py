@@ -21,8 +21,9 @@ from listener.config import Config
 log = logging.getLogger(__name__)
 
 BUNDLED_WEIGHTS = Path(__file__).parents[1] / "data" / "demo_resnet18.safetensors"
-BUNDLED_NOTICE = ("weights: bundled demo model (ResNet18 trained on ~11 min of open labelled "
-                  "calls and background; NOT the OrcaHello production model, see {card})")
+BUNDLED_NOTICE = ("weights: bundled demo model (ResNet18 trained on about an hour of open "
+                  "labelled calls and hydrophone noise; NOT the OrcaHello production model, "
+                  "see {card})")
 _CARD_ID = re.compile(r"^- Model id: `([A-Za-z0-9_.:/-]{1,128})`", re.MULTILINE)
 _ID = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
 
