@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from listener.atomic import atomic_write
 from listener.model.checkpoints import load_model
 from listener.training.trainer import TrainConfig, TrainResult
 
@@ -24,9 +25,7 @@ def save_weights(state_dict: dict[str, torch.Tensor], out: Path, half: bool,
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
                for k, v in state_dict.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(out)
+    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     load_model(out)  # proves the file loads strictly, as the daemon will load it
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from listener.atomic import atomic_write
 from listener.config import FrontendConfig
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
@@ -312,14 +313,13 @@ def _copy(model: torch.nn.Module) -> dict[str, Tensor]:
 
 def _save(path: Path, run: _Run, state: _State) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": run.model.state_dict(), "opt": run.opt.state_dict(),
-                "sched": run.sched.state_dict(), "best": state.best,
-                "best_epoch": state.best_epoch, "best_score": state.best_score,
-                "history": json.dumps(state.history), "seconds": state.seconds,
-                "rng": json.dumps(state.rng.bit_generator.state),
-                "gen": state.gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
-    tmp.replace(path)
+    doc = {"model": run.model.state_dict(), "opt": run.opt.state_dict(),
+           "sched": run.sched.state_dict(), "best": state.best,
+           "best_epoch": state.best_epoch, "best_score": state.best_score,
+           "history": json.dumps(state.history), "seconds": state.seconds,
+           "rng": json.dumps(state.rng.bit_generator.state),
+           "gen": state.gen.get_state(), "torch_rng": torch.get_rng_state()}
+    atomic_write(path, lambda tmp: torch.save(doc, tmp))
 
 
 def _resume(path: Path, run: _Run) -> _State:
