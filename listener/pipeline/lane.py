@@ -59,7 +59,6 @@ class LaneProgress:
 
     stream_key: str
     clip_end_s: float
-    clip_start_s: float
 
 
 WindowHook = Callable[[LabelledWindow, float], None]  # (window, target score)
@@ -174,7 +173,7 @@ class ModelLane:
             return
         self.last_decided_start_s = clip.clip.start_s
         if durable:
-            self.progress = LaneProgress(key, clip.clip.end_s, clip.clip.start_s)
+            self.progress = LaneProgress(key, clip.clip.end_s)
         if self.on_progress is not None:
             self.on_progress(self)
 

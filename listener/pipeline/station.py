@@ -109,12 +109,8 @@ class StationPipeline:
             log.info("resuming %s after segment %d (clips up to %.1f s already emitted)",
                      key, resume.position.sequence, resume.clip_end_s)
 
-    @property
-    def batcher_backlog_s(self) -> float:
-        return self.primary.batcher.backlog_s
-
     def stats(self) -> PipelineStats:
-        return PipelineStats(self.segments_fed, self.windows_scored, self.batcher_backlog_s,
+        return PipelineStats(self.segments_fed, self.windows_scored, self.primary.batcher.backlog_s,
                              self.last_segment_mono, self.last_scored_mono,
                              self.last_scored_utc)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -73,14 +74,13 @@ class ModelRegistry:
     def __init__(self, *, scorer: WindowScorer | None = None,
                  load_scorer: ScorerFactory | None = None,
                  backends: Mapping[str, ModelBackend] | None = None,
-                 allow_random_weights: bool = False, clock: Clock | None = None) -> None:
+                 allow_random_weights: bool = False, clock: Clock = time.monotonic) -> None:
         self.scorer = scorer
         self.load_scorer = load_scorer
         self.backends = dict(backends or {})
         self.allow_random_weights = allow_random_weights
         self.clock = clock
         self.loaded: dict[str, LoadedModel] = {}
-        self.scorers: dict[str, WindowScorer] = {}
 
     async def models_for(self, cfg: Config, plans: Sequence[ModelPlan]) -> list[LoadedModel]:
         """The station's models, the primary first, loading those not loaded yet."""
@@ -96,9 +96,6 @@ class ModelRegistry:
             out.append(self.loaded[key])
         return out
 
-    def primary_info(self, cfg: Config, plan: ModelPlan) -> Mapping[str, Any]:
-        return self.loaded[self._key(cfg, plan, 0)].info
-
     def _key(self, cfg: Config, plan: ModelPlan, index: int) -> str:
         entry = cfg.model.model_dump_json() if index == 0 else plan.entry.model_dump_json()
         return f"{index == 0}|{entry}|{cfg.frontend.model_dump_json()}"
@@ -110,7 +107,6 @@ class ModelRegistry:
             if scorer is None:
                 scorer = (self.load_scorer(cfg) if self.load_scorer is not None else
                           load_scorer(cfg, allow_random_weights=self.allow_random_weights))
-            self.scorers[self._key(cfg, plan, index)] = scorer
             return LoadedModel(plan, scorer.frontend.prepare_batch, self._batcher(
                 scorer.score_waves, cfg.model.batch_size, cfg.model.max_batch_wait_s),
                 dict(scorer.info))
@@ -125,8 +121,6 @@ class ModelRegistry:
 
     def _batcher(self, score: Callable[[np.ndarray], np.ndarray], batch_size: int,
                  max_wait_s: float) -> SharedBatcher[Tagged]:
-        if self.clock is None:
-            return SharedBatcher(score, batch_size=batch_size, max_wait_s=max_wait_s)
         return SharedBatcher(score, batch_size=batch_size, max_wait_s=max_wait_s,
                              clock=self.clock)
 
