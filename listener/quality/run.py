@@ -191,8 +191,9 @@ def report_model(ms: ModelScores, target: tuple[str, float] | None, n_boot: int,
 def promote_line(current: tuple[str, dict[str, Any]], new: tuple[str, dict[str, Any]]) -> str:
     """A short verdict: does ``new`` beat ``current`` on these data?
 
-    Promote when the new model's PR-AUC (clips, or windows where clips lack a
-    class) is higher and neither precision nor recall at its rule is lower.
+    Promote when the new model gains on PR-AUC (clips, or windows where clips
+    lack a class), precision or recall at its rule, and loses on none of them:
+    two models that both rank perfectly differ only in their decisions.
     When the two PR-AUC intervals overlap the gain is not yet certain, so the
     line says to run it as a shadow first.
     """
@@ -203,8 +204,9 @@ def promote_line(current: tuple[str, dict[str, Any]], new: tuple[str, dict[str, 
 
     def v(m: dict[str, Any], k: str) -> float:
         return float(m[k]["value"]) if m[k]["value"] is not None else 0.0
-    better = v(b, "pr_auc") > v(a, "pr_auc")
-    no_loss = v(b, "precision") >= v(a, "precision") and v(b, "recall") >= v(a, "recall")
+    keys = ("pr_auc", "precision", "recall")
+    better = any(v(b, k) > v(a, k) for k in keys)
+    no_loss = all(v(b, k) >= v(a, k) for k in keys)
     lo_b, hi_a = b["pr_auc"]["ci95"][0], a["pr_auc"]["ci95"][1]
     sure = lo_b is not None and hi_a is not None and lo_b > hi_a
     figures = (f"{level} PR-AUC {v(a, 'pr_auc'):.2f} -> {v(b, 'pr_auc'):.2f}, precision "

@@ -5,7 +5,8 @@ squeaky site audio had been filed as calls (a tiny frontend keeps it fast); a
 station's own audio carries a mechanical squeak (4.4-5.2 kHz chirps with a
 harmonic, every 1-2 s) that the starting model takes for calls. After
 ``listener train --init start --background SITE`` the squeak scores below
-threshold while calls mixed into the same squeaky noise are still detected.
+threshold while calls mixed into the same squeaky noise are still detected;
+the same fine-tune without ``--background`` (the control) still fires.
 Everything goes through the CLI: train, then ``listener evaluate`` on fresh
 audio (other seeds) with both models.
 """
@@ -22,12 +23,7 @@ import pytest
 import soundfile as sf
 from training.recipe_support import RATE, TINY_YAML, call, noise, squeak
 
-# Skipped, not xfailed: a test that cannot fail must not pass for one. Issue 19
-# stays open on it.
-pytestmark = [pytest.mark.slow, pytest.mark.skip(
-    reason="premise not reached yet: even trained on squeaky audio filed as calls, the "
-    "tiny starting model does not fire on the test squeak (fpr 0.0), so the before/after "
-    "comparison shows nothing (issue 19 is open on it)")]
+pytestmark = pytest.mark.slow
 
 
 def _write(path: Path, wave: np.ndarray) -> None:
@@ -68,24 +64,32 @@ def _world(root: Path) -> dict[str, Path]:
 
 def test_background_teaches_the_site_squeak_and_keeps_calls(tmp_path: Path) -> None:
     w = _world(tmp_path)
-    start, adapted = tmp_path / "start.safetensors", tmp_path / "adapted.safetensors"
+    start, adapted, control = (tmp_path / f"{n}.safetensors" for n in ("start", "adapted",
+                                                                       "control"))
     common = ["--config", w["cfg"], "--cache", tmp_path / "cache", "--batch-size", "8",
               "--val-fraction", "0.34", "--seed", "1", "--snr-db", "0", "20", "--no-aac"]
-    _listener("train", w["old"], "--out", start, "--epochs", "4", "--steps", "12",
+    _listener("train", w["old"], "--out", start, "--epochs", "10", "--steps", "16",
               "--lr", "2e-3", *common)
-    res = _listener("train", w["data"], "--init", start, "--background", w["site"],
-                    "--background-max-score", "1.0", "--out", adapted, "--epochs", "4",
-                    "--steps", "12", "--lr", "5e-4", *common)
+    tune = ["--init", start, "--epochs", "4", "--steps", "12", "--lr", "5e-4", *common]
+    res = _listener("train", w["data"], "--background", w["site"], "--background-max-score",
+                    "1.0", "--out", adapted, *tune)
+    # The control: the same fine-tune without the site's audio.
+    _listener("train", w["data"], "--out", control, *tune)
     card = adapted.with_suffix(".md").read_text()
     assert "Site audio" in card and "site:site" in card
-    out = tmp_path / "eval"
     ev = _listener("evaluate", w["test"], "--config", w["cfg"], "--weights", start,
-                   "--weights", adapted, "--out", out, "--bootstrap", "50")
-    doc = json.loads((out / "evaluation.json").read_text())
+                   "--weights", adapted, "--out", tmp_path / "eval", "--bootstrap", "50")
+    _listener("evaluate", w["test"], "--config", w["cfg"], "--weights", control,
+              "--out", tmp_path / "eval_control", "--bootstrap", "50")
+    doc = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     before, after = (doc["models"][k]["windows"]["confusion"] for k in
                      ("1:start.safetensors", "2:adapted.safetensors"))
-    fpr = [c["fp"] / (c["fp"] + c["tn"]) for c in (before, after)]
+    doc = json.loads((tmp_path / "eval_control" / "evaluation.json").read_text())
+    unadapted = next(iter(doc["models"].values()))["windows"]["confusion"]
+    fpr = [c["fp"] / (c["fp"] + c["tn"]) for c in (before, after, unadapted)]
     print(res.stdout, ev.stdout, f"squeak windows above threshold: {fpr}")
     assert fpr[0] >= 0.5, "the starting model should fire on the squeak (test premise)"
     assert fpr[1] <= 0.2, ev.stdout
     assert after["recall"] >= 0.8, ev.stdout
+    assert fpr[2] >= 0.5, "without --background the squeak should still fire"
+    assert "promote 2:adapted.safetensors over 1:start.safetensors: yes" in ev.stdout
