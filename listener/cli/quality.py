@@ -46,6 +46,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from listener.training.trainer import INIT_LR, SCRATCH_LR, TrainConfig
 
     started = time.monotonic()
+    if not 0.0 <= args.ema_decay < 1.0:
+        print(f"error: --ema-decay {args.ema_decay:g}: must be at least 0 and below 1",
+              file=sys.stderr)
+        return EXIT_FAILED
     cfg = load_config(args.config) if args.config else default_config()
     lr = args.lr if args.lr is not None else (INIT_LR if args.init else SCRATCH_LR)
     tcfg = TrainConfig(architecture=args.architecture, epochs=args.epochs,
@@ -54,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                        val_per_call_file=args.val_per_call_file,
                        val_per_background_file=args.val_per_background_file,
                        window_s=cfg.detection.window_s, init=args.init,
-                       train_from=args.train_from,
+                       train_from=args.train_from, ema_decay=args.ema_decay,
                        time_budget_s=parse_duration(args.time_budget) if args.time_budget
                        else None,
                        augment=AugmentConfig(source_power=args.source_power,
@@ -138,6 +142,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                    metavar=("LO", "HI"), help="signal-to-noise range of calls mixed into "
                    "beds, dB over the call's extent (default -10 15: live streams)")
     s.add_argument("--patience", type=int, default=4, help="epochs without a validation gain")
+    s.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
+                   help="score and keep a moving average of the weights, decay D per step "
+                        "(e.g. 0.99; default 0: off)")
     s.add_argument("--cache", default=None, metavar="DIR", help="decoded-audio cache "
                    "(default ~/.cache/listener/train-audio)")
     s.add_argument("--no-aac", action="store_true", help="no AAC round-trip augmentation")

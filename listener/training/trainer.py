@@ -11,6 +11,11 @@ validation than the ones it started from (``--init`` cannot wreck a model).
 Training stops at ``epochs``, after ``patience`` epochs without a gain, or
 before an epoch that would overrun ``time_budget_s``.
 
+With ``ema_decay`` the weights scored and kept are an exponential moving
+average of the trained ones (BatchNorm statistics included): a single
+epoch's weights swing with its last few batches, so selecting among them by a
+few hundred validation windows picks noise; the average moves smoothly.
+
 Reproducible: one numpy generator (examples), one torch generator (masks)
 and the global torch generator (dropout) are seeded from ``seed`` and their
 states saved in the checkpoint, so identical runs, and a run stopped and
@@ -31,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from listener.atomic import atomic_write
 from listener.config import FrontendConfig
@@ -71,6 +77,7 @@ class TrainConfig:
     time_budget_s: float | None = None
     init: str | None = None  # fine-tune from these weights
     train_from: str | None = None  # e.g. "layer3": earlier layers frozen (weights and BN)
+    ema_decay: float = 0.0  # score and keep a moving average of the weights; 0: off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_json(self) -> dict[str, Any]:
@@ -217,6 +224,9 @@ class _Run:
         torch.manual_seed(cfg.seed)  # from-scratch init and dropout: always seeded
         self.model = initial_model(cfg).to(device)
         self.frozen = freeze_before(self.model, cfg.train_from)
+        self.ema = (AveragedModel(self.model, use_buffers=True,
+                                  multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+                    if cfg.ema_decay > 0 else None)
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
                                      lr=cfg.lr, weight_decay=cfg.weight_decay)
         total = cfg.epochs * cfg.steps_per_epoch
@@ -224,8 +234,15 @@ class _Run:
             self.opt, lambda step: warmup_cosine(step, total))
         self.dtype = autocast_for(device)
 
+    @property
+    def kept(self) -> torch.nn.Module:
+        """The weights that are scored, kept and written: the average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
     def evaluate(self, epoch: int, loss: float | None) -> dict[str, Any]:
-        fig = figures(self.val, score(self.model, self.frontend, self.val.waves, self.device))
+        model = self.kept
+        assert isinstance(model, OrcaResNet)
+        fig = figures(self.val, score(model, self.frontend, self.val.waves, self.device))
         return {"epoch": epoch, "loss": loss, "val_score": fig["balanced_roc_auc"],
                 "val_roc_auc": fig["roc_auc"], "val_pr_auc": fig["pr_auc"],
                 "sources": fig["sources"]}
@@ -246,6 +263,8 @@ class _Run:
         loss.backward()  # type: ignore[no-untyped-call]
         self.opt.step()
         self.sched.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return float(loss.detach())
 
 
@@ -259,7 +278,7 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
         state = _resume(checkpoint, run)
         log.info("resumed from %s after epoch %d", checkpoint, state.history[-1]["epoch"])
     else:
-        state = _State(_copy(run.model), 0, -math.inf, [], 0.0,
+        state = _State(_copy(run.kept), 0, -math.inf, [], 0.0,
                        np.random.default_rng([cfg.seed, 1]),
                        torch.Generator().manual_seed(cfg.seed))
         _consider(state, run.evaluate(0, None), run)
@@ -304,7 +323,7 @@ def _consider(state: _State, row: dict[str, Any], run: _Run) -> None:
     if (no_validation and row["epoch"] > 0) or value > state.best_score:
         state.best_score = -math.inf if no_validation else value
         state.best_epoch = row["epoch"]
-        state.best = _copy(run.model)
+        state.best = _copy(run.kept)
 
 
 def _copy(model: torch.nn.Module) -> dict[str, Tensor]:
@@ -318,7 +337,8 @@ def _save(path: Path, run: _Run, state: _State) -> None:
            "best_epoch": state.best_epoch, "best_score": state.best_score,
            "history": json.dumps(state.history), "seconds": state.seconds,
            "rng": json.dumps(state.rng.bit_generator.state),
-           "gen": state.gen.get_state(), "torch_rng": torch.get_rng_state()}
+           "gen": state.gen.get_state(), "torch_rng": torch.get_rng_state(),
+           "ema": run.ema.state_dict() if run.ema is not None else {}}
     atomic_write(path, lambda tmp: torch.save(doc, tmp))
 
 
@@ -327,6 +347,8 @@ def _resume(path: Path, run: _Run) -> _State:
     run.model.load_state_dict(doc["model"])
     run.opt.load_state_dict(doc["opt"])
     run.sched.load_state_dict(doc["sched"])
+    if run.ema is not None:
+        run.ema.load_state_dict(doc["ema"])
     rng = np.random.default_rng()
     rng.bit_generator.state = json.loads(doc["rng"])
     gen = torch.Generator()

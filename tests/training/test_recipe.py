@@ -41,9 +41,10 @@ class Stop(Exception):
     pass
 
 
+@pytest.mark.parametrize("ema_decay", [0.0, 0.8])
 def test_init_runs_are_identical_and_a_resumed_run_matches(
-        data: tuple[list, list], start: Path, tmp_path: Path) -> None:
-    cfg = replace(CFG, init=str(start), lr=2e-4)
+        data: tuple[list, list], start: Path, tmp_path: Path, ema_decay: float) -> None:
+    cfg = replace(CFG, init=str(start), lr=2e-4, ema_decay=ema_decay)
     a = train(cfg, *data, TINY, checkpoint=tmp_path / "a.pt")
     b = train(cfg, *data, TINY)
     assert same_weights(a.state_dict, b.state_dict)
@@ -110,3 +111,17 @@ def test_weighted_auc_matches_plain_auc_with_equal_weights() -> None:
     from listener.quality.metrics import roc_auc
     assert weighted_roc_auc(labels, scores, np.ones(200)) == pytest.approx(
         roc_auc(labels, scores))
+
+
+def test_with_ema_the_average_is_kept_never_the_raw_weights(
+        data: tuple[list, list], start: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+    cfg = replace(CFG, init=str(start), lr=2e-3, epochs=1, steps_per_epoch=3, ema_decay=0.5)
+    res = train(cfg, *data, TINY, checkpoint=tmp_path / "e.pt")
+    doc = torch.load(tmp_path / "e.pt", weights_only=True)
+    assert int(doc["ema"]["n_averaged"]) == 3
+    ema = {k.removeprefix("module."): v for k, v in doc["ema"].items() if k != "n_averaged"}
+    assert not same_weights(ema, doc["model"])  # the average lags the trained weights
+    assert same_weights(res.state_dict, doc["best"])
+    assert (same_weights(res.state_dict, ema) if res.best_epoch == 1
+            else same_weights(res.state_dict, load_file(str(start))))
