@@ -40,7 +40,8 @@ if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
     --init "$start" --out "$out" --checkpoint "$ckpt" --half \
     --architecture resnet18 --train-from layer3 --epochs 80 --steps 20 --batch-size 16 \
     --time-budget "${BUDGET:-45m}" --seed 0 --val-fraction 0.2 --patience 20 \
-    --ema-decay 0.99 --val-per-call-file 4 --val-per-background-file 6
+    --ema-decay 0.99 --val-per-call-file 4 --val-per-background-file 6 \
+    --model-id listener-demo-resnet18
 fi
 
 # Held-out check: the 20 labelled Orcasound Lab clips and the L pod recording.

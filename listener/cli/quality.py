@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from listener.cli.options import add_precision_flag, scoring_config
+from listener.config.models import MODEL_ID_PATTERN
 
 EXIT_FAILED = 1
 
@@ -46,6 +48,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from listener.training.trainer import INIT_LR, SCRATCH_LR, TrainConfig
 
     started = time.monotonic()
+    if args.model_id is not None and not re.match(MODEL_ID_PATTERN, args.model_id):
+        print(f"error: --model-id {args.model_id!r}: use 1-128 letters, digits and _.:/-",
+              file=sys.stderr)
+        return EXIT_FAILED
     if not 0.0 <= args.ema_decay < 1.0:
         print(f"error: --ema-decay {args.ema_decay:g}: must be at least 0 and below 1",
               file=sys.stderr)
@@ -83,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"training {tcfg.architecture} (lr {lr:g}); checkpoint {ckpt}", file=sys.stderr)
     outcome = run_training(inputs, cfg, tcfg, out, cache, ckpt, args.half,
                            keep_checkpoint=args.keep_checkpoint, progress=_StepBar("train"),
-                           started=started)
+                           started=started, model_id=args.model_id)
     for p in outcome.problems:
         print(f"warning: {p}", file=sys.stderr)
     r = outcome.result
@@ -153,6 +159,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.add_argument("--keep-checkpoint", action="store_true",
                    help="keep the checkpoint after a successful run")
     s.add_argument("--half", action="store_true", help="store float16 weights")
+    s.add_argument("--model-id", default=None, metavar="ID", help="the id the file declares "
+                   "(metadata and card): what the console and /metrics call the model")
     s.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
     s.set_defaults(func=cmd_train)
     add_collect_parser(sub)  # registered with train: its companion for --background

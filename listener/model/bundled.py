@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from listener.config import Config
+from listener.config.models import MODEL_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ BUNDLED_NOTICE = ("weights: bundled demo model (ResNet18 trained on about an hou
                   "labelled calls and hydrophone noise; NOT the OrcaHello production model, "
                   "see {card})")
 _CARD_ID = re.compile(r"^- Model id: `([A-Za-z0-9_.:/-]{1,128})`", re.MULTILINE)
-_ID = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
+_ID = re.compile(MODEL_ID_PATTERN)
 
 
 def bundled_notice() -> str:

@@ -74,11 +74,13 @@ def _sites(files: dict[str, Any]) -> str:
 
 
 def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
-               files: dict[str, Any], half: bool) -> str:
+               files: dict[str, Any], half: bool, model_id: str | None = None) -> str:
     """The markdown card: what it is, the data, the recipe, held-out figures."""
     start = (f"fine-tuned from `{Path(cfg.init).name}`" if cfg.init else "trained from scratch")
     kept = ("; **no epoch beat the starting weights, which were kept**"
             if cfg.init and result.best_epoch == 0 else "")
+    declared = ("" if model_id is None else f"\n- Model id: `{model_id}` (what the console, "
+                "`/metrics` and the detect and evaluation JSON call it)\n")
     shares = "; ".join(f"{k}: " + ", ".join(f"{s} {p:.0%}" for s, p in v.items())
                        for k, v in result.shares.items())
     return f"""# Model card: {out.name}
@@ -86,7 +88,7 @@ def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
 A {cfg.architecture} killer-whale call detector {start} by `listener train`
 through the daemon's own frontend (`listener.model.frontend.Frontend`, default
 `frontend` settings). Class 1 = killer-whale call.
-
+{declared}
 ## Data
 - Source: `{data}`; {files['train']} training recordings and {files['val']} held-out
   ones (whole files held out, {cfg.val_fraction:.0%} of every class and source, seed

@@ -81,8 +81,12 @@ def gather(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, cache: AudioCach
 def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
                  cache: AudioCache, checkpoint: Path, half: bool, keep_checkpoint: bool = False,
                  progress: Progress | None = None, started: float | None = None,
-                 ) -> TrainOutcome:
-    """Train and write ``out`` and its card; the checkpoint goes unless ``keep_checkpoint``."""
+                 model_id: str | None = None) -> TrainOutcome:
+    """Train and write ``out`` and its card; the checkpoint goes unless ``keep_checkpoint``.
+
+    ``model_id`` is declared in the file's metadata and its card, so the
+    daemon, the console and ``/metrics`` call the model by it.
+    """
     started = time.monotonic() if started is None else started
     recordings, problems, sites = gather(inputs, cfg, tcfg, cache)
     train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed)
@@ -98,6 +102,8 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
             "trained_by": "listener train", "recipe": json.dumps(tcfg.to_json()),
             "best_epoch": str(result.best_epoch),
             "val_balanced_roc_auc": f"{result.best_score:.4f}"}
+    if model_id is not None:
+        meta["model_id"] = model_id
     save_weights(result.state_dict, out, half, meta)
     files = {"train": len(train_set), "val": len(val_set),
              "calls": sum(r.positive for r in recordings),
@@ -105,7 +111,7 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
              "sites": [s.to_json() for s in sites], "reviews": inputs.review_counts,
              "data": [str(d) for d in inputs.data]}
     text = model_card(out, tcfg, result, ", ".join(map(str, inputs.data)) or "(none)", files,
-                      half)
+                      half, model_id)
     card = write_card(out, text)
     if not keep_checkpoint:
         checkpoint.unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from support.console_support import make_view
 from training.recipe_support import RATE, TINY_YAML, call, noise, squeak
 
+from listener.model.bundled import declared_model_id
 from listener.web.console import Console
 from listener.web.server import WebServer
 
@@ -88,10 +89,15 @@ def test_reviews_to_a_model_and_a_promote_line(tmp_path: Path) -> None:
     res = _listener("train", data, "--init", start, "--reviews",
                     clips / "reviews-orcahello.json", "--reviews",
                     tmp_path / "events.reviews.jsonl", "--review-clips", clips,
-                    "--out", new, *common)
+                    "--out", new, "--model-id", "srkw-site-v2", *common)
     assert res.returncode == 0, res.stderr
+    assert declared_model_id(new) == "srkw-site-v2"  # the console and /metrics use it
+    new.with_suffix(".md").rename(tmp_path / "card.md")  # the metadata alone declares it
+    assert declared_model_id(new) == "srkw-site-v2"
+    (tmp_path / "card.md").rename(new.with_suffix(".md"))
     assert not new.with_name(new.name + ".ckpt.pt").exists()  # removed after success
     card = new.with_suffix(".md").read_text()
+    assert "- Model id: `srkw-site-v2`" in card
     assert "Reviews: 2 yes (calls), 2 no (hard negatives), 2 skipped" in card
     assert "reviews" in card  # the reviewed clips are a source of their own
     ev = _listener("evaluate", clips / "reviews-orcahello.json", "--config", cfg,
