@@ -194,6 +194,8 @@ class FileDecoder:
         return self.samples_read / self.sample_rate if self.sample_rate else 0.0
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        if os.path.isdir(self.path):
+            raise DecodeError(self.path, "is a folder; give its audio files (e.g. DIR/*.wav)")
         if not os.path.isfile(self.path):
             raise DecodeError(self.path, "no such file")
         tail = _StderrTail()

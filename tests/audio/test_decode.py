@@ -60,6 +60,8 @@ def test_bad_files_name_the_file(tmp_path: Path) -> None:
         list(FileDecoder(noise))
     with pytest.raises(DecodeError, match="no such file"):
         list(FileDecoder(tmp_path / "missing.wav"))
+    with pytest.raises(DecodeError, match="is a folder; give its audio files"):
+        list(FileDecoder(tmp_path))
 
 
 def test_truncated_segment_decodes_what_is_there(tmp_path: Path) -> None:
