@@ -38,6 +38,7 @@ from listener.errors import CircuitOpenError, FetchError
 from listener.retry import Backoff, parse_retry_after
 from listener.sources.breaker import CircuitBreaker
 from listener.sources.deadline import DeadlineWatch, body_chunks
+from listener.sources.fetch_reason import brief
 
 log = logging.getLogger(__name__)
 
@@ -288,15 +289,15 @@ class HttpClient:
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
                 requests.exceptions.MissingSchema, requests.exceptions.TooManyRedirects) as err:
             # Bad URL or a redirect to one (e.g. file://): retrying cannot help.
-            raise _AttemptFailed(f"refused: {err}", retryable=False, host_fault=False,
+            raise _AttemptFailed(f"refused: {brief(err)}", retryable=False, host_fault=False,
                                  cause=err) from err
         except requests.exceptions.Timeout as err:
-            raise _AttemptFailed(f"timed out: {err}", retryable=True, host_fault=True,
+            raise _AttemptFailed(f"timed out: {brief(err)}", retryable=True, host_fault=True,
                                  cause=err) from err
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
                 http.client.HTTPException, OSError) as err:
-            raise _AttemptFailed(f"connection failed: {err}", retryable=True, host_fault=True,
-                                 cause=err) from err
+            raise _AttemptFailed(f"connection failed: {brief(err)}", retryable=True,
+                                 host_fault=True, cause=err) from err
         with resp:
             status = resp.status_code
             if 200 <= status < 300:
@@ -338,10 +339,10 @@ class HttpClient:
             if isinstance(err, urllib3.exceptions.ProtocolError | http.client.IncompleteRead
                           | requests.exceptions.ChunkedEncodingError):
                 # urllib3 enforces Content-Length: a connection closed early lands here.
-                raise _AttemptFailed(f"truncated body: {err}", retryable=True,
+                raise _AttemptFailed(f"truncated body: {brief(err)}", retryable=True,
                                      host_fault=True, status=resp.status_code,
                                      cause=err) from err
-            raise _AttemptFailed(f"reading the body failed: {err}", retryable=True,
+            raise _AttemptFailed(f"reading the body failed: {brief(err)}", retryable=True,
                                  host_fault=True, status=resp.status_code, cause=err) from err
         finally:
             watchdog.cancel()

@@ -344,3 +344,38 @@ def test_max_fetch_s_is_a_deadline_over_the_whole_body(
     nbytes, rate = int(got.group(1)), float(got.group(3))
     assert 600 <= nbytes <= 1200, warning  # what 3 s at 300 B/s delivers
     assert 0.2 <= rate <= 0.4, warning
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_refused_connection_is_a_short_reason_with_the_cause_chained(
+        fast_fetch_config: FetchConfig) -> None:
+    client, _ = _client(fast_fetch_config, retries=0)
+    url = f"http://127.0.0.1:{_free_port()}/latest.txt"
+    with client, pytest.raises(FetchError) as info:
+        client.get(url, "playlist")
+    assert str(info.value) == f"{url}: connection failed: connection refused"
+    assert "Max retries" in repr(info.value.__cause__)  # the details stay for a traceback
+
+
+def test_an_unresolvable_host_says_so(fast_fetch_config: FetchConfig) -> None:
+    client, _ = _client(fast_fetch_config, retries=0)
+    with client, pytest.raises(FetchError) as info:
+        client.get("http://no-such-host.invalid/latest.txt", "playlist")
+    assert "connection failed: cannot resolve the host name (" in str(info.value)
+    assert len(str(info.value)) < 120 and "HTTPConnectionPool" not in str(info.value)
+
+
+def test_a_read_timeout_is_a_short_reason(
+        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig) -> None:
+    url = hls_server.put("/stuck.m3u8", b"#EXTM3U\n")
+    hls_server.delay("/stuck.m3u8", 0.6)
+    client, _ = _client(fast_fetch_config, read_timeout_s=0.2, retries=0)
+    with client, pytest.raises(FetchError) as info:
+        client.get(url, "playlist")
+    assert str(info.value) == f"{url}: timed out: no data within the read timeout"
