@@ -114,6 +114,8 @@ class ModelEntry(ModelConfig):
     """
 
     id: str = Field(pattern=MODEL_ID_PATTERN)
+    # An entry's id is ``id``; leaving ``model_id`` out of a dump lets it load back.
+    model_id: str = Field(default="orcahello-srkw", pattern=MODEL_ID_PATTERN, exclude=True)
     backend: BackendName = "orcahello-resnet"
     role: ModelRole = "primary"
     target_labels: tuple[str, ...] | None = None

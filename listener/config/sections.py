@@ -16,7 +16,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from listener.config.base import (
     NonNegative,
@@ -255,6 +262,15 @@ class Config(_Section):
         # model (the daemon, replay, detect) keeps working unchanged.
         object.__setattr__(self, "model", primary.model_config_view())
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # With ``models:``, ``model`` is derived from the primary entry: dumping
+        # it too would give a file that is refused ("not both") when loaded back.
+        data = handler(self)
+        if self.models is not None and isinstance(data, dict):
+            data.pop("model", None)
+        return data
 
     def model_entries(self) -> tuple[ModelEntry, ...]:
         """Every configured model; a single ``model:`` section is a list of one."""

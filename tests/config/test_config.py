@@ -64,3 +64,25 @@ def test_defined_variables_are_expanded(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("LISTENER_TEST_STATE", str(tmp_path / "st"))
     cfg = load_config(_write(tmp_path, BASE + "state:\n  dir: ${LISTENER_TEST_STATE}/x\n"))
     assert cfg.state.dir == tmp_path / "st" / "x"
+
+
+@pytest.mark.parametrize("text", [
+    "station: {id: s}\nmodel: {model_id: q, weights: /m/q.safetensors}\n",
+    "station: {id: s}\nmodels:\n  - {id: a, weights: /m/a.safetensors}\n"
+    "  - {id: b, backend: transformers, weights: /m/b, role: shadow}\n",
+])
+def test_a_dumped_config_loads_back_equal(tmp_path: Path, text: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+    # Defaults such as state.dir are relative to the working folder, paths in a
+    # file to the file's folder: the same folder here, so they mean the same.
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "first.yaml"
+    first.write_text(text, encoding="utf-8")
+    cfg = load_config(first)
+    again = tmp_path / "again.yaml"
+    again.write_text(yaml.safe_dump(cfg.model_dump(mode="json")), encoding="utf-8")
+    loaded = load_config(again).model_dump()  # (its recorded origin differs)
+    expected = cfg.model_dump()
+    expected["state"]["dir"] = cfg.state.dir.resolve()
+    assert loaded == expected

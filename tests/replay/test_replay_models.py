@@ -98,8 +98,7 @@ def test_sharded_replay_of_two_models_merges_each_detection_once(tmp_path: Path)
             backends={"tone-b": ToneBackend("tone-b")}).run())
         config = tmp_path / "station.json"
         config.write_text(json.dumps(station_config(
-            bucket.base_url, NODE, tmp_path / "parts", models=models).model_dump(
-                mode="json", exclude={"model": True, "models": {"__all__": {"model_id"}}})))
+            bucket.base_url, NODE, tmp_path / "parts", models=models).model_dump(mode="json")))
         parts = split([(NODE, str(config))], start, end, timedelta(seconds=50),
                       timedelta(seconds=60))
         assert run_parts(parts, tmp_path / "shards", concurrency=2, say=lambda _: None,
