@@ -101,8 +101,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from listener.training.augment import AugmentConfig
-
     s = sub.add_parser("train", help="train or fine-tune the network on labelled clips")
     s.add_argument("data", metavar="DATA", nargs="*", help="folder with one sub-folder per "
                    "class (calls/, background/ or nocalls/), each holding sources' folders")
@@ -126,6 +124,15 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                    help="console export (.json) or <events>.reviews.jsonl (repeatable)")
     s.add_argument("--review-clips", action="append", default=[], metavar="DIR",
                    help="folder of the reviewed clips (default: next to the reviews file)")
+    _add_recipe_arguments(s)
+    s.set_defaults(func=cmd_train)
+    add_collect_parser(sub)  # registered with train: its companion for --background
+
+
+def _add_recipe_arguments(s: argparse.ArgumentParser) -> None:
+    """How ``train`` trains: steps, validation, augmentation, output."""
+    from listener.training.augment import AugmentConfig
+
     s.add_argument("--epochs", type=int, default=10, help="at most this many (default 10)")
     s.add_argument("--steps", type=int, default=12, help="batches per epoch")
     s.add_argument("--batch-size", type=int, default=16, help="windows per batch (default 16)")
@@ -162,8 +169,6 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.add_argument("--model-id", default=None, metavar="ID", help="the id the file declares "
                    "(metadata and card): what the console and /metrics call the model")
     s.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
-    s.set_defaults(func=cmd_train)
-    add_collect_parser(sub)  # registered with train: its companion for --background
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
