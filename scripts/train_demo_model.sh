@@ -56,3 +56,8 @@ for ts in "$data"/hls/rpi_orcasound_lab/*/*.ts; do
   $listener detect "$ts" --weights "$out" --json "$eval_dir/hls_$(basename "$ts" .ts).json" --quiet
 done
 python3 "$root/scripts/demo_card_figures.py" "$eval_dir" "${out%.safetensors}.md"
+# The new model against the one it replaces (the committed one), on validation windows.
+previous="${TMPDIR:-/tmp}/demo_resnet18_previous.safetensors"
+git -C "$root" show HEAD:listener/data/demo_resnet18.safetensors > "$previous"
+${PYTHON:-python3} "$root/scripts/demo_selection.py" "${out%.safetensors}.md" "$data" "$out" \
+  "$previous" "$start"
