@@ -113,7 +113,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.device:
         plans = [dataclasses.replace(p, cfg=p.cfg.model_copy(update={
             "model": p.cfg.model.model_copy(update={"device": args.device})})) for p in plans]
-    return run_stations(plans, quorum=quorum, keep_going=args.keep_going)
+    return run_stations(plans, quorum=quorum, keep_going=args.keep_going,
+                        skipped=roster.skipped)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -80,6 +81,7 @@ class Runner:
         keep_going: a station that cannot be built at start is reported and
             skipped instead of stopping the process.
         options: how the stations run (``listener run``'s defaults).
+        skipped: config files ``--keep-going`` left out, with why (the console lists them).
     """
 
     def __init__(self, configs: Sequence[Config | StationPlan], *,
@@ -88,7 +90,8 @@ class Runner:
                  quorum: int = 1, keep_going: bool = False,
                  options: StationOptions | None = None,
                  notifier: SystemdNotifier | None = None,
-                 restart_backoff_s: float = 5.0) -> None:
+                 restart_backoff_s: float = 5.0,
+                 skipped: Sequence[tuple[Path, str]] = ()) -> None:
         if not configs:
             raise ListenerError("a fleet needs at least one station config")
         ids = [(c.cfg if isinstance(c, StationPlan) else c).station.id for c in configs]
@@ -106,6 +109,7 @@ class Runner:
         self.keep_going = keep_going
         self.notifier = notifier or SystemdNotifier()
         self.restart_backoff_s = restart_backoff_s
+        self.skipped = [(str(path), why) for path, why in skipped]
         self.state = State.STARTING
         # Set by a stop request, and by the shutdown itself (it ends restart backoffs).
         self.stop_event = asyncio.Event()
@@ -209,7 +213,7 @@ class Runner:
             unit.console = station_console(unit.cfg, unit.metrics, unit)
         self.probes = WebServer(self.registry, mcfg.host, mcfg.port, self._ready_check(),
                                 limits=mcfg.limits,
-                                console=fleet_console(self.units, mcfg.host))
+                                console=fleet_console(self.units, mcfg.host, self.skipped))
         await self.probes.start()
 
     def _ready_check(self) -> Any:
@@ -298,6 +302,7 @@ def _named(station_id: str, err: ListenerError) -> ListenerError:
 
 
 def run_stations(configs: Sequence[Config | StationPlan], *, quorum: int = 1,
-                 keep_going: bool = False) -> int:
+                 keep_going: bool = False, skipped: Sequence[tuple[Path, str]] = ()) -> int:
     """``listener run``: run the stations until stopped; the exit status for the CLI."""
-    return asyncio.run(Runner(configs, quorum=quorum, keep_going=keep_going).run())
+    return asyncio.run(Runner(configs, quorum=quorum, keep_going=keep_going,
+                              skipped=skipped).run())

@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -78,14 +79,17 @@ class Console:
         token: the bearer token for writes on a non-loopback bind (see :mod:`.security`).
         tick_s / backfill_s / max_viewers: the live stream's pace, how much
             history a new viewer gets, and how many viewers at once.
+        skipped: config files that were not loaded (``run --keep-going``) and
+            why: the overview lists them, so a typo does not just go quiet.
     """
 
     def __init__(self, views: list[StationView], *, bind_host: str = "127.0.0.1",
                  token: str | None = None, tick_s: float = 1.0, backfill_s: float = 60.0,
-                 max_viewers: int = 8) -> None:
+                 max_viewers: int = 8, skipped: Sequence[tuple[str, str]] = ()) -> None:
         if not views:
             raise ValueError("the console needs at least one station view")
         self.views = {v.station_id: v for v in views}
+        self.skipped = [{"file": path, "error": why} for path, why in skipped]
         self.indexes = {v.station_id: DetectionIndex(v.events_path, v.reviews_path)
                         for v in views}
         self.guard = WriteGuard(bind_host, token)
@@ -134,7 +138,7 @@ class Console:
     async def _page(self, request: web.Request) -> web.Response:
         path = request.path
         if path == "/":  # a fleet opens on its overview, a lone station on its status
-            path = "/overview" if len(self.views) > 1 else "/status"
+            path = "/overview" if len(self.views) > 1 or self.skipped else "/status"
         return web.Response(body=self._read_static(_PAGES[path]),
                             content_type="text/html", charset="utf-8")
 
@@ -152,7 +156,8 @@ class Console:
 
     async def _session(self, request: web.Request) -> web.Response:
         return _json({"stations": list(self.views), "csrf": self.guard.csrf,
-                      "review_needs_token": self.guard.needs_token})
+                      "review_needs_token": self.guard.needs_token,
+                      "skipped": len(self.skipped)})
 
     async def _status(self, request: web.Request) -> web.Response:
         out = []
@@ -172,7 +177,8 @@ class Console:
     async def _overview(self, request: web.Request) -> web.Response:
         views = list(self.views.values())
         statuses = [v.status() for v in views]
-        return _json(await asyncio.to_thread(overview, views, statuses, self.indexes))
+        doc = await asyncio.to_thread(overview, views, statuses, self.indexes)
+        return _json({**doc, "skipped": self.skipped})
 
     async def _coverage(self, request: web.Request) -> web.Response:
         view = self._view(request)

@@ -80,10 +80,14 @@ class StationConsole:
             self.view.coverage.flush()
 
 
-def fleet_console(stations: Sequence[WithConsole], bind_host: str) -> Console:
-    """The console over every station's view; reads the review token (``ConfigError``)."""
+def fleet_console(stations: Sequence[WithConsole], bind_host: str,
+                  skipped: Sequence[tuple[str, str]] = ()) -> Console:
+    """The console over every station's view; reads the review token (``ConfigError``).
+
+    ``skipped``: config files left out at start (``--keep-going``) and why.
+    """
     views = [s.console.view for s in stations if s.console is not None]
-    return Console(views, bind_host=bind_host, token=load_token())
+    return Console(views, bind_host=bind_host, token=load_token(), skipped=skipped)
 
 
 def station_console(cfg: Config, metrics: Metrics, daemon: RunningStation) -> StationConsole:

@@ -77,7 +77,10 @@ outputs:
 metrics: {{host: 127.0.0.1, port: {port}}}
 state: {{dir: state}}
 """)
-        proc = subprocess.Popen([sys.executable, "-m", "listener", "run", "--config", str(cfg)],
+        typo = tmp_path / "typo.yaml"  # left out by --keep-going: listed on the overview
+        typo.write_text("station: {id: other}\nstream: {kind: orcasound, nod: x}\n")
+        proc = subprocess.Popen([sys.executable, "-m", "listener", "run", "--keep-going",
+                                 "--config", str(cfg), "--config", str(typo)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             deadline = time.monotonic() + 90
@@ -87,6 +90,9 @@ state: {{dir: state}}
             assert _windows_scored(port) >= 8
             ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
             assert ready.status_code == 200, ready.text
+            skipped = requests.get(f"http://127.0.0.1:{port}/api/overview", timeout=5).json()
+            assert [s["file"] for s in skipped["skipped"]] == [str(typo)]
+            assert "did you mean 'node'" in skipped["skipped"][0]["error"]
             proc.send_signal(signal.SIGTERM)
             time.sleep(0.05)
             proc.send_signal(signal.SIGTERM)  # a second signal is harmless

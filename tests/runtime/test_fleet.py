@@ -63,6 +63,9 @@ def _publish(server: LiveHlsServer, recordings: dict[str, list[tuple[bytes, floa
             server.publish(node, data, dur)
 
 
+TYPO = "stations/typo.yaml:4: stream.nod: unknown key (did you mean 'node'?)"
+
+
 def test_a_dead_stream_does_not_stall_the_others(
         tmp_path: Path, recordings: dict[str, list[tuple[bytes, float]]]) -> None:
     seen: dict[str, Any] = {}
@@ -71,7 +74,8 @@ def test_a_dead_stream_does_not_stall_the_others(
         configs = [_config(server, n, tmp_path / "fleet") for n in (*LIVE, DEAD)]
         fleet = Runner(configs, models=ModelRegistry(scorer=ToneScorer()),
                        registry=CollectorRegistry(), quorum=2,
-                      timeouts=Timeouts(drain_s=20, sinks_s=5, probes_s=2))
+                       timeouts=Timeouts(drain_s=20, sinks_s=5, probes_s=2),
+                       skipped=[(Path("stations/typo.yaml"), TYPO)])
 
         async def watch() -> None:
             deadline = time.monotonic() + 60
@@ -88,6 +92,9 @@ def test_a_dead_stream_does_not_stall_the_others(
             s = await asyncio.to_thread(requests.get, fleet.probes.url + "/api/status",
                                         timeout=5)
             seen["console"] = (s.status_code, s.json())
+            o = await asyncio.to_thread(requests.get, fleet.probes.url + "/api/overview",
+                                        timeout=5)
+            seen["overview"] = o.json()
             fleet.request_stop("test finished")
 
         assert _run(fleet, watch) == 0
@@ -124,6 +131,8 @@ def test_a_dead_stream_does_not_stall_the_others(
     # Running with nothing received is not "not running" on the coverage bar.
     assert isinstance(dead_status["running_since"], float)
     assert dead_status["last_error"]["text"].startswith("latest.txt: HTTP 404")
+    # A config file --keep-going left out is listed on the overview, not only logged.
+    assert seen["overview"]["skipped"] == [{"file": "stations/typo.yaml", "error": TYPO}]
 
 
 def test_stations_configured_alike_share_one_copy_of_another_model(

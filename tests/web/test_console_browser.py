@@ -30,6 +30,8 @@ from listener.web.server import WebServer
 
 pytestmark = [pytest.mark.slow, needs_browser]
 SHOTS = os.environ.get("LISTENER_CONSOLE_SCREENSHOTS")
+SKIPPED = "config/stations/rpi_typo.yaml"
+TYPO = f"{SKIPPED}:4: stream.nod: unknown key (did you mean 'node'?)"
 
 
 @pytest.fixture
@@ -50,7 +52,7 @@ def console_url(tmp_path: Path) -> Iterator[str]:
             view.coverage.record(now - a, now - b, kind, why)
         server = WebServer(CollectorRegistry(), "127.0.0.1", 0, lambda: (True, "ok"),
                            console=Console([view, *fleet_views(tmp_path / "fleet", 11)],
-                                           tick_s=0.5))
+                                           tick_s=0.5, skipped=[(SKIPPED, TYPO)]))
         await server.start()
         feeder = asyncio.create_task(feed_live(view, 60.0, pace=2.0))
         box.update(url=server.url, stop=asyncio.Event(), loop=asyncio.get_running_loop())
@@ -92,6 +94,9 @@ def test_console_pages_live_view_playback_and_review(console_url: str, browser: 
     assert "latest.txt: HTTP 404" in failing.find_element(By.CSS_SELECTOR, "td.err").text
     assert len(rows[0].find_elements(By.CSS_SELECTOR, ".cells span")) == 96
     assert "12 stations" in browser.find_element(By.ID, "fleet-summary").text
+    assert "1 config file(s) not loaded" in browser.find_element(By.ID, "fleet-summary").text
+    skipped = browser.find_element(By.ID, "skipped")
+    assert skipped.is_displayed() and SKIPPED in skipped.text and "did you mean" in skipped.text
     shot(browser, "overview")
 
     browser.get(f"{console_url}/status?station={STATION}")

@@ -251,6 +251,7 @@ def test_fleet_overview_one_row_per_station(tmp_path: Path) -> None:
         await server.start()
         try:
             page = await call("GET", server.url + "/")
+            assert (await session(server))["skipped"] == 0
             assert 'data-page="overview"' in page.text  # a fleet opens on its overview
             status = await call("GET", server.url + "/status")
             assert 'data-page="status"' in status.text
@@ -268,5 +269,25 @@ def test_fleet_overview_one_row_per_station(tmp_path: Path) -> None:
         # The test events are dated 2026-11-29; none is "today" unless today is that day.
         assert [r["detections_total"] for r in rows.values()] == [0, 1, 2]
         assert rows["station_2"]["lag_s"] == 4.2 and rows["station_2"]["state"] == "running"
+
+    asyncio.run(main())
+
+
+def test_a_lone_station_with_skipped_files_opens_on_the_overview(tmp_path: Path) -> None:
+    why = "b.yaml:2: station.idd: unknown key (did you mean 'id'?)"
+
+    async def main() -> None:
+        server = WebServer(CollectorRegistry(), "127.0.0.1", 0, lambda: (True, "ok"),
+                           console=Console([make_view(tmp_path)], skipped=[("b.yaml", why)]))
+        await server.start()
+        try:
+            page = await call("GET", server.url + "/")
+            assert 'data-page="overview"' in page.text
+            assert (await session(server))["skipped"] == 1
+            doc = (await call("GET", server.url + "/api/overview")).json()
+        finally:
+            await server.stop()
+        assert doc["skipped"] == [{"file": "b.yaml", "error": why}]
+        assert len(doc["stations"]) == 1
 
     asyncio.run(main())

@@ -27,7 +27,9 @@ let sessionPromise = null;
 const getSession = () => (sessionPromise ??= getJSON("/api/session"));
 async function initNav() {
   const s = await getSession();
-  if (s.stations.length > 1) for (const a of document.querySelectorAll(".fleet-only")) a.hidden = false;
+  if (s.stations.length > 1 || s.skipped) {
+    for (const a of document.querySelectorAll(".fleet-only")) a.hidden = false;
+  }
 }
 
 // A viridis-like ramp, the same anchors as the clip pictures (events/sinks/clips.py).
@@ -153,8 +155,13 @@ async function overviewPage() {
     const ready = rows.filter((r) => r.ready).length;
     const errors = rows.filter((r) => r.last_error).length;
     const today = rows.reduce((n, r) => n + r.detections_today, 0);
+    const skipped = data.skipped || [];
     $("#fleet-summary").textContent = `${rows.length} stations, ${ready} ready, ` +
-      `${errors} with an error, ${today} detections today`;
+      `${errors} with an error, ${today} detections today` +
+      (skipped.length ? `, ${skipped.length} config file(s) not loaded` : "");
+    $("#skipped").hidden = !skipped.length;
+    $("#skipped tbody").replaceChildren(...skipped.map((s) => el("tr", {},
+      el("td", { class: "name", text: s.file }), el("td", { class: "err", text: s.error }))));
   };
   await draw();
   setInterval(() => draw().catch((e) => console.error(e)), 5000);
