@@ -161,7 +161,7 @@ async function overviewPage() {
       (skipped.length ? `, ${skipped.length} config file(s) not loaded` : "");
     $("#skipped").hidden = !skipped.length;
     $("#skipped tbody").replaceChildren(...skipped.map((s) => el("tr", {},
-      el("td", { class: "name", text: s.file }), el("td", { class: "err", text: s.error }))));
+      el("td", { class: "name", text: s.file }), el("td", { class: "why", text: s.error }))));
   };
   await draw();
   setInterval(() => draw().catch((e) => console.error(e)), 5000);
