@@ -1,6 +1,6 @@
 """Every metric listener exports, built on an injected registry.
 
-One :class:`Metrics` per station process. Each metric carries a ``station``
+One :class:`Metrics` per station. Each station metric carries a ``station``
 label; the children for that station (and for every fixed label value such
 as ``kind`` or ``reason``) are bound once in ``__init__`` so that call sites
 are plain attribute access (``m.segments_fetched.inc()``) and every series
@@ -10,7 +10,9 @@ then work without waiting for the first event.
 Names follow ``listener_<subsystem>_<name>_<unit>``; counters end in
 ``_total``; latencies are histograms. :data:`METRIC_NAMES` lists every family
 as it appears in PromQL (counters with ``_total``, the info metric with
-``_info``) so dashboards and alert rules can be checked against it.
+``_info``) so dashboards and alert rules can be checked against it. The
+process's one HTTP server adds :data:`SERVER_METRIC_SPECS`, without a
+``station`` label (its connections belong to no station).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ DROP_REASONS: Final = ("gap", "backlog", "decode_error", "undecodable", "duplica
 RESTART_REASONS: Final = ("start", "discontinuity", "gap", "failure", "codec_change",
                            "reanchor")
 AGREEMENT_OUTCOMES: Final = ("both", "only_a", "only_b", "neither")
+CONNECTION_DROP_REASONS: Final = ("cap", "evicted", "head_timeout", "head_too_large",
+                                  "bad_request_line", "write_timeout", "idle_timeout")
 BUILD_INFO_LABELS: Final = ("version", "model_id", "architecture", "device", "precision",
                             "weights_sha256")
 
@@ -120,11 +124,25 @@ METRIC_SPECS: Final[tuple[MetricSpec, ...]] = (
                "1 when the model weights are loaded and warmed up, else 0."),
 )
 
+#: The HTTP server's families (console, /metrics, probes): one server per process.
+SERVER_METRIC_SPECS: Final[tuple[MetricSpec, ...]] = (
+    MetricSpec("listener_web_connections_open", "gauge",
+               "Connections open to the HTTP server (console, /metrics, probes)."),
+    MetricSpec("listener_web_connections_dropped_total", "counter",
+               "Connections the HTTP server refused or closed itself, by reason (cap, "
+               "evicted, head_timeout, head_too_large, bad_request_line, write_timeout, "
+               "idle_timeout).", ("reason",)),
+)
+
 #: Every metric family by the name PromQL queries, with its Prometheus type.
-METRIC_TYPES: Final[dict[str, str]] = {s.name: s.kind for s in METRIC_SPECS}
+METRIC_TYPES: Final[dict[str, str]] = {s.name: s.kind
+                                       for s in (*METRIC_SPECS, *SERVER_METRIC_SPECS)}
 
 #: Every metric family name, as used in PromQL.
 METRIC_NAMES: Final[tuple[str, ...]] = tuple(METRIC_TYPES)
+
+#: The families each station registers (:class:`Metrics`).
+STATION_METRIC_NAMES: Final[tuple[str, ...]] = tuple(s.name for s in METRIC_SPECS)
 
 _HISTOGRAM_SUFFIXES: Final = ("_bucket", "_sum", "_count")
 
@@ -289,5 +307,5 @@ class Metrics:
 
     @staticmethod
     def names() -> list[str]:
-        """Every metric family name (same as :data:`METRIC_NAMES`)."""
-        return list(METRIC_NAMES)
+        """Every family a station registers (:data:`STATION_METRIC_NAMES`)."""
+        return list(STATION_METRIC_NAMES)

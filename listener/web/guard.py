@@ -42,6 +42,15 @@ logger = logging.getLogger(__name__)
 
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
             503: "Service Unavailable"}
+# Why the server dropped a connection: the metric's reason label, and the log's words.
+_DROPS = {"cap": "refused over the connection cap",
+          "evicted": "idle connections evicted at the cap",
+          "head_timeout": "request heads not complete in time",
+          "head_too_large": "request heads too large",
+          "bad_request_line": "malformed request lines",
+          "write_timeout": "write timeouts (a client stopped reading)",
+          "idle_timeout": "idle timeouts"}
+_REPLY_DROPS = {408: "head_timeout", 431: "head_too_large", 400: "bad_request_line"}
 _BODIES = {400: b"bad request\n", 408: b"request timeout\n", 431: b"request headers too large\n",
            503: b"too many connections; try again later\n"}
 #: Sent on every response (aiohttp's through the server's prepare hook, ours here).
@@ -64,7 +73,9 @@ class Connections:
     """The server's open connections (see the module doc).
 
     ``make_protocol`` builds aiohttp's protocol for a connection whose head passed.
-    ``report`` collects refusals and timeouts into a rate-limited log line.
+    ``report`` collects refusals and timeouts into a rate-limited log line;
+    ``dropped`` counts every connection the server dropped, by reason (the
+    ``listener_web_connections_dropped_total`` metric).
     """
 
     def __init__(self, make_protocol: Callable[[], asyncio.Protocol], limits: Limits,
@@ -86,9 +97,9 @@ class Connections:
         if len(self.open) >= self.limits.max_connections:
             oldest = next(iter(self.heads), None)
             if oldest is None:
-                self._count("refused over the connection cap")
+                self._count("cap")
                 return False
-            self._count("idle connections evicted at the cap")
+            self._count("evicted")
             oldest.abort()
         self.open[guard] = None
         self.heads[guard] = None
@@ -111,9 +122,10 @@ class Connections:
         for guard in list(self.open):
             guard.abort()
 
-    def _count(self, what: str) -> None:
-        self.dropped[what] += 1
-        self.report.note(what, "")
+    def _count(self, reason: str, log: bool = True) -> None:
+        self.dropped[reason] += 1
+        if log:
+            self.report.note(_DROPS[reason], "")
 
 
 class Guard(asyncio.Protocol):
@@ -175,6 +187,8 @@ class Guard(asyncio.Protocol):
         if transport is None or self._inner is not None:
             return
         self._end_head()
+        if status in _REPLY_DROPS:  # (logged as bad requests, with aiohttp's own)
+            self._table._count(_REPLY_DROPS[status], log=False)
         body = _BODIES[status]
         extra = "".join(f"{k}: {v}\r\n" for k, v in SECURITY_HEADERS.items())
         head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
@@ -239,9 +253,9 @@ class Guard(asyncio.Protocol):
             self._stalled_since = now
         if self._stalled_since is not None and now - self._stalled_since >= \
                 limits.write_timeout_s:
-            return "write timeouts (a client stopped reading)"
+            return "write_timeout"
         if now - self._moved >= limits.idle_timeout_s:
-            return "idle timeouts"
+            return "idle_timeout"
         return None
 
     def abort(self) -> None:

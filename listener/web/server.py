@@ -46,6 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from listener.config import HttpLimitsConfig
 from listener.errors import ConfigError
+from listener.web.connmetrics import ConnectionMetrics
 from listener.web.guard import LIMITS_KEY, SECURITY_HEADERS, Connections
 from listener.web.httplog import AiohttpLog, Throttled
 from listener.web.security import host_name, is_loopback
@@ -147,6 +148,7 @@ class WebServer:
         self._heartbeat: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._conns: Connections | None = None
+        self._conn_metrics: ConnectionMetrics | None = None
         #: Malformed requests and dropped connections, one log line per interval.
         self.report = Throttled(logger, "HTTP clients refused",
                                 interval_s=self.limits.log_interval_s)
@@ -195,6 +197,8 @@ class WebServer:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._conn_metrics = ConnectionMetrics(self._conns)
+        self.registry.register(self._conn_metrics)
         sockets = self._server.sockets
         if sockets:
             self.port = sockets[0].getsockname()[1]
@@ -217,6 +221,9 @@ class WebServer:
         if self._conns is not None:
             # Heads still being read, and (below) aiohttp's own connections.
             self._conns.close_all()
+        if self._conn_metrics is not None:
+            self.registry.unregister(self._conn_metrics)
+            self._conn_metrics = None
         if self._runner is not None:
             # Closes aiohttp's connections (an open event stream included).
             await self._runner.cleanup()

@@ -16,13 +16,15 @@ from listener.metrics import (
     METRIC_NAMES,
     METRIC_TYPES,
     RESTART_REASONS,
+    SERVER_METRIC_SPECS,
+    STATION_METRIC_NAMES,
     Metrics,
     family_of,
 )
 
 NAME_RE = re.compile(r"^listener_[a-z]+(_[a-z0-9]+)+$")
 SUBSYSTEMS = {"hls", "audio", "stream", "inference", "detect", "sink", "build", "model",
-              "coverage"}
+              "coverage", "web"}
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 
@@ -56,9 +58,10 @@ def test_names_match_what_is_registered() -> None:
     Metrics(registry, "lab")
     suffix = {"counter": "_total", "info": "_info"}
     registered = {fam.name + suffix.get(fam.type, "") for fam in registry.collect()}
-    assert registered == set(METRIC_NAMES)
+    assert registered == set(STATION_METRIC_NAMES)
     assert len(METRIC_NAMES) == len(set(METRIC_NAMES))
-    assert Metrics.names() == list(METRIC_NAMES)
+    assert Metrics.names() == list(STATION_METRIC_NAMES)
+    assert set(METRIC_NAMES) == {*STATION_METRIC_NAMES, *(s.name for s in SERVER_METRIC_SPECS)}
 
 
 def test_latencies_are_histograms() -> None:

@@ -171,6 +171,38 @@ def test_every_response_forbids_framing_and_inline_script(tmp_path: Path) -> Non
         assert "javascript:" not in html
 
 
+def _web_metrics(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+    text = requests.get(url + "/metrics", timeout=5).text
+    return {(s.name + (f"[{s.labels['reason']}]" if "reason" in s.labels else "")): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples
+            if s.name.startswith("listener_web_")}
+
+
+def test_dropped_connections_are_counted_by_reason_in_a_scrape(tmp_path: Path) -> None:
+    async def test(server: WebServer, view: StationView) -> None:
+        before = await asyncio.to_thread(_web_metrics, server.url)
+        assert before["listener_web_connections_dropped_total[cap]"] == 0  # at zero from start
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(9)]
+        try:  # 8 heads pending at the cap of 8: the ninth evicts the oldest
+            await asyncio.sleep(0.2)
+            busy = (await asyncio.to_thread(_web_metrics, server.url))
+            await asyncio.sleep(0.6)  # the rest time out waiting for their heads
+        finally:
+            for s in idle:
+                s.close()
+        out = await asyncio.to_thread(raw, server.port, b"HELLO\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 400 ")
+        after = await asyncio.to_thread(_web_metrics, server.url)
+        assert busy["listener_web_connections_open"] >= 8
+        assert after["listener_web_connections_dropped_total[evicted]"] >= 2  # 9 idle + scrape
+        assert after["listener_web_connections_dropped_total[head_timeout]"] >= 5
+        assert after["listener_web_connections_dropped_total[bad_request_line]"] == 1
+        assert after["listener_web_connections_dropped_total[cap]"] == 0
+
+    run_console(tmp_path, test, limits=HttpLimitsConfig(read_timeout_s=0.3, max_connections=8))
+
+
 # -- reviews ----------------------------------------------------------------
 
 
