@@ -369,6 +369,17 @@ def test_promtool_check_rules(rendered: dict[Path, list[Obj]], tmp_path: Path) -
 
 # Series are per minute; `a+bxN` = N+1 samples from a, step b; `_` = missing.
 PROMTOOL_TESTS = [
+    # The console refuses connections at the cap: fires on the first refusals, not before.
+    {"interval": "1m",
+     "input_series": [
+         {"series": 'listener_web_connections_dropped_total{reason="cap",instance="i"}',
+          "values": "0x20 3 7 7x20"}],
+     "alert_rule_test": [
+         {"eval_time": "15m", "alertname": "ListenerConsoleRefusing", "exp_alerts": []},
+         {"eval_time": "23m", "alertname": "ListenerConsoleRefusing",
+          "exp_alerts": [{"exp_labels": {"severity": "warning", "instance": "i",
+                                         "reason": "cap"}}]},
+         {"eval_time": "40m", "alertname": "ListenerConsoleRefusing", "exp_alerts": []}]},
     # A stream that stops: nothing for the first 35 min, then fires after `for: 5m`.
     {"interval": "1m",
      "input_series": [
