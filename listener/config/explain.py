@@ -30,7 +30,7 @@ def config_error(err: ValidationError, origin: ConfigOrigin, model: type[BaseMod
     first = err.errors()[0]
     # Pydantic adds entries such as 'function-after[...]' that are not keys.
     loc = (*prefix, *(p for p in first["loc"] if not (isinstance(p, str) and "[" in p)))
-    key = ".".join(str(p) for p in loc) or None
+    key = ".".join(_key_text(p) for p in loc) or None
     message = _explain(first, err.error_count(), _known_names(model, loc[len(prefix):-1]))
     return ConfigError(message, path=origin.path, line=origin.line_of(loc) if loc else None,
                        key=key)
@@ -57,6 +57,14 @@ def _explain(error: Any, count: int, known: Sequence[str] | None) -> str:
     if count > 1:
         msg += f" [and {count - 1} more problem(s)]"
     return msg
+
+
+def _key_text(part: str | int) -> str:
+    """A key as the error names it: control characters escaped, so it stays one line."""
+    text = str(part)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def _short(value: Any) -> str:

@@ -54,6 +54,8 @@ def test_any_text_is_a_config_or_a_config_error(text: str) -> None:
 
 @FUZZ
 @given(doc=_config_doc())
+@example(doc={"station": {"id": "x"}, "buffer": {"\r": None}})  # a key that ends the line
+@example(doc={"station": {"id": "x"}, "stream\u2028": 1})
 def test_structured_configs_load_or_name_the_problem(doc: dict) -> None:
     text = yaml.safe_dump(doc, allow_unicode=True)
     try:
