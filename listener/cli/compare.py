@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import IO, Any
 
-from listener.cli.detect import fmt_time, human_out, write_json
 from listener.cli.exports import Track, check_audacity_target, write_exports
+from listener.cli.output import fmt_time, human_out, write_json
 from listener.config import Config
 from listener.errors import ListenerError
 from listener.model.backends import load_backend

@@ -7,39 +7,17 @@ bar and notices go to stderr, so ``listener detect F --json - | jq`` works.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import IO, Any
 
-from listener.cli.exports import Track, check_audacity_target, write_exports, write_text
+from listener.cli.exports import Track, check_audacity_target, write_exports
+from listener.cli.output import fmt_time, human_out, write_json
 from listener.cli.progress import ProgressBar
 from listener.config import Config
 from listener.errors import ListenerError
 
 EXIT_FAILED = 1
-
-
-def fmt_time(seconds: float) -> str:
-    """``m:ss.s`` (``h:mm:ss.s`` from an hour)."""
-    m, s = divmod(seconds, 60)
-    h, m = divmod(int(m), 60)
-    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
-
-
-def human_out(json_out: str | None) -> IO[str]:
-    """Where the human summary goes: stderr when stdout carries the JSON."""
-    return sys.stderr if json_out == "-" else sys.stdout
-
-
-def write_json(outputs: list[dict[str, Any]], json_out: str) -> None:
-    """One document per file (the document itself for one file); ``-`` = stdout."""
-    text = json.dumps(outputs[0] if len(outputs) == 1 else outputs, indent=1)
-    if json_out == "-":
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    else:
-        write_text(Path(json_out), text + "\n")
 
 
 def cmd_detect(args: argparse.Namespace, cfg: Config) -> int:

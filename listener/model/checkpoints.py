@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from listener.errors import ModelLoadError
-from listener.model.fastai.unpickle import Limits
+from listener.model.limits import Limits
 from listener.model.network import ARCHITECTURES, OrcaResNet, build_model, parameter_count
 
 log = logging.getLogger(__name__)

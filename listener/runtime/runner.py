@@ -202,7 +202,9 @@ class Runner:
                 except ListenerError as err:
                     raise _named(item.station.id, err) from err
             station_id = plan.cfg.station.id
-            self.units.append(StationUnit(self, plan, Metrics(self.families, station_id)))
+            self.units.append(StationUnit(plan, Metrics(self.families, station_id),
+                                          options=self.options, pool=self.pool,
+                                          sinks_timeout_s=self.timeouts.sinks_s))
 
     async def _serve(self) -> None:
         """Probes, metrics and the console, before the models load."""

@@ -20,7 +20,8 @@ from listener.runtime.readiness import LastError, StationHealth
 from listener.sources.http_client import FetchResult
 
 if TYPE_CHECKING:
-    from listener.runtime.runner import Runner
+    from concurrent.futures import Executor
+
     from listener.web.station_view import StationConsole
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,11 @@ class State(enum.Enum):
 class StationUnit:
     """One station: its plan, its parts (rebuilt after a failure), its health."""
 
-    def __init__(self, runner: Runner, plan: StationPlan, metrics: Metrics) -> None:
-        self.runner = runner
+    def __init__(self, plan: StationPlan, metrics: Metrics, *, options: StationOptions,
+                 pool: Executor, sinks_timeout_s: float) -> None:
+        self.options = options
+        self.pool = pool  # the runner's resample pool, shared by every station
+        self.sinks_timeout_s = sinks_timeout_s
         self.plan = plan
         self.cfg: Config = plan.cfg
         self.id = self.cfg.station.id
@@ -62,14 +66,10 @@ class StationUnit:
         # The console's view, ledger and observer, when the runner serves HTTP.
         self.console: StationConsole | None = None
 
-    @property
-    def options(self) -> StationOptions:
-        return self.runner.options
-
     def build(self) -> None:
         """Build the station's parts on its loaded models (raises ListenerError)."""
         self.station = build_station(
-            self.cfg, self.models, self.metrics, pool=self.runner.pool, options=self.options,
+            self.cfg, self.models, self.metrics, pool=self.pool, options=self.options,
             on_fetch=self.observe_fetch,
             observer=self.console.observer if self.console is not None else None)
         if self.console is not None:
@@ -153,7 +153,7 @@ class StationUnit:
                 return
             if not self.options.restart_on_failure:
                 raise failure
-            await self.close_parts(self.runner.timeouts.sinks_s)
+            await self.close_parts(self.sinks_timeout_s)
             if await _stopped_within(stop_event, backoff_s):
                 return
             backoff_s = min(backoff_s * 2, 60.0)

@@ -32,7 +32,7 @@ import listener.model.network as lm
 from listener.errors import ModelLoadError, UnsafeCheckpointError
 from listener.model.checkpoints import load_model
 from listener.model.fastai.convert import convert_fastai_export
-from listener.model.fastai.unpickle import Limits
+from listener.model.limits import Limits
 
 X = torch.randn(2, 1, 64, 96) * 30 - 40
 

@@ -34,7 +34,8 @@ from listener.model.checkpoints import (
     to_listener_layout,
 )
 from listener.model.fastai.torch_archive import load_torch_file
-from listener.model.fastai.unpickle import Limits, Stub
+from listener.model.fastai.unpickle import Stub
+from listener.model.limits import Limits
 from listener.model.network import ARCHITECTURES, OrcaResNet, build_model
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from listener.errors import ModelLoadError, UnsafeCheckpointError
-from listener.model.fastai.unpickle import Limits, SafeUnpickler
+from listener.model.fastai.unpickle import SafeUnpickler
+from listener.model.limits import Limits
 
 ArchiveFormat = Literal["zip", "legacy"]
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C

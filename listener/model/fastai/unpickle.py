@@ -15,9 +15,10 @@ looked up in an explicit allow-list and resolved to one of:
 
 Anything else (``os.system``, ``builtins.eval``, ``subprocess.*``,
 ``builtins.getattr`` ...) raises :class:`~listener.errors.UnsafeCheckpointError`
-naming ``module.name``. Sizes are bounded by :class:`Limits` so a crafted file
-cannot exhaust memory: the pickle stream, each storage and their total are
-read with hard caps, and tensor views are checked against their storage.
+naming ``module.name``. Sizes are bounded by
+:class:`~listener.model.limits.Limits` so a crafted file cannot exhaust
+memory: the pickle stream, each storage and their total are read with hard
+caps, and tensor views are checked against their storage.
 """
 
 from __future__ import annotations
@@ -61,17 +62,6 @@ STUB_EXACT: frozenset[str] = frozenset({
     "numpy._core.multiarray.scalar",
 })
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Hard caps on what an untrusted file may make us read or allocate (bytes)."""
-
-    max_file_bytes: int = 4 << 30
-    max_pickle_bytes: int = 64 << 20
-    max_storage_bytes: int = 1 << 30
-    max_total_storage_bytes: int = 2 << 30
-    max_members: int = 10_000
 
 
 class Stub:
