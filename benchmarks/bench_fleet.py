@@ -38,12 +38,10 @@ from pathlib import Path
 
 import requests
 import yaml
-from common import RECORDING, cpu_model, host_flags
+from common import RECORDING, cpu_model, host_flags, random_resnet18
 from prometheus_client.parser import text_string_to_metric_families
-from safetensors.torch import save_file
 
 from listener.demo.server import LiveNode, make_segments
-from listener.model.network import build_model
 from listener.model.precision import cpu_has_native_bf16
 
 POLL_S = 2.0
@@ -218,9 +216,7 @@ def main() -> None:
         f"{cpu_has_native_bf16()}; ResNet18 on {args.device}, random weights\n")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        weights = work / "r18.safetensors"
-        save_file({k: v.contiguous() for k, v in build_model("resnet18").state_dict().items()},
-                  str(weights))
+        weights = random_resnet18(work / "r18.safetensors")
         segments = make_segments(RECORDING, work / "hls", 8 * 60 + 2 * args.seconds)
         steps: list[Step] = []
         modes = ["fleet", *(["baseline"] if args.baseline else []), "separate"]

@@ -17,11 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RECORDING
-from safetensors.torch import save_file
+from common import RECORDING, random_resnet18
 
 from listener.audio.decode import find_ffmpeg
-from listener.model.network import build_model
 
 
 def main() -> None:
@@ -34,9 +32,7 @@ def main() -> None:
         subprocess.run([find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
                         "-stream_loop", "-1", "-i", str(RECORDING), "-t", str(args.minutes * 60),
                         "-ar", "48000", "-ac", "2", "-c:a", "flac", str(rec)], check=True)
-        weights = work / "r18.safetensors"
-        save_file({k: v.contiguous() for k, v in build_model("resnet18").state_dict().items()},
-                  str(weights))
+        weights = random_resnet18(work / "r18.safetensors")
         script = ("import resource, sys; from listener.cli import main; rc = main(sys.argv[1:]); "
                   "sys.stderr.write(f'PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF)"
                   ".ru_maxrss}\\n'); sys.exit(rc)")

@@ -28,11 +28,9 @@ from pathlib import Path
 
 import yaml
 from bench_fleet import BASE_PORT, POLL_S, all_lags, station_yaml
-from common import RECORDING, cpu_model, host_flags
-from safetensors.torch import save_file
+from common import RECORDING, cpu_model, host_flags, random_resnet18
 
 from listener.demo.server import LiveNode, make_segments
-from listener.model.network import build_model
 
 #: (bucket, path fragments): the innermost frame matching a fragment decides.
 BUCKETS = (
@@ -111,9 +109,7 @@ def main() -> None:
         f"stations, {args.precision}, {args.seconds:g} s\n")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        weights = work / "r18.safetensors"
-        save_file({k: v.contiguous() for k, v in build_model("resnet18").state_dict().items()},
-                  str(weights))
+        weights = random_resnet18(work / "r18.safetensors")
         segments = make_segments(RECORDING, work / "hls", 5 * 60 + 2 * args.seconds)
         nodes = [LiveNode(f"sim{i:03d}", int(time.time()) - 20, work / "hls", segments)
                  for i in range(args.stations)]

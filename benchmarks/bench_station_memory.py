@@ -43,11 +43,9 @@ from pathlib import Path
 
 import yaml
 from bench_fleet import BASE_PORT, station_yaml, tree
-from common import RECORDING, cpu_model, host_flags
-from safetensors.torch import save_file
+from common import RECORDING, cpu_model, host_flags, random_resnet18
 
 from listener.demo.server import LiveNode, make_segments
-from listener.model.network import build_model
 
 #: tracemalloc: the innermost ``listener`` file on an allocation's stack -> part.
 PARTS = (
@@ -241,9 +239,7 @@ def main() -> None:
         f"{'on' if args.clips else 'off'}; {args.seconds:g} s per run\n")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        weights = work / "r18.safetensors"
-        save_file({k: v.contiguous() for k, v in build_model("resnet18").state_dict().items()},
-                  str(weights))
+        weights = random_resnet18(work / "r18.safetensors")
         segments = make_segments(RECORDING, work / "hls", 4 * 60 + 2 * args.seconds)
         a = run_one(na, work, weights, segments, args.seconds, args.clips)
         b = run_one(nb, work, weights, segments, args.seconds, args.clips)

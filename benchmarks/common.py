@@ -47,3 +47,14 @@ def host_flags() -> str:
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
                   if line.startswith(("flags", "Features"))), [])
     return "flags: " + " ".join(f if f in flags else f"-{f}" for f in FEATURES)
+
+
+def random_resnet18(path: Path) -> Path:
+    """A ResNet18 with random weights at ``path`` (speed and memory do not need trained ones)."""
+    from safetensors.torch import save_file
+
+    from listener.model.network import build_model
+
+    save_file({k: v.contiguous() for k, v in build_model("resnet18").state_dict().items()},
+              str(path))
+    return path
