@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from listener.cli.options import add_precision_flag, scoring_config
-from listener.config.models import MODEL_ID_PATTERN
 
 EXIT_FAILED = 1
 
@@ -48,14 +46,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from listener.training.trainer import INIT_LR, SCRATCH_LR, TrainConfig
 
     started = time.monotonic()
-    if args.model_id is not None and not re.match(MODEL_ID_PATTERN, args.model_id):
-        print(f"error: --model-id {args.model_id!r}: use 1-128 letters, digits and _.:/-",
-              file=sys.stderr)
-        return EXIT_FAILED
-    if not 0.0 <= args.ema_decay < 1.0:
-        print(f"error: --ema-decay {args.ema_decay:g}: must be at least 0 and below 1",
-              file=sys.stderr)
-        return EXIT_FAILED
     cfg = load_config(args.config) if args.config else default_config()
     lr = args.lr if args.lr is not None else (INIT_LR if args.init else SCRATCH_LR)
     tcfg = TrainConfig(architecture=args.architecture, epochs=args.epochs,

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from listener.config import Config
+from listener.config.models import MODEL_ID_PATTERN
 from listener.errors import ListenerError
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
@@ -88,6 +90,8 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
     daemon, the console and ``/metrics`` call the model by it.
     """
     started = time.monotonic() if started is None else started
+    if model_id is not None and not re.match(MODEL_ID_PATTERN, model_id):
+        raise ListenerError(f"model id {model_id!r}: use 1-128 letters, digits and _.:/-")
     recordings, problems, sites = gather(inputs, cfg, tcfg, cache)
     train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed)
     if tcfg.time_budget_s is not None:  # the budget covers decoding and screening too
@@ -120,7 +124,6 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
 
 
 def _with_budget(tcfg: TrainConfig, seconds: float) -> TrainConfig:
-    from dataclasses import replace
     return replace(tcfg, time_budget_s=seconds)
 
 

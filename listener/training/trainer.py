@@ -40,6 +40,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from listener.atomic import atomic_write
 from listener.config import FrontendConfig
+from listener.errors import ListenerError
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
 from listener.model.network import OrcaResNet, build_model
@@ -79,6 +80,10 @@ class TrainConfig:
     train_from: str | None = None  # e.g. "layer3": earlier layers frozen (weights and BN)
     ema_decay: float = 0.0  # score and keep a moving average of the weights; 0: off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ListenerError(f"ema_decay {self.ema_decay:g}: must be at least 0 and below 1")
 
     def to_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "augment"}

@@ -125,3 +125,18 @@ def test_with_ema_the_average_is_kept_never_the_raw_weights(
     assert same_weights(res.state_dict, doc["best"])
     assert (same_weights(res.state_dict, ema) if res.best_epoch == 1
             else same_weights(res.state_dict, load_file(str(start))))
+
+
+def test_a_bad_ema_decay_or_model_id_is_refused_before_any_work(tmp_path: Path) -> None:
+    from listener.config import default_config
+    from listener.errors import ListenerError
+    from listener.training.cache import AudioCache
+    from listener.training.run import TrainInputs, run_training
+    for decay in (1.0, -0.1):
+        with pytest.raises(ListenerError, match=r"ema_decay .*: must be at least 0 and below 1"):
+            replace(CFG, ema_decay=decay)
+    missing = tmp_path / "no-such-data"  # never read: the id is checked first
+    with pytest.raises(ListenerError, match="model id 'a b': use 1-128"):
+        run_training(TrainInputs(data=[missing]), default_config(), CFG,
+                     tmp_path / "m.safetensors", AudioCache(tmp_path / "cache", 20000, ()),
+                     tmp_path / "m.ckpt", half=False, model_id="a b")
