@@ -5,8 +5,8 @@ Run by train_demo_model.sh:
     python3 scripts/demo_selection.py CARD.md DATA NEW PREVIOUS START
 
 The windows are the ones ``listener train`` validated on (held-out files of
-``DATA/train`` and the site audio, seed 0, 4 windows per call file and 6 per
-background file), so the models are compared on audio none of them trained
+``DATA/train`` and the site audio; the split, seed and window counts from the
+recipe in the new model's metadata), so the models are compared on audio none of them trained
 on. This, not the held-out clips, is what decides whether the new model
 replaces the previous one: choosing by the clips would tune to the test.
 Appends a ``## Selection`` section to the card.
@@ -14,15 +14,18 @@ Appends a ``## Selection`` section to the card.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from listener.config import default_config
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
+from listener.training.augment import AugmentConfig
 from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
 from listener.training.data import split_by_file
 from listener.training.run import TrainInputs, gather
@@ -34,9 +37,18 @@ HEADER = ("| model | balanced ROC-AUC | ROC-AUC | PR-AUC | call windows above 0.
           "sources) | background windows above 0.5 (mean over sources) |")
 
 
+def recipe_of(weights: str) -> TrainConfig:
+    """The recipe ``listener train`` wrote into the weights' metadata (one place for it)."""
+    with safe_open(weights, framework="pt") as f:
+        recipe = json.loads((f.metadata() or {})["recipe"])
+    augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in recipe.pop("augment").items()})
+    return TrainConfig(**recipe, augment=augment)
+
+
 def main(card: Path, data: Path, weights: dict[str, str]) -> None:
     cfg = default_config()
-    tcfg = TrainConfig(init=weights["start"], val_per_call_file=4, val_per_background_file=6)
+    tcfg = recipe_of(weights["new"])
     inputs = TrainInputs(data=[data / "train"], backgrounds=[data / "hls" / "rpi_orcasound_lab"])
     cache = AudioCache(default_cache_dir(), cfg.frontend.sample_rate, DEFAULT_VARIANTS)
     recordings, _, _ = gather(inputs, cfg, tcfg, cache)
