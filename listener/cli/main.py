@@ -102,8 +102,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     single = len(roster.stations) == 1
     setup_logging(args.log_level or first.logging.level, args.log_format or first.logging.format,
                   station=first.station.id if single else None)
-    for path, why in roster.skipped:
-        log.error("skipped %s: %s", path, why)
     if not single:
         log.info("running %d stations%s: %s", len(roster.stations),
                  f" (shard {shard})" if shard else "",

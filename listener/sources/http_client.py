@@ -138,6 +138,7 @@ class HttpClient:
                                 rng or random.Random())
         self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_s)
         self._breaker_announced: set[str] = set()
+        self._last_failure: dict[str, str] = {}  # host -> the last failed attempt's reason
         self._deadlines = DeadlineWatch()
         self._session = session or requests.Session()
         self._session.max_redirects = 5
@@ -235,8 +236,10 @@ class HttpClient:
     def _check_breaker(self, url: str, host: str) -> None:
         wait_s = self._breaker.allow(host)
         if wait_s is not None:
+            last = self._last_failure.get(host)
             raise CircuitOpenError(url, f"circuit breaker open for {host} after "
-                                        f"{self._config.breaker_failures} consecutive failures; "
+                                        f"{self._config.breaker_failures} consecutive failures"
+                                        f"{f' (last: {last})' if last else ''}; "
                                         f"next try in {wait_s:.1f} s")
 
     def _give_up_or_wait(self, url: str, fail: _AttemptFailed, attempts: int,
@@ -261,6 +264,8 @@ class HttpClient:
             return body, status
         except _AttemptFailed as fail:
             verdict = not fail.host_fault
+            if fail.host_fault:  # what the breaker's refusals will name as the cause
+                self._last_failure[host] = fail.reason
             raise
         finally:
             if verdict is None:

@@ -171,8 +171,9 @@ def test_circuit_breaker_opens_then_half_opens(
         for _ in range(3):
             with pytest.raises(FetchError, match="HTTP 500"):
                 client.get(url, "playlist")
-        with pytest.raises(CircuitOpenError, match="circuit breaker open"):
+        with pytest.raises(CircuitOpenError, match="circuit breaker open") as refused:
             client.get(url, "playlist")
+        assert "failures (last: HTTP 500" in str(refused.value)  # the cause, not just "open"
         assert hls_server.count("/p.m3u8") == 3  # refused without a request
         assert results[-1].circuit_open
         assert client.get(other_url, "playlist") == b"fine"  # per host
