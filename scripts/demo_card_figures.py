@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 MARKER = "\n## Held-out check"
+SELECTION = "\n## Selection"
 
 
 def hls_line(folder: Path, local: float) -> str:
@@ -73,8 +74,12 @@ def main() -> int:
     ev = json.loads((folder / "evaluation.json").read_text(encoding="utf-8"))
     lpod = json.loads((folder / "lpod.json").read_text(encoding="utf-8"))
     hls = hls_line(folder, float(next(iter(ev["models"].values()))["thresholds"]["local"]))
-    text = card.read_text(encoding="utf-8").split(MARKER)[0].rstrip() + "\n"
-    card.write_text(text + section(ev, lpod, hls), encoding="utf-8")
+    text = card.read_text(encoding="utf-8")
+    head, _, rest = text.partition(MARKER)
+    # The selection (scripts/demo_selection.py) runs first and stays after this section.
+    tail = rest[rest.index(SELECTION):] if SELECTION in rest else ""
+    card.write_text(head.rstrip() + "\n" + section(ev, lpod, hls).rstrip("\n") + "\n" + tail,
+                    encoding="utf-8")
     print(section(ev, lpod, hls))
     return 0
 

@@ -267,7 +267,12 @@ def _reports(scored: list[Any], target: Any, args: argparse.Namespace
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from listener.config import default_config, load_config, with_precision
     from listener.quality.labels import LabelProblem, read_labels
-    from listener.quality.run import bootstrap_warning, promote_line, write_table
+    from listener.quality.run import (
+        bootstrap_warning,
+        promote_line,
+        trained_on_warning,
+        write_table,
+    )
 
     cfg = with_precision(load_config(args.config) if args.config else default_config(),
                          args.precision)
@@ -288,7 +293,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not any(it.label is cls or it.selections for it in labels.items):
             problems.append(LabelProblem(args.data, None, f"no {what} examples: "
                                          "precision/recall/AUC are undefined"))
-    warnings = [w for w in [bootstrap_warning(scored[0].files) if scored else None] if w]
+    warnings = [w for w in [bootstrap_warning(scored[0].files) if scored else None,
+                            *(trained_on_warning(f"{k + 1}:{Path(w).name}", w, labels.items)
+                              for k, w in enumerate(args.weights or []))] if w]
     write_table(out / "scores.csv", [(ms.name, ms.files) for ms in scored])
     doc = {"data": args.data, "models": models, "problems": [str(p) for p in problems],
            "warnings": warnings}

@@ -12,14 +12,12 @@ checkpoint declares (its safetensors metadata ``model_id``, or a
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 
 from listener.config import Config
 from listener.config.models import MODEL_ID_PATTERN
-
-log = logging.getLogger(__name__)
+from listener.model.metadata import safetensors_metadata
 
 BUNDLED_WEIGHTS = Path(__file__).parents[1] / "data" / "demo_resnet18.safetensors"
 BUNDLED_NOTICE = ("weights: bundled demo model (ResNet18 trained on about an hour of open "
@@ -40,18 +38,9 @@ def declared_model_id(weights: Path) -> str | None:
     Only the safetensors header is read (bounded by the format); a file that
     cannot be read declares nothing here, and the loader reports it properly.
     """
-    if weights.suffix == ".safetensors" and weights.is_file():
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(weights), framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception as err:  # a broken file: the loader says why, not this probe
-            log.debug("no metadata read from %s: %s", weights, err)
-            meta = {}
-        declared = meta.get("model_id", "")
-        if _ID.match(declared):
-            return declared
+    declared = safetensors_metadata(weights).get("model_id", "")
+    if _ID.match(declared):
+        return declared
     card = weights.with_suffix(".md")
     if weights.suffix and card.is_file() and card.stat().st_size < 1_000_000:
         found = _CARD_ID.search(card.read_text(encoding="utf-8", errors="replace"))

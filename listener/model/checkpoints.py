@@ -17,7 +17,6 @@ whose message names the file.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import zipfile
@@ -29,6 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from listener.digests import file_digest
 from listener.errors import ModelLoadError
 from listener.model.limits import Limits
 from listener.model.network import ARCHITECTURES, OrcaResNet, build_model, parameter_count
@@ -70,15 +70,6 @@ class CheckpointInfo:
     layout: str
     architecture: str
     parameter_count: int
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _shorten(items: list[str]) -> str:
@@ -374,7 +365,7 @@ def load_model(path: str | Path, architecture: str = "auto") -> tuple[OrcaResNet
     model = build_model(arch)
     load_strict(model, sd, source=str(p), layout=layout)
     model.eval()
-    info = CheckpointInfo(path=p, sha256=sha256_file(p), layout=layout, architecture=arch,
+    info = CheckpointInfo(path=p, sha256=file_digest(p), layout=layout, architecture=arch,
                           parameter_count=parameter_count(model))
     log.info("loaded %s weights from %s (%s layout, %d parameters, sha256 %s)",
              arch, p, layout, info.parameter_count, info.sha256[:12])

@@ -20,6 +20,7 @@ import numpy as np
 from listener.config import Config, DetectionConfig
 from listener.detection.rule import WindowScore
 from listener.errors import ListenerError
+from listener.model.lineage import digest, read_lineage
 from listener.quality import plots
 from listener.quality.evaluate import (
     FileScores,
@@ -175,6 +176,21 @@ def bootstrap_warning(files: list[FileScores]) -> str | None:
         return (f"only {n} source file(s) feed the bootstrap (whole files are resampled): "
                 f"the 95% intervals are unreliable; label at least {MIN_BOOTSTRAP_FILES}")
     return None
+
+
+def trained_on_warning(name: str, weights: str, items: list[LabelledAudio]) -> str | None:
+    """A warning when some evaluated files trained the model (its lineage metadata says so)."""
+    try:
+        lineage = read_lineage(weights)
+    except ListenerError as err:
+        return f"{name}: {err}"
+    if not lineage.digests:
+        return None
+    seen = [it.path for it in items if it.path.is_file() and digest(it.path) in lineage.digests]
+    if not seen:
+        return None
+    return (f"{name}: {len(seen)} of the {len(items)} evaluated files trained it (e.g. "
+            f"{seen[0]}): its figures here are optimistic; evaluate on audio it never saw")
 
 
 def report_model(ms: ModelScores, target: tuple[str, float] | None, n_boot: int,

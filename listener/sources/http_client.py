@@ -28,7 +28,6 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -39,6 +38,7 @@ from listener.retry import Backoff, parse_retry_after
 from listener.sources.breaker import CircuitBreaker
 from listener.sources.deadline import DeadlineWatch, body_chunks
 from listener.sources.fetch_reason import brief
+from listener.sources.urls import check_url, host_key
 
 log = logging.getLogger(__name__)
 
@@ -92,23 +92,6 @@ class _AttemptFailed(Exception):
         self.status = status
         self.retry_after_s = retry_after_s
         self.cause = cause
-
-
-def _host_key(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def _check_url(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-    except ValueError as err:
-        raise FetchError(url, f"not a valid URL: {err}") from err
-    if parts.scheme not in ("http", "https"):
-        raise FetchError(url, f"only http:// and https:// URLs are fetched, got scheme "
-                              f"{parts.scheme!r}")
-    if not parts.hostname:
-        raise FetchError(url, "URL has no host")
 
 
 class HttpClient:
@@ -214,8 +197,8 @@ class HttpClient:
         started = time.monotonic()
         attempts = 0
         try:
-            _check_url(url)
-            host = _host_key(url)
+            check_url(url)
+            host = host_key(url)
             while True:
                 attempts += 1
                 self._check_breaker(url, host)

@@ -29,6 +29,7 @@ import numpy as np
 
 from listener.atomic import atomic_write
 from listener.audio.decode import FileDecoder, find_ffmpeg
+from listener.digests import file_digest
 from listener.errors import DecodeError
 from listener.model import dsp
 
@@ -58,14 +59,6 @@ DEFAULT_VARIANTS: tuple[AacVariant, ...] = (AacVariant("64k", 0), AacVariant("96
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "listener" / "train-audio"
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha1()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def decode_file(path: Path, rate: int) -> np.ndarray:
@@ -146,7 +139,7 @@ class AudioCache:
 
     def load(self, path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
         """``(clean, [aac variants])`` as float16 arrays of equal length at ``rate``."""
-        digest = file_digest(path)
+        digest = file_digest(path, "sha1")
         entry = self._entry(digest, "clean")
         clean = self._get(entry)
         if clean is None:

@@ -66,6 +66,7 @@ def _sites(files: dict[str, Any]) -> str:
                      f"{s['left_out']} scored above {s['max_score']} by the starting model "
                      f"were left out (they may hold calls); {s['seconds_kept']:.0f} s kept as "
                      "beds and negatives.")
+    lines += [f"- Validation: {note}." for note in files.get("lineage", [])]
     if files.get("reviews"):
         r = files["reviews"]
         lines.append(f"- Reviews: {r.get('yes', 0)} yes (calls), {r.get('no', 0)} no (hard "

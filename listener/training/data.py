@@ -88,14 +88,17 @@ def load_recordings(labels: LabelSet, frontend: Frontend, min_s: float = 0.25,
     return out, problems
 
 
-def split_by_file(recordings: list[Recording], val_fraction: float,
-                  seed: int) -> tuple[list[Recording], list[Recording]]:
+def split_by_file(recordings: list[Recording], val_fraction: float, seed: int,
+                  pinned: frozenset[str] = frozenset(),
+                  ) -> tuple[list[Recording], list[Recording]]:
     """Hold out whole files: the same fraction of every (class, source), at least one each.
 
     Never by window: windows of one file share its recording conditions, so a
     window-level split would let the model be graded on audio it trained on.
     A source with a single file stays in training (there is nothing to hold
     out without losing it). Deterministic for a seed, whatever the file order.
+    Files in ``pinned`` (groups: the starting model trained on them) are never
+    held out; a source's held-out files are drawn from the others.
     """
     rng = np.random.default_rng(seed)
     train: list[Recording] = []
@@ -108,14 +111,16 @@ def split_by_file(recordings: list[Recording], val_fraction: float,
         for source in sorted({r.source for r in group}):
             recs = [r for r in group if r.source == source]
             files = sorted({r.group for r in recs})  # several runs of one file stay together
-            order = rng.permutation(len(files))
             n_val = max(1, round(val_fraction * len(files))) if len(files) > 1 else 0
+            files = [f for f in files if f not in pinned]
+            order = rng.permutation(len(files))
             held = {files[i] for i in order[:n_val]}
             val.extend(r for r in recs if r.group in held)
             train.extend(r for r in recs if r.group not in held)
     if val_fraction > 0 and not any(r.positive for r in val):
-        raise ListenerError("no call file could be held out for validation "
-                            "(every call source has a single file)")
+        why = ("every call source has a single file, or only files the starting model "
+               "trained on" if pinned else "every call source has a single file")
+        raise ListenerError(f"no call file could be held out for validation ({why})")
     return train, val
 
 

@@ -21,6 +21,7 @@ from listener.config.models import MODEL_ID_PATTERN
 from listener.errors import ListenerError
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
+from listener.model.lineage import Lineage, digest, read_lineage
 from listener.quality.labels import LabelProblem, read_labels
 from listener.training.cache import AudioCache
 from listener.training.card import model_card, save_weights, write_card
@@ -93,7 +94,7 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
     if model_id is not None and not re.match(MODEL_ID_PATTERN, model_id):
         raise ListenerError(f"model id {model_id!r}: use 1-128 letters, digits and _.:/-")
     recordings, problems, sites = gather(inputs, cfg, tcfg, cache)
-    train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed)
+    train_set, val_set, lineage, notes = split_for(recordings, tcfg)
     if tcfg.time_budget_s is not None:  # the budget covers decoding and screening too
         spent = time.monotonic() - started
         tcfg = _with_budget(tcfg, max(0.0, tcfg.time_budget_s - spent))
@@ -105,7 +106,8 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
     meta = {"format": "listener", "architecture": tcfg.architecture,
             "trained_by": "listener train", "recipe": json.dumps(tcfg.to_json()),
             "best_epoch": str(result.best_epoch),
-            "val_balanced_roc_auc": f"{result.best_score:.4f}"}
+            "val_balanced_roc_auc": f"{result.best_score:.4f}",
+            **lineage.joined(sorted({r.path for r in train_set})).to_metadata()}
     if model_id is not None:
         meta["model_id"] = model_id
     save_weights(result.state_dict, out, half, meta)
@@ -113,7 +115,7 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
              "calls": sum(r.positive for r in recordings),
              "backgrounds": sum(not r.positive for r in recordings), "skipped": len(problems),
              "sites": [s.to_json() for s in sites], "reviews": inputs.review_counts,
-             "data": [str(d) for d in inputs.data]}
+             "data": [str(d) for d in inputs.data], "lineage": notes}
     text = model_card(out, tcfg, result, ", ".join(map(str, inputs.data)) or "(none)", files,
                       half, model_id)
     card = write_card(out, text)
@@ -121,6 +123,38 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
         checkpoint.unlink(missing_ok=True)
     kept_start = tcfg.init is not None and result.best_epoch == 0
     return TrainOutcome(out, card, result, problems, kept_start)
+
+
+def split_for(recordings: list[Recording], tcfg: TrainConfig,
+              ) -> tuple[list[Recording], list[Recording], Lineage, list[str]]:
+    """The split, keeping the files the starting model learnt from out of validation.
+
+    Returns the training and validation recordings, the starting model's
+    lineage, and lines for the card on what that did. When no call file is
+    left to hold out, the plain split is used and the card says that
+    validation favours the starting weights.
+    """
+    start = read_lineage(tcfg.init) if tcfg.init else Lineage()
+    pinned = frozenset(r.group for r in recordings if start.digests and digest(r.path)
+                       in start.digests)
+    notes = []
+    if not start.complete:
+        notes.append("the starting model does not record every file it trained on: "
+                     "validation may hold some, and then favours the starting weights")
+        log.warning("%s: %s", tcfg.init, notes[-1])
+    try:
+        train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed, pinned)
+        if pinned:
+            notes.append(f"{len(pinned)} files the starting model trained on were kept out "
+                         "of validation")
+    except ListenerError as err:
+        if not pinned:
+            raise
+        train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed)
+        notes.append(f"validation holds files the starting model trained on ({err}): the "
+                     "starting weights score optimistically")
+        log.warning("%s", notes[-1])
+    return train_set, val_set, start, notes
 
 
 def _with_budget(tcfg: TrainConfig, seconds: float) -> TrainConfig:

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from listener.events.png import PNG_SIGNATURE
+from listener.model.lineage import Lineage, digest
 from listener.model.network import build_model
 
 DATA = Path(__file__).parents[1] / "data"
@@ -20,8 +21,12 @@ DATA = Path(__file__).parents[1] / "data"
 def test_evaluate_reports_metrics_plots_and_label_problems(tmp_path: Path) -> None:
     torch.manual_seed(2)  # the model boundary: random weights, real everything else
     weights = tmp_path / "r18.safetensors"
-    save_file({k: v.contiguous() for k, v in build_model("resnet18").state_dict().items()},
-              str(weights))
+    tensors = {k: v.contiguous() for k, v in build_model("resnet18").state_dict().items()}
+    save_file(tensors, str(weights))
+    # The same network, recording that it trained on one of the clips evaluated below.
+    seen = tmp_path / "seen.safetensors"
+    clip = DATA / "train" / "calls" / "Biggs_song_08.wav"
+    save_file(tensors, str(seen), metadata=Lineage(frozenset({digest(clip)})).to_metadata())
     data = tmp_path / "data"
     (data / "calls").mkdir(parents=True)
     (data / "nocalls").mkdir()
@@ -31,7 +36,7 @@ def test_evaluate_reports_metrics_plots_and_label_problems(tmp_path: Path) -> No
         shutil.copy(DATA / "labels" / name, data)
     out = tmp_path / "eval"
     res = subprocess.run([sys.executable, "-m", "listener", "evaluate", str(data), "--weights",
-                          str(weights), "--weights", str(weights), "--out", str(out),
+                          str(weights), "--weights", str(seen), "--out", str(out),
                           "--target-recall", "0.5", "--bootstrap", "50"],
                          capture_output=True, text=True, timeout=300)
     # The Audacity track has two bad lines: reported by file and line, the rest evaluated.
@@ -44,8 +49,12 @@ def test_evaluate_reports_metrics_plots_and_label_problems(tmp_path: Path) -> No
     assert first["clips"]["n"] == 2 and first["clips"]["positives"] == 1
     assert [a["file"].endswith("Biggs_song_08.wav") for a in first["short_call_clips"]] == [True]
     assert "set apart: call clip" in res.stdout
-    assert "promote 2:r18.safetensors over 1:r18.safetensors: no" in res.stdout
+    assert "promote 2:seen.safetensors over 1:r18.safetensors: no" in res.stdout
     assert "only 3 source file(s) feed the bootstrap" in res.stderr
+    trained = ("2:seen.safetensors: 1 of the 3 evaluated files trained it (e.g. "
+               f"{data / 'calls' / 'Biggs_song_08.wav'}): its figures here are optimistic")
+    assert trained in res.stderr and any(w.startswith(trained) for w in doc["warnings"])
+    assert "1:r18.safetensors:" not in res.stderr  # it records no lineage: nothing to say
     rows = (out / "scores.csv").read_text().splitlines()
     assert rows[0] == "model,file,level,start_s,end_s,label,score,decision"
     assert any(",clip," in r for r in rows) and any(",window," in r for r in rows)

@@ -7,9 +7,12 @@ the recipe's code paths are the same.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from listener.config import FrontendConfig
@@ -81,3 +84,16 @@ def recordings(seed: int = 0, calls: int = 4, backgrounds: int = 4) -> list[Reco
 
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def write_wav(path: Path, wave: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wave, RATE, subtype="FLOAT")
+
+
+def listener_cli(*args: str | Path, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+    """``python -m listener ARGS``; its exit status must be one of ``ok``."""
+    res = subprocess.run([sys.executable, "-m", "listener", *map(str, args)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode in ok, res.stderr[-3000:]
+    return res

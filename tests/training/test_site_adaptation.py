@@ -14,28 +14,13 @@ audio (other seeds) with both models.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
-from training.recipe_support import RATE, TINY_YAML, call, noise, squeak
+from training.recipe_support import TINY_YAML, call, listener_cli, noise, squeak, write_wav
 
 pytestmark = pytest.mark.slow
-
-
-def _write(path: Path, wave: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, wave, RATE, subtype="FLOAT")
-
-
-def _listener(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([sys.executable, "-m", "listener", *map(str, args)],
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res
 
 
 def _world(root: Path) -> dict[str, Path]:
@@ -43,20 +28,20 @@ def _world(root: Path) -> dict[str, Path]:
     data, old = root / "data", root / "old_data"
     for i in range(6):
         for d in (data, old):
-            _write(d / "calls" / "synth" / f"c{i}.wav", call(1.5, rng))
-            _write(d / "background" / "noise" / f"b{i}.wav", noise(6.0, rng))
+            write_wav(d / "calls" / "synth" / f"c{i}.wav", call(1.5, rng))
+            write_wav(d / "background" / "noise" / f"b{i}.wav", noise(6.0, rng))
         # an old labelling mistake: squeaky site audio filed under calls
-        _write(old / "calls" / "squeaky" / f"w{i}.wav", squeak(3.0, rng))
+        write_wav(old / "calls" / "squeaky" / f"w{i}.wav", squeak(3.0, rng))
     site = root / "site"
     for i in range(5):  # the station's own audio: its noise and its squeak
-        _write(site / f"site{i}.wav", squeak(12.0, rng))
+        write_wav(site / f"site{i}.wav", squeak(12.0, rng))
     test = root / "test"  # fresh audio for the before/after figures
     for i in range(6):
         bed = squeak(3.0, rng)
-        _write(test / "nocalls" / f"squeak{i}.wav", bed)
+        write_wav(test / "nocalls" / f"squeak{i}.wav", bed)
         mixed = bed.copy()
         mixed[10000:40000] += call(1.5, rng, level=0.06)
-        _write(test / "calls" / f"call_in_squeak{i}.wav", mixed)
+        write_wav(test / "calls" / f"call_in_squeak{i}.wav", mixed)
     cfg = root / "tiny.yaml"
     cfg.write_text(TINY_YAML + "detection: {global_threshold: 1}\n", encoding="utf-8")
     return {"data": data, "old": old, "site": site, "test": test, "cfg": cfg}
@@ -68,18 +53,18 @@ def test_background_teaches_the_site_squeak_and_keeps_calls(tmp_path: Path) -> N
                                                                        "control"))
     common = ["--config", w["cfg"], "--cache", tmp_path / "cache", "--batch-size", "8",
               "--val-fraction", "0.34", "--seed", "1", "--snr-db", "0", "20", "--no-aac"]
-    _listener("train", w["old"], "--out", start, "--epochs", "10", "--steps", "16",
+    listener_cli("train", w["old"], "--out", start, "--epochs", "10", "--steps", "16",
               "--lr", "2e-3", *common)
     tune = ["--init", start, "--epochs", "4", "--steps", "12", "--lr", "5e-4", *common]
-    res = _listener("train", w["data"], "--background", w["site"], "--background-max-score",
+    res = listener_cli("train", w["data"], "--background", w["site"], "--background-max-score",
                     "1.0", "--out", adapted, *tune)
     # The control: the same fine-tune without the site's audio.
-    _listener("train", w["data"], "--out", control, *tune)
+    listener_cli("train", w["data"], "--out", control, *tune)
     card = adapted.with_suffix(".md").read_text()
     assert "Site audio" in card and "site:site" in card
-    ev = _listener("evaluate", w["test"], "--config", w["cfg"], "--weights", start,
+    ev = listener_cli("evaluate", w["test"], "--config", w["cfg"], "--weights", start,
                    "--weights", adapted, "--out", tmp_path / "eval", "--bootstrap", "50")
-    _listener("evaluate", w["test"], "--config", w["cfg"], "--weights", control,
+    listener_cli("evaluate", w["test"], "--config", w["cfg"], "--weights", control,
               "--out", tmp_path / "eval_control", "--bootstrap", "50")
     doc = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     before, after = (doc["models"][k]["windows"]["confusion"] for k in

@@ -23,13 +23,13 @@ from typing import Any
 from torch import Tensor
 
 from listener.atomic import atomic_write
+from listener.digests import file_digest
 from listener.errors import ModelLoadError, UnsafeCheckpointError
 from listener.model.checkpoints import (
     detect_layout,
     infer_architecture,
     load_model,
     load_strict,
-    sha256_file,
     to_listener_key,
     to_listener_layout,
 )
@@ -236,7 +236,7 @@ def convert_fastai_export(pkl_path: str | Path, out_path: str | Path, *,
         check_structure(modules, model, str(src))
     load_strict(model, to_listener_layout(raw, layout), source=str(src), layout=layout)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    source_sha = sha256_file(src)
+    source_sha = file_digest(src)
     meta = {"format": "pt", "layout": "listener", "architecture": arch,
             "converted_from": src.name, "source_sha256": source_sha}
     atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))

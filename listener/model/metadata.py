@@ -1,0 +1,31 @@
+"""The string metadata in a safetensors file's header (model id, recipe, lineage).
+
+Only the header is read, and the format bounds it (100 MB at most), so an
+untrusted file cannot make this read without end.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The header's ``__metadata__``; empty for other formats and for files that do not read.
+
+    A file that cannot be read declares nothing here: the loader, not this
+    probe, reports what is wrong with it.
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".safetensors" or not p.is_file():
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises its own error types and OSError
+        log.debug("no metadata read from %s: %s", p, err)
+        return {}
