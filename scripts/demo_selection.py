@@ -2,7 +2,7 @@
 
 Run by train_demo_model.sh:
 
-    python3 scripts/demo_selection.py CARD.md DATA NEW PREVIOUS [TRAINED_ON.txt]
+    python3 scripts/demo_selection.py CARD.md DATA NEW PREVIOUS TRAINED_ON.txt
 
 The held-out files are the ones ``listener train`` validated the new model on
 (the split, seed and window counts from the recipe in its metadata). The rule,
@@ -56,9 +56,16 @@ def unseen(val: list[Recording], weights: list[str], listed: set[str], train_dir
     """The held-out recordings that none of ``weights`` trained on."""
     seen = set().union(*(read_lineage(w).digests for w in weights))
     root = train_dir.resolve()
-    return [r for r in val if digest(r.path) not in seen and not (
+    return [r for r in sorted(val, key=lambda r: (not r.positive, r.source, str(r.path)))
+            if digest(r.path) not in seen and not (
         r.path.resolve().is_relative_to(root)
         and r.path.resolve().relative_to(root).as_posix() in listed)]
+
+
+def read_listed(path: Path) -> set[str]:
+    """The paths of a TRAINED_ON.txt list (``#`` lines are comments)."""
+    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")}
 
 
 def row(name: str, path: str, windows: ValidationSet) -> tuple[float, str]:
@@ -127,8 +134,4 @@ All {len(val)} held-out files (the previous model's chain trained on
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    listed_file = Path(args[4]) if len(args) > 4 else None
-    listed = set() if listed_file is None else {
-        line.strip() for line in listed_file.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.startswith("#")}
-    main(Path(args[0]), Path(args[1]), args[2], args[3], listed)
+    main(Path(args[0]), Path(args[1]), args[2], args[3], read_listed(Path(args[4])))

@@ -63,7 +63,7 @@ def _sites(files: dict[str, Any]) -> str:
     lines = []
     for s in files.get("sites", []):
         lines.append(f"- Site audio `{s['folder']}`: {s['files']} files, {s['windows']} windows; "
-                     f"{s['left_out']} scored above {s['max_score']} by the starting model "
+                     f"{s['left_out']} scored above {s['max_score']} by the screening model "
                      f"were left out (they may hold calls); {s['seconds_kept']:.0f} s kept as "
                      "beds and negatives.")
     lines += [f"- Validation: {note}." for note in files.get("lineage", [])]

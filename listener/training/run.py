@@ -130,9 +130,9 @@ def split_for(recordings: list[Recording], tcfg: TrainConfig,
     """The split, keeping the files the starting model learnt from out of validation.
 
     Returns the training and validation recordings, the starting model's
-    lineage, and lines for the card on what that did. When no call file is
-    left to hold out, the plain split is used and the card says that
-    validation favours the starting weights.
+    lineage, and lines for the card on what that did. When a class would be
+    left with no file to hold out, the plain split is used and the card says
+    that validation favours the starting weights.
     """
     start = read_lineage(tcfg.init) if tcfg.init else Lineage()
     pinned = frozenset(r.group for r in recordings if start.digests and digest(r.path)
@@ -142,17 +142,23 @@ def split_for(recordings: list[Recording], tcfg: TrainConfig,
         notes.append("the starting model does not record every file it trained on: "
                      "validation may hold some, and then favours the starting weights")
         log.warning("%s: %s", tcfg.init, notes[-1])
+    train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed)
+    if not pinned:
+        return train_set, val_set, start, notes
     try:
-        train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed, pinned)
-        if pinned:
-            notes.append(f"{len(pinned)} files the starting model trained on were kept out "
-                         "of validation")
-    except ListenerError as err:
-        if not pinned:
-            raise
-        train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed)
-        notes.append(f"validation holds files the starting model trained on ({err}): the "
-                     "starting weights score optimistically")
+        kept = split_by_file(recordings, tcfg.val_fraction, tcfg.seed, pinned)
+        lacking = {r.positive for r in val_set} - {r.positive for r in kept[1]}
+    except ListenerError:  # no call file left to hold out
+        kept, lacking = None, {True}
+    if kept is not None and not lacking:
+        train_set, val_set = kept
+        notes.append(f"{len(pinned)} files the starting model trained on were kept out "
+                     "of validation")
+    else:
+        what = " or ".join("call" if c else "background" for c in sorted(lacking, reverse=True))
+        notes.append(f"validation holds files the starting model trained on (no {what} file "
+                     "it did not train on could be held out): the starting weights score "
+                     "optimistically")
         log.warning("%s", notes[-1])
     return train_set, val_set, start, notes
 

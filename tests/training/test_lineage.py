@@ -105,8 +105,16 @@ def test_split_for_says_when_validation_cannot_avoid_them(tmp_path: Path) -> Non
                     Lineage(frozenset(digest(r.path) for r in every_call)).to_metadata())
     _, val_set, _, notes = split_for(recs, TrainConfig(init=str(init), val_fraction=0.5))
     assert any(r.positive for r in val_set)  # the plain split, rather than no validation
-    assert len(notes) == 1 and notes[0].startswith("validation holds files the starting model "
-                                                   "trained on (no call file could be held out")
+    assert notes == ["validation holds files the starting model trained on (no call file it "
+                     "did not train on could be held out): the starting weights score "
+                     "optimistically"]
+    every_background = [r for r in recs if not r.positive]
+    init = _weights(tmp_path / "start2.safetensors",
+                    Lineage(frozenset(digest(r.path) for r in every_background)).to_metadata())
+    _, val_set, _, notes = split_for(recs, TrainConfig(init=str(init), val_fraction=0.5))
+    assert {r.positive for r in val_set} == {True, False}
+    assert notes[0].startswith("validation holds files the starting model trained on (no "
+                               "background file it did not train on")
     old = _weights(tmp_path / "old.safetensors", {"format": "listener"})
     _, _, start, notes = split_for(recs, TrainConfig(init=str(old), val_fraction=0.5))
     assert not start.complete
