@@ -75,9 +75,10 @@ def main() -> int:
     lpod = json.loads((folder / "lpod.json").read_text(encoding="utf-8"))
     hls = hls_line(folder, float(next(iter(ev["models"].values()))["thresholds"]["local"]))
     text = card.read_text(encoding="utf-8")
-    head, _, rest = text.partition(MARKER)
     # The selection (scripts/demo_selection.py) runs first and stays after this section.
-    tail = rest[rest.index(SELECTION):] if SELECTION in rest else ""
+    at = text.find(SELECTION)
+    body, tail = (text[:at], text[at:]) if at >= 0 else (text, "")
+    head = body.split(MARKER)[0]
     card.write_text(head.rstrip() + "\n" + section(ev, lpod, hls).rstrip("\n") + "\n" + tail,
                     encoding="utf-8")
     print(section(ev, lpod, hls))
