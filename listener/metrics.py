@@ -31,7 +31,7 @@ DROP_REASONS: Final = ("gap", "backlog", "decode_error", "undecodable", "duplica
 RESTART_REASONS: Final = ("start", "discontinuity", "gap", "failure", "codec_change",
                            "reanchor")
 AGREEMENT_OUTCOMES: Final = ("both", "only_a", "only_b", "neither")
-CONNECTION_DROP_REASONS: Final = ("cap", "evicted", "head_timeout", "head_too_large",
+CONNECTION_DROP_REASONS: Final = ("cap", "client_cap", "evicted", "head_timeout", "head_too_large",
                                   "bad_request_line", "write_timeout", "idle_timeout")
 BUILD_INFO_LABELS: Final = ("version", "model_id", "architecture", "device", "precision",
                             "weights_sha256")

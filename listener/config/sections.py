@@ -196,6 +196,10 @@ class HttpLimitsConfig(_Section):
     #: Open connections at once; keep it well under the descriptor limit
     #: (it is lowered to a quarter of the soft ``RLIMIT_NOFILE`` at start).
     max_connections: int = Field(default=256, ge=8, le=65536)
+    #: Open connections from one non-loopback address at once (one client
+    #: cannot take every slot); behind a proxy on another host every client
+    #: shares its address: raise this to ``max_connections`` there.
+    max_connections_per_client: int = Field(default=64, ge=1, le=65536)
     #: A request head (and a review body) must arrive within this.
     read_timeout_s: float = Field(default=5.0, gt=0, le=120)
     #: A response whose output has not moved for this long is dropped

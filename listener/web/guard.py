@@ -6,6 +6,10 @@ a daemon at its 1,024 descriptors, and its own stream fetches failed. So an
 asyncio protocol (:class:`Guard`) sits in front of aiohttp's for the whole
 life of each connection, and :class:`Connections` keeps the table:
 
+* at most ``max_connections_per_client`` from one non-loopback address (one
+  scanner or slow-loris client cannot take every slot; loopback peers share
+  one address, local probes included, so they are not counted apart): the
+  next one is answered ``503`` and closed;
 * at most ``max_connections`` at once. A new connection over the cap first
   evicts the oldest one still waiting for its request head (idle sockets are
   the cheapest to drop, and a real client, such as a probe, sends its head
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import ipaddress
 import logging
 import socket
 import struct
@@ -44,6 +49,7 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fie
             503: "Service Unavailable"}
 # Why the server dropped a connection: the metric's reason label, and the log's words.
 _DROPS = {"cap": "refused over the connection cap",
+          "client_cap": "refused over the per-client connection cap",
           "evicted": "idle connections evicted at the cap",
           "head_timeout": "request heads not complete in time",
           "head_too_large": "request heads too large",
@@ -87,13 +93,24 @@ class Connections:
         self.open: dict[Guard, None] = {}
         self.heads: dict[Guard, None] = {}
         self.dropped: Counter[str] = Counter()
+        #: The address each admitted non-loopback connection came from, and counts.
+        self.clients: dict[Guard, str] = {}
+        self.per_client: Counter[str] = Counter()
 
     def factory(self) -> Guard:
         """A protocol for a new connection (``loop.create_server``'s factory)."""
         return Guard(self)
 
-    def admit(self, guard: Guard) -> bool:
-        """Count a new connection in; ``False`` when it must be refused."""
+    def admit(self, guard: Guard, client: str) -> bool:
+        """Count a new connection from ``client`` in; ``False`` when it must be refused.
+
+        The per-client cap is checked first, so a client at its cap cannot
+        evict other clients' idle connections.
+        """
+        counted = bool(client) and not _is_loopback(client)
+        if counted and self.per_client[client] >= self.limits.max_connections_per_client:
+            self._count("client_cap")
+            return False
         if len(self.open) >= self.limits.max_connections:
             oldest = next(iter(self.heads), None)
             if oldest is None:
@@ -103,11 +120,19 @@ class Connections:
             oldest.abort()
         self.open[guard] = None
         self.heads[guard] = None
+        if counted:
+            self.clients[guard] = client
+            self.per_client[client] += 1
         return True
 
     def forget(self, guard: Guard) -> None:
         self.open.pop(guard, None)
         self.heads.pop(guard, None)
+        client = self.clients.pop(guard, None)
+        if client is not None:
+            self.per_client[client] -= 1
+            if self.per_client[client] <= 0:
+                del self.per_client[client]
 
     def sweep(self, now: float | None = None) -> None:
         """Abort connections whose output stalled or that went idle (call about once a second)."""
@@ -146,7 +171,9 @@ class Guard(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        if not self._table.admit(self):
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if not self._table.admit(self, client):
             self._reply(503, linger=False)
             return
         self._timer = asyncio.get_running_loop().call_later(
@@ -265,6 +292,13 @@ class Guard(asyncio.Protocol):
         self._table.forget(self)
         if transport is not None:
             transport.abort()
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _tcp_counters(sock: socket.socket | None) -> tuple[int, int, int]:
