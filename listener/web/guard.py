@@ -295,10 +295,14 @@ class Guard(asyncio.Protocol):
 
 
 def _is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ``::1``, and IPv4 loopback seen through a dual-stack socket."""
     try:
-        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+        ip = ipaddress.ip_address(address.split("%")[0])
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def _tcp_counters(sock: socket.socket | None) -> tuple[int, int, int]:
