@@ -129,9 +129,8 @@ SERVER_METRIC_SPECS: Final[tuple[MetricSpec, ...]] = (
     MetricSpec("listener_web_connections_open", "gauge",
                "Connections open to the HTTP server (console, /metrics, probes)."),
     MetricSpec("listener_web_connections_dropped_total", "counter",
-               "Connections the HTTP server refused or closed itself, by reason (cap, "
-               "evicted, head_timeout, head_too_large, bad_request_line, write_timeout, "
-               "idle_timeout).", ("reason",)),
+               "Connections the HTTP server refused or closed itself, by reason "
+               f"({', '.join(CONNECTION_DROP_REASONS)}).", ("reason",)),
 )
 
 #: Every metric family by the name PromQL queries, with its Prometheus type.

@@ -294,8 +294,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             problems.append(LabelProblem(args.data, None, f"no {what} examples: "
                                          "precision/recall/AUC are undefined"))
     warnings = [w for w in [bootstrap_warning(scored[0].files) if scored else None,
-                            *(trained_on_warning(f"{k + 1}:{Path(w).name}", w, labels.items)
-                              for k, w in enumerate(args.weights or []))] if w]
+                            *(trained_on_warning(ms, labels.items) for ms in scored)] if w]
     write_table(out / "scores.csv", [(ms.name, ms.files) for ms in scored])
     doc = {"data": args.data, "models": models, "problems": [str(p) for p in problems],
            "warnings": warnings}

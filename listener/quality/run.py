@@ -50,6 +50,7 @@ class ModelScores:
     det: DetectionConfig
     per_label: dict[str, list[tuple[float, float, float, LabelledAudio]]] = field(
         default_factory=dict)  # label -> (start, end, prob, item) per window
+    weights: str | None = None  # the checkpoint given as --weights, if any
 
 
 def score_weights(k: int, weights: str, cfg: Config, items: list[LabelledAudio],
@@ -62,7 +63,7 @@ def score_weights(k: int, weights: str, cfg: Config, items: list[LabelledAudio],
     scorer = Scorer(mcfg.model, mcfg.frontend)
     files = score_items(items, mcfg, scorer, problems)
     return ModelScores(f"{k + 1}:{Path(weights).name}", files, scorer.info.to_dict(),
-                       cfg.detection)
+                       cfg.detection, weights=weights)
 
 
 def score_config_models(cfg: Config, items: list[LabelledAudio],
@@ -178,18 +179,20 @@ def bootstrap_warning(files: list[FileScores]) -> str | None:
     return None
 
 
-def trained_on_warning(name: str, weights: str, items: list[LabelledAudio]) -> str | None:
+def trained_on_warning(ms: ModelScores, items: list[LabelledAudio]) -> str | None:
     """A warning when some evaluated files trained the model (its lineage metadata says so)."""
+    if ms.weights is None:
+        return None
     try:
-        lineage = read_lineage(weights)
+        lineage = read_lineage(ms.weights)
     except ListenerError as err:
-        return f"{name}: {err}"
+        return f"{ms.name}: {err}"
     if not lineage.digests:
         return None
     seen = [it.path for it in items if it.path.is_file() and digest(it.path) in lineage.digests]
     if not seen:
         return None
-    return (f"{name}: {len(seen)} of the {len(items)} evaluated files trained it (e.g. "
+    return (f"{ms.name}: {len(seen)} of the {len(items)} evaluated files trained it (e.g. "
             f"{seen[0]}): its figures here are optimistic; evaluate on audio it never saw")
 
 

@@ -230,6 +230,13 @@ def test_one_client_cannot_take_every_slot_but_loopback_is_not_counted_apart() -
     assert table.per_client == {"192.0.2.7": 3, "198.51.100.1": 1}
 
 
+def test_every_reason_the_server_drops_for_is_exported() -> None:
+    from listener.metrics import CONNECTION_DROP_REASONS
+    from listener.web.guard import _DROPS
+
+    assert set(_DROPS) == set(CONNECTION_DROP_REASONS)
+
+
 def test_a_flood_from_one_address_leaves_room_for_others(tmp_path: Path) -> None:
     address = _own_address()
     if address is None:
