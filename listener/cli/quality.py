@@ -99,8 +99,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.add_argument("--config", default=None, help="station YAML (its frontend and window)")
     s.add_argument("--architecture", choices=["resnet18", "resnet50"], default="resnet18",
                    help="the network to train (default resnet18)")
-    s.add_argument("--init", default=None, help="fine-tune from these weights (scored as "
-                   "epoch 0; never replaced by worse ones)")
+    s.add_argument("--init", default=None, metavar="W", help="fine-tune from these weights "
+                   "(scored as epoch 0; never replaced by worse ones; the files they record "
+                   "having trained on stay out of validation)")
     s.add_argument("--train-from", default=None, choices=["layer1", "layer2", "layer3",
                                                           "layer4", "head"],
                    help="with --init: freeze the layers before this one (cheaper steps)")
