@@ -59,6 +59,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                        else None,
                        augment=AugmentConfig(source_power=args.source_power,
                                              snr_db=tuple(args.snr_db),
+                                             gain_db=tuple(args.gain_db),
                                              aac_p=0.0 if args.no_aac else AugmentConfig.aac_p))
     inputs = TrainInputs(data=[Path(d) for d in args.data],
                          backgrounds=[Path(b) for b in args.background],
@@ -145,6 +146,9 @@ def _add_recipe_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--snr-db", type=float, nargs=2, default=AugmentConfig.snr_db,
                    metavar=("LO", "HI"), help="signal-to-noise range of calls mixed into "
                    "beds, dB over the call's extent (default -10 15: live streams)")
+    s.add_argument("--gain-db", type=float, nargs=2, default=AugmentConfig.gain_db,
+                   metavar=("LO", "HI"), help="window level range, dB re 0.05 RMS (default "
+                   "-40 25: the levels of live streams; the spectrogram is not normalised)")
     s.add_argument("--patience", type=int, default=4, help="epochs without a validation gain")
     s.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
                    help="score and keep a moving average of the weights, decay D per step "

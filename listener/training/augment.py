@@ -33,7 +33,11 @@ class AugmentConfig:
     """Ranges of every augmentation (defaults: the demo model's recipe)."""
 
     snr_db: tuple[float, float] = (-10.0, 15.0)
-    gain_db: tuple[float, float] = (-20.0, 10.0)
+    # Window level, dB re 0.05 RMS. The daemon's dB spectrogram is not
+    # normalised, so a level the model never trained at shifts its scores:
+    # -40..+25 spans the 2 s windows of live streams (Orcasound Lab's quiet
+    # segments sit near -31 dB, a loud one at +24; scripts/level_survey.py).
+    gain_db: tuple[float, float] = (-40.0, 25.0)
     noise_background_p: float = 0.1  # bed of coloured noise instead of a file
     event_p: float = 0.5  # a negative carries a non-orca sound mixed into its bed
     aac_p: float = 0.6  # use an AAC round trip of each file
@@ -146,7 +150,7 @@ def band_limit(x: np.ndarray, rate: int, rng: np.random.Generator,
 
 def channel(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
             rate: int = 20_000) -> np.ndarray:
-    """Band limits, then a random gain around a typical hydrophone level."""
+    """Band limits, then a random window level within the live streams' range."""
     x = band_limit(x, rate, rng, cfg)
     # Normalise first, so the gain range means the same for quiet catalogue
     # files and loud ones.
