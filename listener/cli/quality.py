@@ -148,7 +148,7 @@ def _add_recipe_arguments(s: argparse.ArgumentParser) -> None:
                    "beds, dB over the call's extent (default -10 15: live streams)")
     s.add_argument("--gain-db", type=float, nargs=2, default=AugmentConfig.gain_db,
                    metavar=("LO", "HI"), help="window level range, dB re 0.05 RMS (default "
-                   "-40 25: the levels of live streams; the spectrogram is not normalised)")
+                   "-55 25: the levels of live streams; the spectrogram is not normalised)")
     s.add_argument("--patience", type=int, default=4, help="epochs without a validation gain")
     s.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
                    help="score and keep a moving average of the weights, decay D per step "

@@ -35,9 +35,10 @@ class AugmentConfig:
     snr_db: tuple[float, float] = (-10.0, 15.0)
     # Window level, dB re 0.05 RMS. The daemon's dB spectrogram is not
     # normalised, so a level the model never trained at shifts its scores:
-    # -40..+25 spans the 2 s windows of live streams (Orcasound Lab's quiet
-    # segments sit near -31 dB, a loud one at +24; scripts/level_survey.py).
-    gain_db: tuple[float, float] = (-40.0, 25.0)
+    # -55..+25 spans the 2 s windows of the live Orcasound segments we hold
+    # (-53 and -31 dB quiet, +24 loud) and the hydrophone and recorder
+    # sources of train/ (scripts/level_survey.py).
+    gain_db: tuple[float, float] = (-55.0, 25.0)
     noise_background_p: float = 0.1  # bed of coloured noise instead of a file
     event_p: float = 0.5  # a negative carries a non-orca sound mixed into its bed
     aac_p: float = 0.6  # use an AAC round trip of each file
