@@ -81,7 +81,24 @@ def row(name: str, path: str, windows: ValidationSet) -> tuple[float, str]:
         f"{call:.2f} | {bg:.2f} |")
 
 
-def main(card: Path, data: Path, new: str, previous: str, listed: set[str]) -> None:
+def table_rows(sets: dict[str, ValidationSet], models: dict[str, str],
+               ) -> tuple[dict[str, list[str]], dict[str, float]]:
+    """Every model on every window set: table rows, and balanced AUCs keyed ``set:model``."""
+    scores: dict[str, float] = {}
+    rows: dict[str, list[str]] = {k: [] for k in sets}
+    for which, windows in sets.items():
+        for name, path in models.items():
+            auc, line = row(name, path, windows)
+            rows[which].append(line)
+            scores[f"{which}:{name}"] = auc
+    return rows, scores
+
+
+def _range(lo_hi: tuple[float, float]) -> str:
+    return f"{lo_hi[0]:+g}..{lo_hi[1]:+g}"
+
+
+def main(card: Path, data: Path, new: str, previous: str, listed: set[str]) -> bool:
     cfg = default_config()
     tcfg = recipe_of(new)
     inputs = TrainInputs(data=[data / "train"], backgrounds=[data / "hls" / "rpi_orcasound_lab"],
@@ -91,17 +108,15 @@ def main(card: Path, data: Path, new: str, previous: str, listed: set[str]) -> N
     _, val, _, _ = split_for(recordings, tcfg)
     clean = unseen(val, [new, previous], listed, data / "train")
     n = round(tcfg.window_s * cfg.frontend.sample_rate)
+    # "earlier": the unseen files' windows as the previous recipe made them
+    # (its levels and SNRs), to show a win that only the new recipe's
+    # windows give; the rule uses the new recipe's.
+    earlier = recipe_of(previous).augment
     sets = {name: make_validation(recs, n, tcfg.seed, tcfg.val_per_call_file,
-                                  tcfg.val_per_background_file, tcfg.augment)
-            for name, recs in (("unseen", clean), ("all", val))}
-    models = {"new": new, "previous demo model": previous}
-    scores: dict[str, float] = {}
-    rows: dict[str, list[str]] = {k: [] for k in sets}
-    for which, windows in sets.items():
-        for name, path in models.items():
-            auc, line = row(name, path, windows)
-            rows[which].append(line)
-            scores[f"{which}:{name}"] = auc
+                                  tcfg.val_per_background_file, aug)
+            for name, recs, aug in (("unseen", clean, tcfg.augment), ("all", val, tcfg.augment),
+                                    ("earlier", clean, earlier))}
+    rows, scores = table_rows(sets, {"new": new, "previous demo model": previous})
     wins = scores["unseen:new"] > scores["unseen:previous demo model"]
     outcome = "The new model replaces the previous one" if wins else "The previous model stays"
     verdict = (f"**{outcome}**"
@@ -128,10 +143,20 @@ Held-out files neither model trained on:
 All {len(val)} held-out files (the previous model's chain trained on
 {len(val) - len(clean)} of them, so it scores optimistically here):
 
-{HEADER}{table}""" + "\n".join(rows["all"]) + "\n", encoding="utf-8")
+{HEADER}{table}""" + "\n".join(rows["all"]) + f"""
+
+The unseen files again, their windows made by the previous model's recipe
+(window levels {_range(earlier.gain_db)} dB, SNRs {_range(earlier.snr_db)} dB; the
+rule above uses the new recipe's, {_range(tcfg.augment.gain_db)} and
+{_range(tcfg.augment.snr_db)} dB):
+
+{HEADER}{table}""" + "\n".join(rows["earlier"]) + "\n", encoding="utf-8")
     print(verdict.replace("**", ""))
+    return wins
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    main(Path(args[0]), Path(args[1]), args[2], args[3], read_listed(Path(args[4])))
+    # Exit 3: the previous model stays (train_demo_model.sh then puts it back).
+    sys.exit(0 if main(Path(args[0]), Path(args[1]), args[2], args[3],
+                       read_listed(Path(args[4]))) else 3)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from listener.errors import ListenerError
 from listener.training.data import Recording, SourcePool
 
 
@@ -51,6 +52,13 @@ class AugmentConfig:
     freq_mask_max: int = 24  # mel bins
     time_masks: int = 2
     time_mask_max: int = 30  # frames
+
+    def __post_init__(self) -> None:
+        for name in ("snr_db", "gain_db", "lowpass_hz", "highpass_hz"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ListenerError(f"--{name.replace('_', '-')} {lo:g} {hi:g}: the low end "
+                                    "exceeds the high end")
 
     def to_json(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

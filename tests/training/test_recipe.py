@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from training.recipe_support import TINY, recordings, same_weights
+from training.recipe_support import TINY, listener_cli, recordings, same_weights
 
 from listener.training.augment import AugmentConfig
 from listener.training.data import SourcePool, split_by_file
@@ -140,3 +140,22 @@ def test_a_bad_ema_decay_or_model_id_is_refused_before_any_work(tmp_path: Path) 
         run_training(TrainInputs(data=[missing]), default_config(), CFG,
                      tmp_path / "m.safetensors", AudioCache(tmp_path / "cache", 20000, ()),
                      tmp_path / "m.ckpt", half=False, model_id="a b")
+
+
+def test_a_reversed_range_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    res = listener_cli("train", tmp_path / "never-read", "--gain-db", "10", "-10",
+                       "--out", tmp_path / "m.safetensors", ok=(1, 2))
+    assert "--gain-db 10 -10: the low end exceeds the high end" in res.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_the_level_range_spans_the_live_streams_levels() -> None:
+    """Window levels land within gain_db (dB re 0.05 RMS), down to quiet live segments."""
+    from listener.training.augment import channel
+    cfg = AugmentConfig(lowpass_p=0.0, highpass_p=0.0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(40_000).astype(np.float32)
+    levels = np.array([20 * np.log10(np.sqrt(np.mean(channel(x, rng, cfg) ** 2)) / 0.05)
+                       for _ in range(400)])
+    assert levels.min() >= cfg.gain_db[0] - 0.01 and levels.max() <= cfg.gain_db[1] + 0.01
+    assert levels.min() < -50 and levels.max() > 20  # a quiet Orcasound segment: -53 dB
