@@ -2,14 +2,15 @@
 
 Run by train_demo_model.sh:
 
-    python3 scripts/demo_selection.py CARD.md DATA NEW PREVIOUS TRAINED_ON.txt
+    python3 scripts/demo_selection.py CARD.md DATA NEW PREVIOUS [TRAINED_ON.txt]
 
 The held-out files are the ones ``listener train`` validated the new model on
 (the split, seed and window counts from the recipe in its metadata). The rule,
 fixed before any held-out check: the new model replaces the previous one when
 its balanced ROC-AUC is higher on windows of the held-out files that *no*
 compared model trained on (the digests each records in ``trained_on``, and
-the paths listed in TRAINED_ON.txt for models that predate that record).
+the paths listed in TRAINED_ON.txt, if given, for models that predate that
+record).
 Scored on files it learnt from, a model looks better than it is. The held-out
 clips are never used to choose: that would tune the model to the test.
 Appends a ``## Selection`` section to the card and prints the verdict.
@@ -94,6 +95,15 @@ def table_rows(sets: dict[str, ValidationSet], models: dict[str, str],
     return rows, scores
 
 
+def _seen_section(held_out: int, unseen_files: int, rows: list[str]) -> str:
+    """All held-out files, when a compared model trained on some (else the table above)."""
+    if held_out == unseen_files:
+        return ""
+    return (f"All {held_out} held-out files (a compared model or its chain trained on "
+            f"{held_out - unseen_files} of them, so it scores optimistically here):\n\n"
+            f"{HEADER}\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n")
+
+
 def _range(lo_hi: tuple[float, float]) -> str:
     return f"{lo_hi[0]:+g}..{lo_hi[1]:+g}"
 
@@ -140,12 +150,7 @@ Held-out files neither model trained on:
 
 {HEADER}{table}""" + "\n".join(rows["unseen"]) + f"""
 
-All {len(val)} held-out files (the previous model's chain trained on
-{len(val) - len(clean)} of them, so it scores optimistically here):
-
-{HEADER}{table}""" + "\n".join(rows["all"]) + f"""
-
-The unseen files again, their windows made by the previous model's recipe
+{_seen_section(len(val), len(clean), rows["all"])}The unseen files again, their windows made by the previous model's recipe
 (window levels {_range(earlier.gain_db)} dB, SNRs {_range(earlier.snr_db)} dB; the
 rule above uses the new recipe's, {_range(tcfg.augment.gain_db)} and
 {_range(tcfg.augment.snr_db)} dB):
@@ -159,4 +164,4 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     # Exit 3: the previous model stays (train_demo_model.sh then puts it back).
     sys.exit(0 if main(Path(args[0]), Path(args[1]), args[2], args[3],
-                       read_listed(Path(args[4]))) else 3)
+                       read_listed(Path(args[4])) if len(args) > 4 else set()) else 3)
