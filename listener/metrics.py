@@ -83,6 +83,9 @@ METRIC_SPECS: Final[tuple[MetricSpec, ...]] = (
                "ffmpeg decoder (re)starts, by reason (start, discontinuity, gap, failure, "
                "codec_change, reanchor).",
                ("reason",)),
+    MetricSpec("listener_audio_level_dbfs", "gauge",
+               "RMS level of the last 10 s of decoded audio, dB re full scale (digital "
+               "silence reads -120)."),
     MetricSpec("listener_stream_lag_seconds", "gauge",
                "Live edge time minus the time of the newest scored audio."),
     MetricSpec("listener_stream_backlog_seconds", "gauge",
@@ -234,6 +237,7 @@ class Metrics:
         self.scored_seconds = one("listener_audio_scored_seconds_total")
         self.dropped_seconds = each("listener_audio_dropped_seconds_total", DROP_REASONS)
         self.decoder_restarts = each("listener_audio_decoder_restarts_total", RESTART_REASONS)
+        self.audio_level = one("listener_audio_level_dbfs")
         self.lag_seconds = one("listener_stream_lag_seconds")
         self.backlog_seconds = one("listener_stream_backlog_seconds")
         self.batch_size = one("listener_inference_batch_size")

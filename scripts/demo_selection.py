@@ -134,6 +134,7 @@ def main(card: Path, data: Path, new: str, previous: str, listed: set[str]) -> b
                f"{scores['unseen:previous demo model']:.3f}).")
     text = card.read_text(encoding="utf-8").split(MARKER)[0].rstrip("\n")
     table = "\n|---|---|---|---|---|---|---|\n"
+    seen = _seen_section(len(val), len(clean), rows["all"])
     card.write_text(text + f"""
 
 {MARKER.strip()}
@@ -150,7 +151,7 @@ Held-out files neither model trained on:
 
 {HEADER}{table}""" + "\n".join(rows["unseen"]) + f"""
 
-{_seen_section(len(val), len(clean), rows["all"])}The unseen files again, their windows made by the previous model's recipe
+{seen}The unseen files again, their windows made by the previous model's recipe
 (window levels {_range(earlier.gain_db)} dB, SNRs {_range(earlier.snr_db)} dB; the
 rule above uses the new recipe's, {_range(tcfg.augment.gain_db)} and
 {_range(tcfg.augment.snr_db)} dB):

@@ -31,6 +31,7 @@ import numpy as np
 
 from listener.audio.decode import StreamDecoder
 from listener.audio.history import AudioHistory
+from listener.audio.level import LevelMeter
 from listener.audio.reconcile import SegmentReconciler, Verdict
 from listener.detection.labels import LabelledWindow
 from listener.errors import DecodeError, FetchError
@@ -90,6 +91,7 @@ class StationPipeline:
         self._generation = 0
         self._recent: deque[Segment] = deque(maxlen=2000)
         self.reconciler = SegmentReconciler()
+        self.level = LevelMeter()
         self._limits: dict[int, float] = {}  # decoder generation -> end of its audio
         self._held_key: str | None = None
         self._skip_before: dict[str, float] = {}
@@ -273,6 +275,7 @@ class StationPipeline:
                 if not block.shape[1]:
                     continue
                 self.metrics.decoded_seconds.inc(block.shape[1] / decoder.sample_rate)
+                self.metrics.audio_level.set(self.level.update(block, decoder.sample_rate))
                 if self.history is not None:
                     self.history.append(offset, block[0], decoder.sample_rate, ctx.stream_key)
                 for lane in self.lanes:

@@ -403,6 +403,18 @@ PROMTOOL_TESTS = [
          {"eval_time": "40m", "alertname": "ListenerNoPipelineActivity",
           "exp_alerts": [{"exp_labels": {"severity": "critical", "station": "s"}}]},
          {"eval_time": "40m", "alertname": "ListenerStreamStalled", "exp_alerts": []}]},
+    # A stream of digital silence: decoded, never above -100 dBFS; a quiet live one never fires.
+    {"interval": "1m",
+     "input_series": [
+         {"series": 'listener_audio_level_dbfs{station="dead"}', "values": "-60x10 -120x40"},
+         {"series": 'listener_audio_level_dbfs{station="quiet"}', "values": "-80x50"},
+         {"series": 'listener_audio_decoded_seconds_total{station="dead"}', "values": "0+60x50"},
+         {"series": 'listener_audio_decoded_seconds_total{station="quiet"}',
+          "values": "0+60x50"}],
+     "alert_rule_test": [
+         {"eval_time": "20m", "alertname": "ListenerAudioSilent", "exp_alerts": []},
+         {"eval_time": "35m", "alertname": "ListenerAudioSilent",
+          "exp_alerts": [{"exp_labels": {"severity": "warning", "station": "dead"}}]}]},
     # Lag: high for long enough; growing steadily.
     {"interval": "1m",
      "input_series": [

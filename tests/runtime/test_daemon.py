@@ -99,6 +99,10 @@ def test_tone_detected_at_the_right_utc_and_never_on_quiet_audio(
     assert m["listener_hls_segments_fetched_total"] == len(tone_segments)
     assert m["listener_model_loaded"] == 1
     assert m["listener_audio_dropped_seconds_total|reason=gap"] == 0
+    # the last 10 s were the recording's white noise (RMS 0.001, -60 dBFS), less what the
+    # AAC encoder's low-pass takes (about 5 dB of it); the tone (-13.5 dBFS) ended a minute
+    # before
+    assert -68.0 < m["listener_audio_level_dbfs"] < -60.0, m["listener_audio_level_dbfs"]
     assert seen["ready"] == 200 and seen["health"] == 200
     assert daemon.pipeline is not None and daemon.pipeline.segments_fed == len(tone_segments)
 
