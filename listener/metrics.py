@@ -18,6 +18,7 @@ process's one HTTP server adds :data:`SERVER_METRIC_SPECS`, without a
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -85,7 +86,7 @@ METRIC_SPECS: Final[tuple[MetricSpec, ...]] = (
                ("reason",)),
     MetricSpec("listener_audio_level_dbfs", "gauge",
                "RMS level of the last 10 s of decoded audio, dB re full scale (digital "
-               "silence reads -120)."),
+               "silence reads -120; NaN until audio is decoded)."),
     MetricSpec("listener_stream_lag_seconds", "gauge",
                "Live edge time minus the time of the newest scored audio."),
     MetricSpec("listener_stream_backlog_seconds", "gauge",
@@ -238,6 +239,7 @@ class Metrics:
         self.dropped_seconds = each("listener_audio_dropped_seconds_total", DROP_REASONS)
         self.decoder_restarts = each("listener_audio_decoder_restarts_total", RESTART_REASONS)
         self.audio_level = one("listener_audio_level_dbfs")
+        self.audio_level.set(math.nan)  # nothing decoded yet: no level, not 0 dBFS
         self.lag_seconds = one("listener_stream_lag_seconds")
         self.backlog_seconds = one("listener_stream_backlog_seconds")
         self.batch_size = one("listener_inference_batch_size")

@@ -15,6 +15,9 @@ import numpy as np
 
 #: What digital silence reads (log of zero): below any real hydrophone's noise floor.
 FLOOR_DBFS = -120.0
+#: At or below this a stream is silent: a live hydrophone's noise floor is far above it
+#: (quiet Orcasound segments read -80 to -55). The ListenerAudioSilent alert uses it too.
+SILENT_DBFS = -100.0
 
 
 def level_dbfs(sum_squares: float, samples: int) -> float:

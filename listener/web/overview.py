@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from listener.audio.level import SILENT_DBFS
 from listener.web.coverage import CoverageLedger
 from listener.web.index import DetectionIndex
 from listener.web.views import StationView
@@ -70,10 +71,12 @@ def station_row(view: StationView, status: dict[str, Any], index: DetectionIndex
                 now: float) -> dict[str, Any]:
     """One station's overview row from its status snapshot, index and ledger."""
     today = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+    level = status.get("audio_level_dbfs")
     row: dict[str, Any] = {
         "station_id": view.station_id, "name": status.get("name"),
         "state": status.get("state"), "ready": status.get("ready"),
         "readiness": status.get("readiness"), "lag_s": status.get("lag_s"),
+        "audio_level_dbfs": level, "silent": level is not None and level <= SILENT_DBFS,
         "last_segment_s_ago": status.get("last_segment_s_ago"),
         "last_error": last_error_doc(status),
         "detections_today": index.count_on(today), "detections_total": len(index),

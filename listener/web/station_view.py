@@ -10,6 +10,7 @@ running station through :class:`RunningStation` only.
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -112,6 +113,11 @@ def _stream_url(cfg: Config) -> str | None:
     return s.url if s.kind == "hls" else f"{s.base_url.rstrip('/')}/{s.node}/latest.txt"
 
 
+def _level(dbfs: float | None) -> float | None:
+    """The gauge for JSON: NaN (nothing decoded yet) is ``None``."""
+    return round(dbfs, 1) if dbfs is not None and math.isfinite(dbfs) else None
+
+
 def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dict[str, Any]:
     """The status page's snapshot: JSON-able, ``None`` for what is not known yet."""
     sample = metrics.registry.get_sample_value
@@ -129,6 +135,7 @@ def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dic
         "readiness": reason, "stream_url": _stream_url(cfg),
         "live_edge_utc": iso_utc(edge),
         "lag_s": sample("listener_stream_lag_seconds", labels),
+        "audio_level_dbfs": _level(sample("listener_audio_level_dbfs", labels)),
         "last_segment_s_ago": round(now - stats.last_segment_mono, 1)
         if stats and stats.last_segment_mono is not None else None,
         "last_scored_utc": iso_utc(stats.last_scored_utc) if stats else None,

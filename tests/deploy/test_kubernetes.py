@@ -358,6 +358,14 @@ def _rules_file(rendered: dict[Path, list[Obj]], path: Path, annotations: bool) 
     return path
 
 
+def test_the_silent_stream_alert_uses_the_consoles_threshold(rendered: dict[Path, list[Obj]],
+                                                             ) -> None:
+    from listener.audio.level import SILENT_DBFS
+    groups = one(rendered[K8S / "monitoring"], "PrometheusRule")["spec"]["groups"]
+    rule = next(r for g in groups for r in g["rules"] if r.get("alert") == "ListenerAudioSilent")
+    assert f"listener_audio_level_dbfs[15m]) < {SILENT_DBFS:g}" in rule["expr"]
+
+
 @needs_promtool
 def test_promtool_check_rules(rendered: dict[Path, list[Obj]], tmp_path: Path) -> None:
     assert PROMTOOL is not None

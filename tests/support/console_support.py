@@ -114,7 +114,8 @@ def fleet_views(folder: Path, count: int) -> list[StationView]:
         ledger = CoverageLedger.for_station(sub / "state", station)
         status: dict[str, object] = {"name": station.removeprefix("rpi_").replace("_", " ").title(),
                                      "state": "running", "ready": True, "lag_s": 3.0 + k % 4 * 1.7,
-                                     "last_segment_s_ago": 2.0 + k % 3 * 3.0, "last_error": None}
+                                     "last_segment_s_ago": 2.0 + k % 3 * 3.0, "last_error": None,
+                                     "audio_level_dbfs": -62.0 + k}
         ledger.record(now - 86400, now - 30000 + k * 600, "scored")
         if k == 1:  # the node answers 404 since two hours
             ledger.record(now - 30000 + k * 600, now - 7200, "scored")
@@ -123,6 +124,9 @@ def fleet_views(folder: Path, count: int) -> list[StationView]:
                           last_segment_s_ago=7203.0, lag_s=None,
                           last_error={"message": "latest.txt: HTTP 404 Not Found",
                                       "age_s": 4.0})
+        elif k == 2:  # listening to digital silence: a dead hydrophone
+            ledger.record(now - 30000 + k * 600, now, "scored")
+            status.update(audio_level_dbfs=-120.0)
         elif k == 4:  # stopped last night
             status.update(state="stopped", ready=False, readiness="not running", lag_s=None,
                           last_segment_s_ago=None)

@@ -94,6 +94,9 @@ def test_console_pages_live_view_playback_and_review(console_url: str, browser: 
     assert "latest.txt: HTTP 404" in failing.find_element(By.CSS_SELECTOR, "td.err").text
     assert len(rows[0].find_elements(By.CSS_SELECTOR, ".cells span")) == 96
     assert "12 stations" in browser.find_element(By.ID, "fleet-summary").text
+    assert "1 silent" in browser.find_element(By.ID, "fleet-summary").text
+    dead = browser.find_element(By.CSS_SELECTOR, "tr[data-station='rpi_sunset_bay'] td.level")
+    assert "err" in dead.get_attribute("class") and dead.text == "-120.0 dBFS silent"
     assert "1 config file(s) not loaded" in browser.find_element(By.ID, "fleet-summary").text
     skipped = browser.find_element(By.ID, "skipped")
     assert skipped.is_displayed() and SKIPPED in skipped.text and "did you mean" in skipped.text

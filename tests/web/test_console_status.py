@@ -51,3 +51,30 @@ def test_decoder_restarts_exclude_the_first_start_and_the_last_error_has_its_age
     assert err["message"] == "latest.txt: HTTP 404" and 179.0 <= err["for_s"] <= 190.0
     # The live view marks the station's own threshold.
     assert station_console(cfg, metrics, daemon).view.threshold == cfg.detection.local_threshold
+
+
+def test_the_audio_level_is_unknown_until_audio_is_decoded_then_marks_silence(
+        tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from listener.audio.level import LevelMeter
+    from listener.web.index import DetectionIndex
+    from listener.web.overview import station_row
+    cfg = station_config("http://127.0.0.1:9", "node_a", tmp_path)
+    metrics = Metrics(CollectorRegistry(), "node_a")
+    status = station_status(cfg, metrics, Stub())
+    assert status["audio_level_dbfs"] is None  # not 0 dBFS: nothing was heard yet
+    json.dumps(status, allow_nan=False)  # what /api/status sends: no NaN in it
+    meter = LevelMeter()
+    metrics.audio_level.set(meter.update(np.full((1, 48_000), 0.001, np.float32), 48_000))
+    assert station_status(cfg, metrics, Stub())["audio_level_dbfs"] == -60.0
+
+    view = station_console(cfg, metrics, Stub()).view
+    index = DetectionIndex(None, None)
+    assert station_row(view, {"audio_level_dbfs": -60.0}, index, time.time())["silent"] is False
+    metrics.audio_level.set(meter.update(np.zeros((1, 20 * 48_000), np.float32), 48_000))
+    status = station_status(cfg, metrics, Stub())
+    assert status["audio_level_dbfs"] == -120.0
+    assert station_row(view, status, index, time.time())["silent"] is True

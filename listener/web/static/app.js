@@ -67,14 +67,19 @@ function covText(sum) {
     (lost ? `, lost: ${lost}` : "") + `, unknown ${fmtSeconds(sum.unknown_s)}`;
 }
 
+// The stream's level (dB re full scale); null until audio is decoded.
+function fmtLevel(v) { return v === null || v === undefined ? "–" : `${v.toFixed(1)} dBFS`; }
+
 // How the status page words a few fields; the rest print as they come.
 const STATUS_FORMAT = {
   lag_s: fmtSeconds, backlog_s: fmtSeconds, last_segment_s_ago: ago, last_error: errorText,
   live_edge_utc: localTime, last_scored_utc: localTime, now_utc: localTime,
+  audio_level_dbfs: fmtLevel,
 };
 
 const STATUS_LABEL = { lag_s: "lag", backlog_s: "backlog", last_segment_s_ago: "last segment",
-  live_edge_utc: "live edge", last_scored_utc: "last scored", now_utc: "now" };
+  live_edge_utc: "live edge", last_scored_utc: "last scored", now_utc: "now",
+  audio_level_dbfs: "audio level" };
 
 async function statusPage() {
   const box = $("#stations");
@@ -138,6 +143,10 @@ function fleetRow(row, cellS) {
     el("td", {}, stateChip(row)),
     el("td", { class: "num", text: fmtSeconds(row.lag_s) }),
     el("td", { text: ago(row.last_segment_s_ago) }),
+    el("td", { class: row.silent ? "num err level" : "num level",
+      title: row.silent ? "silent: digital silence or a dead hydrophone; nothing can be detected"
+        : "RMS of the last 10 s, dB re full scale",
+      text: fmtLevel(row.audio_level_dbfs) + (row.silent ? " silent" : "") }),
     el("td", { class: err ? "err" : "muted", title: err ? errorText(err) : "", text: errorText(err) }),
     el("td", {}, coverageCells(row.coverage, cellS),
       el("small", { text: row.coverage ? `${(row.coverage.scored_ratio * 100).toFixed(0)} %` : "" })),
@@ -154,10 +163,11 @@ async function overviewPage() {
     $("#fleet tbody").replaceChildren(...rows.map((r) => fleetRow(r, data.cell_s)));
     const ready = rows.filter((r) => r.ready).length;
     const errors = rows.filter((r) => r.last_error).length;
+    const silent = rows.filter((r) => r.silent).length;
     const today = rows.reduce((n, r) => n + r.detections_today, 0);
     const skipped = data.skipped || [];
     $("#fleet-summary").textContent = `${rows.length} stations, ${ready} ready, ` +
-      `${errors} with an error, ${today} detections today` +
+      `${errors} with an error, ${silent} silent, ${today} detections today` +
       (skipped.length ? `, ${skipped.length} config file(s) not loaded` : "");
     $("#skipped").hidden = !skipped.length;
     $("#skipped tbody").replaceChildren(...skipped.map((s) => el("tr", {},
