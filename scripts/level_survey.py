@@ -33,13 +33,13 @@ from listener.config import default_config
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
 from listener.quality.labels import read_labels
+from listener.training.augment import REFERENCE_RMS
 from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
 from listener.training.data import decode_mono, load_recordings
 from listener.training.run import split_for
 from listener.training.trainer import score
 from listener.training.validation import figures, make_validation
 
-REFERENCE = 0.05  # the recipe's 0 dB window RMS (augment.channel)
 LEVELS_DB = (-50, -40, -30, -20, -10, 0, 10, 20)
 
 
@@ -54,7 +54,7 @@ def window_levels(wave: np.ndarray, n: int) -> list[float]:
 
 
 def db(level: float) -> float:
-    return 20 * np.log10(level / REFERENCE)
+    return 20 * np.log10(level / REFERENCE_RMS)
 
 
 def level_table(data: Path, frontend: Frontend, cache: AudioCache) -> None:
@@ -90,7 +90,7 @@ def sensitivity_table(data: Path, frontend: Frontend, cache: AudioCache,
     print("|---|" + "---|" * len(weights))
     models = [load_model(w)[0] for w in weights]
     for level_db in LEVELS_DB:
-        vs.waves = (unit * REFERENCE * 10 ** (level_db / 20)).astype(np.float32)
+        vs.waves = (unit * REFERENCE_RMS * 10 ** (level_db / 20)).astype(np.float32)
         cells = []
         for model in models:
             s = score(model, frontend, vs.waves, torch.device("cpu"))

@@ -28,6 +28,15 @@ from torch import Tensor
 from listener.errors import ListenerError
 from listener.training.data import Recording, SourcePool
 
+#: The window RMS that ``gain_db`` is relative to (0 dB re 0.05 = -26 dBFS).
+REFERENCE_RMS = 0.05
+
+
+def levels_dbfs(gain_db: tuple[float, float]) -> tuple[float, float]:
+    """A ``gain_db`` range as window levels in dB re full scale (the daemon's level gauge)."""
+    ref = 20 * np.log10(REFERENCE_RMS)
+    return float(ref + gain_db[0]), float(ref + gain_db[1])
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -163,7 +172,7 @@ def channel(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
     x = band_limit(x, rate, rng, cfg)
     # Normalise first, so the gain range means the same for quiet catalogue
     # files and loud ones.
-    level = 0.05 * 10 ** (rng.uniform(*cfg.gain_db) / 20)
+    level = REFERENCE_RMS * 10 ** (rng.uniform(*cfg.gain_db) / 20)
     return (x * (level / rms(x))).astype(np.float32)
 
 

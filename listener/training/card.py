@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from listener.atomic import atomic_write
 from listener.model.checkpoints import load_model
+from listener.training.augment import REFERENCE_RMS, levels_dbfs
 from listener.training.trainer import TrainConfig, TrainResult
 
 
@@ -74,6 +75,14 @@ def _sites(files: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _levels(cfg: TrainConfig) -> str:
+    lo, hi = cfg.augment.gain_db
+    lo_fs, hi_fs = levels_dbfs(cfg.augment.gain_db)
+    return (f"{lo:+g}..{hi:+g} dB re {REFERENCE_RMS:g} RMS, {lo_fs:.0f} to {hi_fs:.0f} dBFS "
+            "(compare a station's `listener_audio_level_dbfs`: far outside, the model hears "
+            "audio it never trained at)")
+
+
 def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
                files: dict[str, Any], half: bool, model_id: str | None = None) -> str:
     """The markdown card: what it is, the data, the recipe, held-out figures."""
@@ -100,6 +109,8 @@ through the daemon's own frontend (`listener.model.frontend.Frontend`, default
 - Draws per source (files ** {cfg.augment.source_power}): {shares}.
 
 ## Recipe
+- Window levels: {_levels(cfg)}.
+
 ```json
 {json.dumps(cfg.to_json(), indent=1)}
 ```

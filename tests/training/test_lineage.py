@@ -135,7 +135,7 @@ def test_a_fine_tune_records_its_chain_and_validates_on_new_files(tmp_path: Path
               "--steps", "2", "--batch-size", "4", "--val-fraction", "0.5", "--seed", "0"]
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     listener_cli("train", first, "--out", a, *common)
-    listener_cli("train", first, second, "--init", a, "--out", b, *common)
+    listener_cli("train", first, second, "--init", a, "--out", b, *common, "--gain-db", "-30", "0")
     lineage_a, lineage_b = read_lineage(a), read_lineage(b)
     first_files = {digest(p) for p in first.rglob("*.wav")}
     assert lineage_a.complete and lineage_b.complete
@@ -144,3 +144,5 @@ def test_a_fine_tune_records_its_chain_and_validates_on_new_files(tmp_path: Path
     card = b.with_suffix(".md").read_text(encoding="utf-8")
     assert (f"- Validation: {len(lineage_a.digests)} files the starting model trained on were "
             "kept out of validation.") in card
+    # the levels B trained at, as the daemon's level gauge reads them
+    assert "- Window levels: -30..+0 dB re 0.05 RMS, -56 to -26 dBFS" in card
