@@ -33,7 +33,7 @@ from listener.config import default_config
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
 from listener.quality.labels import read_labels
-from listener.training.augment import REFERENCE_RMS
+from listener.training.augment import REFERENCE_RMS, rms
 from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
 from listener.training.data import decode_mono, load_recordings
 from listener.training.run import split_for
@@ -45,12 +45,8 @@ LEVELS_DB = (-50, -40, -30, -20, -10, 0, 10, 20)
 
 def window_levels(wave: np.ndarray, n: int) -> list[float]:
     """RMS of each whole ``n``-sample window, digital silence left out."""
-    out = []
-    for i in range(wave.size // n):
-        level = float(np.sqrt(np.mean(np.square(wave[i * n:(i + 1) * n], dtype=np.float64))))
-        if level > 1e-6:
-            out.append(level)
-    return out
+    levels = (rms(wave[i * n:(i + 1) * n]) for i in range(wave.size // n))
+    return [level for level in levels if level > 1e-6]
 
 
 def db(level: float) -> float:

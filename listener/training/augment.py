@@ -19,6 +19,7 @@ Spectrogram side (torch, per batch): SpecAugment-style frequency and time masks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,8 +35,8 @@ REFERENCE_RMS = 0.05
 
 def levels_dbfs(gain_db: tuple[float, float]) -> tuple[float, float]:
     """A ``gain_db`` range as window levels in dB re full scale (the daemon's level gauge)."""
-    ref = 20 * np.log10(REFERENCE_RMS)
-    return float(ref + gain_db[0]), float(ref + gain_db[1])
+    ref = 20 * math.log10(REFERENCE_RMS)
+    return ref + gain_db[0], ref + gain_db[1]
 
 
 @dataclass(frozen=True)
