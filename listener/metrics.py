@@ -126,6 +126,10 @@ METRIC_SPECS: Final[tuple[MetricSpec, ...]] = (
     MetricSpec("listener_build_info", "info", "Version of listener and of the loaded model."),
     MetricSpec("listener_model_loaded", "gauge",
                "1 when the model weights are loaded and warmed up, else 0."),
+    MetricSpec("listener_model_trained_level_dbfs", "gauge",
+               "Window levels each model trained at (its recipe), dB re full scale, by model "
+               "and bound (low, high); absent for weights that record none.",
+               ("model", "bound")),
 )
 
 #: The HTTP server's families (console, /metrics, probes): one server per process.
@@ -290,6 +294,12 @@ class Metrics:
         fam = self.families
         return (fam["listener_detect_model_clips_total"].labels(self.station, model, role),
                 fam["listener_detect_model_detections_total"].labels(self.station, model, role))
+
+    def model_trained_levels(self, model: str, low_dbfs: float, high_dbfs: float) -> None:
+        """Export the window levels ``model`` trained at (compare ``audio_level``)."""
+        fam = self.families["listener_model_trained_level_dbfs"]
+        fam.labels(self.station, model, "low").set(low_dbfs)
+        fam.labels(self.station, model, "high").set(high_dbfs)
 
     def agreement(self, model_a: str, model_b: str, outcome: str) -> None:
         """Count one clip that models ``model_a`` and ``model_b`` both decided."""

@@ -32,8 +32,9 @@ from demo_selection import recipe_of
 from listener.config import default_config
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
+from listener.model.levels import REFERENCE_RMS
 from listener.quality.labels import read_labels
-from listener.training.augment import REFERENCE_RMS, rms
+from listener.training.augment import rms
 from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
 from listener.training.data import decode_mono, load_recordings
 from listener.training.run import split_for

@@ -8,10 +8,15 @@ error. The level makes both visible (``listener_audio_level_dbfs``).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: What digital silence reads (log of zero): below any real hydrophone's noise floor.
 FLOOR_DBFS = -120.0
@@ -48,3 +53,77 @@ class LevelMeter:
             while len(self._blocks) > 1 and self._held_s - self._blocks[0][2] >= self.span_s:
                 self._held_s -= self._blocks.popleft()[2]
         return level_dbfs(sum(b[0] for b in self._blocks), sum(b[1] for b in self._blocks))
+
+
+#: How long a stream's level must stay outside a model's range before it is reported.
+OUTSIDE_HOLD_S = 60.0
+
+
+@dataclass(frozen=True)
+class LevelRange:
+    """The window levels (dBFS) one model of a station trained at."""
+
+    model: str
+    low_dbfs: float
+    high_dbfs: float
+
+    def side(self, level_dbfs: float) -> str | None:
+        """``"below"``, ``"above"`` or ``None`` (inside)."""
+        if level_dbfs < self.low_dbfs:
+            return "below"
+        return "above" if level_dbfs > self.high_dbfs else None
+
+
+@dataclass
+class _Run:
+    side: str | None = None  # where the level is now
+    run_s: float = 0.0  # for how long (audio seconds)
+    reported: str | None = None  # what was last said (and what the console shows)
+
+
+class LevelWatch:
+    """Says, in the log and the console, when a stream stays outside a model's levels.
+
+    A model's scores are untested at levels it never trained at (the
+    spectrogram is not normalised), so a station whose audio stays below or
+    above a model's range for ``hold_s`` seconds of audio is logged once as a
+    warning, and once more when it is back. Silence (:data:`SILENT_DBFS`) is
+    not judged: ``ListenerAudioSilent`` covers a dead hydrophone.
+    """
+
+    def __init__(self, station: str, ranges: Sequence[LevelRange],
+                 hold_s: float = OUTSIDE_HOLD_S) -> None:
+        self.station = station
+        self.ranges = tuple(ranges)
+        self.hold_s = hold_s
+        self._runs = {r.model: _Run() for r in self.ranges}
+
+    def update(self, level_dbfs: float, seconds: float) -> None:
+        """The level after ``seconds`` more audio (:meth:`LevelMeter.update`)."""
+        if level_dbfs <= SILENT_DBFS:
+            return
+        for r in self.ranges:
+            run = self._runs[r.model]
+            side = r.side(level_dbfs)
+            if side != run.side:
+                run.side, run.run_s = side, 0.0
+            run.run_s += seconds
+            if run.run_s >= self.hold_s and run.reported != side:
+                self._report(r, side, level_dbfs)
+                run.reported = side
+
+    def outside(self) -> tuple[tuple[LevelRange, str], ...]:
+        """The models the stream is (reported) outside of, with the side."""
+        return tuple((r, side) for r in self.ranges
+                     if (side := self._runs[r.model].reported) is not None)
+
+    def _report(self, r: LevelRange, side: str | None, level: float) -> None:
+        trained = f"{r.low_dbfs:.0f} to {r.high_dbfs:.0f} dBFS"
+        if side is None:
+            log.info("station %s: the audio level (%.0f dBFS) is back within the levels model "
+                     "%s trained at (%s)", self.station, level, r.model, trained)
+            return
+        log.warning("station %s: the audio level has stayed %s the levels model %s trained at "
+                    "(%s) for %.0f s, now %.0f dBFS: its scores at this level are untested "
+                    "(docs/operations.md, ListenerAudioOutsideModelLevels)", self.station, side,
+                    r.model, trained, self.hold_s, level)

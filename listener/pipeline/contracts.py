@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from listener.audio.level import LevelRange
 from listener.sources.segments import Gap, Position, Segment
 
 
@@ -101,6 +102,8 @@ class PipelineStats:
     last_segment_mono: float | None
     last_scored_mono: float | None
     last_scored_utc: datetime | None
+    # The models whose trained levels the stream has stayed outside of, with the side.
+    level_outside: tuple[tuple[LevelRange, str], ...] = ()
 
 
 class Progress(Protocol):

@@ -31,7 +31,7 @@ import numpy as np
 
 from listener.audio.decode import StreamDecoder
 from listener.audio.history import AudioHistory
-from listener.audio.level import LevelMeter
+from listener.audio.level import LevelMeter, LevelWatch
 from listener.audio.reconcile import SegmentReconciler, Verdict
 from listener.detection.labels import LabelledWindow
 from listener.errors import DecodeError, FetchError
@@ -70,7 +70,8 @@ class StationPipeline:
                  lanes: Sequence[ModelLane], metrics: Metrics, *,
                  resume: ResumePoint | None = None, on_progress: ProgressFn | None = None,
                  observer: PipelineObserver | None = None,
-                 history: AudioHistory | None = None, ffmpeg_exe: str | None = None) -> None:
+                 history: AudioHistory | None = None, ffmpeg_exe: str | None = None,
+                 level_watch: LevelWatch | None = None) -> None:
         if not lanes:
             raise ValueError("a station pipeline needs at least one model lane")
         self.settings = settings
@@ -92,6 +93,7 @@ class StationPipeline:
         self._recent: deque[Segment] = deque(maxlen=2000)
         self.reconciler = SegmentReconciler()
         self.level = LevelMeter()
+        self.level_watch = level_watch
         self._limits: dict[int, float] = {}  # decoder generation -> end of its audio
         self._held_key: str | None = None
         self._skip_before: dict[str, float] = {}
@@ -112,9 +114,10 @@ class StationPipeline:
                      key, resume.position.sequence, resume.clip_end_s)
 
     def stats(self) -> PipelineStats:
+        outside = self.level_watch.outside() if self.level_watch is not None else ()
         return PipelineStats(self.segments_fed, self.windows_scored, self.primary.batcher.backlog_s,
                              self.last_segment_mono, self.last_scored_mono,
-                             self.last_scored_utc)
+                             self.last_scored_utc, outside)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -274,8 +277,12 @@ class StationPipeline:
                 block = self._within_limit(block, offset, decoder.sample_rate, ctx)
                 if not block.shape[1]:
                     continue
-                self.metrics.decoded_seconds.inc(block.shape[1] / decoder.sample_rate)
-                self.metrics.audio_level.set(self.level.update(block, decoder.sample_rate))
+                seconds = block.shape[1] / decoder.sample_rate
+                self.metrics.decoded_seconds.inc(seconds)
+                level = self.level.update(block, decoder.sample_rate)
+                self.metrics.audio_level.set(level)
+                if self.level_watch is not None:
+                    self.level_watch.update(level, seconds)
                 if self.history is not None:
                     self.history.append(offset, block[0], decoder.sample_rate, ctx.stream_key)
                 for lane in self.lanes:

@@ -27,6 +27,7 @@ from typing import Any
 
 from listener import __version__
 from listener.audio.history import AudioHistory
+from listener.audio.level import LevelRange, LevelWatch
 from listener.config import Config, DetectionConfig
 from listener.detection.labels import LabelRule
 from listener.detection.rule import ClipResult, Encounter
@@ -73,6 +74,8 @@ class LoadedModel:
     prepare: PrepareBatchFn
     batcher: SharedBatcher[Tagged]
     info: Mapping[str, Any]
+    # The window levels (dBFS) its weights record having trained at; None: not recorded.
+    trained_levels_dbfs: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,8 @@ def build_station(cfg: Config, models: Sequence[LoadedModel], metrics: Metrics, 
         source = make_source(cfg.stream, client)
     pipeline = StationPipeline(
         _settings(cfg), source, lanes, metrics, resume=_resume_point(saved),
-        on_progress=_progress_saver(store, emitters), history=history, observer=observer)
+        on_progress=_progress_saver(store, emitters), history=history, observer=observer,
+        level_watch=_level_watch(cfg.station.id, models, metrics))
     return Station(cfg, pipeline, tuple(emitters), source, client, store, agreement)
 
 
@@ -206,6 +210,16 @@ def _lane(cfg: Config, index: int, model: LoadedModel, sinks: Sequence[Sink], me
                  plan.id, plan.backend, plan.role)
     return emitter, ModelLane(plan.id, index, rule, model.prepare, batch_lane, handler,
                               pool=pool)
+
+
+def _level_watch(station: str, models: Sequence[LoadedModel],
+                 metrics: Metrics) -> LevelWatch | None:
+    """Watches the stream's level against the levels each model trained at."""
+    ranges = [LevelRange(m.plan.id, *m.trained_levels_dbfs) for m in models
+              if m.trained_levels_dbfs is not None]
+    for r in ranges:
+        metrics.model_trained_levels(r.model, r.low_dbfs, r.high_dbfs)
+    return LevelWatch(station, ranges) if ranges else None
 
 
 def _model_detection(station: DetectionConfig, model: DetectionConfig) -> DetectionConfig:

@@ -21,6 +21,7 @@ import numpy as np
 
 from listener.config import Config
 from listener.model.backends.base import ModelBackend, ModelPlan
+from listener.model.levels import trained_levels_dbfs
 from listener.pipeline.batcher import Clock, SharedBatcher
 from listener.pipeline.lane import Tagged
 from listener.runtime.builder import LoadedModel
@@ -109,7 +110,7 @@ class ModelRegistry:
                           load_scorer(cfg, allow_random_weights=self.allow_random_weights))
             return LoadedModel(plan, scorer.frontend.prepare_batch, self._batcher(
                 scorer.score_waves, cfg.model.batch_size, cfg.model.max_batch_wait_s),
-                dict(scorer.info))
+                dict(scorer.info), trained_levels_dbfs(plan.weights))
         backend = self.backends.get(plan.id)
         if backend is None:
             from listener.model.backends import load_backend
@@ -117,7 +118,8 @@ class ModelRegistry:
             backend = load_backend(plan, cfg.frontend,
                                    allow_random_weights=self.allow_random_weights)
         return LoadedModel(plan, backend.prepare_batch, self._batcher(
-            backend.predict, entry.batch_size, entry.max_batch_wait_s), dict(backend.info))
+            backend.predict, entry.batch_size, entry.max_batch_wait_s), dict(backend.info),
+            trained_levels_dbfs(plan.weights))
 
     def _batcher(self, score: Callable[[np.ndarray], np.ndarray], batch_size: int,
                  max_wait_s: float) -> SharedBatcher[Tagged]:

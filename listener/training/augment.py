@@ -19,7 +19,6 @@ Spectrogram side (torch, per batch): SpecAugment-style frequency and time masks.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,16 +26,8 @@ import torch
 from torch import Tensor
 
 from listener.errors import ListenerError
+from listener.model.levels import REFERENCE_RMS
 from listener.training.data import Recording, SourcePool
-
-#: The window RMS that ``gain_db`` is relative to (0 dB re 0.05 = -26 dBFS).
-REFERENCE_RMS = 0.05
-
-
-def levels_dbfs(gain_db: tuple[float, float]) -> tuple[float, float]:
-    """A ``gain_db`` range as window levels in dB re full scale (the daemon's level gauge)."""
-    ref = 20 * math.log10(REFERENCE_RMS)
-    return ref + gain_db[0], ref + gain_db[1]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from listener.atomic import atomic_write
 from listener.model.checkpoints import load_model
-from listener.training.augment import REFERENCE_RMS, levels_dbfs
+from listener.model.levels import REFERENCE_RMS, levels_dbfs
 from listener.training.trainer import TrainConfig, TrainResult
 
 

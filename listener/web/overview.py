@@ -77,6 +77,7 @@ def station_row(view: StationView, status: dict[str, Any], index: DetectionIndex
         "state": status.get("state"), "ready": status.get("ready"),
         "readiness": status.get("readiness"), "lag_s": status.get("lag_s"),
         "audio_level_dbfs": level, "silent": level is not None and level <= SILENT_DBFS,
+        "level_outside": list(status.get("level_outside") or []),
         "last_segment_s_ago": status.get("last_segment_s_ago"),
         "last_error": last_error_doc(status),
         "detections_today": index.count_on(today), "detections_total": len(index),

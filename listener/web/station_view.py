@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from listener import __version__
 from listener.audio.history import AudioHistory
+from listener.audio.level import LevelRange
 from listener.config import Config
 from listener.events.records import iso_utc
 from listener.metrics import RESTART_REASONS, Metrics
@@ -118,6 +119,13 @@ def _level(dbfs: float | None) -> float | None:
     return round(dbfs, 1) if dbfs is not None and math.isfinite(dbfs) else None
 
 
+def _outside(outside: tuple[tuple[LevelRange, str], ...]) -> list[dict[str, Any]]:
+    """The models whose trained levels the stream stays outside of, for JSON."""
+    return [{"model": r.model, "side": side,
+             "trained_dbfs": [round(r.low_dbfs, 1), round(r.high_dbfs, 1)]}
+            for r, side in outside]
+
+
 def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dict[str, Any]:
     """The status page's snapshot: JSON-able, ``None`` for what is not known yet."""
     sample = metrics.registry.get_sample_value
@@ -136,6 +144,7 @@ def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dic
         "live_edge_utc": iso_utc(edge),
         "lag_s": sample("listener_stream_lag_seconds", labels),
         "audio_level_dbfs": _level(sample("listener_audio_level_dbfs", labels)),
+        "level_outside": _outside(stats.level_outside) if stats else [],
         "last_segment_s_ago": round(now - stats.last_segment_mono, 1)
         if stats and stats.last_segment_mono is not None else None,
         "last_scored_utc": iso_utc(stats.last_scored_utc) if stats else None,

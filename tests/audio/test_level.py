@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listener.audio.level import FLOOR_DBFS, LevelMeter, level_dbfs
+from listener.audio.level import (
+    FLOOR_DBFS,
+    SILENT_DBFS,
+    LevelMeter,
+    LevelRange,
+    LevelWatch,
+    level_dbfs,
+)
 
 RATE = 48_000
 
@@ -49,3 +58,56 @@ def test_the_level_is_finite_and_bounded_for_any_blocks(blocks: list[tuple[int, 
     for n, amplitude in blocks:
         level = meter.update(np.full((1, n), amplitude, np.float32), RATE)
         assert FLOOR_DBFS <= level <= 0.0 + 1e-6
+
+
+DEMO = LevelRange("demo", -81.0, -1.0)
+
+
+def _feed(watch: LevelWatch, level: float, seconds: float, step: float = 0.5) -> None:
+    for _ in range(round(seconds / step)):
+        watch.update(level, step)
+
+
+def test_a_stream_that_stays_below_a_models_levels_is_reported_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    watch = LevelWatch("rpi_lab", [DEMO, LevelRange("narrow", -46.0, -16.0)], hold_s=60.0)
+    caplog.set_level(logging.INFO, logger="listener.audio.level")
+    _feed(watch, -90.0, 59.5)
+    assert watch.outside() == () and not caplog.records  # not yet a minute
+    _feed(watch, -90.0, 0.5)
+    assert [(r.model, side) for r, side in watch.outside()] == [("demo", "below"),
+                                                                 ("narrow", "below")]
+    _feed(watch, -90.0, 600.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2  # once per model, not once per block
+    assert "station rpi_lab" in warnings[0] and "stayed below the levels model demo trained at" \
+        " (-81 to -1 dBFS) for 60 s, now -90 dBFS" in warnings[0]
+
+
+def test_a_short_excursion_is_not_reported_and_a_return_is(
+        caplog: pytest.LogCaptureFixture) -> None:
+    watch = LevelWatch("s", [DEMO], hold_s=60.0)
+    caplog.set_level(logging.INFO, logger="listener.audio.level")
+    for _ in range(5):  # 40 s loud, 1 s inside: the run starts again each time
+        _feed(watch, 3.0, 40.0)
+        _feed(watch, -30.0, 1.0)
+    assert watch.outside() == () and not caplog.records
+    _feed(watch, 3.0, 60.0)
+    assert [side for _, side in watch.outside()] == ["above"]
+    _feed(watch, -30.0, 59.0)
+    assert [side for _, side in watch.outside()] == ["above"]  # still reported
+    _feed(watch, -30.0, 1.0)
+    assert watch.outside() == ()
+    assert caplog.records[-1].levelno == logging.INFO
+    assert "back within the levels model demo trained at" in caplog.records[-1].getMessage()
+
+
+def test_silence_is_left_to_the_silent_alert() -> None:
+    watch = LevelWatch("s", [DEMO], hold_s=60.0)
+    _feed(watch, SILENT_DBFS, 600.0)
+    _feed(watch, FLOOR_DBFS, 600.0)
+    assert watch.outside() == ()
+    _feed(watch, -95.0, 30.0)  # silence between does not restart or end a run
+    _feed(watch, FLOOR_DBFS, 30.0)
+    _feed(watch, -95.0, 30.0)
+    assert [side for _, side in watch.outside()] == ["below"]

@@ -364,6 +364,9 @@ def test_the_silent_stream_alert_uses_the_consoles_threshold(rendered: dict[Path
     groups = one(rendered[K8S / "monitoring"], "PrometheusRule")["spec"]["groups"]
     rule = next(r for g in groups for r in g["rules"] if r.get("alert") == "ListenerAudioSilent")
     assert f"listener_audio_level_dbfs[15m]) < {SILENT_DBFS:g}" in rule["expr"]
+    rule = next(r for g in groups for r in g["rules"]
+                if r.get("alert") == "ListenerAudioOutsideModelLevels")
+    assert f"listener_audio_level_dbfs[30m]) > {SILENT_DBFS:g})" in rule["expr"]
 
 
 @needs_promtool
@@ -423,6 +426,23 @@ PROMTOOL_TESTS = [
          {"eval_time": "20m", "alertname": "ListenerAudioSilent", "exp_alerts": []},
          {"eval_time": "35m", "alertname": "ListenerAudioSilent",
           "exp_alerts": [{"exp_labels": {"severity": "warning", "station": "dead"}}]}]},
+    # A stream quieter than the model trained at (-81 dBFS) for 35 min fires; one back
+    # inside does not; silence is ListenerAudioSilent's, not this alert's.
+    {"interval": "1m",
+     "input_series": [
+         {"series": 'listener_audio_level_dbfs{station="quiet"}', "values": "-60x10 -90x50"},
+         {"series": 'listener_audio_level_dbfs{station="loud"}', "values": "2x30 -20x30"},
+         {"series": 'listener_audio_level_dbfs{station="dead"}', "values": "-120x60"},
+         *({"series": f'listener_model_trained_level_dbfs{{station="{st}",model="demo",'
+                      f'bound="{bound}"}}', "values": f"{value}x60"}
+           for st in ("quiet", "loud", "dead") for bound, value in (("low", -81), ("high", -1)))],
+     "alert_rule_test": [
+         {"eval_time": "30m", "alertname": "ListenerAudioOutsideModelLevels",
+          "exp_alerts": [{"exp_labels": {"severity": "warning", "station": "loud",
+                                         "model": "demo", "bound": "high"}}]},
+         {"eval_time": "48m", "alertname": "ListenerAudioOutsideModelLevels",
+          "exp_alerts": [{"exp_labels": {"severity": "warning", "station": "quiet",
+                                         "model": "demo", "bound": "low"}}]}]},
     # Lag: high for long enough; growing steadily.
     {"interval": "1m",
      "input_series": [

@@ -6,12 +6,16 @@ UTC time and never on quiet audio; restarts resume without gap or duplicate.
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
+import torch
 from prometheus_client.parser import text_string_to_metric_families
+from safetensors.torch import save_file
 from support.daemon_support import (
     ToneScorer,
     publish_in_background,
@@ -22,6 +26,8 @@ from support.daemon_support import (
     ts_segments,
 )
 from support.hls_server import LiveHlsServer
+
+from listener.config import ModelConfig
 
 NODE = "rpi_test"
 FOLDER = 1_600_000_000  # 2020-09-13T12:26:40Z
@@ -46,8 +52,17 @@ def _scrape(url: str) -> dict[str, float]:
     return out
 
 
+def _weights_trained_at(path: Path, gain_db: tuple[float, float]) -> Path:
+    """A weights file whose recipe records the window levels it trained at (the fake
+    scorer scores; the daemon reads the levels from the configured weights)."""
+    recipe = json.dumps({"augment": {"gain_db": list(gain_db)}})
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"recipe": recipe})
+    return path
+
+
 def test_tone_detected_at_the_right_utc_and_never_on_quiet_audio(
-        tmp_path: Path, tone_segments: list[tuple[bytes, float]]) -> None:
+        tmp_path: Path, tone_segments: list[tuple[bytes, float]],
+        caplog: pytest.LogCaptureFixture) -> None:
     with LiveHlsServer() as server:
         server.start_folder(NODE, FOLDER)
         for data, dur in tone_segments[:3]:
@@ -62,13 +77,19 @@ def test_tone_detected_at_the_right_utc_and_never_on_quiet_audio(
             return True
 
         publish_in_background(publish, 0.2)
-        cfg = station_config(server.base_url, NODE, tmp_path)
+        # trained at -46..-16 dBFS: the -60 dBFS noise is below that, the tone inside
+        weights = _weights_trained_at(tmp_path / "m.safetensors", (-20.0, 10.0))
+        cfg = station_config(server.base_url, NODE, tmp_path,
+                             model=ModelConfig(weights=weights, batch_size=8,
+                                               max_batch_wait_s=0.05))
         seen: dict[str, object] = {}
+        caplog.set_level(logging.INFO, logger="listener.audio.level")
 
         def probe(daemon) -> None:  # type: ignore[no-untyped-def]
             assert daemon.probes is not None
             url = daemon.probes.url
             seen["metrics"] = _scrape(url)
+            seen["outside"] = daemon.pipeline.stats().level_outside
             seen["ready"] = requests.get(url + "/readyz", timeout=5).status_code
             seen["health"] = requests.get(url + "/healthz", timeout=5).status_code
 
@@ -103,6 +124,15 @@ def test_tone_detected_at_the_right_utc_and_never_on_quiet_audio(
     # AAC encoder's low-pass takes (about 5 dB of it); the tone (-13.5 dBFS) ended a minute
     # before
     assert -68.0 < m["listener_audio_level_dbfs"] < -60.0, m["listener_audio_level_dbfs"]
+    # ... which is below the levels the model trained at: exported, logged once, in the status
+    model = cfg.model.model_id
+    assert m[f"listener_model_trained_level_dbfs|bound=low|model={model}"] == pytest.approx(-46.02,
+                                                                                         abs=0.01)
+    assert m[f"listener_model_trained_level_dbfs|bound=high|model={model}"] == pytest.approx(
+        -16.02, abs=0.01)
+    assert [(r.model, side) for r, side in seen["outside"]] == [(model, "below")]  # type: ignore
+    said = [r.getMessage() for r in caplog.records if r.name == "listener.audio.level"]
+    assert len(said) == 1 and f"stayed below the levels model {model} trained at" in said[0]
     assert seen["ready"] == 200 and seen["health"] == 200
     assert daemon.pipeline is not None and daemon.pipeline.segments_fed == len(tone_segments)
 

@@ -127,6 +127,10 @@ def fleet_views(folder: Path, count: int) -> list[StationView]:
         elif k == 2:  # listening to digital silence: a dead hydrophone
             ledger.record(now - 30000 + k * 600, now, "scored")
             status.update(audio_level_dbfs=-120.0)
+        elif k == 5:  # far quieter than its model trained at since a gain change
+            ledger.record(now - 30000 + k * 600, now, "scored")
+            status.update(audio_level_dbfs=-95.0, level_outside=[
+                {"model": "orcahello-srkw", "side": "below", "trained_dbfs": [-81.0, -1.0]}])
         elif k == 4:  # stopped last night
             status.update(state="stopped", ready=False, readiness="not running", lag_s=None,
                           last_segment_s_ago=None)

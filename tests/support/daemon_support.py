@@ -126,12 +126,16 @@ def run_daemon_until(cfg: Config, scorer: Any, done: Callable[[Daemon], bool],
                 await asyncio.sleep(0.1)
                 if daemon.pipeline is not None and done(daemon):
                     break
-            if during is not None:
-                await asyncio.to_thread(during, daemon)
-            daemon.request_stop("test finished")
+            try:  # a failing `during` must still stop the daemon, not hang the test
+                if during is not None:
+                    await asyncio.to_thread(during, daemon)
+            finally:
+                daemon.request_stop("test finished")
 
         watcher = asyncio.create_task(watch())
         status = await daemon.run()
+        if watcher.done() and watcher.exception() is not None:
+            raise watcher.exception()  # type: ignore[misc]
         watcher.cancel()
         return status
 

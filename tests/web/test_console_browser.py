@@ -97,6 +97,11 @@ def test_console_pages_live_view_playback_and_review(console_url: str, browser: 
     assert "1 silent" in browser.find_element(By.ID, "fleet-summary").text
     dead = browser.find_element(By.CSS_SELECTOR, "tr[data-station='rpi_sunset_bay'] td.level")
     assert "err" in dead.get_attribute("class") and dead.text == "-120.0 dBFS silent"
+    assert "1 outside model levels" in browser.find_element(By.ID, "fleet-summary").text
+    quiet = browser.find_element(By.CSS_SELECTOR, "tr[data-station='rpi_andrews_bay'] td.level")
+    assert "warn" in quiet.get_attribute("class") and quiet.text == "-95.0 dBFS below"
+    assert "below the levels orcahello-srkw trained at (-81 to -1 dBFS)" in \
+        quiet.get_attribute("title")
     assert "1 config file(s) not loaded" in browser.find_element(By.ID, "fleet-summary").text
     skipped = browser.find_element(By.ID, "skipped")
     assert skipped.is_displayed() and SKIPPED in skipped.text and "did you mean" in skipped.text

@@ -78,3 +78,34 @@ def test_the_audio_level_is_unknown_until_audio_is_decoded_then_marks_silence(
     status = station_status(cfg, metrics, Stub())
     assert status["audio_level_dbfs"] == -120.0
     assert station_row(view, status, index, time.time())["silent"] is True
+
+
+def test_a_level_outside_a_models_training_reaches_the_status_and_the_overview(
+        tmp_path: Path) -> None:
+    import json
+
+    from listener.audio.level import LevelRange, LevelWatch
+    from listener.pipeline.contracts import PipelineStats
+    from listener.web.index import DetectionIndex
+    from listener.web.overview import station_row
+
+    watch = LevelWatch("node_a", [LevelRange("demo", -81.0, -1.0)], hold_s=60.0)
+
+    class Running(Stub):
+        def pipeline_stats(self) -> PipelineStats:  # type: ignore[override]
+            return PipelineStats(1, 1, 0.0, None, None, None, watch.outside())
+
+    cfg = station_config("http://127.0.0.1:9", "node_a", tmp_path)
+    metrics = Metrics(CollectorRegistry(), "node_a")
+    view = station_console(cfg, metrics, Running()).view
+    index = DetectionIndex(None, None)
+    status = station_status(cfg, metrics, Running())
+    assert status["level_outside"] == [] and not station_row(view, status, index,
+                                                             time.time())["level_outside"]
+    for _ in range(120):
+        watch.update(-93.0, 0.5)
+    status = station_status(cfg, metrics, Running())
+    outside = [{"model": "demo", "side": "below", "trained_dbfs": [-81.0, -1.0]}]
+    assert status["level_outside"] == outside
+    json.dumps(status, allow_nan=False)
+    assert station_row(view, status, index, time.time())["level_outside"] == outside

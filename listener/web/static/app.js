@@ -70,16 +70,24 @@ function covText(sum) {
 // The stream's level (dB re full scale); null until audio is decoded.
 function fmtLevel(v) { return v === null || v === undefined ? "–" : `${v.toFixed(1)} dBFS`; }
 
+// The models whose trained levels the stream has stayed outside of (their scores
+// there are untested); empty when inside, or when no model records its levels.
+function fmtOutside(v) {
+  if (!v || !v.length) return "–";
+  return v.map((o) => `${o.side} the levels ${o.model} trained at ` +
+    `(${o.trained_dbfs[0]} to ${o.trained_dbfs[1]} dBFS)`).join("; ");
+}
+
 // How the status page words a few fields; the rest print as they come.
 const STATUS_FORMAT = {
   lag_s: fmtSeconds, backlog_s: fmtSeconds, last_segment_s_ago: ago, last_error: errorText,
   live_edge_utc: localTime, last_scored_utc: localTime, now_utc: localTime,
-  audio_level_dbfs: fmtLevel,
+  audio_level_dbfs: fmtLevel, level_outside: fmtOutside,
 };
 
 const STATUS_LABEL = { lag_s: "lag", backlog_s: "backlog", last_segment_s_ago: "last segment",
   live_edge_utc: "live edge", last_scored_utc: "last scored", now_utc: "now",
-  audio_level_dbfs: "audio level" };
+  audio_level_dbfs: "audio level", level_outside: "outside model levels" };
 
 async function statusPage() {
   const box = $("#stations");
@@ -98,6 +106,7 @@ async function statusPage() {
         const label = STATUS_LABEL[k] || k.replaceAll("_", " ");
         const row = el("tr", { class: `f-${k}` }, el("td", { text: label }), el("td", { text }));
         if (k === "last_error" && v) row.classList.add("error");
+        if (k === "level_outside" && v && v.length) row.classList.add("warn");
         table.append(row);
       }
       const links = el("p", {}, el("a", { href: `/live?station=${encodeURIComponent(st.station_id)}`,
@@ -135,6 +144,16 @@ function coverageCells(cov, cellS) {
   return box;
 }
 
+function levelCell(row) {
+  const outside = row.level_outside && row.level_outside.length;
+  const kind = row.silent ? " err" : outside ? " warn" : "";
+  const title = row.silent ? "silent: digital silence or a dead hydrophone; nothing can be detected"
+    : outside ? fmtOutside(row.level_outside) + ": scores at this level are untested"
+      : "RMS of the last 10 s, dB re full scale";
+  const word = row.silent ? " silent" : outside ? " " + row.level_outside[0].side : "";
+  return el("td", { class: `num level${kind}`, title, text: fmtLevel(row.audio_level_dbfs) + word });
+}
+
 function fleetRow(row, cellS) {
   const id = encodeURIComponent(row.station_id);
   const err = row.last_error;
@@ -143,10 +162,7 @@ function fleetRow(row, cellS) {
     el("td", {}, stateChip(row)),
     el("td", { class: "num", text: fmtSeconds(row.lag_s) }),
     el("td", { text: ago(row.last_segment_s_ago) }),
-    el("td", { class: row.silent ? "num err level" : "num level",
-      title: row.silent ? "silent: digital silence or a dead hydrophone; nothing can be detected"
-        : "RMS of the last 10 s, dB re full scale",
-      text: fmtLevel(row.audio_level_dbfs) + (row.silent ? " silent" : "") }),
+    levelCell(row),
     el("td", { class: err ? "err" : "muted", title: err ? errorText(err) : "", text: errorText(err) }),
     el("td", {}, coverageCells(row.coverage, cellS),
       el("small", { text: row.coverage ? `${(row.coverage.scored_ratio * 100).toFixed(0)} %` : "" })),
@@ -164,10 +180,12 @@ async function overviewPage() {
     const ready = rows.filter((r) => r.ready).length;
     const errors = rows.filter((r) => r.last_error).length;
     const silent = rows.filter((r) => r.silent).length;
+    const outside = rows.filter((r) => !r.silent && r.level_outside && r.level_outside.length).length;
     const today = rows.reduce((n, r) => n + r.detections_today, 0);
     const skipped = data.skipped || [];
     $("#fleet-summary").textContent = `${rows.length} stations, ${ready} ready, ` +
-      `${errors} with an error, ${silent} silent, ${today} detections today` +
+      `${errors} with an error, ${silent} silent, ${outside} outside model levels, ` +
+      `${today} detections today` +
       (skipped.length ? `, ${skipped.length} config file(s) not loaded` : "");
     $("#skipped").hidden = !skipped.length;
     $("#skipped tbody").replaceChildren(...skipped.map((s) => el("tr", {},
