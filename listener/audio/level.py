@@ -13,8 +13,11 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from listener.model.levels import trained_levels_dbfs
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,13 @@ def level_dbfs(sum_squares: float, samples: int) -> float:
     if samples <= 0 or sum_squares <= 0.0:
         return FLOOR_DBFS
     return max(FLOOR_DBFS, 10.0 * math.log10(sum_squares / samples))
+
+
+def window_levels_dbfs(waves: np.ndarray) -> np.ndarray:
+    """Each row's RMS in dBFS (``(windows, samples)``): the level the recipe's gain sets."""
+    power = np.einsum("ij,ij->i", waves, waves, dtype=np.float64) / max(waves.shape[-1], 1)
+    with np.errstate(divide="ignore"):
+        return np.maximum(FLOOR_DBFS, 10.0 * np.log10(power))
 
 
 class LevelMeter:
@@ -67,11 +77,34 @@ class LevelRange:
     low_dbfs: float
     high_dbfs: float
 
+    @classmethod
+    def of_weights(cls, model: str, weights: str | Path | None) -> LevelRange | None:
+        """The range the recipe in ``weights`` records, or ``None`` (see
+        :func:`~listener.model.levels.trained_levels_dbfs`)."""
+        levels = trained_levels_dbfs(weights)
+        return cls(model, *levels) if levels is not None else None
+
     def side(self, level_dbfs: float) -> str | None:
         """``"below"``, ``"above"`` or ``None`` (inside)."""
         if level_dbfs < self.low_dbfs:
             return "below"
         return "above" if level_dbfs > self.high_dbfs else None
+
+
+    def outside_note(self, levels: Sequence[float]) -> str | None:
+        """A line for ``detect`` and ``evaluate`` when a quarter or more of the windows are
+        outside this range (silence not counted); ``None`` otherwise."""
+        sides = [self.side(v) for v in levels if v > SILENT_DBFS]
+        below, above = sides.count("below"), sides.count("above")
+        if not levels or (below + above) * 4 < len(levels):
+            return None
+        counts = [(n, side) for n, side in ((below, "below"), (above, "above")) if n]
+        where = f"{counts[0][0]} of {len(levels)} windows are {counts[0][1]}"
+        if len(counts) == 2:
+            where += f" and {counts[1][0]} {counts[1][1]}"
+        return (f"{where} the levels model {self.model} trained at "
+                f"({self.low_dbfs:.0f} to {self.high_dbfs:.0f} dBFS): "
+                "its scores there are untested")
 
 
 @dataclass

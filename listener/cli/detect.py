@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from listener.audio.level import LevelRange
 from listener.cli.exports import Track, check_audacity_target, write_exports
 from listener.cli.output import fmt_time, human_out, write_json
 from listener.cli.progress import ProgressBar
@@ -30,6 +31,7 @@ def cmd_detect(args: argparse.Namespace, cfg: Config) -> int:
         return detect_models(cfg, args)
     check_audacity_target(args.audacity, len(args.files))
     scorer = Scorer(cfg.model, cfg.frontend)
+    trained = LevelRange.of_weights(cfg.model.model_id, cfg.model.weights)
     failed = 0
     outputs: list[dict[str, Any]] = []
     tracks: list[Track] = []
@@ -48,6 +50,9 @@ def cmd_detect(args: argparse.Namespace, cfg: Config) -> int:
         finally:
             if bar:
                 bar.close()
+        note = trained.outside_note(result.levels_dbfs) if trained else None
+        if note:
+            print(f"warning: {path}: {note}", file=sys.stderr)
         outputs.append(result.to_json(scorer.info))
         tracks.append(Track(path, result.clips, cfg.detection))
         if not args.quiet:

@@ -274,6 +274,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from listener.quality.labels import LabelProblem, read_labels
     from listener.quality.run import (
         bootstrap_warning,
+        levels_warning,
         promote_line,
         trained_on_warning,
         write_table,
@@ -299,7 +300,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             problems.append(LabelProblem(args.data, None, f"no {what} examples: "
                                          "precision/recall/AUC are undefined"))
     warnings = [w for w in [bootstrap_warning(scored[0].files) if scored else None,
-                            *(trained_on_warning(ms, labels.items) for ms in scored)] if w]
+                            *(trained_on_warning(ms, labels.items) for ms in scored),
+                            *(levels_warning(ms) for ms in scored)] if w]
     write_table(out / "scores.csv", [(ms.name, ms.files) for ms in scored])
     doc = {"data": args.data, "models": models, "problems": [str(p) for p in problems],
            "warnings": warnings}

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from listener.audio.decode import FileDecoder, find_ffmpeg
+from listener.audio.level import window_levels_dbfs
 from listener.audio.windows import Window, WindowCutter
 from listener.config import Config
 from listener.detection.rule import ClipAggregator, ClipResult, WindowScore
@@ -45,6 +46,7 @@ class FileResult:
     duration_s: float
     windows: list[WindowScore] = field(default_factory=list)
     clips: list[ClipResult] = field(default_factory=list)
+    levels_dbfs: list[float] = field(default_factory=list)  # per window, at the model's rate
 
     def to_json(self, model_info: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -53,7 +55,8 @@ class FileResult:
             "duration_s": round(self.duration_s, 6),
             "model": dict(model_info),
             "windows": [{"start_s": round(w.start_s, 6), "end_s": round(w.end_s, 6),
-                         "score": w.score} for w in self.windows],
+                         "score": w.score, "level_dbfs": round(level, 1)}
+                        for w, level in zip(self.windows, self.levels_dbfs, strict=True)],
             "clips": [clip_json(c) for c in self.clips],
         }
 
@@ -90,9 +93,11 @@ _END = object()
 class _Batch:
     """Windows and their model input: 20 kHz waves, or features when ``featurize``."""
 
-    def __init__(self, windows: list[Window], data: np.ndarray | torch.Tensor) -> None:
+    def __init__(self, windows: list[Window], data: np.ndarray | torch.Tensor,
+                 levels: np.ndarray) -> None:
         self.windows = windows
         self.data = data
+        self.levels = levels
 
 
 def _batch(windows: list[Window], frontend: Frontend, featurize: bool) -> _Batch:
@@ -102,10 +107,11 @@ def _batch(windows: list[Window], frontend: Frontend, featurize: bool) -> _Batch
         need = frontend.min_samples / frontend.cfg.sample_rate
         raise ValueError(f"too short to score: {windows[0].end_s - windows[0].start_s:.3f} s "
                          f"of audio (the spectrogram needs at least {need:.3f} s)")
+    levels = window_levels_dbfs(waves)
     if not featurize:
-        return _Batch(windows, waves)
+        return _Batch(windows, waves, levels)
     with torch.inference_mode():
-        return _Batch(windows, frontend(torch.from_numpy(waves)))
+        return _Batch(windows, frontend(torch.from_numpy(waves)), levels)
 
 
 def _produce(decoder: FileDecoder, cutter: WindowCutter, frontend: Frontend,
@@ -143,8 +149,10 @@ def _produce(decoder: FileDecoder, cutter: WindowCutter, frontend: Frontend,
 
 def iter_scored_windows(path: str | Path, cfg: Config, score: ScoreWaves,
                         frontend: Frontend, decoder: FileDecoder, batch_size: int, *,
-                        score_features: ScoreFeatures | None = None) -> Iterator[WindowScore]:
-    """Yield each window's score in order; raises DecodeError for a bad file.
+                        score_features: ScoreFeatures | None = None
+                        ) -> Iterator[tuple[WindowScore, float]]:
+    """Yield each window's score and level (dBFS, at the model's rate) in order; raises
+    DecodeError for a bad file.
 
     With ``score_features`` (e.g. :meth:`Scorer.score_features`) the whole
     frontend runs in the producer thread and ``score`` is not called; without
@@ -166,8 +174,8 @@ def iter_scored_windows(path: str | Path, cfg: Config, score: ScoreWaves,
             if isinstance(item, BaseException):
                 raise item
             scores = score_features(item.data) if score_features else score(item.data)
-            for w, s in zip(item.windows, scores, strict=True):
-                yield WindowScore(w.start_s, w.end_s, float(s), w.utc)
+            for w, s, level in zip(item.windows, scores, item.levels, strict=True):
+                yield WindowScore(w.start_s, w.end_s, float(s), w.utc), float(level)
     finally:
         stop.set()
         while worker.is_alive():
@@ -190,9 +198,10 @@ def score_file(path: str | Path, cfg: Config, score: ScoreWaves, frontend: Front
     total = probe_duration(str(path), ffmpeg_exe) if progress else None
     aggregator = ClipAggregator(cfg.detection)
     result = FileResult(str(path), 0, 0.0)
-    for w in iter_scored_windows(path, cfg, score, frontend, decoder, cfg.model.batch_size,
-                                 score_features=score_features):
+    for w, level in iter_scored_windows(path, cfg, score, frontend, decoder,
+                                        cfg.model.batch_size, score_features=score_features):
         result.windows.append(w)
+        result.levels_dbfs.append(level)
         result.clips.extend(aggregator.add(w))
         if progress:
             progress(w.end_s, total)

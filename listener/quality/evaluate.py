@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -109,6 +109,7 @@ class FileScores:
     item: LabelledAudio
     windows: list[WindowScore]
     clips: list[ClipResult]
+    levels_dbfs: list[float] = field(default_factory=list)  # per window, when measured
 
 
 def score_items(items: list[LabelledAudio], cfg: Config, scorer: Scorer,
@@ -124,7 +125,7 @@ def score_items(items: list[LabelledAudio], cfg: Config, scorer: Scorer,
             continue
         if item.label is None:
             problems.extend(check_selections(item, res.duration_s))
-        out.append(FileScores(item, res.windows, res.clips))
+        out.append(FileScores(item, res.windows, res.clips, res.levels_dbfs))
         if progress:
             progress(i + 1, len(items))
     return out

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from listener.audio.level import LevelRange
 from listener.config import Config, DetectionConfig
 from listener.detection.rule import WindowScore
 from listener.errors import ListenerError
@@ -118,7 +119,7 @@ def short_call_clips(files: list[FileScores], det: DetectionConfig,
                                                      default=float("nan")), 4)})
             else:
                 clips.append(c)
-        kept.append(FileScores(f.item, f.windows, clips))
+        kept.append(FileScores(f.item, f.windows, clips, f.levels_dbfs))
     return kept, apart
 
 
@@ -150,7 +151,7 @@ def write_table(path: Path, models: list[tuple[str, list[FileScores]]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
         out.writerow(["model", "file", "level", "start_s", "end_s", "label", "score",
-                      "decision"])
+                      "decision", "level_dbfs"])
         for name, files in models:
             for f in files:
                 _rows(out, name, f)
@@ -158,17 +159,18 @@ def write_table(path: Path, models: list[tuple[str, list[FileScores]]]) -> None:
 
 def _rows(out: Any, name: str, f: FileScores) -> None:
     from listener.quality.evaluate import clip_label
-    for w in f.windows:
+    levels: list[float | None] = [*f.levels_dbfs] or [None] * len(f.windows)  # --config: none
+    for w, level in zip(f.windows, levels, strict=True):
         y = (int(f.item.label) if f.item.label is not None
              else window_label(w, f.item.selections))
         out.writerow([name, str(f.item.path), "window", f"{w.start_s:.3f}", f"{w.end_s:.3f}",
                       "" if y is None or f.item.kind == "orcahello" else y,
-                      f"{w.score:.6f}", ""])
+                      f"{w.score:.6f}", "", "" if level is None else f"{level:.1f}"])
     for c in f.clips:
         y = int(f.item.label) if f.item.label is not None else clip_label(c, f.item.selections)
         score = max((w.score for w in c.windows), default=float("nan"))
         out.writerow([name, str(f.item.path), "clip", f"{c.start_s:.3f}", f"{c.end_s:.3f}", y,
-                      f"{score:.6f}", int(c.detected)])
+                      f"{score:.6f}", int(c.detected), ""])
 
 
 def bootstrap_warning(files: list[FileScores]) -> str | None:
@@ -177,6 +179,14 @@ def bootstrap_warning(files: list[FileScores]) -> str | None:
         return (f"only {n} source file(s) feed the bootstrap (whole files are resampled): "
                 f"the 95% intervals are unreliable; label at least {MIN_BOOTSTRAP_FILES}")
     return None
+
+
+def levels_warning(ms: ModelScores) -> str | None:
+    """A warning when many windows lie outside the levels the model trained at."""
+    trained = LevelRange.of_weights(ms.name, ms.weights)
+    if trained is None:
+        return None
+    return trained.outside_note([v for f in ms.files for v in f.levels_dbfs])
 
 
 def trained_on_warning(ms: ModelScores, items: list[LabelledAudio]) -> str | None:

@@ -111,3 +111,13 @@ def test_silence_is_left_to_the_silent_alert() -> None:
     _feed(watch, FLOOR_DBFS, 30.0)
     _feed(watch, -95.0, 30.0)
     assert [side for _, side in watch.outside()] == ["below"]
+
+
+def test_a_file_outside_a_models_levels_gets_one_line() -> None:
+    assert DEMO.outside_note([-40.0] * 7 + [-90.0] * 2) is None  # under a quarter
+    assert DEMO.outside_note([]) is None
+    assert DEMO.outside_note([-40.0] * 6 + [FLOOR_DBFS] * 4) is None  # silence is not judged
+    assert DEMO.outside_note([-40.0] * 5 + [-90.0] * 2 + [3.0]) == (
+        "2 of 8 windows are below and 1 above the levels model demo trained at "
+        "(-81 to -1 dBFS): its scores there are untested")
+    assert DEMO.outside_note([3.0] * 4).startswith("4 of 4 windows are above the levels")

@@ -80,3 +80,24 @@ def test_features_needs_no_weights_at_all(tmp_path: Path) -> None:
     res = _cli("features", str(CLIP), "--start", "0", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert out.is_file() and "weights" not in res.stderr
+
+
+def test_detect_warns_when_a_file_lies_outside_the_levels_the_model_trained_at(
+        tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    noise = np.random.default_rng(0).standard_normal(20_000 * 6)
+    for name, dbfs in (("quiet.wav", -95.0), ("usual.wav", -40.0)):  # demo: -81 to -1 dBFS
+        sf.write(tmp_path / name, (noise * 10 ** (dbfs / 20)).astype(np.float32), 20_000,
+                 subtype="FLOAT")
+    out = tmp_path / "out.json"
+    res = _cli("detect", str(tmp_path / "quiet.wav"), str(tmp_path / "usual.wav"),
+               "--json", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    said = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert said == [f"warning: {tmp_path / 'quiet.wav'}: 5 of 5 windows are below the levels "
+                    f"model {DEMO_ID} trained at (-81 to -1 dBFS): its scores there are untested"]
+    quiet, usual = json.loads(out.read_text())
+    assert {w["level_dbfs"] for w in quiet["windows"]} == {-95.0}
+    assert all(abs(w["level_dbfs"] + 40.0) < 0.2 for w in usual["windows"])

@@ -26,7 +26,10 @@ def test_evaluate_reports_metrics_plots_and_label_problems(tmp_path: Path) -> No
     # The same network, recording that it trained on one of the clips evaluated below.
     seen = tmp_path / "seen.safetensors"
     clip = DATA / "train" / "calls" / "Biggs_song_08.wav"
-    save_file(tensors, str(seen), metadata=Lineage(frozenset({digest(clip)})).to_metadata())
+    # ... and at window levels of -126..-101 dBFS, far below every file here.
+    recipe = json.dumps({"augment": {"gain_db": [-100.0, -75.0]}})
+    save_file(tensors, str(seen), metadata={**Lineage(frozenset({digest(clip)})).to_metadata(),
+                                            "recipe": recipe})
     data = tmp_path / "data"
     (data / "calls").mkdir(parents=True)
     (data / "nocalls").mkdir()
@@ -56,8 +59,14 @@ def test_evaluate_reports_metrics_plots_and_label_problems(tmp_path: Path) -> No
     assert trained in res.stderr and any(w.startswith(trained) for w in doc["warnings"])
     assert "1:r18.safetensors:" not in res.stderr  # it records no lineage: nothing to say
     rows = (out / "scores.csv").read_text().splitlines()
-    assert rows[0] == "model,file,level,start_s,end_s,label,score,decision"
+    assert rows[0] == "model,file,level,start_s,end_s,label,score,decision,level_dbfs"
     assert any(",clip," in r for r in rows) and any(",window," in r for r in rows)
+    window_levels = [float(r.split(",")[-1]) for r in rows if ",window," in r]
+    assert window_levels and all(-100.0 < v < 0.0 for v in window_levels)
+    n = len(window_levels) // 2  # each model scored the same windows
+    above = (f"{n} of {n} windows are above the levels model 2:seen.safetensors trained at "
+             "(-126 to -101 dBFS): its scores there are untested")
+    assert above in res.stderr and above in doc["warnings"], doc["warnings"]
     assert first["windows"] == second["windows"]  # same windows, same model: same figures
     assert first["recommended"]["target"] == "recall"
     assert "windows: n=" in res.stdout and "ROC-AUC" in res.stdout

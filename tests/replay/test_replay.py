@@ -94,7 +94,7 @@ def _offline_scores(tmp_path: Path, segments: list[tuple[bytes, float]]) -> dict
     joined = tmp_path / "folder.ts"
     joined.write_bytes(b"".join(data for data, _ in segments))
     scorer = ToneScorer()
-    return {round(w.start_s, 6): w.score for w in iter_scored_windows(
+    return {round(w.start_s, 6): w.score for w, _ in iter_scored_windows(
         joined, default_config(), scorer.score_waves, scorer.frontend, FileDecoder(joined), 16)}
 
 
