@@ -7,6 +7,8 @@
 #   SKIP_TRAIN=1 scripts/train_demo_model.sh  # only re-run the held-out evaluation
 #   BUDGET=20m scripts/train_demo_model.sh    # a shorter fine-tune (stage 2)
 #   BASE=w.safetensors scripts/train_demo_model.sh  # skip stage 1: fine-tune w
+#   EQ_DB=6 BASE=w.safetensors scripts/train_demo_model.sh  # stage 2 with --eq-db 6
+#                                   # (tried: the selection rule kept the committed model)
 #
 # The recipe, on ../shared/data/train/: calls mixed into hydrophone and
 # recorder backgrounds at live-stream SNRs, AAC round trips, band limits and
@@ -69,7 +71,7 @@ if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
   # --gain-db); --init keeps the files the base trained on out of validation.
   [[ "${RESUME:-0}" == 1 ]] || rm -f "$ckpt"
   $listener train "$data/train" "${common[@]}" --init "$base" --out "$out" \
-    --checkpoint "$ckpt" --epochs 60 --time-budget "${BUDGET:-40m}"
+    --checkpoint "$ckpt" --epochs 60 --time-budget "${BUDGET:-40m}" --eq-db "${EQ_DB:-0}"
   # Against the committed model, on held-out files neither trained on. It
   # exits 3 when the committed model stays: then put it back, and stop
   # before any held-out figure of the rejected model exists.

@@ -60,6 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                        augment=AugmentConfig(source_power=args.source_power,
                                              snr_db=tuple(args.snr_db),
                                              gain_db=tuple(args.gain_db),
+                                             eq_db=args.eq_db,
                                              aac_p=0.0 if args.no_aac else AugmentConfig.aac_p))
     inputs = TrainInputs(data=[Path(d) for d in args.data],
                          backgrounds=[Path(b) for b in args.background],
@@ -149,6 +150,9 @@ def _add_recipe_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--gain-db", type=float, nargs=2, default=AugmentConfig.gain_db,
                    metavar=("LO", "HI"), help="window level range, dB re 0.05 RMS (default "
                    "-55 25: the levels of live streams; the spectrogram is not normalised)")
+    s.add_argument("--eq-db", type=float, default=0.0, metavar="DB", help="a random smooth "
+                   "equaliser on half of the windows, +-DB at 100 Hz, 400 Hz, 1.6 kHz and "
+                   "6.4 kHz (hydrophone responses differ; default 0: off)")
     s.add_argument("--patience", type=int, default=4, help="epochs without a validation gain")
     s.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
                    help="score and keep a moving average of the weights, decay D per step "

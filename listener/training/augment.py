@@ -48,6 +48,11 @@ class AugmentConfig:
     lowpass_hz: tuple[float, float] = (3500.0, 9500.0)
     highpass_p: float = 0.3
     highpass_hz: tuple[float, float] = (50.0, 1000.0)
+    # A random smooth equaliser (hydrophones, preamplifiers and housings colour
+    # the sound differently): the gain at each of EQ_ANCHORS_HZ is drawn within
+    # +-eq_db, interpolated in log frequency. 0 (the default): off.
+    eq_db: float = 0.0
+    eq_p: float = 0.5
     source_power: float = 0.25  # source weight = files ** power (0: sources equal)
     freq_masks: int = 2
     freq_mask_max: int = 24  # mel bins
@@ -60,6 +65,8 @@ class AugmentConfig:
             if lo > hi:
                 raise ListenerError(f"--{name.replace('_', '-')} {lo:g} {hi:g}: the low end "
                                     "exceeds the high end")
+        if not 0 <= self.eq_db <= 40:
+            raise ListenerError(f"--eq-db {self.eq_db:g}: must be 0 (off) to 40 dB")
 
     def to_json(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -142,11 +149,17 @@ def negative_example(beds: SourcePool, n: int, rng: np.random.Generator,
     return channel(x, rng, cfg)
 
 
+#: Where the equaliser's gains are drawn, two octaves apart over the model's band.
+EQ_ANCHORS_HZ = (100.0, 400.0, 1600.0, 6400.0)
+
+
 def band_limit(x: np.ndarray, rate: int, rng: np.random.Generator,
                cfg: AugmentConfig) -> np.ndarray:
-    """Random 4th-order low- and high-pass magnitude responses (hydrophones and codecs differ)."""
+    """Random 4th-order low- and high-pass magnitude responses and a random equaliser
+    (hydrophones and codecs differ), in one FFT."""
     lp, hp = rng.random() < cfg.lowpass_p, rng.random() < cfg.highpass_p
-    if not (lp or hp):
+    eq = cfg.eq_db > 0 and rng.random() < cfg.eq_p
+    if not (lp or hp or eq):
         return x
     spectrum = np.fft.rfft(x)
     f = np.fft.rfftfreq(x.size, 1.0 / rate)
@@ -155,6 +168,10 @@ def band_limit(x: np.ndarray, rate: int, rng: np.random.Generator,
         gain /= np.sqrt(1 + (f / rng.uniform(*cfg.lowpass_hz)) ** 8)
     if hp:
         gain /= np.sqrt(1 + (rng.uniform(*cfg.highpass_hz) / np.maximum(f, 1e-3)) ** 8)
+    if eq:
+        anchors_db = rng.uniform(-cfg.eq_db, cfg.eq_db, len(EQ_ANCHORS_HZ))
+        gain *= 10 ** (np.interp(np.log2(np.maximum(f, 1.0)), np.log2(EQ_ANCHORS_HZ),
+                                 anchors_db) / 20)
     return np.fft.irfft(spectrum * gain, x.size).astype(np.float32)
 
 

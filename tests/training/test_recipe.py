@@ -159,3 +159,32 @@ def test_the_level_range_spans_the_live_streams_levels() -> None:
                        for _ in range(400)])
     assert levels.min() >= cfg.gain_db[0] - 0.01 and levels.max() <= cfg.gain_db[1] + 0.01
     assert levels.min() < -50 and levels.max() > 20  # a quiet Orcasound segment: -53 dB
+
+
+def test_the_equaliser_stays_within_its_range_and_is_off_by_default() -> None:
+    from listener.training.augment import EQ_ANCHORS_HZ, band_limit
+    x = np.random.default_rng(0).standard_normal(40_000).astype(np.float32)
+    f = np.fft.rfftfreq(x.size, 1 / 20_000)
+    spectrum = np.abs(np.fft.rfft(x))
+    off = AugmentConfig(lowpass_p=0.0, highpass_p=0.0)  # eq_db 0: no draw, no change
+    rng = np.random.default_rng(1)
+    assert band_limit(x, 20_000, rng, off) is x
+    before = np.random.default_rng(1)
+    before.random(2)  # the low- and high-pass draws, as before the equaliser existed
+    assert rng.random() == before.random()  # so the default recipe's examples are unchanged
+    on = AugmentConfig(lowpass_p=0.0, highpass_p=0.0, eq_db=6.0, eq_p=1.0)
+    rng = np.random.default_rng(2)
+    spread = []
+    for _ in range(40):
+        y = np.abs(np.fft.rfft(band_limit(x, 20_000, rng, on)))
+        at = [20 * np.log10(y[np.argmin(np.abs(f - hz))] / spectrum[np.argmin(np.abs(f - hz))])
+              for hz in EQ_ANCHORS_HZ]
+        assert all(-6.01 <= g <= 6.01 for g in at), at
+        spread.append(at)
+    assert np.ptp(np.asarray(spread), axis=0).min() > 6.0  # each anchor really varies
+
+
+def test_an_equaliser_out_of_range_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    res = listener_cli("train", tmp_path / "never-read", "--eq-db", "-3",
+                       "--out", tmp_path / "m.safetensors", ok=(1, 2))
+    assert "--eq-db -3: must be 0 (off) to 40 dB" in res.stderr
