@@ -115,6 +115,17 @@ def _eq(aug: AugmentConfig) -> str:
     return f"equaliser +-{aug.eq_db:g} dB" if aug.eq_db else "no equaliser"
 
 
+def _verdict(scores: dict[str, float]) -> tuple[bool, str]:
+    """The rule: higher on the new recipe's windows, not lower on the previous recipe's."""
+    new, old = scores["unseen:new"], scores["unseen:previous demo model"]
+    new_earlier, old_earlier = scores["earlier:new"], scores["earlier:previous demo model"]
+    wins = new > old and new_earlier >= old_earlier - EARLIER_TOLERANCE
+    outcome = "The new model replaces the previous one" if wins else "The previous model stays"
+    return wins, (f"**{outcome}** (balanced ROC-AUC on unseen files {new:.3f} against "
+                  f"{old:.3f}; on the previous recipe's windows {new_earlier:.3f} against "
+                  f"{old_earlier:.3f}).")
+
+
 def main(card: Path, data: Path, new: str, previous: str, listed: set[str]) -> bool:
     cfg = default_config()
     tcfg = recipe_of(new)
@@ -137,15 +148,7 @@ def main(card: Path, data: Path, new: str, previous: str, listed: set[str]) -> b
                                   tcfg.val_per_background_file, aug)
             for name, recs, aug in wanted}
     rows, scores = table_rows(sets, {"new": new, "previous demo model": previous})
-    gains = scores["unseen:new"] > scores["unseen:previous demo model"]
-    holds = scores["earlier:new"] >= scores["earlier:previous demo model"] - EARLIER_TOLERANCE
-    wins = gains and holds
-    outcome = "The new model replaces the previous one" if wins else "The previous model stays"
-    verdict = (f"**{outcome}**"
-               f" (balanced ROC-AUC on unseen files {scores['unseen:new']:.3f} against "
-               f"{scores['unseen:previous demo model']:.3f}; on the previous recipe's windows "
-               f"{scores['earlier:new']:.3f} against {scores['earlier:previous demo model']:.3f})"
-               ".")
+    wins, verdict = _verdict(scores)
     text = card.read_text(encoding="utf-8").split(MARKER)[0].rstrip("\n")
     table = "\n|---|---|---|---|---|---|---|\n"
     seen = _seen_section(len(val), len(clean), rows.get("all", []))

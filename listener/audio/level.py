@@ -84,6 +84,12 @@ class LevelRange:
         levels = trained_levels_dbfs(weights)
         return cls(model, *levels) if levels is not None else None
 
+    @property
+    def trained(self) -> str:
+        """How logs and warnings name the range: ``the levels model M trained at (L to H dBFS)``."""
+        return (f"the levels model {self.model} trained at "
+                f"({self.low_dbfs:.0f} to {self.high_dbfs:.0f} dBFS)")
+
     def side(self, level_dbfs: float) -> str | None:
         """``"below"``, ``"above"`` or ``None`` (inside)."""
         if level_dbfs < self.low_dbfs:
@@ -102,9 +108,7 @@ class LevelRange:
         where = f"{counts[0][0]} of {len(levels)} windows are {counts[0][1]}"
         if len(counts) == 2:
             where += f" and {counts[1][0]} {counts[1][1]}"
-        return (f"{where} the levels model {self.model} trained at "
-                f"({self.low_dbfs:.0f} to {self.high_dbfs:.0f} dBFS): "
-                "its scores there are untested")
+        return f"{where} {self.trained}: its scores there are untested"
 
 
 @dataclass
@@ -151,12 +155,11 @@ class LevelWatch:
                      if (side := self._runs[r.model].reported) is not None)
 
     def _report(self, r: LevelRange, side: str | None, level: float) -> None:
-        trained = f"{r.low_dbfs:.0f} to {r.high_dbfs:.0f} dBFS"
         if side is None:
-            log.info("station %s: the audio level (%.0f dBFS) is back within the levels model "
-                     "%s trained at (%s)", self.station, level, r.model, trained)
+            log.info("station %s: the audio level (%.0f dBFS) is back within %s",
+                     self.station, level, r.trained)
             return
-        log.warning("station %s: the audio level has stayed %s the levels model %s trained at "
-                    "(%s) for %.0f s, now %.0f dBFS: its scores at this level are untested "
-                    "(docs/operations.md, ListenerAudioOutsideModelLevels)", self.station, side,
-                    r.model, trained, self.hold_s, level)
+        log.warning("station %s: the audio level has stayed %s %s for %.0f s, now %.0f dBFS: "
+                    "its scores at this level are untested (docs/operations.md, "
+                    "ListenerAudioOutsideModelLevels)", self.station, side, r.trained,
+                    self.hold_s, level)
