@@ -1,0 +1,41 @@
+"""The rule that decides whether a retrained demo model ships (scripts/demo_selection.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "demo_selection.py"
+
+
+@pytest.fixture(scope="module")
+def selection() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("demo_selection", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _scores(new: float, old: float, new_earlier: float, old_earlier: float) -> dict[str, float]:
+    return {"unseen:new": new, "unseen:previous demo model": old,
+            "earlier:new": new_earlier, "earlier:previous demo model": old_earlier}
+
+
+@pytest.mark.parametrize("figures, ships", [
+    ((0.971, 0.907, 0.973, 0.971), True),  # the shipped stage 2 against stage 1
+    ((0.872, 0.873, 0.964, 0.971), False),  # the equaliser run: lower on both
+    ((0.950, 0.900, 0.955, 0.970), False),  # better only on windows made its own way
+    ((0.950, 0.900, 0.961, 0.970), True),  # within the tolerance on the previous recipe's
+    ((0.900, 0.900, 0.990, 0.900), False),  # a tie is not a gain
+])
+def test_a_new_model_ships_only_when_it_gains_and_keeps_what_the_old_one_handled(
+        selection: ModuleType, figures: tuple[float, float, float, float], ships: bool) -> None:
+    wins, verdict = selection._verdict(_scores(*figures))
+    assert wins is ships
+    assert verdict.startswith("**The new model replaces" if ships else "**The previous model")
+    assert f"{figures[0]:.3f} against {figures[1]:.3f}" in verdict
+    assert selection.EARLIER_TOLERANCE == 0.01
