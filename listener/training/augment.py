@@ -169,10 +169,15 @@ def band_limit(x: np.ndarray, rate: int, rng: np.random.Generator,
     if hp:
         gain /= np.sqrt(1 + (rng.uniform(*cfg.highpass_hz) / np.maximum(f, 1e-3)) ** 8)
     if eq:
-        anchors_db = rng.uniform(-cfg.eq_db, cfg.eq_db, len(EQ_ANCHORS_HZ))
-        gain *= 10 ** (np.interp(np.log2(np.maximum(f, 1.0)), np.log2(EQ_ANCHORS_HZ),
-                                 anchors_db) / 20)
+        gain *= eq_gain(f, rng.uniform(-cfg.eq_db, cfg.eq_db, len(EQ_ANCHORS_HZ)))
     return np.fft.irfft(spectrum * gain, x.size).astype(np.float32)
+
+
+def eq_gain(f: np.ndarray, anchors_db: np.ndarray) -> np.ndarray:
+    """The equaliser's amplitude gain at ``f`` Hz: ``anchors_db`` at :data:`EQ_ANCHORS_HZ`,
+    interpolated in log frequency, flat beyond the outer anchors."""
+    return 10 ** (np.interp(np.log2(np.maximum(f, 1.0)), np.log2(EQ_ANCHORS_HZ),
+                            anchors_db) / 20)
 
 
 def channel(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,

@@ -39,3 +39,10 @@ def test_a_new_model_ships_only_when_it_gains_and_keeps_what_the_old_one_handled
     assert verdict.startswith("**The new model replaces" if ships else "**The previous model")
     assert f"{figures[0]:.3f} against {figures[1]:.3f}" in verdict
     assert selection.EARLIER_TOLERANCE == 0.01
+
+
+def test_the_verdict_reports_the_gain_in_each_draw(selection: ModuleType) -> None:
+    draws = {"unseen:new": [0.95, 0.97, 0.93], "unseen:previous demo model": [0.96, 0.90, 0.91]}
+    wins, verdict = selection._verdict(_scores(0.95, 0.92, 0.97, 0.97), draws)
+    assert wins and "gain per draw -0.010 to +0.070" in verdict
+    assert selection.SELECTION_DRAWS >= 5
