@@ -21,19 +21,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-from demo_selection import recipe_of
+from level_survey import held_out_windows, variant_table
 
 from listener.config import default_config
-from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
-from listener.quality.labels import read_labels
 from listener.training.augment import eq_gain
 from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
-from listener.training.data import load_recordings
-from listener.training.run import split_for
-from listener.training.trainer import score
-from listener.training.validation import figures, make_validation
 
 #: name -> gains (dB) at 100 Hz, 400 Hz, 1.6 kHz, 6.4 kHz
 SETTINGS = {
@@ -62,26 +55,10 @@ def main(argv: list[str]) -> None:
     frontend = Frontend(default_config().frontend)
     rate = frontend.cfg.sample_rate
     cache = AudioCache(default_cache_dir(), rate, DEFAULT_VARIANTS)
-    tcfg = recipe_of(weights[0])
-    recs, _ = load_recordings(read_labels(data / "train"), frontend, cache=cache)
-    _, val, _, _ = split_for(recs, tcfg)
-    vs = make_validation(val, int(tcfg.window_s * rate), tcfg.seed, tcfg.val_per_call_file,
-                         tcfg.val_per_background_file, tcfg.augment)
-    clean = vs.waves
-    models = [load_model(w)[0] for w in weights]
-    print(f"{len(vs.labels)} validation windows of {len(val)} held-out files; balanced "
-          "ROC-AUC, calls above 0.5, backgrounds above 0.5:\n")
-    print("| equaliser | " + " | ".join(Path(w).name for w in weights) + " |")
-    print("|---|" + "---|" * len(weights))
-    for name, anchors in SETTINGS.items():
-        vs.waves = equalised(clean, rate, anchors)
-        cells = []
-        for model in models:
-            s = score(model, frontend, vs.waves, torch.device("cpu"))
-            fig = figures(vs, s)
-            cells.append(f"{fig['balanced_roc_auc']:.3f}, {np.mean(s[vs.labels == 1] > 0.5):.2f}"
-                         f", {np.mean(s[vs.labels == 0] > 0.5):.2f}")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    vs, files = held_out_windows(data, frontend, cache, weights[0])
+    variant_table("equaliser", vs, files, frontend, weights,
+                  ((name, equalised(vs.waves, rate, anchors))
+                   for name, anchors in SETTINGS.items()))
 
 
 if __name__ == "__main__":

@@ -23,35 +23,33 @@ recording.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 from demo_selection import recipe_of
 
+from listener.audio.level import FLOOR_DBFS, window_levels_dbfs
 from listener.config import default_config
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
 from listener.model.levels import REFERENCE_RMS
 from listener.quality.labels import read_labels
-from listener.training.augment import rms
 from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
 from listener.training.data import decode_mono, load_recordings
 from listener.training.run import split_for
 from listener.training.trainer import score
-from listener.training.validation import figures, make_validation
+from listener.training.validation import ValidationSet, figures, make_validation
 
 LEVELS_DB = (-50, -40, -30, -20, -10, 0, 10, 20)
 
 
-def window_levels(wave: np.ndarray, n: int) -> list[float]:
-    """RMS of each whole ``n``-sample window, digital silence left out."""
-    levels = (rms(wave[i * n:(i + 1) * n]) for i in range(wave.size // n))
-    return [level for level in levels if level > 1e-6]
-
-
-def db(level: float) -> float:
-    return 20 * np.log10(level / REFERENCE_RMS)
+def window_levels(wave: np.ndarray, n: int) -> np.ndarray:
+    """Level of each whole ``n``-sample window, dB re 0.05 RMS, digital silence left out."""
+    k = wave.size // n
+    levels = window_levels_dbfs(wave[:k * n].reshape(k, n))
+    return levels[levels > FLOOR_DBFS] - 20 * np.log10(REFERENCE_RMS)
 
 
 def level_table(data: Path, frontend: Frontend, cache: AudioCache) -> None:
@@ -65,36 +63,53 @@ def level_table(data: Path, frontend: Frontend, cache: AudioCache) -> None:
                                          for p in sorted((data / "hls").rglob("*.ts"))]
     print("| audio | files | 2 s windows | p5 dB | median dB | p95 dB |\n|---|---|---|---|---|---|")
     for name, waves in sorted(groups.items()):
-        levels = [v for w in waves for v in window_levels(w.astype(np.float32), n)]
-        if levels:
-            p5, p50, p95 = np.percentile(levels, [5, 50, 95])
-            print(f"| {name} | {len(waves)} | {len(levels)} | {db(p5):+.0f} | {db(p50):+.0f} | "
-                  f"{db(p95):+.0f} |")
+        levels = np.concatenate([window_levels(w.astype(np.float32), n) for w in waves])
+        if levels.size:
+            # percentiles of the RMS itself, as docs/quality.md's table was made
+            p5, p50, p95 = 20 * np.log10(np.percentile(10 ** (levels / 20), [5, 50, 95]))
+            print(f"| {name} | {len(waves)} | {levels.size} | {p5:+.0f} | {p50:+.0f} | "
+                  f"{p95:+.0f} |")
 
 
-def sensitivity_table(data: Path, frontend: Frontend, cache: AudioCache,
-                      weights: list[str]) -> None:
-    tcfg = recipe_of(weights[0])
+def held_out_windows(data: Path, frontend: Frontend, cache: AudioCache,
+                     weights: str) -> tuple[ValidationSet, int]:
+    """The validation windows of the held-out files of ``weights``' recipe (its split,
+    seed and window counts), and how many files they come from."""
+    tcfg = recipe_of(weights)
     recs, _ = load_recordings(read_labels(data / "train"), frontend, cache=cache)
     _, val, _, _ = split_for(recs, tcfg)
     vs = make_validation(val, int(tcfg.window_s * frontend.cfg.sample_rate), tcfg.seed,
                          tcfg.val_per_call_file, tcfg.val_per_background_file, tcfg.augment)
-    unit = vs.waves / np.sqrt(np.mean(np.square(vs.waves, dtype=np.float64), axis=1,
-                                      keepdims=True))
-    print(f"\n{len(vs.labels)} validation windows of {len(val)} held-out files; balanced "
+    return vs, len(val)
+
+
+def variant_table(what: str, vs: ValidationSet, files: int, frontend: Frontend,
+                  weights: list[str], variants: Iterable[tuple[str, np.ndarray]]) -> None:
+    """Every model on every variant of the windows: balanced ROC-AUC, calls and
+    backgrounds above 0.5."""
+    print(f"\n{len(vs.labels)} validation windows of {files} held-out files; balanced "
           "ROC-AUC, calls above 0.5, backgrounds above 0.5:\n")
-    print("| level dB re 0.05 | " + " | ".join(Path(w).name for w in weights) + " |")
+    print(f"| {what} | " + " | ".join(Path(w).name for w in weights) + " |")
     print("|---|" + "---|" * len(weights))
     models = [load_model(w)[0] for w in weights]
-    for level_db in LEVELS_DB:
-        vs.waves = (unit * REFERENCE_RMS * 10 ** (level_db / 20)).astype(np.float32)
+    for name, waves in variants:
         cells = []
         for model in models:
-            s = score(model, frontend, vs.waves, torch.device("cpu"))
-            fig = figures(vs, s)
+            s = score(model, frontend, waves, torch.device("cpu"))
+            fig = figures(ValidationSet(waves, vs.labels, vs.sources), s)
             cells.append(f"{fig['balanced_roc_auc']:.3f}, {np.mean(s[vs.labels == 1] > 0.5):.2f}"
                          f", {np.mean(s[vs.labels == 0] > 0.5):.2f}")
-        print(f"| {level_db:+d} | " + " | ".join(cells) + " |")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def sensitivity_table(data: Path, frontend: Frontend, cache: AudioCache,
+                      weights: list[str]) -> None:
+    vs, files = held_out_windows(data, frontend, cache, weights[0])
+    unit = vs.waves / np.sqrt(np.mean(np.square(vs.waves, dtype=np.float64), axis=1,
+                                      keepdims=True))
+    variant_table("level dB re 0.05", vs, files, frontend, weights,
+                  ((f"{level_db:+d}", (unit * REFERENCE_RMS * 10 ** (level_db / 20))
+                    .astype(np.float32)) for level_db in LEVELS_DB))
 
 
 def main(argv: list[str]) -> None:
