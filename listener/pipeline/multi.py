@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from listener.audio.decode import FileDecoder, find_ffmpeg
+from listener.audio.level import window_levels_dbfs
 from listener.audio.windows import Window, WindowCutter
 from listener.detection.labels import LabelledAggregator, LabelledClip, LabelledWindow, LabelRule
 from listener.errors import DecodeError
@@ -37,6 +38,7 @@ class ModelRun:
     batch: list[Window] = field(default_factory=list)
     windows: list[LabelledWindow] = field(default_factory=list)
     clips: list[LabelledClip] = field(default_factory=list)
+    levels_dbfs: list[float] = field(default_factory=list)  # per window, at the model's rate
     model_s: float = 0.0
 
     def push(self, block: np.ndarray, batch_size: int) -> None:
@@ -53,6 +55,7 @@ class ModelRun:
         t0 = time.process_time()
         probs = self.backend.predict(waves)
         self.model_s += time.process_time() - t0
+        self.levels_dbfs.extend(float(v) for v in window_levels_dbfs(waves))
         for w, p in zip(self.batch, probs, strict=True):
             lw = LabelledWindow(w.start_s, w.end_s, tuple(float(x) for x in p), w.utc)
             self.windows.append(lw)
@@ -76,8 +79,9 @@ class MultiFileResult:
             "duration_s": round(self.duration_s, 6),
             "models": [{**r.plan.describe(), "info": dict(r.backend.info),
                         "windows": [{"start_s": round(w.start_s, 6), "end_s": round(w.end_s, 6),
-                                     "probs": dict(zip(r.plan.labels, w.probs, strict=True))}
-                                    for w in r.windows],
+                                     "probs": dict(zip(r.plan.labels, w.probs, strict=True)),
+                                     "level_dbfs": round(level, 1)}
+                                    for w, level in zip(r.windows, r.levels_dbfs, strict=True)],
                         "clips": [labelled_clip_json(c) for c in r.clips]}
                        for r in self.runs],
             "agreement": [p.to_json() for p in agreement(self)],

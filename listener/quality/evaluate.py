@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -109,7 +109,7 @@ class FileScores:
     item: LabelledAudio
     windows: list[WindowScore]
     clips: list[ClipResult]
-    levels_dbfs: list[float] = field(default_factory=list)  # per window, when measured
+    levels_dbfs: list[float]  # per window: dBFS at the model's rate
 
 
 def score_items(items: list[LabelledAudio], cfg: Config, scorer: Scorer,

@@ -51,7 +51,7 @@ class ModelScores:
     det: DetectionConfig
     per_label: dict[str, list[tuple[float, float, float, LabelledAudio]]] = field(
         default_factory=dict)  # label -> (start, end, prob, item) per window
-    weights: str | None = None  # the checkpoint given as --weights, if any
+    weights: str | None = None  # the checkpoint file or folder, if the model has one
 
 
 def score_weights(k: int, weights: str, cfg: Config, items: list[LabelledAudio],
@@ -83,7 +83,8 @@ def score_config_models(cfg: Config, items: list[LabelledAudio],
             "local_threshold": p.rule.local_threshold,
             "global_threshold": p.rule.global_threshold,
             "window_s": b.window_s, "hop_s": b.hop_s})
-        out.append(ModelScores(f"{k + 1}:{p.id}", [], {**p.describe(), **dict(b.info)}, det))
+        out.append(ModelScores(f"{k + 1}:{p.id}", [], {**p.describe(), **dict(b.info)}, det,
+                               weights=None if p.weights is None else str(p.weights)))
     for item in items:
         try:
             res = score_file_models(item.path, plans, backends, cfg.detection.clip_s)
@@ -96,7 +97,8 @@ def score_config_models(cfg: Config, items: list[LabelledAudio],
             rule = LabelRule(run.plan.labels, run.plan.targets, run.plan.rule,
                              run.backend.window_s, run.backend.hop_s, cfg.detection.clip_s)
             windows = [rule.score_window(w) for w in run.windows]
-            ms.files.append(FileScores(item, windows, [c.clip for c in run.clips]))
+            ms.files.append(FileScores(item, windows, [c.clip for c in run.clips],
+                                       run.levels_dbfs))
             if len(run.plan.labels) > 1:
                 for j, label in enumerate(run.plan.labels):
                     ms.per_label.setdefault(label, []).extend(
@@ -159,13 +161,12 @@ def write_table(path: Path, models: list[tuple[str, list[FileScores]]]) -> None:
 
 def _rows(out: Any, name: str, f: FileScores) -> None:
     from listener.quality.evaluate import clip_label
-    levels: list[float | None] = [*f.levels_dbfs] or [None] * len(f.windows)  # --config: none
-    for w, level in zip(f.windows, levels, strict=True):
+    for w, level in zip(f.windows, f.levels_dbfs, strict=True):
         y = (int(f.item.label) if f.item.label is not None
              else window_label(w, f.item.selections))
         out.writerow([name, str(f.item.path), "window", f"{w.start_s:.3f}", f"{w.end_s:.3f}",
                       "" if y is None or f.item.kind == "orcahello" else y,
-                      f"{w.score:.6f}", "", "" if level is None else f"{level:.1f}"])
+                      f"{w.score:.6f}", "", f"{level:.1f}"])
     for c in f.clips:
         y = int(f.item.label) if f.item.label is not None else clip_label(c, f.item.selections)
         score = max((w.score for w in c.windows), default=float("nan"))

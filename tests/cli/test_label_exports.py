@@ -61,6 +61,9 @@ def test_detect_models_writes_raven_and_audacity_and_clean_json(tmp_path: Path) 
     doc = json.loads(res.stdout)  # stdout: the JSON alone; the table went to stderr
     assert [m["id"] for m in doc["models"]] == ["srkw-a", "srkw-b"]
     assert "agreement srkw-a vs srkw-b" in res.stderr
+    # Each window's level at the model's rate, as single-model detect gives it.
+    levels = [w["level_dbfs"] for m in doc["models"] for w in m["windows"]]
+    assert levels and all(-60.0 < v < -10.0 for v in levels), levels
     rows = [line.split("\t") for line in raven.read_text().splitlines()]
     assert rows[0][-1] == "Model"
     by_model = {m: [r for r in rows[1:] if r[-1] == m] for m in ("srkw-a", "srkw-b")}

@@ -73,3 +73,42 @@ def test_evaluate_reports_metrics_plots_and_label_problems(tmp_path: Path) -> No
     for png in ("pr_clips.png", "roc_windows.png", "threshold_clips.png",
                 "histogram_windows_1.png", "histogram_clips_2.png"):
         assert (out / png).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_evaluate_config_models_measure_levels_and_lineage(tmp_path: Path) -> None:
+    """``--config`` with ``models:`` (each file decoded once for every model) gives the
+    same level column and warnings as ``--weights``: before, it had neither."""
+    torch.manual_seed(2)  # the model boundary: random weights, real everything else
+    tensors = {k: v.contiguous() for k, v in build_model("resnet18").state_dict().items()}
+    plain, seen = tmp_path / "plain.safetensors", tmp_path / "seen.safetensors"
+    save_file(tensors, str(plain))
+    clip = DATA / "train" / "calls" / "Biggs_song_08.wav"
+    recipe = json.dumps({"augment": {"gain_db": [-100.0, -75.0]}})  # -126..-101 dBFS
+    save_file(tensors, str(seen), metadata={**Lineage(frozenset({digest(clip)})).to_metadata(),
+                                            "recipe": recipe})
+    data = tmp_path / "data"
+    (data / "calls").mkdir(parents=True)
+    (data / "nocalls").mkdir()
+    shutil.copy(clip, data / "calls")
+    shutil.copy(DATA / "train" / "background" / "Humpback_grunt_04.wav", data / "nocalls")
+    cfg = tmp_path / "station.yaml"
+    cfg.write_text("station: {id: s}\nmodels:\n"
+                   "  - {id: plain, weights: plain.safetensors, role: primary}\n"
+                   "  - {id: seen, weights: seen.safetensors, role: shadow}\n")
+    out = tmp_path / "eval"
+    res = subprocess.run([sys.executable, "-m", "listener", "evaluate", str(data), "--config",
+                          str(cfg), "--out", str(out), "--bootstrap", "50"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = [r.split(",") for r in (out / "scores.csv").read_text().splitlines()[1:]]
+    windows = {m: [float(r[-1]) for r in rows if r[0] == m and r[2] == "window"]
+               for m in ("1:plain", "2:seen")}
+    assert windows["1:plain"] and windows["1:plain"] == windows["2:seen"]
+    assert all(-100.0 < v < 0.0 for v in windows["1:plain"])
+    n = len(windows["2:seen"])
+    above = (f"{n} of {n} windows are above the levels model 2:seen trained at "
+             "(-126 to -101 dBFS): its scores there are untested")
+    doc = json.loads((out / "evaluation.json").read_text())
+    assert above in res.stderr and above in doc["warnings"], res.stderr
+    assert "2:seen: 1 of the 2 evaluated files trained it" in res.stderr
+    assert "1:plain:" not in res.stderr  # no recipe, no lineage: nothing to say
