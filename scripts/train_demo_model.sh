@@ -9,6 +9,7 @@
 #   BASE=w.safetensors scripts/train_demo_model.sh  # skip stage 1: fine-tune w
 #   EQ_DB=6 BASE=w.safetensors scripts/train_demo_model.sh  # stage 2 with --eq-db 6
 #                                   # (tried: the selection rule kept the committed model)
+#   SNR_DB="-15 15" BASE=w.safetensors scripts/train_demo_model.sh  # stage 2 at other SNRs
 #
 # The recipe, on ../shared/data/train/: calls mixed into hydrophone and
 # recorder backgrounds at live-stream SNRs, AAC round trips, band limits and
@@ -71,7 +72,8 @@ if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
   # --gain-db); --init keeps the files the base trained on out of validation.
   [[ "${RESUME:-0}" == 1 ]] || rm -f "$ckpt"
   $listener train "$data/train" "${common[@]}" --init "$base" --out "$out" \
-    --checkpoint "$ckpt" --epochs 60 --time-budget "${BUDGET:-40m}" --eq-db "${EQ_DB:-0}"
+    --checkpoint "$ckpt" --epochs 60 --time-budget "${BUDGET:-40m}" --eq-db "${EQ_DB:-0}" \
+    --snr-db ${SNR_DB:--10 15}
   # Against the committed model, on held-out files neither trained on. It
   # exits 3 when the committed model stays: then put it back, and stop
   # before any held-out figure of the rejected model exists.
