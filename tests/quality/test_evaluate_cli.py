@@ -18,23 +18,36 @@ from listener.model.network import build_model
 DATA = Path(__file__).parents[1] / "data"
 
 
-def test_evaluate_reports_metrics_plots_and_label_problems(tmp_path: Path) -> None:
+CALL = DATA / "train" / "calls" / "Biggs_song_08.wav"
+
+
+def _networks(tmp_path: Path, plain: str) -> tuple[Path, Path]:
+    """One random network twice: as ``plain`` (no metadata) and as ``seen.safetensors``,
+    which records that it trained on CALL, at window levels of -126..-101 dBFS (far
+    below every file here)."""
     torch.manual_seed(2)  # the model boundary: random weights, real everything else
-    weights = tmp_path / "r18.safetensors"
     tensors = {k: v.contiguous() for k, v in build_model("resnet18").state_dict().items()}
+    weights, seen = tmp_path / plain, tmp_path / "seen.safetensors"
     save_file(tensors, str(weights))
-    # The same network, recording that it trained on one of the clips evaluated below.
-    seen = tmp_path / "seen.safetensors"
-    clip = DATA / "train" / "calls" / "Biggs_song_08.wav"
-    # ... and at window levels of -126..-101 dBFS, far below every file here.
     recipe = json.dumps({"augment": {"gain_db": [-100.0, -75.0]}})
-    save_file(tensors, str(seen), metadata={**Lineage(frozenset({digest(clip)})).to_metadata(),
+    save_file(tensors, str(seen), metadata={**Lineage(frozenset({digest(CALL)})).to_metadata(),
                                             "recipe": recipe})
+    return weights, seen
+
+
+def _clips(tmp_path: Path) -> Path:
+    """A labelled folder: CALL as a call, a humpback grunt as a no-call."""
     data = tmp_path / "data"
     (data / "calls").mkdir(parents=True)
     (data / "nocalls").mkdir()
-    shutil.copy(DATA / "train" / "calls" / "Biggs_song_08.wav", data / "calls")
+    shutil.copy(CALL, data / "calls")
     shutil.copy(DATA / "train" / "background" / "Humpback_grunt_04.wav", data / "nocalls")
+    return data
+
+
+def test_evaluate_reports_metrics_plots_and_label_problems(tmp_path: Path) -> None:
+    weights, seen = _networks(tmp_path, "r18.safetensors")
+    data = _clips(tmp_path)
     for name in ("recording.wav", "recording.txt"):
         shutil.copy(DATA / "labels" / name, data)
     out = tmp_path / "eval"
@@ -78,19 +91,8 @@ def test_evaluate_reports_metrics_plots_and_label_problems(tmp_path: Path) -> No
 def test_evaluate_config_models_measure_levels_and_lineage(tmp_path: Path) -> None:
     """``--config`` with ``models:`` (each file decoded once for every model) gives the
     same level column and warnings as ``--weights``: before, it had neither."""
-    torch.manual_seed(2)  # the model boundary: random weights, real everything else
-    tensors = {k: v.contiguous() for k, v in build_model("resnet18").state_dict().items()}
-    plain, seen = tmp_path / "plain.safetensors", tmp_path / "seen.safetensors"
-    save_file(tensors, str(plain))
-    clip = DATA / "train" / "calls" / "Biggs_song_08.wav"
-    recipe = json.dumps({"augment": {"gain_db": [-100.0, -75.0]}})  # -126..-101 dBFS
-    save_file(tensors, str(seen), metadata={**Lineage(frozenset({digest(clip)})).to_metadata(),
-                                            "recipe": recipe})
-    data = tmp_path / "data"
-    (data / "calls").mkdir(parents=True)
-    (data / "nocalls").mkdir()
-    shutil.copy(clip, data / "calls")
-    shutil.copy(DATA / "train" / "background" / "Humpback_grunt_04.wav", data / "nocalls")
+    _networks(tmp_path, "plain.safetensors")
+    data = _clips(tmp_path)
     cfg = tmp_path / "station.yaml"
     cfg.write_text("station: {id: s}\nmodels:\n"
                    "  - {id: plain, weights: plain.safetensors, role: primary}\n"
