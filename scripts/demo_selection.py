@@ -36,16 +36,18 @@ from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_
 from listener.training.data import Recording
 from listener.training.run import TrainInputs, gather, split_for
 from listener.training.trainer import TrainConfig, score
-from listener.training.validation import ValidationSet, figures, make_validation
+from listener.training.validation import (
+    POOLED_DRAWS,
+    ValidationSet,
+    make_validation,
+    pooled_figures,
+)
 
 MARKER = "\n## Selection"
 #: How much lower on the previous recipe's windows the new model may score (the
 #: figure moves by about this much between epochs).
 EARLIER_TOLERANCE = 0.01
-#: Independent draws of validation windows, pooled. One draw of a few hundred windows
-#: moves a model's balanced ROC-AUC by up to 0.09 from seed to seed (0.869-0.960 for
-#: the shipped model on the same files), so one draw cannot rank two close models.
-SELECTION_DRAWS = 5
+SELECTION_DRAWS = POOLED_DRAWS
 HEADER = ("| model | windows | balanced ROC-AUC (each draw) | ROC-AUC | PR-AUC | "
           "call windows above 0.5 "
           "(mean over sources) | background windows above 0.5 (mean over sources) |")
@@ -82,16 +84,12 @@ def row(name: str, path: str, draws: list[ValidationSet]) -> tuple[float, list[f
     model, _ = load_model(path)
     frontend = Frontend(default_config().frontend)
     per = [score(model, frontend, d.waves, torch.device("cpu")) for d in draws]
-    pooled = ValidationSet(np.zeros((0, 0), np.float32),
-                           np.concatenate([d.labels for d in draws]),
-                           [s for d in draws for s in d.sources])
-    fig = figures(pooled, np.concatenate(per))
-    each = [float(figures(d, s)["balanced_roc_auc"]) for d, s in zip(draws, per, strict=True)]
+    fig, each = pooled_figures(draws, per)
     src: dict[str, dict[str, float]] = fig["sources"]  # type: ignore[assignment]
     bg = np.mean([v["above_0.5"] for k, v in src.items() if k.startswith("background:")])
     call = np.mean([v["above_0.5"] for k, v in src.items() if k.startswith("call:")])
     return float(fig["balanced_roc_auc"]), each, (  # type: ignore[arg-type]
-        f"| {name} (`{Path(path).name}`) | {len(pooled.labels)} | "
+        f"| {name} (`{Path(path).name}`) | {sum(len(d.labels) for d in draws)} | "
         f"{fig['balanced_roc_auc']:.3f} ({min(each):.3f}-{max(each):.3f}) | "
         f"{fig['roc_auc']:.3f} | {fig['pr_auc']:.3f} | {call:.2f} | {bg:.2f} |")
 

@@ -55,6 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                        val_per_background_file=args.val_per_background_file,
                        window_s=cfg.detection.window_s, init=args.init,
                        train_from=args.train_from, ema_decay=args.ema_decay,
+                       confirm_draws=args.confirm_draws,
                        time_budget_s=parse_duration(args.time_budget) if args.time_budget
                        else None,
                        augment=AugmentConfig(source_power=args.source_power,
@@ -86,6 +87,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"warning: {p}", file=sys.stderr)
     r = outcome.result
     kept = " (no epoch beat the starting weights: they were kept)" if outcome.kept_start else ""
+    if outcome.check is not None:
+        print(f"fine-tune check: {outcome.check.text()}", file=sys.stderr)
+        if not outcome.check.holds:
+            kept = " (the starting weights: the gain did not hold on fresh draws)"
     print(f"wrote {outcome.out} and {outcome.card}: epoch {r.best_epoch}{kept}, validation "
           f"balanced ROC-AUC {r.best_score:.3f}, PR-AUC {r.best_pr_auc:.3f}, "
           f"{r.seconds / 60:.1f} min, stopped by {r.stop}")
@@ -125,6 +130,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 def _add_recipe_arguments(s: argparse.ArgumentParser) -> None:
     """How ``train`` trains: steps, validation, augmentation, output."""
     from listener.training.augment import AugmentConfig
+    from listener.training.validation import POOLED_DRAWS
 
     s.add_argument("--epochs", type=int, default=10, help="at most this many (default 10)")
     s.add_argument("--steps", type=int, default=12, help="batches per epoch")
@@ -157,6 +163,10 @@ def _add_recipe_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
                    help="score and keep a moving average of the weights, decay D per step "
                         "(e.g. 0.99; default 0: off)")
+    s.add_argument("--confirm-draws", type=int, default=POOLED_DRAWS, metavar="N",
+                   help="with --init: score the kept epoch and the starting weights again on "
+                        f"N fresh draws of held-out windows and keep the start unless the gain "
+                        f"holds (default {POOLED_DRAWS}; 0: off)")
     s.add_argument("--cache", default=None, metavar="DIR", help="decoded-audio cache "
                    "(default ~/.cache/listener/train-audio)")
     s.add_argument("--no-aac", action="store_true", help="no AAC round-trip augmentation")

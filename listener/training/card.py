@@ -89,6 +89,9 @@ def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
     start = (f"fine-tuned from `{Path(cfg.init).name}`" if cfg.init else "trained from scratch")
     kept = ("; **no epoch beat the starting weights, which were kept**"
             if cfg.init and result.best_epoch == 0 else "")
+    check = "" if not files.get("check") else f"\n- Fine-tune check: {files['check']}."
+    if files.get("check") and result.best_epoch == 0:
+        kept = "; **the starting weights were kept** (see the fine-tune check)"
     declared = ("" if model_id is None else f"\n- Model id: `{model_id}` (what the console, "
                 "`/metrics` and the detect and evaluation JSON call it)\n")
     shares = "; ".join(f"{k}: " + ", ".join(f"{s} {p:.0%}" for s, p in v.items())
@@ -119,7 +122,7 @@ through the daemon's own frontend (`listener.model.frontend.Frontend`, default
 - Kept epoch {result.best_epoch} of {len(result.history) - 1} (epoch 0 = the starting
   weights){kept}; stopped by {result.stop}. Validation balanced ROC-AUC
   {result.best_score:.3f}, PR-AUC {result.best_pr_auc:.3f} (augmented windows from the
-  held-out files; every source weighs the same).
+  held-out files; every source weighs the same).{check}
 - Time {result.seconds / 60:.1f} min on {result.device} ({cpu_model()}, {torch.get_num_threads()}
   threads); autocast {result.autocast or 'off (float32)'}.
 - Weights: {'float16' if half else 'float32'} safetensors, listener layout.

@@ -25,6 +25,7 @@ from listener.model.lineage import Lineage, digest, read_lineage
 from listener.quality.labels import LabelProblem, read_labels
 from listener.training.cache import AudioCache
 from listener.training.card import model_card, save_weights, write_card
+from listener.training.confirm import Confirmation, confirm, needs_check, settle
 from listener.training.data import Recording, load_recordings, split_by_file
 from listener.training.site import SiteCount, load_site_audio
 from listener.training.trainer import Progress, TrainConfig, TrainResult, train
@@ -51,6 +52,7 @@ class TrainOutcome:
     result: TrainResult
     problems: list[LabelProblem]
     kept_start: bool
+    check: Confirmation | None = None  # a fine-tune's gain on fresh draws, when it had one
 
 
 def gather(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, cache: AudioCache,
@@ -100,9 +102,13 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
         tcfg = _with_budget(tcfg, max(0.0, tcfg.time_budget_s - spent))
     log.info("training %s on %d recordings, validating on %d held-out ones", tcfg.architecture,
              len(train_set), len(val_set))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = train(tcfg, train_set, val_set, cfg.frontend, checkpoint=checkpoint,
-                   device=torch.device("cpu") if not torch.cuda.is_available() else None,
-                   progress=progress)
+                   device=device, progress=progress)
+    check = None
+    if needs_check(tcfg, result, val_set):
+        check = confirm(tcfg, val_set, cfg.frontend, result, device)
+        result = settle(tcfg, result, check)
     meta = {"format": "listener", "architecture": tcfg.architecture,
             "trained_by": "listener train", "recipe": json.dumps(tcfg.to_json()),
             "best_epoch": str(result.best_epoch),
@@ -110,19 +116,22 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
             **lineage.joined(sorted({r.path for r in train_set})).to_metadata()}
     if model_id is not None:
         meta["model_id"] = model_id
+    if check is not None:
+        meta["fine_tune_check"] = json.dumps(check.to_json())
     save_weights(result.state_dict, out, half, meta)
     files = {"train": len(train_set), "val": len(val_set),
              "calls": sum(r.positive for r in recordings),
              "backgrounds": sum(not r.positive for r in recordings), "skipped": len(problems),
              "sites": [s.to_json() for s in sites], "reviews": inputs.review_counts,
-             "data": [str(d) for d in inputs.data], "lineage": notes}
+             "data": [str(d) for d in inputs.data], "lineage": notes,
+             "check": None if check is None else check.text()}
     text = model_card(out, tcfg, result, ", ".join(map(str, inputs.data)) or "(none)", files,
                       half, model_id)
     card = write_card(out, text)
     if not keep_checkpoint:
         checkpoint.unlink(missing_ok=True)
     kept_start = tcfg.init is not None and result.best_epoch == 0
-    return TrainOutcome(out, card, result, problems, kept_start)
+    return TrainOutcome(out, card, result, problems, kept_start, check)
 
 
 def split_for(recordings: list[Recording], tcfg: TrainConfig,

@@ -47,7 +47,12 @@ from listener.model.network import OrcaResNet, build_model
 from listener.training import augment
 from listener.training.augment import AugmentConfig
 from listener.training.data import Recording, SourcePool
-from listener.training.validation import ValidationSet, figures, make_validation
+from listener.training.validation import (
+    POOLED_DRAWS,
+    ValidationSet,
+    figures,
+    make_validation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,8 @@ SCRATCH_LR = 2e-3
 # 1/10 of the from-scratch rate, the usual fine-tuning ratio; 2e-3 on a trained
 # model wrecked it (validation PR-AUC 0.98 -> 0.78) while 2e-4 improved it.
 INIT_LR = 2e-4
+#: Each draw costs as much as one epoch's validation, twice (the kept and the start).
+MAX_CONFIRM_DRAWS = 50
 
 
 @dataclass(frozen=True)
@@ -79,11 +86,15 @@ class TrainConfig:
     init: str | None = None  # fine-tune from these weights
     train_from: str | None = None  # e.g. "layer3": earlier layers frozen (weights and BN)
     ema_decay: float = 0.0  # score and keep a moving average of the weights; 0: off
+    confirm_draws: int = POOLED_DRAWS  # a fine-tune's gain, checked on fresh draws; 0: off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ListenerError(f"ema_decay {self.ema_decay:g}: must be at least 0 and below 1")
+        if not 0 <= self.confirm_draws <= MAX_CONFIRM_DRAWS:
+            raise ListenerError(f"--confirm-draws {self.confirm_draws}: must be 0 (off) to "
+                                f"{MAX_CONFIRM_DRAWS}")
 
     def to_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "augment"}

@@ -16,10 +16,16 @@ import soundfile as sf
 import torch
 
 from listener.config import FrontendConfig
+from listener.training.augment import AugmentConfig
 from listener.training.data import Recording
+from listener.training.trainer import TrainConfig
 
 RATE = 20_000
 TINY = FrontendConfig(n_fft=1024, hop_length=1000, n_mels=32, mel_sample_rate=RATE, frames=40)
+#: A recipe of seconds: two epochs of two steps on the tiny frontend.
+CFG = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=4, val_fraction=0.5,
+                  val_per_call_file=2, val_per_background_file=2, patience=10,
+                  augment=AugmentConfig(freq_mask_max=4, time_mask_max=4))
 TINY_YAML = """station: {id: test}
 frontend: {n_fft: 1024, hop_length: 1000, n_mels: 32, mel_sample_rate: 20000, frames: 40}
 """

@@ -9,32 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
-from training.recipe_support import TINY, listener_cli, recordings, same_weights
+from training.recipe_support import CFG, TINY, listener_cli, recordings, same_weights
 
 from listener.training.augment import AugmentConfig
 from listener.training.data import SourcePool, split_by_file
-from listener.training.trainer import TrainConfig, train
+from listener.training.trainer import train
 from listener.training.validation import weighted_roc_auc
-
-CFG = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=4, val_fraction=0.5,
-                  val_per_call_file=2, val_per_background_file=2, patience=10,
-                  augment=AugmentConfig(freq_mask_max=4, time_mask_max=4))
-
-
-@pytest.fixture(scope="module")
-def data() -> tuple[list, list]:
-    return split_by_file(recordings(), 0.5, seed=0)
-
-
-@pytest.fixture(scope="module")
-def start(tmp_path_factory: pytest.TempPathFactory, data: tuple[list, list]) -> Path:
-    """A briefly trained model to fine-tune from (written as --init weights)."""
-    res = train(replace(CFG, epochs=1, steps_per_epoch=4), *data, TINY)
-    out = tmp_path_factory.mktemp("start") / "start.safetensors"
-    save_file({k: v.contiguous() for k, v in res.state_dict.items()}, str(out),
-              metadata={"format": "listener", "architecture": "resnet18"})
-    return out
 
 
 class Stop(Exception):

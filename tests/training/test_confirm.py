@@ -1,0 +1,81 @@
+"""A fine-tune's gain is checked on fresh windows before its weights replace the start's."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from training.recipe_support import CFG, TINY, listener_cli, recordings, same_weights
+
+from listener.errors import ListenerError
+from listener.model.frontend import Frontend
+from listener.training.confirm import Confirmation, confirm, needs_check, settle
+from listener.training.trainer import TrainConfig, TrainResult, initial_model, score, train
+from listener.training.validation import POOLED_DRAWS, figures, make_validation
+
+CPU = torch.device("cpu")
+
+
+def _result(state: dict[str, torch.Tensor], best_epoch: int = 2) -> TrainResult:
+    history = [{"epoch": e, "loss": None if e == 0 else 0.5, "val_score": 0.7 + 0.05 * e,
+                "val_roc_auc": 0.7, "val_pr_auc": 0.6, "sources": {}} for e in range(3)]
+    return TrainResult(state, best_epoch, history[best_epoch]["val_score"], history, 1.0, "cpu",
+                       None, 2, 2)
+
+
+def test_confirm_scores_both_models_on_fresh_draws(data: tuple[list, list],
+                                                    start: Path) -> None:
+    cfg = replace(CFG, init=str(start))
+    trained = train(replace(cfg, epochs=2, lr=2e-3), *data, TINY)
+    check = confirm(cfg, data[1], TINY, replace(trained, best_epoch=2), CPU)
+    calls = sum(r.positive for r in data[1])
+    per_draw = calls * cfg.val_per_call_file + (len(data[1]) - calls) * cfg.val_per_background_file
+    assert check.windows == POOLED_DRAWS * per_draw and len(check.kept_each) == POOLED_DRAWS
+    # The start's first draw, recomputed by hand: seed + 1, not the per-epoch draw's seed.
+    vs = make_validation(data[1], round(cfg.window_s * 20_000), cfg.seed + 1,
+                         cfg.val_per_call_file, cfg.val_per_background_file, cfg.augment)
+    by_hand = figures(vs, score(initial_model(cfg), Frontend(TINY), vs.waves, CPU))
+    assert check.start_each[0] == pytest.approx(by_hand["balanced_roc_auc"])
+    # The start against itself: a tie, and a tie keeps the start.
+    same = confirm(cfg, data[1], TINY, _result(load_file(str(start))), CPU)
+    assert same.kept == same.start and not same.holds
+    assert "the gain does not hold: the starting weights are kept" in same.text()
+
+
+def test_settle_keeps_the_start_unless_the_gain_holds(start: Path) -> None:
+    cfg = replace(CFG, init=str(start))
+    other = {k: (v + 1 if v.is_floating_point() else v) for k, v in load_file(str(start)).items()}
+    result = _result(other)
+    held = Confirmation(2, 0.82, 0.80, (0.81, 0.83), (0.80, 0.80), 40)
+    assert settle(cfg, result, held) is result
+    lost = Confirmation(2, 0.79, 0.80, (0.78, 0.81), (0.80, 0.80), 40)
+    kept = settle(cfg, result, lost)
+    assert kept.best_epoch == 0 and kept.best_score == pytest.approx(0.7)
+    assert same_weights(kept.state_dict, load_file(str(start)))
+    assert "gain per draw -0.020 to +0.010" in lost.text()
+    assert lost.to_json()["holds"] is False and held.to_json()["kept_each"] == [0.81, 0.83]
+
+
+def test_only_a_fine_tune_that_beat_its_start_is_checked(start: Path) -> None:
+    state = load_file(str(start))
+    val = recordings()[:2]
+    assert needs_check(replace(CFG, init=str(start)), _result(state), val)
+    assert not needs_check(CFG, _result(state), val)  # from scratch: nothing to compare
+    assert not needs_check(replace(CFG, init=str(start)), _result(state, 0), val)
+    assert not needs_check(replace(CFG, init=str(start), confirm_draws=0), _result(state), val)
+    assert not needs_check(replace(CFG, init=str(start)), _result(state), [])
+    nan = replace(_result(state), best_score=float(np.nan))  # no validation windows
+    assert not needs_check(replace(CFG, init=str(start)), nan, val)
+    with pytest.raises(ListenerError, match="--confirm-draws 51: must be 0"):
+        TrainConfig(confirm_draws=51)
+
+
+def test_a_bad_confirm_draws_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    res = listener_cli("train", tmp_path / "never-read", "--confirm-draws", "99",
+                       "--out", tmp_path / "m.safetensors", ok=(1,))
+    assert "--confirm-draws 99: must be 0 (off) to 50" in res.stderr
+    assert not (tmp_path / "m.safetensors").exists()
