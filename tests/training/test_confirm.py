@@ -13,6 +13,7 @@ from training.recipe_support import CFG, TINY, listener_cli, recordings, same_we
 
 from listener.errors import ListenerError
 from listener.model.frontend import Frontend
+from listener.training.card import model_card
 from listener.training.confirm import Confirmation, confirm, needs_check, settle
 from listener.training.trainer import TrainConfig, TrainResult, initial_model, score, train
 from listener.training.validation import POOLED_DRAWS, figures, make_validation
@@ -79,3 +80,18 @@ def test_a_bad_confirm_draws_is_refused_naming_the_flag(tmp_path: Path) -> None:
                        "--out", tmp_path / "m.safetensors", ok=(1,))
     assert "--confirm-draws 99: must be 0 (off) to 50" in res.stderr
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_the_card_says_when_the_check_kept_the_start(start: Path, tmp_path: Path) -> None:
+    cfg = replace(CFG, init=str(start))
+    lost = Confirmation(2, 0.79, 0.80, (0.78, 0.81), (0.80, 0.80), 40)
+    files = {"train": 2, "val": 2, "calls": 2, "backgrounds": 2, "skipped": 0,
+             "check": lost.text()}
+    out = tmp_path / "m.safetensors"
+    text = model_card(out, cfg, settle(cfg, _result(load_file(str(start))), lost), "d", files,
+                      half=False)
+    assert "Kept epoch 0 of 2" in text and "**the starting weights were kept**" in text
+    assert f"- Fine-tune check: {lost.text()}." in text
+    held = model_card(out, cfg, _result(load_file(str(start))), "d",
+                      {**files, "check": "x"}, half=False)
+    assert "Kept epoch 2 of 2" in held and "were kept" not in held
