@@ -101,4 +101,3 @@ def needs_check(cfg: TrainConfig, result: TrainResult, val_set: list[Recording])
     """A fine-tune whose kept epoch beat its start, with windows to check it on."""
     return (cfg.init is not None and result.best_epoch > 0 and cfg.confirm_draws > 0
             and bool(val_set) and not np.isnan(result.best_score))
-
