@@ -9,7 +9,8 @@ validation windows (epoch 0), and after each epoch the current ones are; the
 weights kept are the best of those, so a run never returns weights worse on
 validation than the ones it started from (``--init`` cannot wreck a model).
 Training stops at ``epochs``, after ``patience`` epochs without a gain, or
-before an epoch that would overrun ``time_budget_s``.
+before an epoch that would overrun ``time_budget_s`` (less, for a fine-tune,
+what the check of its gain will cost: ``listener.training.confirm``).
 
 With ``ema_decay`` the weights scored and kept are an exponential moving
 average of the trained ones (BatchNorm statistics included): a single
@@ -258,10 +259,11 @@ class _Run:
     def evaluate(self, epoch: int, loss: float | None) -> dict[str, Any]:
         model = self.kept
         assert isinstance(model, OrcaResNet)
+        t0 = time.monotonic()
         fig = figures(self.val, score(model, self.frontend, self.val.waves, self.device))
         return {"epoch": epoch, "loss": loss, "val_score": fig["balanced_roc_auc"],
                 "val_roc_auc": fig["roc_auc"], "val_pr_auc": fig["pr_auc"],
-                "sources": fig["sources"]}
+                "sources": fig["sources"], "val_s": round(time.monotonic() - t0, 3)}
 
     def step(self, waves: np.ndarray, labels: np.ndarray, gen: torch.Generator) -> float:
         self.model.train()
@@ -303,7 +305,8 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
     for epoch in range(state.history[-1]["epoch"], cfg.epochs):
         done = [h for h in state.history if h["epoch"] > 0]
         per_epoch = (state.seconds / len(done)) if done else 0.0
-        if cfg.time_budget_s is not None and state.seconds + per_epoch > cfg.time_budget_s:
+        budget = training_budget(cfg, state.history)
+        if budget is not None and state.seconds + per_epoch > budget:
             stop = "time budget"
             break
         losses = []
@@ -327,6 +330,15 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
                        str(run.dtype).removeprefix("torch.") if run.dtype else None,
                        len(val_set), len(train_set), stop,
                        {"calls": run.calls.shares(), "beds": run.beds.shares()})
+
+
+def training_budget(cfg: TrainConfig, history: list[dict[str, Any]]) -> float | None:
+    """The seconds of ``time_budget_s`` that epochs may use: a fine-tune keeps back what
+    the check of its gain costs afterwards (each draw scored twice, timed on epoch 0)."""
+    if cfg.time_budget_s is None:
+        return None
+    check_s = 2 * cfg.confirm_draws * float(history[0].get("val_s", 0.0)) if cfg.init else 0.0
+    return cfg.time_budget_s - check_s
 
 
 def _consider(state: _State, row: dict[str, Any], run: _Run) -> None:

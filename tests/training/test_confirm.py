@@ -15,7 +15,14 @@ from listener.errors import ListenerError
 from listener.model.frontend import Frontend
 from listener.training.card import model_card
 from listener.training.confirm import Confirmation, confirm, needs_check, settle
-from listener.training.trainer import TrainConfig, TrainResult, initial_model, score, train
+from listener.training.trainer import (
+    TrainConfig,
+    TrainResult,
+    initial_model,
+    score,
+    train,
+    training_budget,
+)
 from listener.training.validation import POOLED_DRAWS, figures, make_validation
 
 CPU = torch.device("cpu")
@@ -95,3 +102,16 @@ def test_the_card_says_when_the_check_kept_the_start(start: Path, tmp_path: Path
     held = model_card(out, cfg, _result(load_file(str(start))), "d",
                       {**files, "check": "x"}, half=False)
     assert "Kept epoch 2 of 2" in held and "were kept" not in held
+
+
+def test_a_fine_tunes_time_budget_leaves_time_for_its_check(data: tuple[list, list],
+                                                             start: Path) -> None:
+    history = [{"epoch": 0, "val_s": 2.0}]
+    fine_tune = replace(CFG, init=str(start), time_budget_s=100.0)
+    assert training_budget(fine_tune, history) == pytest.approx(100.0 - 2 * POOLED_DRAWS * 2.0)
+    assert training_budget(replace(fine_tune, confirm_draws=0), history) == 100.0
+    assert training_budget(replace(CFG, time_budget_s=100.0), history) == 100.0  # scratch
+    assert training_budget(replace(fine_tune, time_budget_s=None), history) is None
+    # Every epoch's row says how long its validation took: epoch 0's sizes the reserve.
+    res = train(replace(fine_tune, epochs=1), *data, TINY)
+    assert all(h["val_s"] > 0 for h in res.history)
