@@ -55,14 +55,19 @@ def _pyplot() -> Any:
     return plt
 
 
-def _finish(fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str) -> None:
+def _finish(fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str,
+            curves: list[Curve]) -> None:
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    if not any(c.usable for c in curves):  # an empty frame would read as a broken plot
+        ax.text(0.5, 0.5, "no curve: these need both calls and no-calls", ha="center",
+                va="center", transform=ax.transAxes)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -98,7 +103,7 @@ def roc_png(path: Path, curves: list[Curve], what: str) -> None:
         ax.plot(fpr, tpr, drawstyle="steps-post",
                 label=f"{c.name} (AUC {roc_auc(c.labels, c.scores):.2f})")
     _finish(fig, ax, path, f"ROC, {what}", "false-positive rate (no-calls scored as calls)",
-            "true-positive rate (recall)")
+            "true-positive rate (recall)", curves)
 
 
 def pr_png(path: Path, curves: list[Curve], what: str) -> None:
@@ -112,7 +117,7 @@ def pr_png(path: Path, curves: list[Curve], what: str) -> None:
         recall, precision = pr_points(c.labels, c.scores)
         ax.plot(np.r_[0.0, recall], np.r_[precision[0], precision], drawstyle="steps-pre",
                 label=f"{c.name} (PR-AUC {average_precision(c.labels, c.scores):.2f})")
-    _finish(fig, ax, path, f"Precision-recall, {what}", "recall", "precision")
+    _finish(fig, ax, path, f"Precision-recall, {what}", "recall", "precision", curves)
 
 
 def threshold_png(path: Path, curves: list[Curve], what: str) -> None:
@@ -128,7 +133,7 @@ def threshold_png(path: Path, curves: list[Curve], what: str) -> None:
         ax.plot(grid, precision, color=colour, label=f"{c.name}: precision")
         ax.plot(grid, recall, color=colour, linestyle="--", label=f"{c.name}: recall")
     _finish(fig, ax, path, f"Precision and recall against threshold, {what}",
-            "threshold (score above it = call)", "precision / recall")
+            "threshold (score above it = call)", "precision / recall", curves)
 
 
 def histogram_png(path: Path, curve: Curve, what: str, threshold: float | None) -> None:

@@ -54,3 +54,24 @@ def test_without_matplotlib_the_cli_names_the_extra() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
     assert res.stdout.strip() == "False pip install 'listener[plots]'"
+
+
+def test_plots_of_one_class_say_why_they_have_no_curve(tmp_path: Path) -> None:
+    """Clips without a call (ROC undefined): each curve plot says so, and matplotlib
+    warns about no empty legend."""
+    import warnings
+
+    from matplotlib.figure import Figure
+    texts: list[list[str]] = []
+    real_savefig = Figure.savefig
+
+    def spy(fig: Figure, path: Any, **kw: Any) -> None:
+        texts.append([t.get_text() for t in fig.axes[0].texts])
+        real_savefig(fig, path, **kw)
+    curves = [plots.Curve("1:current", np.zeros(5, dtype=np.int64), np.linspace(0, 1, 5))]
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("error")  # "No artists with labels found" would fail here
+        mp.setattr(Figure, "savefig", spy)
+        plots.write_all(tmp_path, "clips", curves, 0.5)
+    why = "no curve: these need both calls and no-calls"
+    assert [why in t for t in texts[:3]] == [True, True, True], texts
