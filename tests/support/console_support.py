@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,6 @@ def fleet_views(folder: Path, count: int) -> list[StationView]:
                                      "kind": "detection", "timestamp": iso_utc(utc),
                                      "whaleFoundConfidence": 70.0, "modelId": "orcahello-srkw"}
                                     ).encode() + b"\n")
-        views.append(StationView(station, lambda s=status: dict(s), LiveFeed(None),
+        views.append(StationView(station, partial(dict, status), LiveFeed(None),
                                  events_path=sub / "events.jsonl", coverage=ledger))
     return views

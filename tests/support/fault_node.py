@@ -315,7 +315,7 @@ def _timed_healthz(url: str) -> float:
 
 
 def expected_positive_utc(tone: tuple[float, float], origin_s: float = 0.0
-                          ) -> tuple[set[float], set[float]]:
+                          ) -> tuple[set[int], set[int]]:
     """Unix seconds of the 2 s windows (1 s hop) inside a tone, and of those it may touch.
 
     The second set allows one more window after the tone: its decoded tail

@@ -184,7 +184,7 @@ def check_scenario(sc: Scenario, cfg_station: str = NODE, max_lost_s: float = 0.
         FOLDER, FOLDER + LONG_S)
     lost = sum(s.seconds for s in spans if s.kind == "lost")
     assert lost <= max_lost_s + 0.5, f"lost {lost:.1f} s: {spans}"
-    covered = FOLDER
+    covered = float(FOLDER)
     for s in sorted(spans, key=lambda s: s.start):
         assert s.start <= covered + 0.5, f"{s.start - covered:.1f} s never accounted: {spans}"
         covered = max(covered, s.end)

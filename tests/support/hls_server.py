@@ -317,9 +317,9 @@ class LiveHlsServer:
                     if not folder.segments:
                         return None  # ffmpeg writes it with the first segment
                     return _orcasound_playlist(folder).encode(), PLAYLIST_TYPE
-                for name, data, _ in folder.segments:
-                    if name == parts[3] and data is not None:
-                        return data, "video/mp2t"
+                for name, body, _ in folder.segments:
+                    if name == parts[3] and body is not None:
+                        return body, "video/mp2t"
             return None
 
     def handle(self, h: _Handler) -> None:

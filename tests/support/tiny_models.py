@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -22,12 +23,14 @@ def save_tiny_audio_classifier(folder: Path, labels: tuple[str, ...] = PODS_LABE
         Wav2Vec2ForSequenceClassification,
     )
 
-    cfg = Wav2Vec2Config(
+    # A dict: the typed signature omits the keys PretrainedConfig takes as **kwargs.
+    params: dict[str, Any] = dict(
         hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
         conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8), num_feat_extract_layers=2,
         num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2, classifier_proj_size=8,
         num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={lab: i for i, lab in enumerate(labels)}, do_stable_layer_norm=False)
+    cfg = Wav2Vec2Config(**params)
     torch.manual_seed(seed)
     Wav2Vec2ForSequenceClassification(cfg).eval().save_pretrained(folder)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=sampling_rate, padding_value=0.0,
