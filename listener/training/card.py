@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from listener.atomic import atomic_write
+from listener.digests import file_digest
 from listener.model.checkpoints import load_model
 from listener.model.levels import REFERENCE_RMS, levels_dbfs
 from listener.training.trainer import TrainConfig, TrainResult
@@ -86,7 +87,10 @@ def _levels(cfg: TrainConfig) -> str:
 def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
                files: dict[str, Any], half: bool, model_id: str | None = None) -> str:
     """The markdown card: what it is, the data, the recipe, held-out figures."""
-    start = (f"fine-tuned from `{Path(cfg.init).name}`" if cfg.init else "trained from scratch")
+    # The digest names the starting weights wherever the recipe's path pointed (often a
+    # temporary copy).
+    start = (f"fine-tuned from `{Path(cfg.init).name}` (sha256 "
+             f"{file_digest(Path(cfg.init))[:16]})" if cfg.init else "trained from scratch")
     kept = ("; **no epoch beat the starting weights, which were kept**"
             if cfg.init and result.best_epoch == 0 else "")
     check = "" if not files.get("check") else f"\n- Fine-tune check: {files['check']}."

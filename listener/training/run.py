@@ -18,6 +18,7 @@ import torch
 
 from listener.config import Config
 from listener.config.models import MODEL_ID_PATTERN
+from listener.digests import file_digest
 from listener.errors import ListenerError
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
@@ -118,6 +119,8 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
         meta["model_id"] = model_id
     if check is not None:
         meta["fine_tune_check"] = json.dumps(check.to_json())
+    if tcfg.init is not None:
+        meta["init_sha256"] = file_digest(Path(tcfg.init))
     save_weights(result.state_dict, out, half, meta)
     files = {"train": len(train_set), "val": len(val_set),
              "calls": sum(r.positive for r in recordings),

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from training.recipe_support import TINY_YAML, call, listener_cli, noise, squeak, write_wav
 
+from listener.digests import file_digest
 from listener.model.metadata import safetensors_metadata
 
 pytestmark = pytest.mark.slow
@@ -65,7 +66,11 @@ def test_background_teaches_the_site_squeak_and_keeps_calls(tmp_path: Path) -> N
     card = adapted.with_suffix(".md").read_text()
     assert "Site audio" in card and "site:site" in card
     # The fine-tune beat its start on the per-epoch draw, and again on fresh draws.
-    check = json.loads(safetensors_metadata(adapted)["fine_tune_check"])
+    meta = safetensors_metadata(adapted)
+    # The starting weights are named by their digest, wherever --init pointed.
+    assert meta["init_sha256"] == file_digest(start)
+    assert f"fine-tuned from `start.safetensors` (sha256 {file_digest(start)[:16]})" in card
+    check = json.loads(meta["fine_tune_check"])
     assert check["holds"] and len(check["kept_each"]) == 5, check
     assert "fine-tune check: on 5 fresh draws" in res.stderr and "the gain holds" in res.stderr
     assert "- Fine-tune check: on 5 fresh draws" in card
