@@ -11,7 +11,6 @@ import torch
 from safetensors.torch import save_file
 
 from listener.atomic import atomic_write
-from listener.digests import file_digest
 from listener.model.checkpoints import load_model
 from listener.model.levels import REFERENCE_RMS, levels_dbfs
 from listener.training.trainer import TrainConfig, TrainResult
@@ -89,8 +88,9 @@ def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
     """The markdown card: what it is, the data, the recipe, held-out figures."""
     # The digest names the starting weights wherever the recipe's path pointed (often a
     # temporary copy).
-    start = (f"fine-tuned from `{Path(cfg.init).name}` (sha256 "
-             f"{file_digest(Path(cfg.init))[:16]})" if cfg.init else "trained from scratch")
+    digest = f" (sha256 {files['init_sha256'][:16]})" if files.get("init_sha256") else ""
+    start = (f"fine-tuned from `{Path(cfg.init).name}`{digest}" if cfg.init
+             else "trained from scratch")
     kept = ("; **no epoch beat the starting weights, which were kept**"
             if cfg.init and result.best_epoch == 0 else "")
     check = "" if not files.get("check") else f"\n- Fine-tune check: {files['check']}."

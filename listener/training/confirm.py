@@ -15,18 +15,18 @@ never writes weights that only looked better.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 
 from listener.config import FrontendConfig
 from listener.model.frontend import Frontend
 from listener.model.network import OrcaResNet, build_model
 from listener.training.data import Recording
-from listener.training.trainer import TrainConfig, TrainResult, initial_model, score
-from listener.training.validation import make_validation, pooled_figures
+from listener.training.trainer import TrainConfig, TrainResult, score
+from listener.training.validation import ValidationSet, make_validation, pooled_figures
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,9 @@ class Confirmation:
 
 
 def confirm(cfg: TrainConfig, val_set: list[Recording], frontend_cfg: FrontendConfig,
-            result: TrainResult, device: torch.device) -> Confirmation:
-    """Score the kept weights and the ``--init`` weights on ``cfg.confirm_draws`` new draws."""
+            result: TrainResult, start: OrcaResNet, device: torch.device) -> Confirmation:
+    """Score the kept weights and ``start`` (the ``--init`` weights) on
+    ``cfg.confirm_draws`` new draws."""
     frontend = Frontend(frontend_cfg).to(device)
     n = round(cfg.window_s * frontend_cfg.sample_rate)
     # Seeds past the per-epoch draw's (cfg.seed): windows the choice of epoch never saw.
@@ -73,31 +74,30 @@ def confirm(cfg: TrainConfig, val_set: list[Recording], frontend_cfg: FrontendCo
              for k in range(cfg.confirm_draws)]
     kept = build_model(cfg.architecture)
     kept.load_state_dict(result.state_dict)
-    figures = [_pooled(m.to(device), frontend, draws, device)
-               for m in (kept, initial_model(cfg))]
+    figures = [_pooled(m.to(device), frontend, draws, device) for m in (kept, start)]
     (kept_auc, kept_each), (start_auc, start_each) = figures
     return Confirmation(result.best_epoch, kept_auc, start_auc, tuple(kept_each),
                         tuple(start_each), sum(len(d.labels) for d in draws))
 
 
-def _pooled(model: OrcaResNet, frontend: Frontend, draws: list[Any],
+def _pooled(model: OrcaResNet, frontend: Frontend, draws: list[ValidationSet],
             device: torch.device) -> tuple[float, list[float]]:
     fig, each = pooled_figures(draws, [score(model, frontend, d.waves, device) for d in draws])
     return float(fig["balanced_roc_auc"]), each  # type: ignore[arg-type]
 
 
-def settle(cfg: TrainConfig, result: TrainResult, check: Confirmation) -> TrainResult:
-    """The result to write: as trained when the gain holds, else the starting weights
+def settle(result: TrainResult, check: Confirmation, start: OrcaResNet) -> TrainResult:
+    """The result to write: as trained when the gain holds, else ``start``'s weights
     (epoch 0, with its per-epoch figures)."""
     log.info("fine-tune check: %s", check.text())
     if check.holds:
         return result
-    start = {k: v.detach().clone() for k, v in initial_model(cfg).state_dict().items()}
-    return replace(result, state_dict=start, best_epoch=0,
+    weights = {k: v.detach().cpu().clone() for k, v in start.state_dict().items()}
+    return replace(result, state_dict=weights, best_epoch=0,
                    best_score=float(result.history[0]["val_score"]))
 
 
 def needs_check(cfg: TrainConfig, result: TrainResult, val_set: list[Recording]) -> bool:
     """A fine-tune whose kept epoch beat its start, with windows to check it on."""
     return (cfg.init is not None and result.best_epoch > 0 and cfg.confirm_draws > 0
-            and bool(val_set) and not np.isnan(result.best_score))
+            and bool(val_set) and not math.isnan(result.best_score))

@@ -29,7 +29,7 @@ from listener.training.card import model_card, save_weights, write_card
 from listener.training.confirm import Confirmation, confirm, needs_check, settle
 from listener.training.data import Recording, load_recordings, split_by_file
 from listener.training.site import SiteCount, load_site_audio
-from listener.training.trainer import Progress, TrainConfig, TrainResult, train
+from listener.training.trainer import Progress, TrainConfig, TrainResult, initial_model, train
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,14 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
         tcfg = _with_budget(tcfg, max(0.0, tcfg.time_budget_s - spent))
     log.info("training %s on %d recordings, validating on %d held-out ones", tcfg.architecture,
              len(train_set), len(val_set))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = train(tcfg, train_set, val_set, cfg.frontend, checkpoint=checkpoint,
-                   device=device, progress=progress)
+                   progress=progress)
     check = None
     if needs_check(tcfg, result, val_set):
-        check = confirm(tcfg, val_set, cfg.frontend, result, device)
-        result = settle(tcfg, result, check)
+        start = initial_model(tcfg)  # loaded once: scored by the check, kept if it fails
+        check = confirm(tcfg, val_set, cfg.frontend, result, start, torch.device(result.device))
+        result = settle(result, check, start)
+    init_digest = file_digest(Path(tcfg.init)) if tcfg.init is not None else None
     meta = {"format": "listener", "architecture": tcfg.architecture,
             "trained_by": "listener train", "recipe": json.dumps(tcfg.to_json()),
             "best_epoch": str(result.best_epoch),
@@ -119,15 +120,15 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
         meta["model_id"] = model_id
     if check is not None:
         meta["fine_tune_check"] = json.dumps(check.to_json())
-    if tcfg.init is not None:
-        meta["init_sha256"] = file_digest(Path(tcfg.init))
+    if init_digest is not None:
+        meta["init_sha256"] = init_digest
     save_weights(result.state_dict, out, half, meta)
     files = {"train": len(train_set), "val": len(val_set),
              "calls": sum(r.positive for r in recordings),
              "backgrounds": sum(not r.positive for r in recordings), "skipped": len(problems),
              "sites": [s.to_json() for s in sites], "reviews": inputs.review_counts,
              "data": [str(d) for d in inputs.data], "lineage": notes,
-             "check": None if check is None else check.text()}
+             "check": None if check is None else check.text(), "init_sha256": init_digest}
     text = model_card(out, tcfg, result, ", ".join(map(str, inputs.data)) or "(none)", files,
                       half, model_id)
     card = write_card(out, text)

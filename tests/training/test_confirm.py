@@ -39,7 +39,8 @@ def test_confirm_scores_both_models_on_fresh_draws(data: tuple[list, list],
                                                     start: Path) -> None:
     cfg = replace(CFG, init=str(start))
     trained = train(replace(cfg, epochs=2, lr=2e-3), *data, TINY)
-    check = confirm(cfg, data[1], TINY, replace(trained, best_epoch=2), CPU)
+    check = confirm(cfg, data[1], TINY, replace(trained, best_epoch=2), initial_model(cfg),
+                    CPU)
     calls = sum(r.positive for r in data[1])
     per_draw = calls * cfg.val_per_call_file + (len(data[1]) - calls) * cfg.val_per_background_file
     assert check.windows == POOLED_DRAWS * per_draw and len(check.kept_each) == POOLED_DRAWS
@@ -49,7 +50,8 @@ def test_confirm_scores_both_models_on_fresh_draws(data: tuple[list, list],
     by_hand = figures(vs, score(initial_model(cfg), Frontend(TINY), vs.waves, CPU))
     assert check.start_each[0] == pytest.approx(by_hand["balanced_roc_auc"])
     # The start against itself: a tie, and a tie keeps the start.
-    same = confirm(cfg, data[1], TINY, _result(load_file(str(start))), CPU)
+    same = confirm(cfg, data[1], TINY, _result(load_file(str(start))), initial_model(cfg),
+                   CPU)
     assert same.kept == same.start and not same.holds
     assert "the gain does not hold: the starting weights are kept" in same.text()
 
@@ -59,9 +61,9 @@ def test_settle_keeps_the_start_unless_the_gain_holds(start: Path) -> None:
     other = {k: (v + 1 if v.is_floating_point() else v) for k, v in load_file(str(start)).items()}
     result = _result(other)
     held = Confirmation(2, 0.82, 0.80, (0.81, 0.83), (0.80, 0.80), 40)
-    assert settle(cfg, result, held) is result
+    assert settle(result, held, initial_model(cfg)) is result
     lost = Confirmation(2, 0.79, 0.80, (0.78, 0.81), (0.80, 0.80), 40)
-    kept = settle(cfg, result, lost)
+    kept = settle(result, lost, initial_model(cfg))
     assert kept.best_epoch == 0 and kept.best_score == pytest.approx(0.7)
     assert same_weights(kept.state_dict, load_file(str(start)))
     assert "gain per draw -0.020 to +0.010" in lost.text()
@@ -95,8 +97,8 @@ def test_the_card_says_when_the_check_kept_the_start(start: Path, tmp_path: Path
     files = {"train": 2, "val": 2, "calls": 2, "backgrounds": 2, "skipped": 0,
              "check": lost.text()}
     out = tmp_path / "m.safetensors"
-    text = model_card(out, cfg, settle(cfg, _result(load_file(str(start))), lost), "d", files,
-                      half=False)
+    text = model_card(out, cfg, settle(_result(load_file(str(start))), lost, initial_model(cfg)),
+                      "d", files, half=False)
     assert "Kept epoch 0 of 2" in text and "**the starting weights were kept**" in text
     assert f"- Fine-tune check: {lost.text()}." in text
     held = model_card(out, cfg, _result(load_file(str(start))), "d",
