@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                        val_per_background_file=args.val_per_background_file,
                        window_s=cfg.detection.window_s, init=args.init,
                        train_from=args.train_from, ema_decay=args.ema_decay,
-                       confirm_draws=args.confirm_draws,
+                       confirm_draws=args.confirm_draws, band_norm=args.band_norm,
                        time_budget_s=parse_duration(args.time_budget) if args.time_budget
                        else None,
                        augment=AugmentConfig(source_power=args.source_power,
@@ -106,6 +106,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.add_argument("--config", default=None, help="station YAML (its frontend and window)")
     s.add_argument("--architecture", choices=["resnet18", "resnet50"], default="resnet18",
                    help="the network to train (default resnet18)")
+    s.add_argument("--band-norm", action="store_true",
+                   help="from scratch: subtract each mel band's median over the window "
+                        "before the network, so gain and steady noise colour cancel "
+                        "(recorded in the weights; a fine-tune keeps its start's input)")
     s.add_argument("--init", default=None, metavar="W", help="fine-tune from these weights "
                    "(scored as epoch 0; never replaced by worse ones; the files they record "
                    "having trained on stay out of validation)")

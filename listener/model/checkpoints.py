@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from listener.digests import file_digest
 from listener.errors import ModelLoadError
 from listener.model.limits import Limits
-from listener.model.network import ARCHITECTURES, OrcaResNet, build_model, parameter_count
+from listener.model.network import ARCHITECTURES, OrcaResNet, build_for, parameter_count
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +362,7 @@ def load_model(path: str | Path, architecture: str = "auto") -> tuple[OrcaResNet
         raise ModelLoadError(f"{p}: model.architecture is {architecture} but the file holds "
                              f"{inferred} weights (set architecture: auto or {inferred})")
     arch = inferred if architecture == "auto" and inferred else architecture
-    model = build_model(arch)
+    model = build_for(arch, sd)
     load_strict(model, sd, source=str(p), layout=layout)
     model.eval()
     info = CheckpointInfo(path=p, sha256=file_digest(p), layout=layout, architecture=arch,

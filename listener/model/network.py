@@ -17,11 +17,18 @@ Our state-dict layout (``"listener"``), torchvision names for the body::
 
 Bottleneck blocks put the stride on the 3x3 conv (torchvision's "ResNet v1.5",
 which fastai v1 used), not on the first 1x1 conv.
+
+A network trained with ``listener train --band-norm`` also holds
+``input_norm.band_median`` (a one-element marker, no weights): its stem first
+subtracts each mel band's median over the window's frames. OrcaHello's
+network has no such stage; the key in the weights is what tells a loader to
+build it (:func:`build_for`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -31,6 +38,34 @@ log = logging.getLogger(__name__)
 
 Architecture = Literal["resnet18", "resnet50"]
 ARCHITECTURES: tuple[Architecture, ...] = ("resnet18", "resnet50")
+#: The state-dict key of a band-normalised network (see the module docstring).
+BAND_NORM_KEY = "input_norm.band_median"
+
+
+def subtract_band_median(x: Tensor) -> Tensor:
+    """``(B, 1, n_mels, frames)`` dB -> each band minus its median over the frames.
+
+    A gain is the same dB offset in every band and a hydrophone's noise floor a
+    steady offset per band; both cancel, while a call, which crosses a band in
+    a fraction of the window, stands out of that band's median.
+    """
+    return x - x.median(dim=-1, keepdim=True).values
+
+
+class BandMedianNorm(nn.Module):
+    """:func:`subtract_band_median` as the network's first stage.
+
+    Its one buffer is a marker (:data:`BAND_NORM_KEY`): it travels with the
+    weights in every file the network is saved to, so no loader can build the
+    network without this stage, or with it where it was not trained.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("band_median", torch.ones(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return subtract_band_median(x)
 
 
 class BasicBlock(nn.Module):
@@ -130,14 +165,16 @@ class OrcaResNet(nn.Module):
         block: :class:`BasicBlock` or :class:`Bottleneck`.
         layers: blocks per stage, ``(2, 2, 2, 2)`` or ``(3, 4, 6, 3)``.
         architecture: the name recorded in :attr:`architecture`.
+        band_norm: start with :class:`BandMedianNorm`.
 
     ``forward``: ``(B, 1, n_mels, frames)`` float32 -> ``(B, 2)`` logits.
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: tuple[int, ...],
-                 architecture: str) -> None:
+                 architecture: str, band_norm: bool = False) -> None:
         super().__init__()
         self.architecture = architecture
+        self.input_norm = BandMedianNorm() if band_norm else None
         self.inplanes = 64
         self.conv1 = nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -166,7 +203,9 @@ class OrcaResNet(nn.Module):
         return nn.Sequential(*stage)
 
     def stem(self, x: Tensor) -> Tensor:
-        """``(B, 1, H, W) -> (B, 64, H/4, W/4)``: conv1, BatchNorm, ReLU, max-pool."""
+        """``(B, 1, H, W) -> (B, 64, H/4, W/4)``: [band norm,] conv1, BatchNorm, ReLU, max-pool."""
+        if self.input_norm is not None:
+            x = self.input_norm(x)
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
     def stages(self, x: Tensor) -> Tensor:
@@ -182,13 +221,24 @@ class OrcaResNet(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def build_model(arch: str) -> OrcaResNet:
+    @property
+    def band_norm(self) -> bool:
+        return self.input_norm is not None
+
+
+def build_model(arch: str, band_norm: bool = False) -> OrcaResNet:
     """A freshly initialised network for ``"resnet18"`` or ``"resnet50"`` (train mode)."""
     if arch == "resnet18":
-        return OrcaResNet(BasicBlock, (2, 2, 2, 2), "resnet18")
+        return OrcaResNet(BasicBlock, (2, 2, 2, 2), "resnet18", band_norm)
     if arch == "resnet50":
-        return OrcaResNet(Bottleneck, (3, 4, 6, 3), "resnet50")
+        return OrcaResNet(Bottleneck, (3, 4, 6, 3), "resnet50", band_norm)
     raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+
+
+def build_for(arch: str, state: Mapping[str, Tensor]) -> OrcaResNet:
+    """The network that ``state`` (listener names) loads into: band-normalised when
+    it holds :data:`BAND_NORM_KEY`."""
+    return build_model(arch, band_norm=BAND_NORM_KEY in state)
 
 
 def parameter_count(model: nn.Module) -> int:

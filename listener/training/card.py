@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from listener.atomic import atomic_write
 from listener.model.checkpoints import load_model
 from listener.model.levels import REFERENCE_RMS, levels_dbfs
+from listener.model.network import BAND_NORM_KEY
 from listener.training.trainer import TrainConfig, TrainResult
 
 
@@ -83,6 +84,14 @@ def _levels(cfg: TrainConfig) -> str:
             "audio it never trained at)")
 
 
+def _input(result: TrainResult) -> str:
+    """Read from the weights (a fine-tune keeps its start's input, whatever was asked)."""
+    if BAND_NORM_KEY in result.state_dict:
+        return ("each mel band's median over the window is subtracted before the network "
+                "(`--band-norm`): a gain, or a steady noise colour, cancels")
+    return "the frontend's dB spectrogram as it is, as OrcaHello's network takes it"
+
+
 def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
                files: dict[str, Any], half: bool, model_id: str | None = None) -> str:
     """The markdown card: what it is, the data, the recipe, held-out figures."""
@@ -116,6 +125,7 @@ through the daemon's own frontend (`listener.model.frontend.Frontend`, default
 - Draws per source (files ** {cfg.augment.source_power}): {shares}.
 
 ## Recipe
+- Input: {_input(result)}.
 - Window levels: {_levels(cfg)}.
 
 ```json

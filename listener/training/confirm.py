@@ -23,7 +23,7 @@ import torch
 
 from listener.config import FrontendConfig
 from listener.model.frontend import Frontend
-from listener.model.network import OrcaResNet, build_model
+from listener.model.network import OrcaResNet, build_for
 from listener.training.data import Recording
 from listener.training.trainer import TrainConfig, TrainResult, score
 from listener.training.validation import ValidationSet, make_validation, pooled_figures
@@ -72,7 +72,7 @@ def confirm(cfg: TrainConfig, val_set: list[Recording], frontend_cfg: FrontendCo
     draws = [make_validation(val_set, n, cfg.seed + 1 + k, cfg.val_per_call_file,
                              cfg.val_per_background_file, cfg.augment)
              for k in range(cfg.confirm_draws)]
-    kept = build_model(cfg.architecture)
+    kept = build_for(cfg.architecture, result.state_dict)
     kept.load_state_dict(result.state_dict)
     figures = [_pooled(m.to(device), frontend, draws, device) for m in (kept, start)]
     (kept_auc, kept_each), (start_auc, start_each) = figures

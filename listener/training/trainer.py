@@ -88,6 +88,7 @@ class TrainConfig:
     train_from: str | None = None  # e.g. "layer3": earlier layers frozen (weights and BN)
     ema_decay: float = 0.0  # score and keep a moving average of the weights; 0: off
     confirm_draws: int = POOLED_DRAWS  # a fine-tune's gain, checked on fresh draws; 0: off
+    band_norm: bool = False  # from scratch: subtract each band's median first (--init decides)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -207,10 +208,14 @@ def freeze_before(model: OrcaResNet, train_from: str | None) -> list[torch.nn.Mo
 
 
 def initial_model(cfg: TrainConfig) -> OrcaResNet:
+    """``cfg.init``'s network (band-normalised or not, as it was trained), else a new one."""
     if cfg.init:
         model, _ = load_model(cfg.init, cfg.architecture)
+        if cfg.band_norm and not model.band_norm:
+            raise ListenerError(f"--band-norm: {cfg.init} was trained without it, and a "
+                                f"fine-tune keeps its start's input; train from scratch")
         return model
-    return build_model(cfg.architecture)
+    return build_model(cfg.architecture, cfg.band_norm)
 
 
 @dataclass

@@ -20,11 +20,12 @@ from listener.model.network import build_model
 
 
 def calibrated_model(features: torch.Tensor, arch: str = "resnet18",
-                     seed: int = 0) -> nn.Module:
-    """``build_model(arch)`` with BatchNorm statistics averaged over ``features`` (and flips)."""
+                     seed: int = 0, band_norm: bool = False) -> nn.Module:
+    """``build_model(arch, band_norm)`` with BatchNorm statistics averaged over
+    ``features`` (and flips)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(arch)
+        model = build_model(arch, band_norm)
         for m in model.modules():
             if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
                 m.momentum = None  # cumulative average over the calibration batches

@@ -1,0 +1,58 @@
+"""``listener train --band-norm``: a band-normalised network from scratch, kept by its
+fine-tunes, refused on a plain start."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from training.recipe_support import CFG, TINY, TINY_YAML, call, listener_cli, noise, write_wav
+
+from listener.errors import ListenerError
+from listener.model.checkpoints import load_model
+from listener.model.network import BAND_NORM_KEY
+from listener.training.card import model_card, save_weights
+from listener.training.trainer import initial_model, train
+
+FILES = {"train": 4, "val": 4, "calls": 4, "backgrounds": 4, "skipped": 0}
+
+
+def test_from_scratch_it_is_built_and_a_fine_tune_keeps_it(data: tuple[list, list],
+                                                          tmp_path: Path) -> None:
+    cfg = replace(CFG, epochs=1, band_norm=True)
+    res = train(cfg, *data, TINY)
+    assert BAND_NORM_KEY in res.state_dict
+    out = tmp_path / "bn.safetensors"
+    save_weights(res.state_dict, out, half=True, metadata={"format": "listener"})
+    assert load_model(out)[0].band_norm
+    assert "- Input: each mel band's median over the window is subtracted" in model_card(
+        out, cfg, res, "data", FILES, half=True)
+    # A fine-tune takes its start's input whatever its own flag says, and the card
+    # says what the weights hold.
+    tune = replace(CFG, epochs=1, init=str(out))
+    tuned = train(tune, *data, TINY)
+    assert BAND_NORM_KEY in tuned.state_dict
+    assert "(`--band-norm`)" in model_card(out, tune, tuned, "data", FILES, half=True)
+
+
+def test_a_plain_start_is_refused(start: Path) -> None:
+    with pytest.raises(ListenerError, match=rf"--band-norm: {start} was trained without it"):
+        initial_model(replace(CFG, init=str(start), band_norm=True))
+
+
+@pytest.mark.slow
+def test_the_cli_flag_trains_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        write_wav(tmp_path / "data" / "calls" / "synth" / f"c{i}.wav", call(1.5, rng))
+        write_wav(tmp_path / "data" / "background" / "noise" / f"b{i}.wav", noise(4.0, rng))
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML, encoding="utf-8")
+    out = tmp_path / "bn.safetensors"
+    listener_cli("train", tmp_path / "data", "--band-norm", "--config", tmp_path / "tiny.yaml",
+                 "--epochs", "1", "--steps", "1", "--batch-size", "4", "--val-fraction", "0.5",
+                 "--no-aac", "--cache", tmp_path / "cache", "--out", out)
+    assert load_model(out)[0].band_norm
+    card = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert "- Input: each mel band's median" in card and '"band_norm": true' in card
