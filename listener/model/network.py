@@ -220,7 +220,6 @@ class OrcaResNet(nn.Module):
         """``(B, 1, n_mels, frames)`` float32 -> ``(B, 2)`` logits."""
         return self.head(self.forward_features(x))
 
-
     @property
     def band_norm(self) -> bool:
         return self.input_norm is not None
