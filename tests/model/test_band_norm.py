@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from support.calibrated import calibrated_model
+from support.calibrated import calibrated_model, synthetic_waves
 
 from listener.config import FrontendConfig, ModelConfig
 from listener.model.checkpoints import load_model
@@ -17,26 +17,11 @@ from listener.model.frontend import Frontend
 from listener.model.network import BAND_NORM_KEY, build_model, fuse_batchnorm, subtract_band_median
 from listener.model.scorer import Scorer
 
-RATE = 20_000
-
-
-def _waves(n: int, seed: int = 0) -> np.ndarray:
-    """2 s windows: coloured noise, half of them with a frequency-modulated tone."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(2 * RATE) / RATE
-    out = []
-    for i in range(n):
-        noise = np.cumsum(rng.standard_normal(t.size)) * 1e-3
-        noise -= noise.mean()
-        tone = np.sin(2 * np.pi * (1200 + 400 * i) * t + 200 * np.sin(2 * np.pi * 2 * t))
-        out.append(0.02 * noise + (0.05 * tone * (t > 0.6) * (t < 1.3) if i % 2 else 0.0))
-    return np.stack(out).astype(np.float32)
-
 
 @pytest.fixture(scope="module")
 def features() -> torch.Tensor:
     with torch.no_grad():
-        return Frontend(FrontendConfig())(torch.from_numpy(_waves(6)))
+        return Frontend(FrontendConfig())(torch.from_numpy(synthetic_waves(6)))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from support.calibrated import calibrated_model
+from support.calibrated import calibrated_model, synthetic_waves
 
 from listener.config import FrontendConfig, ModelConfig
 from listener.errors import ModelLoadError
@@ -17,19 +17,6 @@ from listener.model.frontend import Frontend
 from listener.model.scorer import Scorer, select_device
 
 DATA = Path(__file__).parents[1] / "data"
-SR = 20_000
-
-
-def synthetic_waves(n: int, seed: int = 0) -> np.ndarray:
-    """``(n, 40000)`` float32 2 s windows at 20 kHz: noise at several levels, some with a sweep."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(2 * SR) / SR
-    waves = []
-    for i in range(n):
-        level = 10.0 ** (-(i % 4) - 1)
-        sweep = np.sin(2 * np.pi * (1500 + 800 * i) * t + 300 * np.sin(2 * np.pi * 3 * t))
-        waves.append(level * rng.standard_normal(t.size) + (0.05 * sweep if i % 2 else 0.0))
-    return np.stack(waves).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,33 @@ every score is exactly 0 or 1, so precision and tolerance checks would be
 vacuous. Estimating the statistics on real spectrograms (no labels, no
 training of weights) gives a network whose scores spread over (0, 1) and
 whose activations have the scale of a trained one. Shared by the tests and
-``benchmarks/bench_precision.py``.
+``benchmarks/bench_precision.py``, with synthetic windows to make inputs of.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
 from listener.model.network import build_model
+
+_RATE = 20_000
+
+
+def synthetic_waves(n: int, seed: int = 0) -> np.ndarray:
+    """``(n, 40000)`` float32 2 s windows at 20 kHz: noise at several levels, some with a sweep."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(2 * _RATE) / _RATE
+    waves = []
+    for i in range(n):
+        level = 10.0 ** (-(i % 4) - 1)
+        sweep = np.sin(2 * np.pi * (1500 + 800 * i) * t + 300 * np.sin(2 * np.pi * 3 * t))
+        waves.append(level * rng.standard_normal(t.size) + (0.05 * sweep if i % 2 else 0.0))
+    return np.stack(waves).astype(np.float32)
 
 
 def calibrated_model(features: torch.Tensor, arch: str = "resnet18",
