@@ -163,7 +163,8 @@ def _add_recipe_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--eq-db", type=float, default=0.0, metavar="DB", help="a random smooth "
                    "equaliser on half of the windows, +-DB at 100 Hz, 400 Hz, 1.6 kHz and "
                    "6.4 kHz (hydrophone responses differ; default 0: off)")
-    s.add_argument("--patience", type=int, default=4, help="epochs without a validation gain")
+    s.add_argument("--patience", type=int, default=4, help="epochs without a validation gain "
+                   "before stopping, counted from the end of the learning rate's warm-up")
     s.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
                    help="score and keep a moving average of the weights, decay D per step "
                         "(e.g. 0.99; default 0: off)")

@@ -8,7 +8,8 @@ to the network. Before the first step the starting weights are scored on the
 validation windows (epoch 0), and after each epoch the current ones are; the
 weights kept are the best of those, so a run never returns weights worse on
 validation than the ones it started from (``--init`` cannot wreck a model).
-Training stops at ``epochs``, after ``patience`` epochs without a gain, or
+Training stops at ``epochs``, after ``patience`` epochs without a gain (not
+counting the learning rate's warm-up: :mod:`listener.training.schedule`), or
 before an epoch that would overrun ``time_budget_s`` (less, for a fine-tune,
 what the check of its gain will cost: ``listener.training.confirm``).
 
@@ -48,6 +49,7 @@ from listener.model.network import OrcaResNet, build_model
 from listener.training import augment
 from listener.training.augment import AugmentConfig
 from listener.training.data import Recording, SourcePool
+from listener.training.schedule import out_of_patience, warmup_cosine, warmup_epochs
 from listener.training.validation import (
     POOLED_DRAWS,
     ValidationSet,
@@ -176,12 +178,6 @@ def score(model: OrcaResNet, frontend: Frontend, waves: np.ndarray, device: torc
             x = frontend(torch.from_numpy(np.ascontiguousarray(waves[i:i + batch])).to(device))
             out.append(torch.softmax(model(x).float(), dim=1)[:, 1].cpu())
     return torch.cat(out).numpy().astype(np.float64)
-
-
-def warmup_cosine(step: int, total: int, warmup_fraction: float = 0.15) -> float:
-    """The learning-rate factor: linear warm-up, then cosine decay to zero at ``total``."""
-    warm = max(1, round(warmup_fraction * total))
-    return min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
 
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4", "head")
@@ -326,7 +322,8 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
         state.seconds = time.monotonic() - started
         if checkpoint is not None:
             _save(checkpoint, run, state)
-        if epoch + 1 - state.best_epoch >= cfg.patience:
+        if out_of_patience(epoch + 1, state.best_epoch, cfg.patience,
+                           warmup_epochs(cfg.epochs, cfg.steps_per_epoch)):
             stop = "patience"
             log.info("early stop: no validation gain for %d epochs", cfg.patience)
             break
