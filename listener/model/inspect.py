@@ -24,15 +24,18 @@ from listener.model.checkpoints import (
     load_torch_tensors,
     resolve_weights,
 )
+from listener.model.network import BAND_NORM_KEY
 
 
 @dataclass(frozen=True)
 class CheckpointSummary:
-    """What a weights file holds: its file, layout and architecture."""
+    """What a weights file holds: its file, layout, architecture and whether its
+    network is band-normalised."""
 
     path: Path
     layout: str
     architecture: str
+    band_norm: bool = False
 
 
 def inspect_checkpoint(path: str | Path, architecture: str = "auto") -> CheckpointSummary:
@@ -54,7 +57,7 @@ def inspect_checkpoint(path: str | Path, architecture: str = "auto") -> Checkpoi
     if architecture not in ("auto", inferred):
         raise ModelLoadError(f"{p}: model.architecture is {architecture} but the file holds "
                              f"{inferred} weights (set architecture: auto or {inferred})")
-    return CheckpointSummary(p, layout, inferred)
+    return CheckpointSummary(p, layout, inferred, BAND_NORM_KEY in names)
 
 
 def _names(p: Path) -> list[str]:

@@ -22,6 +22,7 @@ from listener.digests import file_digest
 from listener.errors import ListenerError
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
+from listener.model.inspect import inspect_checkpoint
 from listener.model.lineage import Lineage, digest, read_lineage
 from listener.quality.labels import LabelProblem, read_labels
 from listener.training.cache import AudioCache
@@ -29,7 +30,14 @@ from listener.training.card import model_card, save_weights, write_card
 from listener.training.confirm import Confirmation, confirm, needs_check, settle
 from listener.training.data import Recording, load_recordings, split_by_file
 from listener.training.site import SiteCount, load_site_audio
-from listener.training.trainer import Progress, TrainConfig, TrainResult, initial_model, train
+from listener.training.trainer import (
+    Progress,
+    TrainConfig,
+    TrainResult,
+    initial_model,
+    require_start_input,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +104,8 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
     started = time.monotonic() if started is None else started
     if model_id is not None and not re.match(MODEL_ID_PATTERN, model_id):
         raise ListenerError(f"model id {model_id!r}: use 1-128 letters, digits and _.:/-")
+    if tcfg.band_norm and tcfg.init is not None:  # before decoding: the header tells
+        require_start_input(tcfg, inspect_checkpoint(tcfg.init).band_norm)
     recordings, problems, sites = gather(inputs, cfg, tcfg, cache)
     train_set, val_set, lineage, notes = split_for(recordings, tcfg)
     if tcfg.time_budget_s is not None:  # the budget covers decoding and screening too

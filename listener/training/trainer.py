@@ -207,11 +207,16 @@ def initial_model(cfg: TrainConfig) -> OrcaResNet:
     """``cfg.init``'s network (band-normalised or not, as it was trained), else a new one."""
     if cfg.init:
         model, _ = load_model(cfg.init, cfg.architecture)
-        if cfg.band_norm and not model.band_norm:
-            raise ListenerError(f"--band-norm: {cfg.init} was trained without it, and a "
-                                f"fine-tune keeps its start's input; train from scratch")
+        require_start_input(cfg, model.band_norm)
         return model
     return build_model(cfg.architecture, cfg.band_norm)
+
+
+def require_start_input(cfg: TrainConfig, start_band_norm: bool) -> None:
+    """Refuse ``--band-norm`` on a plain ``--init``: a fine-tune keeps its start's input."""
+    if cfg.band_norm and cfg.init and not start_band_norm:
+        raise ListenerError(f"--band-norm: {cfg.init} was trained without it, and a "
+                            f"fine-tune keeps its start's input; train from scratch")
 
 
 @dataclass

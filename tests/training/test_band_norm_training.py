@@ -42,6 +42,13 @@ def test_a_plain_start_is_refused(start: Path) -> None:
         initial_model(replace(CFG, init=str(start), band_norm=True))
 
 
+def test_the_cli_refuses_a_plain_start_before_reading_data(start: Path, tmp_path: Path) -> None:
+    res = listener_cli("train", tmp_path / "never-read", "--band-norm", "--init", start,
+                       "--out", tmp_path / "m.safetensors", ok=(1,))
+    assert f"--band-norm: {start} was trained without it" in res.stderr
+    assert "never-read" not in res.stderr and not (tmp_path / "m.safetensors").exists()
+
+
 @pytest.mark.slow
 def test_the_cli_flag_trains_it(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
