@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from listener.config import default_config
-from listener.model.checkpoints import load_model
+from listener.model.ensemble import load_network
 from listener.model.frontend import Frontend
 from listener.model.lineage import digest, read_lineage
 from listener.model.metadata import safetensors_metadata
@@ -62,6 +63,14 @@ def recipe_of(weights: str) -> TrainConfig:
     return TrainConfig(**recipe, augment=augment)
 
 
+def candidate_recipe(new: str, previous: str) -> TrainConfig:
+    """The new model's recipe; an averaged ensemble (``listener ensemble``) records none,
+    so its windows are the previous model's recipe's, split and screened without a start."""
+    if "recipe" in safetensors_metadata(new):
+        return recipe_of(new)
+    return replace(recipe_of(previous), init=None)
+
+
 def unseen(val: list[Recording], weights: list[str], listed: set[str], train_dir: Path,
            ) -> list[Recording]:
     """The held-out recordings that none of ``weights`` trained on."""
@@ -81,7 +90,7 @@ def read_listed(path: Path) -> set[str]:
 
 def row(name: str, path: str, draws: list[ValidationSet]) -> tuple[float, list[float], str]:
     """One model on a set's draws: pooled balanced AUC, each draw's, and the table row."""
-    model, _ = load_model(path)
+    model, _ = load_network(path)
     frontend = Frontend(default_config().frontend)
     per = [score(model, frontend, d.waves, torch.device("cpu")) for d in draws]
     fig, each = pooled_figures(draws, per)
@@ -147,7 +156,7 @@ def _verdict(scores: dict[str, float], draws: dict[str, list[float]] | None = No
 
 def main(card: Path, data: Path, new: str, previous: str, listed: set[str]) -> bool:
     cfg = default_config()
-    tcfg = recipe_of(new)
+    tcfg = candidate_recipe(new, previous)
     inputs = TrainInputs(data=[data / "train"], backgrounds=[data / "hls" / "rpi_orcasound_lab"],
                          screen_weights=tcfg.init or previous)
     cache = AudioCache(default_cache_dir(), cfg.frontend.sample_rate, DEFAULT_VARIANTS)

@@ -32,7 +32,7 @@ from demo_selection import recipe_of
 
 from listener.audio.level import FLOOR_DBFS, window_levels_dbfs
 from listener.config import default_config
-from listener.model.checkpoints import load_model
+from listener.model.ensemble import load_network
 from listener.model.frontend import Frontend
 from listener.model.levels import REFERENCE_RMS
 from listener.quality.labels import read_labels
@@ -91,7 +91,7 @@ def variant_table(what: str, vs: ValidationSet, files: int, frontend: Frontend,
           "ROC-AUC, calls above 0.5, backgrounds above 0.5:\n")
     print(f"| {what} | " + " | ".join(Path(w).name for w in weights) + " |")
     print("|---|" + "---|" * len(weights))
-    models = [load_model(w)[0] for w in weights]
+    models = [load_network(w)[0] for w in weights]
     for name, waves in variants:
         cells = []
         for model in models:

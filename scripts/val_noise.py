@@ -25,7 +25,7 @@ import torch
 from demo_selection import recipe_of
 
 from listener.config import default_config
-from listener.model.checkpoints import load_model
+from listener.model.ensemble import load_network
 from listener.model.frontend import Frontend
 from listener.quality.labels import read_labels
 from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
@@ -53,7 +53,7 @@ def main(data: Path, weights: list[str]) -> None:
     recs, _ = load_recordings(read_labels(data / "train"), frontend, cache=cache)
     _, val, _, _ = split_for(recs, tcfg)
     n = round(tcfg.window_s * cfg.frontend.sample_rate)
-    models = [load_model(w)[0] for w in weights]
+    models = [load_network(w)[0] for w in weights]
     print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads; {len(val)} held-out files "
           f"of {data / 'train'}; {DRAWS} draws per count; balanced ROC-AUC mean (range, sd)\n")
     names = [Path(w).name for w in weights]

@@ -90,6 +90,18 @@ def cmd_convert_fastai(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from listener.model.ensemble import write_ensemble
+
+    summary = write_ensemble(args.weights, args.out, model_id=args.id)
+    inputs = ", ".join(f"{m.name}{' (band-normalised)' if b else ''}"
+                       for m, b in zip(summary.members, summary.band_norm, strict=True))
+    print(f"wrote {summary.path}: the average of {len(summary.members)} {summary.architecture} "
+          f"networks ({inputs}), {summary.parameter_count} parameters, sha256 "
+          f"{summary.sha256[:12]}; it costs {len(summary.members)} networks' compute per window")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from listener.runtime.logs import setup_logging
     from listener.runtime.readiness import parse_quorum
@@ -191,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_features(sub)
     _add_check_config(sub)
     _add_convert_fastai(sub)
+    _add_ensemble(sub)
     _add_quality_commands(sub)
     return p
 
@@ -306,6 +319,19 @@ def _add_convert_fastai(sub: argparse._SubParsersAction) -> None:  # type: ignor
     s.set_defaults(func=cmd_convert_fastai)
 
 
+def _add_ensemble(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser("ensemble", help="join networks into one averaged-ensemble weights file",
+                       description="Write one weights file that scores the mean of the given "
+                                   "networks' call probabilities. Every model path takes it; "
+                                   "it costs the sum of its networks' compute per window.")
+    s.add_argument("weights", nargs="+", metavar="WEIGHTS",
+                   help="two to eight weights files of one architecture (any layout)")
+    s.add_argument("--out", required=True, metavar="FILE", help="output .safetensors")
+    s.add_argument("--id", default=None, metavar="MODEL_ID",
+                   help="the model id its metadata declares (default: the output's name)")
+    s.set_defaults(func=cmd_ensemble)
+
+
 def _add_quality_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """``train`` and ``evaluate`` (their code lives in listener.cli.quality)."""
     from listener.cli.quality import add_evaluate_parser, add_train_parser
@@ -319,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     from listener.runtime.logs import setup_logging
 
     quiet_default = args.command in ("detect", "features", "check-config", "convert-fastai",
-                                     "evaluate")
+                                     "ensemble", "evaluate")
     setup_logging(args.log_level or ("WARNING" if quiet_default else "INFO"),
                   args.log_format or "text")
     try:

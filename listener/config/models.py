@@ -7,12 +7,14 @@ station (stream, windows, outputs) and the models that score it.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from listener.config.base import Positive, _Section, hop_problem
+from listener.errors import ListenerError
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,14 @@ PRECISIONS: tuple[Precision, ...] = ("auto", "float32", "bfloat16", "float16")
 
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9_.:/-]{1,128}$"
+
+
+def require_model_id(model_id: str) -> None:
+    """Refuse a model id that a config could not name (files declare theirs in metadata)."""
+    if not re.match(MODEL_ID_PATTERN, model_id):
+        raise ListenerError(f"model id {model_id!r}: use 1-128 letters, digits and _.:/-")
+
+
 StageName = Annotated[str, Field(pattern=r"^layer[1-4](\.[0-9]{1,2})?$")]
 
 

@@ -31,7 +31,13 @@ from torch import Tensor, nn
 from listener.digests import file_digest
 from listener.errors import ModelLoadError
 from listener.model.limits import Limits
-from listener.model.network import ARCHITECTURES, OrcaResNet, build_for, parameter_count
+from listener.model.network import (
+    ARCHITECTURES,
+    MEMBERS_PREFIX,
+    OrcaResNet,
+    build_for,
+    parameter_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +332,29 @@ def resolve_weights(p: Path, architecture: str) -> tuple[Path, str]:
     return snap.weights_file(), architecture
 
 
+def fit_network(raw: Mapping[str, Tensor], architecture: str,
+                source: str) -> tuple[OrcaResNet, str]:
+    """The network a state dict of any layout loads into, loaded strictly, and the layout
+    (``ModelLoadError`` naming ``source``: unknown layout or architecture, or a misfit)."""
+    try:
+        layout = detect_layout(raw.keys())
+    except ModelLoadError as err:
+        raise ModelLoadError(f"{source}: {err}") from err
+    sd = to_listener_layout(raw, layout)
+    try:
+        inferred: str | None = infer_architecture(sd)
+    except ModelLoadError as err:
+        if architecture == "auto":
+            raise ModelLoadError(f"{source}: cannot tell the architecture: {err}") from err
+        inferred = None  # let the strict load below list what is wrong
+    if architecture != "auto" and inferred is not None and inferred != architecture:
+        raise ModelLoadError(f"{source}: model.architecture is {architecture} but the file "
+                             f"holds {inferred} weights (set architecture: auto or {inferred})")
+    model = build_for(inferred if architecture == "auto" and inferred else architecture, sd)
+    load_strict(model, sd, source=source, layout=layout)
+    return model.eval(), layout
+
+
 def load_model(path: str | Path, architecture: str = "auto") -> tuple[OrcaResNet, CheckpointInfo]:
     """Read a weights file, build the matching network and load it strictly.
 
@@ -342,31 +371,29 @@ def load_model(path: str | Path, architecture: str = "auto") -> tuple[OrcaResNet
         ModelLoadError: the file is missing, unreadable, in an unknown layout,
             of the other architecture than asked, or does not fit strictly.
     """
+    p, architecture, raw = read_weights(path, architecture)
+    if any(k.startswith(MEMBERS_PREFIX) for k in raw):
+        raise ModelLoadError(f"{p}: an averaged ensemble (listener ensemble); this needs one "
+                             f"network: give one of the files it was built from")
+    model, layout = fit_network(raw, architecture, str(p))
+    return model, checkpoint_info(p, layout, model)
+
+
+def read_weights(path: str | Path, architecture: str) -> tuple[Path, str, dict[str, Tensor]]:
+    """The weights file (a snapshot folder resolved), the architecture asked and its
+    tensors (``ModelLoadError``: an unknown architecture, or a file that does not read)."""
     p, architecture = resolve_weights(Path(path), architecture)
     if architecture not in ("auto", *ARCHITECTURES):
         raise ModelLoadError(f"{p}: unknown architecture {architecture!r}; expected auto, "
                              f"{', '.join(ARCHITECTURES)}")
-    raw = load_state_dict_file(p)
-    try:
-        layout = detect_layout(raw.keys())
-    except ModelLoadError as err:
-        raise ModelLoadError(f"{p}: {err}") from err
-    sd = to_listener_layout(raw, layout)
-    try:
-        inferred: str | None = infer_architecture(sd)
-    except ModelLoadError as err:
-        if architecture == "auto":
-            raise ModelLoadError(f"{p}: cannot tell the architecture: {err}") from err
-        inferred = None  # let the strict load below list what is wrong
-    if architecture != "auto" and inferred is not None and inferred != architecture:
-        raise ModelLoadError(f"{p}: model.architecture is {architecture} but the file holds "
-                             f"{inferred} weights (set architecture: auto or {inferred})")
-    arch = inferred if architecture == "auto" and inferred else architecture
-    model = build_for(arch, sd)
-    load_strict(model, sd, source=str(p), layout=layout)
-    model.eval()
+    return p, architecture, load_state_dict_file(p)
+
+
+def checkpoint_info(p: Path, layout: str, model: nn.Module) -> CheckpointInfo:
+    """What was loaded from ``p`` (hashes the file), logged once."""
+    arch = str(getattr(model, "architecture", "unknown"))
     info = CheckpointInfo(path=p, sha256=file_digest(p), layout=layout, architecture=arch,
                           parameter_count=parameter_count(model))
     log.info("loaded %s weights from %s (%s layout, %d parameters, sha256 %s)",
              arch, p, layout, info.parameter_count, info.sha256[:12])
-    return model, info
+    return info

@@ -24,18 +24,21 @@ from listener.model.checkpoints import (
     load_torch_tensors,
     resolve_weights,
 )
+from listener.model.ensemble import split_members
 from listener.model.network import BAND_NORM_KEY
 
 
 @dataclass(frozen=True)
 class CheckpointSummary:
-    """What a weights file holds: its file, layout, architecture and whether its
-    network is band-normalised."""
+    """What a weights file holds: its file, layout, architecture, whether its
+    network is band-normalised and how many networks it holds (an averaged
+    ensemble's members; ``band_norm`` is then whether every member is)."""
 
     path: Path
     layout: str
     architecture: str
     band_norm: bool = False
+    members: int = 1
 
 
 def inspect_checkpoint(path: str | Path, architecture: str = "auto") -> CheckpointSummary:
@@ -44,20 +47,33 @@ def inspect_checkpoint(path: str | Path, architecture: str = "auto") -> Checkpoi
     Raises:
         ModelLoadError: missing, not a regular file, unreadable, not a state
             dict, of an unknown layout, or of another architecture than
-            ``architecture`` (the messages :func:`~listener.model.checkpoints.load_model`
+            ``architecture`` (the messages :func:`~listener.model.ensemble.load_network`
             gives for the same files).
     """
     p, architecture = resolve_weights(Path(path), architecture)
     names = _names(p)
-    try:
-        layout = detect_layout(names)
-        inferred = infer_architecture(cast(dict[str, Tensor], dict.fromkeys(names)))
-    except ModelLoadError as err:
-        raise ModelLoadError(f"{p}: {err}") from err
-    if architecture not in ("auto", inferred):
+    groups = split_members(cast(dict[str, Tensor], dict.fromkeys(names)), str(p))
+    members = [list(g) for g in groups] if groups is not None else [names]
+    found = [_network_of(m, p if groups is None else f"{p} member {i}")
+             for i, m in enumerate(members)]
+    archs = sorted({arch for _, arch in found})
+    if len(archs) > 1:
+        raise ModelLoadError(f"{p}: an averaged ensemble needs members of one architecture; "
+                             f"found {', '.join(archs)}")
+    if architecture not in ("auto", archs[0]):
         raise ModelLoadError(f"{p}: model.architecture is {architecture} but the file holds "
-                             f"{inferred} weights (set architecture: auto or {inferred})")
-    return CheckpointSummary(p, layout, inferred, BAND_NORM_KEY in names)
+                             f"{archs[0]} weights (set architecture: auto or {archs[0]})")
+    return CheckpointSummary(p, found[0][0] if groups is None else "listener", archs[0],
+                             all(BAND_NORM_KEY in m for m in members), len(members))
+
+
+def _network_of(names: list[str], source: str | Path) -> tuple[str, str]:
+    """The layout and architecture of one network's tensor names."""
+    try:
+        return (detect_layout(names),
+                infer_architecture(cast(dict[str, Tensor], dict.fromkeys(names))))
+    except ModelLoadError as err:
+        raise ModelLoadError(f"{source}: {err}") from err
 
 
 def _names(p: Path) -> list[str]:

@@ -23,11 +23,16 @@ A network trained with ``listener train --band-norm`` also holds
 subtracts each mel band's median over the window's frames. OrcaHello's
 network has no such stage; the key in the weights is what tells a loader to
 build it (:func:`build_for`).
+
+An averaged ensemble (``listener ensemble``) holds several such networks,
+each under ``members.<i>.`` in our layout; it scores the mean of the
+members' call probabilities (:class:`AveragedEnsemble`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Literal
 
@@ -40,6 +45,8 @@ Architecture = Literal["resnet18", "resnet50"]
 ARCHITECTURES: tuple[Architecture, ...] = ("resnet18", "resnet50")
 #: The state-dict key of a band-normalised network (see the module docstring).
 BAND_NORM_KEY = "input_norm.band_median"
+#: The key prefix of an averaged ensemble's members: ``members.0.conv1.weight``.
+MEMBERS_PREFIX = "members."
 
 
 def subtract_band_median(x: Tensor) -> Tensor:
@@ -223,6 +230,45 @@ class OrcaResNet(nn.Module):
     @property
     def band_norm(self) -> bool:
         return self.input_norm is not None
+
+
+def mean_probabilities(logits: list[Tensor]) -> Tensor:
+    """``log`` of the mean of each member's softmax: the logits whose softmax is
+    that mean (the log-probabilities of one distribution already sum to one)."""
+    logp = torch.stack([torch.log_softmax(x.float(), dim=1) for x in logits])
+    return torch.logsumexp(logp, dim=0) - math.log(len(logits))
+
+
+class AveragedEnsemble(nn.Module):
+    """Several networks of one architecture scoring the same input; the call
+    probability is the mean of theirs.
+
+    Networks trained on different inputs (plain and band-normalised) make
+    different errors, so their mean ranks windows better than either alone,
+    at the cost of every member's compute. ``forward`` returns
+    :func:`mean_probabilities`, so ``softmax(forward(x))`` is the mean, as
+    every caller of a single network computes it.
+    """
+
+    def __init__(self, members: list[OrcaResNet]) -> None:
+        super().__init__()
+        archs = {m.architecture for m in members}
+        if len(members) < 2 or len(archs) != 1:
+            raise ValueError(f"an averaged ensemble needs two or more networks of one "
+                             f"architecture; got {len(members)} of {sorted(archs)}")
+        self.members = nn.ModuleList(members)
+        self.architecture: str = archs.pop()
+
+    def networks(self) -> list[OrcaResNet]:
+        return [m for m in self.members if isinstance(m, OrcaResNet)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return mean_probabilities([m(x) for m in self.members])
+
+
+def networks_of(model: OrcaResNet | AveragedEnsemble) -> list[OrcaResNet]:
+    """The networks a model scores with: itself, or an ensemble's members."""
+    return model.networks() if isinstance(model, AveragedEnsemble) else [model]
 
 
 def build_model(arch: str, band_norm: bool = False) -> OrcaResNet:

@@ -1,8 +1,9 @@
 """Window audio -> call probability: the frontend and the network on one device.
 
-:class:`Scorer` loads the weights (:mod:`listener.model.checkpoints`), picks the
-device and the number format (:mod:`listener.model.precision`), applies the
-speed options of :class:`~listener.config.ModelConfig` and scores batches.
+:class:`Scorer` loads the weights (one network or an averaged ensemble,
+:mod:`listener.model.ensemble`), picks the device and the number format
+(:mod:`listener.model.precision`), applies the speed options of
+:class:`~listener.config.ModelConfig` and scores batches.
 Speed options and why they are safe:
 
 * ``fuse_batchnorm``: BatchNorm2d folded into the conv before it (exact up
@@ -29,12 +30,14 @@ from torch import Tensor
 
 from listener.config import FrontendConfig, ModelConfig
 from listener.errors import ModelLoadError
-from listener.model.checkpoints import load_model
+from listener.model.ensemble import load_network
 from listener.model.frontend import Frontend
 from listener.model.network import (
+    AveragedEnsemble,
     OrcaResNet,
     build_model,
     fuse_batchnorm,
+    networks_of,
     parameter_count,
     residual_blocks,
 )
@@ -85,6 +88,7 @@ class ModelInfo(Mapping[str, Any]):
     fuse_batchnorm: bool
     channels_last: bool
     float32_stages: tuple[str, ...] = ()  # residual stages kept float32 in a reduced precision
+    members: int = 1  # networks averaged (listener ensemble); each costs a network's compute
 
     def _keys(self) -> tuple[str, ...]:
         return (*(f.name for f in fields(self)), "dtype")
@@ -138,14 +142,16 @@ class Scorer:
             channels_last=cfg.channels_last, float32_stages=cfg.float32_stages)
         model, source = self._load(cfg, allow_random_weights, seed)
         n_params = parameter_count(model)  # of the network as trained, before any fusion
-        self.model: OrcaResNet = _prepare_network(model, self.plan, self.device)
-        self._blocks = _block_dtypes(self.model, self.plan)
+        self.model: OrcaResNet | AveragedEnsemble = _prepare_network(model, self.plan,
+                                                                     self.device)
+        self._paths = [(net, _block_dtypes(net, self.plan)) for net in networks_of(self.model)]
         self.frontend = Frontend(frontend_cfg or FrontendConfig()).to(self.device).eval()
         self.info = ModelInfo(
             id=cfg.model_id, architecture=model.architecture, **source,
             device=str(self.device), precision=self.plan.precision,
             parameter_count=n_params, fuse_batchnorm=self.plan.fuse_batchnorm,
-            channels_last=self.plan.channels_last, float32_stages=self.plan.float32_stages)
+            channels_last=self.plan.channels_last, float32_stages=self.plan.float32_stages,
+            members=len(self._paths))
         log.info("scorer ready: %s on %s (%s)", model.architecture, self.device,
                  self.plan.precision)
         if plan is None:  # a station's own scorer: say once if bf16 would be faster here
@@ -153,10 +159,11 @@ class Scorer:
 
     @classmethod
     def _load(cls, cfg: ModelConfig, allow_random_weights: bool,
-              seed: int) -> tuple[OrcaResNet, dict[str, Any]]:
-        """The network in eval mode and where its weights came from."""
+              seed: int) -> tuple[OrcaResNet | AveragedEnsemble, dict[str, Any]]:
+        """The network (or averaged ensemble) in eval mode and where its weights came from."""
+        model: OrcaResNet | AveragedEnsemble
         if cfg.weights is not None:
-            model, ckpt = load_model(cfg.weights, cfg.architecture)
+            model, ckpt = load_network(cfg.weights, cfg.architecture)
             source = {"weights": str(ckpt.path), "sha256": ckpt.sha256,
                       "layout": ckpt.layout, "random": False}
         elif allow_random_weights:
@@ -179,17 +186,14 @@ class Scorer:
             return build_model(arch)
 
     def _network(self, x: Tensor) -> Tensor:
-        """``(B, 1, H, W)`` float32 on the device -> ``(B,)`` float32 probability of class 1."""
+        """``(B, 1, H, W)`` float32 on the device -> ``(B,)`` float32 probability of class 1
+        (an ensemble's: the mean of its members')."""
         if self.plan.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        # Stem and head in float32 whatever the stages' format (see _prepare_network);
-        # the softmax too: p close to 0 or 1 needs it. Each block gets its input
-        # in its own format (a no-op between blocks of one format).
-        x = self.model.stem(x)
-        for block, dtype in self._blocks:
-            x = block(x.to(dtype))
-        logits = self.model.head(x.float())
-        return torch.softmax(logits, dim=1)[:, 1]
+        p = _staged(*self._paths[0], x)
+        for net, blocks in self._paths[1:]:
+            p = p + _staged(net, blocks, x)
+        return p / len(self._paths)
 
     def score_features(self, x: Tensor) -> np.ndarray:
         """Scores of model inputs.
@@ -233,6 +237,18 @@ class Scorer:
         return _to_numpy(out)
 
 
+def _staged(net: OrcaResNet, blocks: list[tuple[torch.nn.Module, torch.dtype]],
+            x: Tensor) -> Tensor:
+    """One network's call probability, each stage in its own format."""
+    # Stem and head in float32 whatever the stages' format (see _prepare_network);
+    # the softmax too: p close to 0 or 1 needs it. Each block gets its input
+    # in its own format (a no-op between blocks of one format).
+    x = net.stem(x)
+    for block, dtype in blocks:
+        x = block(x.to(dtype))
+    return torch.softmax(net.head(x.float()), dim=1)[:, 1]
+
+
 def _block_dtypes(model: OrcaResNet, plan: ExecutionPlan) -> list[tuple[torch.nn.Module,
                                                                      torch.dtype]]:
     """Each residual block and the format it runs in under ``plan``.
@@ -256,7 +272,8 @@ def _to_numpy(parts: list[Tensor]) -> np.ndarray:
     return torch.cat(parts).numpy().astype(np.float64)
 
 
-def _prepare_network(model: OrcaResNet, plan: ExecutionPlan, device: torch.device) -> OrcaResNet:
+def _prepare_network(model: OrcaResNet | AveragedEnsemble, plan: ExecutionPlan,
+                     device: torch.device) -> OrcaResNet | AveragedEnsemble:
     """Fold, move, convert and lay out ``model`` once, as ``plan`` says.
 
     The residual blocks (~98% of the multiply-adds) are converted to
@@ -268,10 +285,12 @@ def _prepare_network(model: OrcaResNet, plan: ExecutionPlan, device: torch.devic
     multiply-adds, and the logits keep their precision.
     """
     if plan.fuse_batchnorm:
-        fuse_batchnorm(model)  # in float64, before any cast
+        for net in networks_of(model):
+            fuse_batchnorm(net)  # in float64, before any cast
     model.to(device)
-    for block, dtype in _block_dtypes(model, plan):
-        block.to(dtype)
+    for net in networks_of(model):
+        for block, dtype in _block_dtypes(net, plan):
+            block.to(dtype)
     if plan.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model

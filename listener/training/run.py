@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,10 +16,10 @@ from typing import Any
 import torch
 
 from listener.config import Config
-from listener.config.models import MODEL_ID_PATTERN
+from listener.config.models import require_model_id
 from listener.digests import file_digest
 from listener.errors import ListenerError
-from listener.model.checkpoints import load_model
+from listener.model.ensemble import load_network
 from listener.model.frontend import Frontend
 from listener.model.inspect import inspect_checkpoint
 from listener.model.lineage import Lineage, digest, read_lineage
@@ -82,7 +81,7 @@ def gather(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, cache: AudioCach
         if weights is None:
             raise ListenerError("--background needs a model to screen out calls: give --init "
                                 "or --screen-weights")
-        model, _ = load_model(weights, tcfg.architecture)
+        model, _ = load_network(weights, tcfg.architecture)  # an ensemble screens too
         for folder in inputs.backgrounds:
             recs, count = load_site_audio(folder, cache, model, cfg.frontend, tcfg.window_s,
                                           inputs.background_max_score)
@@ -102,10 +101,11 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
     daemon, the console and ``/metrics`` call the model by it.
     """
     started = time.monotonic() if started is None else started
-    if model_id is not None and not re.match(MODEL_ID_PATTERN, model_id):
-        raise ListenerError(f"model id {model_id!r}: use 1-128 letters, digits and _.:/-")
-    if tcfg.band_norm and tcfg.init is not None:  # before decoding: the header tells
-        require_start_input(tcfg, inspect_checkpoint(tcfg.init).band_norm)
+    if model_id is not None:
+        require_model_id(model_id)
+    if tcfg.init is not None:  # before decoding: the header tells
+        header = inspect_checkpoint(tcfg.init)
+        require_start_input(tcfg, header.band_norm, header.members)
     recordings, problems, sites = gather(inputs, cfg, tcfg, cache)
     train_set, val_set, lineage, notes = split_for(recordings, tcfg)
     if tcfg.time_budget_s is not None:  # the budget covers decoding and screening too

@@ -19,7 +19,6 @@ import torch
 from listener.config import FrontendConfig
 from listener.errors import ListenerError
 from listener.model.frontend import Frontend
-from listener.model.network import OrcaResNet
 from listener.quality.labels import AUDIO_SUFFIXES, LabelProblem
 from listener.training.cache import AudioCache
 from listener.training.data import Recording
@@ -65,7 +64,7 @@ def kept_runs(scores: np.ndarray, max_score: float) -> list[tuple[int, int]]:
     return runs
 
 
-def load_site_audio(folder: Path, cache: AudioCache, model: OrcaResNet,
+def load_site_audio(folder: Path, cache: AudioCache, model: torch.nn.Module,
                     frontend_cfg: FrontendConfig, window_s: float, max_score: float,
                     device: torch.device | None = None) -> tuple[list[Recording], SiteCount]:
     """Screen every audio file under ``folder``; keep the runs of low-scoring windows."""

@@ -168,7 +168,7 @@ def make_batch(calls: list[Recording] | SourcePool, backgrounds: list[Recording]
     return np.stack(waves)[order], labels[order]
 
 
-def score(model: OrcaResNet, frontend: Frontend, waves: np.ndarray, device: torch.device,
+def score(model: torch.nn.Module, frontend: Frontend, waves: np.ndarray, device: torch.device,
           batch: int = 16) -> np.ndarray:
     """Probabilities of a call, eval mode, float32 (as the daemon scores)."""
     model.eval()
@@ -212,8 +212,13 @@ def initial_model(cfg: TrainConfig) -> OrcaResNet:
     return build_model(cfg.architecture, cfg.band_norm)
 
 
-def require_start_input(cfg: TrainConfig, start_band_norm: bool) -> None:
-    """Refuse ``--band-norm`` on a plain ``--init``: a fine-tune keeps its start's input."""
+def require_start_input(cfg: TrainConfig, start_band_norm: bool, members: int = 1) -> None:
+    """Refuse an ``--init`` that is an averaged ensemble (a fine-tune trains one network),
+    and ``--band-norm`` on a plain ``--init`` (a fine-tune keeps its start's input)."""
+    if cfg.init and members > 1:
+        raise ListenerError(f"--init {cfg.init}: an averaged ensemble of {members} networks; "
+                            f"fine-tune one of its members, then join the result with the "
+                            f"others (`listener ensemble`)")
     if cfg.band_norm and cfg.init and not start_band_norm:
         raise ListenerError(f"--band-norm: {cfg.init} was trained without it, and a "
                             f"fine-tune keeps its start's input; train from scratch")

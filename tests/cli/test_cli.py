@@ -87,7 +87,7 @@ def test_check_config_accepts_the_example(tmp_path: Path, weights: Path) -> None
 def test_help_lists_every_command() -> None:
     res = _cli("--help")
     for cmd in ("run", "demo", "replay", "detect", "features", "check-config", "convert-fastai",
-                "evaluate", "train"):
+                "ensemble", "evaluate", "train"):
         assert cmd in res.stdout
 
 

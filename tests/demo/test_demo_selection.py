@@ -46,3 +46,26 @@ def test_the_verdict_reports_the_gain_in_each_draw(selection: ModuleType) -> Non
     wins, verdict = selection._verdict(_scores(0.95, 0.92, 0.97, 0.97), draws)
     assert wins and "gain per draw -0.010 to +0.070" in verdict
     assert selection.SELECTION_DRAWS >= 5
+
+
+def test_an_ensemble_is_judged_on_the_previous_recipes_windows(selection: ModuleType,
+                                                               tmp_path: Path) -> None:
+    """An averaged ensemble records no recipe; a trained model's own recipe is used."""
+    import json
+    from dataclasses import replace
+
+    import torch
+    from safetensors.torch import save_file
+
+    from listener.training.trainer import TrainConfig
+
+    previous, trained, ensemble = (tmp_path / f"{n}.safetensors" for n in ("p", "t", "e"))
+    recipe = replace(TrainConfig(), init="/stage1.safetensors", seed=7)
+    for path, meta in ((previous, {"recipe": json.dumps(recipe.to_json())}),
+                       (trained, {"recipe": json.dumps(replace(recipe, seed=3).to_json())}),
+                       (ensemble, {"ensemble_of": "[]"})):
+        save_file({"x": torch.zeros(1)}, str(path), metadata=meta)
+    judged = selection.candidate_recipe(str(ensemble), str(previous))
+    assert judged == replace(selection.recipe_of(str(previous)), init=None)
+    assert judged.seed == 7 and judged.augment == recipe.augment
+    assert selection.candidate_recipe(str(trained), str(previous)).seed == 3
