@@ -53,8 +53,9 @@ def split_members(sd: Mapping[str, Tensor], source: str) -> list[dict[str, Tenso
     groups: dict[int, dict[str, Tensor]] = {}
     for key, value in sd.items():
         index, _, rest = key.removeprefix(MEMBERS_PREFIX).partition(".")
+        # One spelling per member: "01" beside "1" would let one overwrite the other.
         if not key.startswith(MEMBERS_PREFIX) or not index.isdigit() or not rest \
-                or len(index) > 2:
+                or index != str(int(index)) or len(index) > 2:
             raise ModelLoadError(f"{source}: an averaged ensemble holds only "
                                  f"'{MEMBERS_PREFIX}<i>.<name>' tensors; found {key[:80]!r}")
         groups.setdefault(int(index), {})[rest] = value

@@ -146,6 +146,8 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda t: {**t, "conv1.weight": t["members.0.conv1.weight"].clone()},
      r"holds only 'members.<i>.<name>' tensors; found 'conv1.weight'"),
+    (lambda t: {**t, "members.01.conv1.weight": t["members.1.conv1.weight"].clone()},
+     r"found 'members.01.conv1.weight'"),
     (lambda t: {k: v for k, v in t.items() if k.startswith("members.0.")},
      r"numbered 0..n-1, 2 <= n <= 8; found \[0\]"),
     (lambda t: {k.replace("members.1.", "members.2."): v for k, v in t.items()},
