@@ -10,6 +10,8 @@
 #   EQ_DB=6 BASE=w.safetensors scripts/train_demo_model.sh  # stage 2 with --eq-db 6
 #                                   # (tried: the selection rule kept the committed model)
 #   SNR_DB="-15 15" BASE=w.safetensors scripts/train_demo_model.sh  # stage 2 at other SNRs
+#   TEACHER=e.safetensors BASE=w.safetensors scripts/train_demo_model.sh  # stage 2 learning
+#                                   # from a teacher too (--teacher, e.g. a listener ensemble)
 #
 # The recipe, on ../shared/data/train/: calls mixed into hydrophone and
 # recorder backgrounds at live-stream SNRs, AAC round trips, band limits and
@@ -73,7 +75,7 @@ if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
   [[ "${RESUME:-0}" == 1 ]] || rm -f "$ckpt"
   $listener train "$data/train" "${common[@]}" --init "$base" --out "$out" \
     --checkpoint "$ckpt" --epochs 60 --time-budget "${BUDGET:-40m}" --eq-db "${EQ_DB:-0}" \
-    --snr-db ${SNR_DB:--10 15}
+    --snr-db ${SNR_DB:--10 15} ${TEACHER:+--teacher "$TEACHER"}
   # Against the committed model, on held-out files neither trained on. It
   # exits 3 when the committed model stays: then put it back, and stop
   # before any held-out figure of the rejected model exists.
