@@ -36,12 +36,13 @@ from listener.training.augment import AugmentConfig
 from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
 from listener.training.data import Recording
 from listener.training.run import TrainInputs, gather, split_for
-from listener.training.trainer import TrainConfig, score
+from listener.training.trainer import TrainConfig
 from listener.training.validation import (
     POOLED_DRAWS,
     ValidationSet,
     make_validation,
     pooled_figures,
+    score,
 )
 
 MARKER = "\n## Selection"

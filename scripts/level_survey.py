@@ -39,8 +39,7 @@ from listener.quality.labels import read_labels
 from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
 from listener.training.data import decode_mono, load_recordings
 from listener.training.run import split_for
-from listener.training.trainer import score
-from listener.training.validation import ValidationSet, figures, make_validation
+from listener.training.validation import ValidationSet, figures, make_validation, score
 
 LEVELS_DB = (-50, -40, -30, -20, -10, 0, 10, 20)
 

@@ -32,8 +32,7 @@ from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_
 from listener.training.card import cpu_model
 from listener.training.data import load_recordings
 from listener.training.run import split_for
-from listener.training.trainer import score
-from listener.training.validation import figures, make_validation
+from listener.training.validation import figures, make_validation, score
 
 #: (windows per held-out call file, per background file): the recipe's 4 and 6, then more.
 COUNTS = ((4, 6), (8, 12), (16, 24))

@@ -56,6 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                        window_s=cfg.detection.window_s, init=args.init,
                        train_from=args.train_from, ema_decay=args.ema_decay,
                        confirm_draws=args.confirm_draws, band_norm=args.band_norm,
+                       teacher=args.teacher, teacher_weight=args.teacher_weight,
                        time_budget_s=parse_duration(args.time_budget) if args.time_budget
                        else None,
                        augment=AugmentConfig(source_power=args.source_power,
@@ -113,6 +114,13 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     s.add_argument("--init", default=None, metavar="W", help="fine-tune from these weights "
                    "(scored as epoch 0; never replaced by worse ones; the files they record "
                    "having trained on stay out of validation)")
+    s.add_argument("--teacher", default=None, metavar="W",
+                   help="also learn each window's call probability from these weights (one "
+                        "network or a `listener ensemble`): one network's cost, part of the "
+                        "teacher's quality; the files it trained on stay out of validation")
+    s.add_argument("--teacher-weight", type=float, default=0.5, metavar="W",
+                   help="with --teacher: its share of each window's target, the label's "
+                        "being 1 - W (default 0.5)")
     s.add_argument("--train-from", default=None, choices=["layer1", "layer2", "layer3",
                                                           "layer4", "head"],
                    help="with --init: freeze the layers before this one (cheaper steps)")

@@ -31,7 +31,7 @@ from listener.model.checkpoints import (
     read_weights,
     to_listener_layout,
 )
-from listener.model.lineage import Lineage, read_lineage
+from listener.model.lineage import lineage_of
 from listener.model.network import MEMBERS_PREFIX, AveragedEnsemble, OrcaResNet
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def write_ensemble(members: Sequence[str | Path], out: str | Path,
     meta = {"format": "listener", "architecture": arch, "model_id": model_id or out.stem,
             "trained_by": "listener ensemble",
             "ensemble_of": json.dumps([{"file": p.name, "sha256": d} for p, d in listed]),
-            **_joined_lineage([p for p, _ in listed]).to_metadata()}
+            **lineage_of([p for p, _ in listed]).to_metadata()}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     _, info = load_network(out)  # proves the file loads, as the daemon will load it
@@ -152,8 +152,3 @@ def write_ensemble(members: Sequence[str | Path], out: str | Path,
     return EnsembleSummary(out, arch, tuple(p for p, _ in listed),
                            tuple(n.band_norm for n in nets), info.parameter_count, info.sha256)
 
-
-def _joined_lineage(paths: list[Path]) -> Lineage:
-    parts = [read_lineage(p) for p in paths]
-    return Lineage(frozenset().union(*(x.digests for x in parts)),
-                   all(x.complete for x in parts))

@@ -15,6 +15,7 @@ Digests are of the file's bytes, so a renamed or moved copy is still known.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -73,3 +74,11 @@ def read_lineage(weights: str | Path) -> Lineage:
                             f"{DIGEST_CHARS}-digit hex digests; re-save the weights or drop "
                             "the key")
     return Lineage(frozenset(items), meta.get("trained_on_complete") == "true")
+
+
+def lineage_of(weights: Sequence[str | Path]) -> Lineage:
+    """What any of ``weights`` learnt from: the union of their lineages, complete when
+    each is (empty and complete for no weights)."""
+    parts = [read_lineage(w) for w in weights]
+    return Lineage(frozenset().union(*(x.digests for x in parts)),
+                   all(x.complete for x in parts))

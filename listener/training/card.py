@@ -92,6 +92,16 @@ def _input(result: TrainResult) -> str:
     return "the frontend's dB spectrogram as it is, as OrcaHello's network takes it"
 
 
+def _teacher(cfg: TrainConfig, files: dict[str, Any]) -> str:
+    if cfg.teacher is None:
+        return ""
+    w = cfg.teacher_weight
+    digest = f" (sha256 {files['teacher_sha256'][:16]})" if files.get("teacher_sha256") else ""
+    return (f"\n- Teacher: `{Path(cfg.teacher).name}`{digest} (`--teacher`): each window's "
+            f"target is {1 - w:g} x its label + {w:g} x the teacher's call probability on the "
+            f"same input; the files the teacher trained on count as this model's.")
+
+
 def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
                files: dict[str, Any], half: bool, model_id: str | None = None) -> str:
     """The markdown card: what it is, the data, the recipe, held-out figures."""
@@ -126,7 +136,7 @@ through the daemon's own frontend (`listener.model.frontend.Frontend`, default
 
 ## Recipe
 - Input: {_input(result)}.
-- Window levels: {_levels(cfg)}.
+- Window levels: {_levels(cfg)}.{_teacher(cfg, files)}
 
 ```json
 {json.dumps(cfg.to_json(), indent=1)}

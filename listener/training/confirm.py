@@ -25,8 +25,8 @@ from listener.config import FrontendConfig
 from listener.model.frontend import Frontend
 from listener.model.network import OrcaResNet, build_for
 from listener.training.data import Recording
-from listener.training.trainer import TrainConfig, TrainResult, score
-from listener.training.validation import ValidationSet, make_validation, pooled_figures
+from listener.training.trainer import TrainConfig, TrainResult
+from listener.training.validation import ValidationSet, make_validation, pooled_figures, score
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from listener.errors import ListenerError
 from listener.model.ensemble import load_network
 from listener.model.frontend import Frontend
 from listener.model.inspect import inspect_checkpoint
-from listener.model.lineage import Lineage, digest, read_lineage
+from listener.model.lineage import Lineage, digest, lineage_of
 from listener.quality.labels import LabelProblem, read_labels
 from listener.training.cache import AudioCache
 from listener.training.card import model_card, save_weights, write_card
@@ -106,6 +106,8 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
     if tcfg.init is not None:  # before decoding: the header tells
         header = inspect_checkpoint(tcfg.init)
         require_start_input(tcfg, header.band_norm, header.members)
+    if tcfg.teacher is not None:
+        inspect_checkpoint(tcfg.teacher)
     recordings, problems, sites = gather(inputs, cfg, tcfg, cache)
     train_set, val_set, lineage, notes = split_for(recordings, tcfg)
     if tcfg.time_budget_s is not None:  # the budget covers decoding and screening too
@@ -121,6 +123,7 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
         check = confirm(tcfg, val_set, cfg.frontend, result, start, torch.device(result.device))
         result = settle(result, check, start)
     init_digest = file_digest(Path(tcfg.init)) if tcfg.init is not None else None
+    teacher_digest = file_digest(Path(tcfg.teacher)) if tcfg.teacher is not None else None
     meta = {"format": "listener", "architecture": tcfg.architecture,
             "trained_by": "listener train", "recipe": json.dumps(tcfg.to_json()),
             "best_epoch": str(result.best_epoch),
@@ -132,13 +135,16 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
         meta["fine_tune_check"] = json.dumps(check.to_json())
     if init_digest is not None:
         meta["init_sha256"] = init_digest
+    if teacher_digest is not None:
+        meta["teacher_sha256"] = teacher_digest
     save_weights(result.state_dict, out, half, meta)
     files = {"train": len(train_set), "val": len(val_set),
              "calls": sum(r.positive for r in recordings),
              "backgrounds": sum(not r.positive for r in recordings), "skipped": len(problems),
              "sites": [s.to_json() for s in sites], "reviews": inputs.review_counts,
              "data": [str(d) for d in inputs.data], "lineage": notes,
-             "check": None if check is None else check.text(), "init_sha256": init_digest}
+             "check": None if check is None else check.text(), "init_sha256": init_digest,
+             "teacher_sha256": teacher_digest}
     text = model_card(out, tcfg, result, ", ".join(map(str, inputs.data)) or "(none)", files,
                       half, model_id)
     card = write_card(out, text)
@@ -157,14 +163,17 @@ def split_for(recordings: list[Recording], tcfg: TrainConfig,
     left with no file to hold out, the plain split is used and the card says
     that validation favours the starting weights.
     """
-    start = read_lineage(tcfg.init) if tcfg.init else Lineage()
+    sources = [w for w in (tcfg.init, tcfg.teacher) if w]
+    start = lineage_of(sources)
+    who = " or the ".join(n for n, w in (("starting model", tcfg.init),
+                                         ("teacher", tcfg.teacher)) if w) or "starting model"
     pinned = frozenset(r.group for r in recordings if start.digests and digest(r.path)
                        in start.digests)
     notes = []
     if not start.complete:
-        notes.append("the starting model does not record every file it trained on: "
-                     "validation may hold some, and then favours the starting weights")
-        log.warning("%s: %s", tcfg.init, notes[-1])
+        notes.append(f"the {who} does not record every file it trained on: validation may "
+                     f"hold some, and then favours the starting weights")
+        log.warning("%s: %s", ", ".join(sources), notes[-1])
     train_set, val_set = split_by_file(recordings, tcfg.val_fraction, tcfg.seed)
     if not pinned:
         return train_set, val_set, start, notes
@@ -175,13 +184,12 @@ def split_for(recordings: list[Recording], tcfg: TrainConfig,
         kept, lacking = None, {True}
     if kept is not None and not lacking:
         train_set, val_set = kept
-        notes.append(f"{len(pinned)} files the starting model trained on were kept out "
-                     "of validation")
+        notes.append(f"{len(pinned)} files the {who} trained on were kept out of validation")
     else:
         what = " or ".join("call" if c else "background" for c in sorted(lacking, reverse=True))
-        notes.append(f"validation holds files the starting model trained on (no {what} file "
-                     "it did not train on could be held out): the starting weights score "
-                     "optimistically")
+        notes.append(f"validation holds files the {who} trained on (no {what} file it did "
+                     f"not train on could be held out): the starting weights score "
+                     f"optimistically")
         log.warning("%s", notes[-1])
     return train_set, val_set, start, notes
 

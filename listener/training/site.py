@@ -22,7 +22,7 @@ from listener.model.frontend import Frontend
 from listener.quality.labels import AUDIO_SUFFIXES, LabelProblem
 from listener.training.cache import AudioCache
 from listener.training.data import Recording
-from listener.training.trainer import score
+from listener.training.validation import score
 
 log = logging.getLogger(__name__)
 

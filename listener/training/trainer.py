@@ -49,12 +49,14 @@ from listener.model.network import OrcaResNet, build_model
 from listener.training import augment
 from listener.training.augment import AugmentConfig
 from listener.training.data import Recording, SourcePool
+from listener.training.distill import Teacher, distillation_loss
 from listener.training.schedule import out_of_patience, warmup_cosine, warmup_epochs
 from listener.training.validation import (
     POOLED_DRAWS,
     ValidationSet,
     figures,
     make_validation,
+    score,
 )
 
 log = logging.getLogger(__name__)
@@ -91,11 +93,16 @@ class TrainConfig:
     ema_decay: float = 0.0  # score and keep a moving average of the weights; 0: off
     confirm_draws: int = POOLED_DRAWS  # a fine-tune's gain, checked on fresh draws; 0: off
     band_norm: bool = False  # from scratch: subtract each band's median first (--init decides)
+    teacher: str | None = None  # learn towards these weights' probabilities too (distill.py)
+    teacher_weight: float = 0.5  # the teacher's share of each window's target
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ListenerError(f"ema_decay {self.ema_decay:g}: must be at least 0 and below 1")
+        if not 0.0 < self.teacher_weight <= 1.0:
+            raise ListenerError(f"--teacher-weight {self.teacher_weight:g}: must be above 0 "
+                                "and at most 1")
         if not 0 <= self.confirm_draws <= MAX_CONFIRM_DRAWS:
             raise ListenerError(f"--confirm-draws {self.confirm_draws}: must be 0 (off) to "
                                 f"{MAX_CONFIRM_DRAWS}")
@@ -166,18 +173,6 @@ def make_batch(calls: list[Recording] | SourcePool, backgrounds: list[Recording]
     labels = np.asarray([1] * n_pos + [0] * (size - n_pos), dtype=np.int64)
     order = rng.permutation(size)
     return np.stack(waves)[order], labels[order]
-
-
-def score(model: torch.nn.Module, frontend: Frontend, waves: np.ndarray, device: torch.device,
-          batch: int = 16) -> np.ndarray:
-    """Probabilities of a call, eval mode, float32 (as the daemon scores)."""
-    model.eval()
-    out = [torch.zeros(0)]
-    with torch.inference_mode():
-        for i in range(0, len(waves), batch):
-            x = frontend(torch.from_numpy(np.ascontiguousarray(waves[i:i + batch])).to(device))
-            out.append(torch.softmax(model(x).float(), dim=1)[:, 1].cpu())
-    return torch.cat(out).numpy().astype(np.float64)
 
 
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4", "head")
@@ -261,6 +256,7 @@ class _Run:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda step: warmup_cosine(step, total))
         self.dtype = autocast_for(device)
+        self.teacher = Teacher(cfg.teacher, device, self.dtype) if cfg.teacher else None
 
     @property
     def kept(self) -> torch.nn.Module:
@@ -287,7 +283,11 @@ class _Run:
         with torch.autocast(device_type=self.device.type, dtype=self.dtype or torch.float32,
                             enabled=self.dtype is not None):
             logits = self.model(x)
-        loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        if self.teacher is None:
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        else:
+            loss = distillation_loss(logits, y, self.teacher.probabilities(x),
+                                     self.cfg.teacher_weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         self.opt.step()

@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from listener.model.frontend import Frontend
 from listener.quality.metrics import average_precision, roc_auc
 from listener.training import augment
 from listener.training.augment import AugmentConfig
@@ -83,6 +85,18 @@ def weighted_roc_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray
     below, tied = cum[lo], cum[hi] - cum[lo]
     total = float(np.sum(weights[pos] * (below + 0.5 * tied)))
     return total / (float(weights[pos].sum()) * float(neg_w.sum()))
+
+
+def score(model: torch.nn.Module, frontend: Frontend, waves: np.ndarray, device: torch.device,
+          batch: int = 16) -> np.ndarray:
+    """Probabilities of a call, eval mode, float32 (as the daemon scores)."""
+    model.eval()
+    out = [torch.zeros(0)]
+    with torch.inference_mode():
+        for i in range(0, len(waves), batch):
+            x = frontend(torch.from_numpy(np.ascontiguousarray(waves[i:i + batch])).to(device))
+            out.append(torch.softmax(model(x).float(), dim=1)[:, 1].cpu())
+    return torch.cat(out).numpy().astype(np.float64)
 
 
 def figures(vs: ValidationSet, scores: np.ndarray) -> dict[str, object]:

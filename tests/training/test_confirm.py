@@ -19,11 +19,10 @@ from listener.training.trainer import (
     TrainConfig,
     TrainResult,
     initial_model,
-    score,
     train,
     training_budget,
 )
-from listener.training.validation import POOLED_DRAWS, figures, make_validation
+from listener.training.validation import POOLED_DRAWS, figures, make_validation, score
 
 CPU = torch.device("cpu")
 
