@@ -42,7 +42,14 @@ def atomic_write(path: Path, data: bytes | Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         if callable(data):
+            # The mode any new file gets here (the umask's), kept whatever the writer
+            # does: safetensors' save_file makes its files 0600, which a daemon running
+            # as another user (systemd, docs/operations.md) could not read.
+            tmp.unlink(missing_ok=True)  # a crashed write's leftover keeps its mode
+            tmp.touch()
+            mode = tmp.stat().st_mode & 0o777
             data(tmp)
+            os.chmod(tmp, mode)
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
