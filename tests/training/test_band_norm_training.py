@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
-from training.recipe_support import CFG, TINY, TINY_YAML, call, listener_cli, noise, write_wav
+from training.recipe_support import CFG, TINY, listener_cli, train_tiny_cli
 
 from listener.errors import ListenerError
 from listener.model.checkpoints import load_model
@@ -51,15 +50,8 @@ def test_the_cli_refuses_a_plain_start_before_reading_data(start: Path, tmp_path
 
 @pytest.mark.slow
 def test_the_cli_flag_trains_it(tmp_path: Path) -> None:
-    rng = np.random.default_rng(3)
-    for i in range(4):
-        write_wav(tmp_path / "data" / "calls" / "synth" / f"c{i}.wav", call(1.5, rng))
-        write_wav(tmp_path / "data" / "background" / "noise" / f"b{i}.wav", noise(4.0, rng))
-    (tmp_path / "tiny.yaml").write_text(TINY_YAML, encoding="utf-8")
     out = tmp_path / "bn.safetensors"
-    listener_cli("train", tmp_path / "data", "--band-norm", "--config", tmp_path / "tiny.yaml",
-                 "--epochs", "1", "--steps", "1", "--batch-size", "4", "--val-fraction", "0.5",
-                 "--no-aac", "--cache", tmp_path / "cache", "--out", out)
+    train_tiny_cli(tmp_path, out, "--band-norm", seed=3)
     assert load_model(out)[0].band_norm
     card = out.with_suffix(".md").read_text(encoding="utf-8")
     assert "- Input: each mel band's median" in card and '"band_norm": true' in card

@@ -14,12 +14,9 @@ from safetensors.torch import save_file
 from training.recipe_support import (
     CFG,
     TINY,
-    TINY_YAML,
-    call,
     listener_cli,
-    noise,
     same_weights,
-    write_wav,
+    train_tiny_cli,
 )
 from training.test_lineage import _files, _weights
 
@@ -112,16 +109,8 @@ def test_a_weight_outside_zero_to_one_is_refused() -> None:
 
 @pytest.mark.slow
 def test_the_cli_trains_with_a_teacher(tmp_path: Path, teachers: tuple[Path, Path]) -> None:
-    rng = np.random.default_rng(5)
-    for i in range(4):
-        write_wav(tmp_path / "data" / "calls" / "synth" / f"c{i}.wav", call(1.5, rng))
-        write_wav(tmp_path / "data" / "background" / "noise" / f"b{i}.wav", noise(4.0, rng))
-    (tmp_path / "tiny.yaml").write_text(TINY_YAML, encoding="utf-8")
     out = tmp_path / "student.safetensors"
-    listener_cli("train", tmp_path / "data", "--teacher", teachers[0], "--teacher-weight",
-                 "0.3", "--config", tmp_path / "tiny.yaml", "--epochs", "1", "--steps", "1",
-                 "--batch-size", "4", "--val-fraction", "0.5", "--no-aac", "--cache",
-                 tmp_path / "cache", "--out", out)
+    train_tiny_cli(tmp_path, out, "--teacher", teachers[0], "--teacher-weight", "0.3", seed=5)
     with safe_open(str(out), framework="pt") as f:
         meta = f.metadata()
     assert len(meta["teacher_sha256"]) == 64 and '"teacher_weight": 0.3' in meta["recipe"]
