@@ -101,13 +101,7 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
     daemon, the console and ``/metrics`` call the model by it.
     """
     started = time.monotonic() if started is None else started
-    if model_id is not None:
-        require_model_id(model_id)
-    if tcfg.init is not None:  # before decoding: the header tells
-        header = inspect_checkpoint(tcfg.init)
-        require_start_input(tcfg, header.band_norm, header.members)
-    if tcfg.teacher is not None:
-        inspect_checkpoint(tcfg.teacher)
+    _refuse_early(tcfg, model_id)
     recordings, problems, sites = gather(inputs, cfg, tcfg, cache)
     train_set, val_set, lineage, notes = split_for(recordings, tcfg)
     if tcfg.time_budget_s is not None:  # the budget covers decoding and screening too
@@ -129,14 +123,10 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
             "best_epoch": str(result.best_epoch),
             "val_balanced_roc_auc": f"{result.best_score:.4f}",
             **lineage.joined(sorted({r.path for r in train_set})).to_metadata()}
-    if model_id is not None:
-        meta["model_id"] = model_id
-    if check is not None:
-        meta["fine_tune_check"] = json.dumps(check.to_json())
-    if init_digest is not None:
-        meta["init_sha256"] = init_digest
-    if teacher_digest is not None:
-        meta["teacher_sha256"] = teacher_digest
+    optional = {"model_id": model_id, "init_sha256": init_digest,
+                "teacher_sha256": teacher_digest,
+                "fine_tune_check": None if check is None else json.dumps(check.to_json())}
+    meta.update({k: v for k, v in optional.items() if v is not None})
     save_weights(result.state_dict, out, half, meta)
     files = {"train": len(train_set), "val": len(val_set),
              "calls": sum(r.positive for r in recordings),
@@ -152,6 +142,17 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
         checkpoint.unlink(missing_ok=True)
     kept_start = tcfg.init is not None and result.best_epoch == 0
     return TrainOutcome(out, card, result, problems, kept_start, check)
+
+
+def _refuse_early(tcfg: TrainConfig, model_id: str | None) -> None:
+    """What the model id and the weights' headers refuse, before any audio is decoded."""
+    if model_id is not None:
+        require_model_id(model_id)
+    if tcfg.init is not None:
+        header = inspect_checkpoint(tcfg.init)
+        require_start_input(tcfg, header.band_norm, header.members)
+    if tcfg.teacher is not None:
+        inspect_checkpoint(tcfg.teacher)
 
 
 def split_for(recordings: list[Recording], tcfg: TrainConfig,
