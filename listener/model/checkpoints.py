@@ -33,9 +33,9 @@ from listener.errors import ModelLoadError
 from listener.model.limits import Limits
 from listener.model.network import (
     ARCHITECTURES,
-    MEMBERS_PREFIX,
     OrcaResNet,
     build_for,
+    is_ensemble,
     parameter_count,
 )
 
@@ -372,7 +372,7 @@ def load_model(path: str | Path, architecture: str = "auto") -> tuple[OrcaResNet
             of the other architecture than asked, or does not fit strictly.
     """
     p, architecture, raw = read_weights(path, architecture)
-    if any(k.startswith(MEMBERS_PREFIX) for k in raw):
+    if is_ensemble(raw):
         raise ModelLoadError(f"{p}: an averaged ensemble (listener ensemble); this needs one "
                              f"network: give one of the files it was built from")
     model, layout = fit_network(raw, architecture, str(p))

@@ -32,7 +32,7 @@ from listener.model.checkpoints import (
     to_listener_layout,
 )
 from listener.model.lineage import lineage_of
-from listener.model.network import MEMBERS_PREFIX, AveragedEnsemble, OrcaResNet
+from listener.model.network import MEMBERS_PREFIX, AveragedEnsemble, OrcaResNet, is_ensemble
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def split_members(sd: Mapping[str, Tensor], source: str) -> list[dict[str, Tenso
             fewer than two or more than :data:`MAX_MEMBERS` members, or a gap
             in their numbers.
     """
-    if not any(k.startswith(MEMBERS_PREFIX) for k in sd):
+    if not is_ensemble(sd):
         return None
     groups: dict[int, dict[str, Tensor]] = {}
     for key, value in sd.items():
@@ -145,7 +145,6 @@ def write_ensemble(members: Sequence[str | Path], out: str | Path,
             "trained_by": "listener ensemble",
             "ensemble_of": json.dumps([{"file": p.name, "sha256": d} for p, d in listed]),
             **lineage_of([p for p, _ in listed]).to_metadata()}
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     _, info = load_network(out)  # proves the file loads, as the daemon will load it
     log.info("wrote an averaged ensemble of %d %s networks to %s", len(nets), arch, out)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import torch
@@ -47,6 +47,11 @@ ARCHITECTURES: tuple[Architecture, ...] = ("resnet18", "resnet50")
 BAND_NORM_KEY = "input_norm.band_median"
 #: The key prefix of an averaged ensemble's members: ``members.0.conv1.weight``.
 MEMBERS_PREFIX = "members."
+
+
+def is_ensemble(names: Iterable[str]) -> bool:
+    """Whether state-dict names are an averaged ensemble's (any under :data:`MEMBERS_PREFIX`)."""
+    return any(k.startswith(MEMBERS_PREFIX) for k in names)
 
 
 def subtract_band_median(x: Tensor) -> Tensor:

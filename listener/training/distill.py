@@ -48,7 +48,7 @@ class Teacher:
     """
 
     def __init__(self, weights: str, device: torch.device, dtype: torch.dtype | None) -> None:
-        model, self.info = load_network(weights)
+        model, _ = load_network(weights)
         self.model = model.to(device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
