@@ -14,6 +14,8 @@
 #                                   # from a teacher too (--teacher, e.g. a listener ensemble)
 #   PATIENCE=60 ...                 # run the whole budget (a start selected on the same
 #                                   # validation draw scores optimistically at epoch 0)
+#   VAL_SEED=100 ...                # stage 2's per-epoch validation windows drawn afresh
+#                                   # (--val-seed), not the draw its start was chosen on
 #
 # The recipe, on ../shared/data/train/: calls mixed into hydrophone and
 # recorder backgrounds at live-stream SNRs, AAC round trips, band limits and
@@ -92,7 +94,7 @@ if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
   [[ "${RESUME:-0}" == 1 ]] || rm -f "$ckpt"
   $listener train "$data/train" "${common[@]}" --init "$base" --out "$out" \
     --checkpoint "$ckpt" --epochs 60 --time-budget "${BUDGET:-40m}" --eq-db "${EQ_DB:-0}" \
-    --snr-db ${SNR_DB:--10 15} ${TEACHER:+--teacher "$TEACHER"}
+    --snr-db ${SNR_DB:--10 15} ${TEACHER:+--teacher "$TEACHER"} ${VAL_SEED:+--val-seed "$VAL_SEED"}
   # Against the committed model, on held-out files neither trained on. It
   # exits 3 when the committed model stays: then put it back, and stop
   # before any held-out figure of the rejected model exists.

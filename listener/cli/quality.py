@@ -50,7 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     lr = args.lr if args.lr is not None else (INIT_LR if args.init else SCRATCH_LR)
     tcfg = TrainConfig(architecture=args.architecture, epochs=args.epochs,
                        steps_per_epoch=args.steps, batch_size=args.batch_size, lr=lr,
-                       seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
+                       seed=args.seed, val_seed=args.val_seed,
+                       val_fraction=args.val_fraction, patience=args.patience,
                        val_per_call_file=args.val_per_call_file,
                        val_per_background_file=args.val_per_background_file,
                        window_s=cfg.detection.window_s, init=args.init,
@@ -153,6 +154,11 @@ def _add_recipe_arguments(s: argparse.ArgumentParser) -> None:
                    help="stop cleanly before an epoch would overrun T (45m, 1h, 900s)")
     s.add_argument("--seed", type=int, default=0, help="seed of the split, the batches and "
                    "every generator (default 0)")
+    s.add_argument("--val-seed", type=int, default=None, metavar="N",
+                   help="seed of the validation windows drawn from the held-out files "
+                        "(default: --seed). Give a fine-tune another one when its start was "
+                        "chosen on this recipe's windows: it scores optimistically on the "
+                        "draw it was chosen on")
     s.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of each source's files held out for validation (default 0.2)")
     s.add_argument("--val-per-call-file", type=int, default=2,

@@ -128,7 +128,7 @@ through the daemon's own frontend (`listener.model.frontend.Frontend`, default
 ## Data
 - Source: `{data}`; {files['train']} training recordings and {files['val']} held-out
   ones (whole files held out, {cfg.val_fraction:.0%} of every class and source, seed
-  {cfg.seed}).
+  {cfg.seed}{_val_seed(cfg)}).
 - Calls: {files['calls']} recordings; background: {files['backgrounds']}.
   Skipped: {files['skipped']}.
 {_sites(files)}
@@ -163,3 +163,9 @@ def write_card(out: Path, text: str) -> Path:
     card = out.with_suffix(".md")
     card.write_text(text, encoding="utf-8")
     return card
+
+
+def _val_seed(cfg: TrainConfig) -> str:
+    if cfg.val_seed is None:
+        return ""
+    return f"; their validation windows drawn with seed {cfg.val_seed}"

@@ -68,8 +68,8 @@ def confirm(cfg: TrainConfig, val_set: list[Recording], frontend_cfg: FrontendCo
     ``cfg.confirm_draws`` new draws."""
     frontend = Frontend(frontend_cfg).to(device)
     n = round(cfg.window_s * frontend_cfg.sample_rate)
-    # Seeds past the per-epoch draw's (cfg.seed): windows the choice of epoch never saw.
-    draws = [make_validation(val_set, n, cfg.seed + 1 + k, cfg.val_per_call_file,
+    # Seeds past the per-epoch draw's: windows the choice of epoch never saw.
+    draws = [make_validation(val_set, n, cfg.draw_seed + 1 + k, cfg.val_per_call_file,
                              cfg.val_per_background_file, cfg.augment)
              for k in range(cfg.confirm_draws)]
     kept = build_for(cfg.architecture, result.state_dict)

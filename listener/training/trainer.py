@@ -13,20 +13,17 @@ counting the learning rate's warm-up: :mod:`listener.training.schedule`), or
 before an epoch that would overrun ``time_budget_s`` (less, for a fine-tune,
 what the check of its gain will cost: ``listener.training.confirm``).
 
-With ``ema_decay`` the weights scored and kept are an exponential moving
-average of the trained ones (BatchNorm statistics included): a single
-epoch's weights swing with its last few batches, so selecting among them by a
-few hundred validation windows picks noise; the average moves smoothly.
+With ``ema_decay`` the weights scored and kept are a moving average (BatchNorm
+statistics included): one epoch's weights swing with its last batches, so
+picking among them by a few hundred validation windows picks noise.
 
-Reproducible: one numpy generator (examples), one torch generator (masks)
-and the global torch generator (dropout) are seeded from ``seed`` and their
-states saved in the checkpoint, so identical runs, and a run stopped and
-resumed, give bit-identical weights.
+Reproducible: the generators of examples, masks and dropout are seeded from
+``seed`` (the validation windows from ``draw_seed``) and saved in the
+checkpoint: identical runs, and a run stopped and resumed, give identical weights.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -40,16 +37,17 @@ import torch
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from listener.atomic import atomic_write
 from listener.config import FrontendConfig
 from listener.errors import ListenerError
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
 from listener.model.network import OrcaResNet, build_model
+from listener.model.precision import cpu_has_native_bf16
 from listener.training import augment
 from listener.training.augment import AugmentConfig
 from listener.training.data import Recording, SourcePool
 from listener.training.distill import Teacher, distillation_loss
+from listener.training.resume import State, resume, save
 from listener.training.schedule import out_of_patience, warmup_cosine, warmup_epochs
 from listener.training.validation import (
     POOLED_DRAWS,
@@ -82,6 +80,7 @@ class TrainConfig:
     lr: float = SCRATCH_LR
     weight_decay: float = 1e-2
     seed: int = 0
+    val_seed: int | None = None  # the per-epoch validation draw's seed; None: ``seed``
     val_fraction: float = 0.2
     val_per_call_file: int = 2
     val_per_background_file: int = 6
@@ -106,6 +105,11 @@ class TrainConfig:
         if not 0 <= self.confirm_draws <= MAX_CONFIRM_DRAWS:
             raise ListenerError(f"--confirm-draws {self.confirm_draws}: must be 0 (off) to "
                                 f"{MAX_CONFIRM_DRAWS}")
+
+    @property
+    def draw_seed(self) -> int:
+        """Seed of the per-epoch validation windows (the split stays ``seed``'s)."""
+        return self.seed if self.val_seed is None else self.val_seed
 
     def to_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "augment"}
@@ -142,22 +146,12 @@ class TrainResult:
         return self.history[self.best_epoch_index]
 
 
-def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU computes bf16 natively (AMX or AVX-512 BF16); emulated bf16 is slower."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False
-    flags = set(cpuinfo.split())
-    return bool({"amx_bf16", "avx512_bf16"} & flags)
-
-
-def autocast_for(device: torch.device, cpuinfo: str | None = None) -> torch.dtype | None:
-    """bf16 autocast on CUDA and on CPUs with native bf16, else ``None`` (float32)."""
+def autocast_for(device: torch.device, flags: frozenset[str] | None = None) -> torch.dtype | None:
+    """bf16 autocast on CUDA and on CPUs with native bf16 (emulated bf16 is slower), else
+    ``None`` (float32); ``flags``: CPU feature flags for tests, else ``/proc/cpuinfo``."""
     if device.type == "cuda":
         return torch.bfloat16
-    return torch.bfloat16 if cpu_has_bf16(cpuinfo) else None
+    return torch.bfloat16 if cpu_has_native_bf16(flags) else None
 
 
 def make_batch(calls: list[Recording] | SourcePool, backgrounds: list[Recording] | SourcePool,
@@ -219,17 +213,6 @@ def require_start_input(cfg: TrainConfig, start_band_norm: bool, members: int = 
                             f"fine-tune keeps its start's input; train from scratch")
 
 
-@dataclass
-class _State:
-    best: dict[str, Tensor]
-    best_epoch: int
-    best_score: float
-    history: list[dict[str, Any]]
-    seconds: float
-    rng: np.random.Generator
-    gen: torch.Generator
-
-
 class _Run:
     """One training run's fixed parts: data pools, validation windows, model, optimiser."""
 
@@ -242,7 +225,7 @@ class _Run:
         self.beds = SourcePool([r for r in train_set if not r.positive],
                                cfg.augment.source_power)
         self.val: ValidationSet = make_validation(
-            val_set, self.n, cfg.seed, cfg.val_per_call_file, cfg.val_per_background_file,
+            val_set, self.n, cfg.draw_seed, cfg.val_per_call_file, cfg.val_per_background_file,
             cfg.augment)
         torch.manual_seed(cfg.seed)  # from-scratch init and dropout: always seeded
         self.model = initial_model(cfg).to(device)
@@ -262,6 +245,10 @@ class _Run:
     def kept(self) -> torch.nn.Module:
         """The weights that are scored, kept and written: the average when there is one."""
         return self.ema.module if self.ema is not None else self.model
+
+    def parts(self) -> dict[str, Any]:
+        """What a checkpoint saves besides the run's state (``resume.save``)."""
+        return {"model": self.model, "opt": self.opt, "sched": self.sched, "ema": self.ema}
 
     def evaluate(self, epoch: int, loss: float | None) -> dict[str, Any]:
         model = self.kept
@@ -304,12 +291,10 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run = _Run(cfg, train_set, val_set, frontend_cfg, device)
     if checkpoint is not None and checkpoint.exists():
-        state = _resume(checkpoint, run)
+        state = resume(checkpoint, run.parts(), cfg.to_json())
         log.info("resumed from %s after epoch %d", checkpoint, state.history[-1]["epoch"])
     else:
-        state = _State(_copy(run.kept), 0, -math.inf, [], 0.0,
-                       np.random.default_rng([cfg.seed, 1]),
-                       torch.Generator().manual_seed(cfg.seed))
+        state = State.fresh(_copy(run.kept), cfg.seed)
         _consider(state, run.evaluate(0, None), run)
     started = time.monotonic() - state.seconds
     stop, total = "epochs", cfg.epochs * cfg.steps_per_epoch
@@ -331,7 +316,7 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
         _consider(state, run.evaluate(epoch + 1, float(np.mean(losses))), run)
         state.seconds = time.monotonic() - started
         if checkpoint is not None:
-            _save(checkpoint, run, state)
+            save(checkpoint, run.parts(), state, cfg.to_json())
         if out_of_patience(epoch + 1, state.best_epoch, cfg.patience,
                            warmup_epochs(cfg.epochs, cfg.steps_per_epoch)):
             stop = "patience"
@@ -353,7 +338,7 @@ def training_budget(cfg: TrainConfig, history: list[dict[str, Any]]) -> float | 
     return cfg.time_budget_s - check_s
 
 
-def _consider(state: _State, row: dict[str, Any], run: _Run) -> None:
+def _consider(state: State, row: dict[str, Any], run: _Run) -> None:
     """Record an epoch; keep its weights only if strictly better than the best so far."""
     state.history.append(row)
     value = row["val_score"]
@@ -368,31 +353,3 @@ def _consider(state: _State, row: dict[str, Any], run: _Run) -> None:
 
 def _copy(model: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _save(path: Path, run: _Run, state: _State) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"model": run.model.state_dict(), "opt": run.opt.state_dict(),
-           "sched": run.sched.state_dict(), "best": state.best,
-           "best_epoch": state.best_epoch, "best_score": state.best_score,
-           "history": json.dumps(state.history), "seconds": state.seconds,
-           "rng": json.dumps(state.rng.bit_generator.state),
-           "gen": state.gen.get_state(), "torch_rng": torch.get_rng_state(),
-           "ema": run.ema.state_dict() if run.ema is not None else {}}
-    atomic_write(path, lambda tmp: torch.save(doc, tmp))
-
-
-def _resume(path: Path, run: _Run) -> _State:
-    doc = torch.load(path, map_location="cpu", weights_only=True)
-    run.model.load_state_dict(doc["model"])
-    run.opt.load_state_dict(doc["opt"])
-    run.sched.load_state_dict(doc["sched"])
-    if run.ema is not None:
-        run.ema.load_state_dict(doc["ema"])
-    rng = np.random.default_rng()
-    rng.bit_generator.state = json.loads(doc["rng"])
-    gen = torch.Generator()
-    gen.set_state(doc["gen"])
-    torch.set_rng_state(doc["torch_rng"])
-    return _State(doc["best"], int(doc["best_epoch"]), float(doc["best_score"]),
-                  json.loads(doc["history"]), float(doc["seconds"]), rng, gen)

@@ -15,9 +15,11 @@ from listener.errors import ListenerError
 from listener.model.frontend import Frontend
 from listener.training.card import model_card
 from listener.training.confirm import Confirmation, confirm, needs_check, settle
+from listener.training.run import split_for
 from listener.training.trainer import (
     TrainConfig,
     TrainResult,
+    _Run,
     initial_model,
     train,
     training_budget,
@@ -53,6 +55,29 @@ def test_confirm_scores_both_models_on_fresh_draws(data: tuple[list, list],
                    CPU)
     assert same.kept == same.start and not same.holds
     assert "the gain does not hold: the starting weights are kept" in same.text()
+
+
+def test_val_seed_draws_other_windows_of_the_same_files(data: tuple[list, list],
+                                                        start: Path) -> None:
+    cfg = replace(CFG, init=str(start), val_seed=7)
+    assert CFG.draw_seed == CFG.seed and cfg.draw_seed == 7
+    recs = data[0] + data[1]
+    assert split_for(recs, cfg)[1] == split_for(recs, replace(cfg, val_seed=None))[1]
+    n = round(cfg.window_s * 20_000)
+    run = _Run(cfg, *data, TINY, CPU)
+    mine = make_validation(data[1], n, 7, cfg.val_per_call_file, cfg.val_per_background_file,
+                           cfg.augment)
+    usual = make_validation(data[1], n, cfg.seed, cfg.val_per_call_file,
+                            cfg.val_per_background_file, cfg.augment)
+    assert np.array_equal(run.val.waves, mine.waves)
+    assert not np.array_equal(run.val.waves, usual.waves)
+    # The check's draws follow the per-epoch draw's seed: 8, 9, ...
+    check = confirm(cfg, data[1], TINY, _result(load_file(str(start))), initial_model(cfg),
+                    CPU)
+    vs = make_validation(data[1], n, 8, cfg.val_per_call_file, cfg.val_per_background_file,
+                         cfg.augment)
+    by_hand = figures(vs, score(initial_model(cfg), Frontend(TINY), vs.waves, CPU))
+    assert check.start_each[0] == pytest.approx(by_hand["balanced_roc_auc"])
 
 
 def test_settle_keeps_the_start_unless_the_gain_holds(start: Path) -> None:

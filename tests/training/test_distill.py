@@ -110,7 +110,8 @@ def test_a_weight_outside_zero_to_one_is_refused() -> None:
 @pytest.mark.slow
 def test_the_cli_trains_with_a_teacher(tmp_path: Path, teachers: tuple[Path, Path]) -> None:
     out = tmp_path / "student.safetensors"
-    train_tiny_cli(tmp_path, out, "--teacher", teachers[0], "--teacher-weight", "0.3", seed=5)
+    train_tiny_cli(tmp_path, out, "--teacher", teachers[0], "--teacher-weight", "0.3",
+                   "--val-seed", "9", seed=5)
     with safe_open(str(out), framework="pt") as f:
         meta = f.metadata()
     assert len(meta["teacher_sha256"]) == 64 and '"teacher_weight": 0.3' in meta["recipe"]
@@ -118,6 +119,8 @@ def test_the_cli_trains_with_a_teacher(tmp_path: Path, teachers: tuple[Path, Pat
     card = out.with_suffix(".md").read_text(encoding="utf-8")
     assert "- Teacher: `yes.safetensors` (sha256 " in card
     assert "0.7 x its label + 0.3 x the teacher's call probability" in card
+    assert '"val_seed": 9' in meta["recipe"]
+    assert "their validation windows drawn with seed 9" in card
 
 
 def test_the_cli_refuses_a_missing_teacher_before_reading_data(tmp_path: Path) -> None:

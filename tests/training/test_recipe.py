@@ -11,6 +11,7 @@ import pytest
 import torch
 from training.recipe_support import CFG, TINY, listener_cli, recordings, same_weights
 
+from listener.errors import ListenerError
 from listener.training.augment import AugmentConfig
 from listener.training.data import SourcePool, split_by_file
 from listener.training.trainer import train
@@ -42,6 +43,26 @@ def test_init_runs_are_identical_and_a_resumed_run_matches(
     assert [h["loss"] for h in c.history[1:]] == [h["loss"] for h in a.history[1:]]
     assert same_weights(a.state_dict, c.state_dict)
     assert a.best_epoch == c.best_epoch
+
+
+def test_a_checkpoint_of_another_command_is_refused(data: tuple[list, list],
+                                                     tmp_path: Path) -> None:
+    def stop_in_epoch_2(done: int, total: int, status: str) -> None:
+        if done == CFG.steps_per_epoch + 1:
+            raise Stop
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(Stop):
+        train(CFG, *data, TINY, checkpoint=ckpt, progress=stop_in_epoch_2)
+    before = ckpt.read_bytes()
+    with pytest.raises(ListenerError) as err:
+        train(replace(CFG, lr=1e-4, val_seed=3), *data, TINY, checkpoint=ckpt)
+    assert str(ckpt) in str(err.value) and "another training command" in str(err.value)
+    assert "lr: 0.002 there, 0.0001 now" in str(err.value)
+    assert "val_seed: None there, 3 now" in str(err.value)
+    assert ckpt.read_bytes() == before  # nothing loaded, nothing overwritten
+    # When to stop may change: a longer patience resumes and ends as an uninterrupted run.
+    longer = train(replace(CFG, patience=50), *data, TINY, checkpoint=ckpt)
+    assert same_weights(longer.state_dict, train(CFG, *data, TINY).state_dict)
 
 
 def test_init_with_a_wrecking_lr_keeps_weights_no_worse_than_start(

@@ -1,0 +1,89 @@
+"""A training run's checkpoint: what continues it bit for bit, and the recipe it belongs to.
+
+Running the same command again resumes an interrupted run. A checkpoint left
+by another command (other data settings, seeds, learning rate, epochs) would
+continue someone else's trajectory under this command's name and card, so it
+is refused, naming the keys that differ. Keys that only decide when a run
+stops (patience, time budget, the fine-tune check's draws) may change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from listener.atomic import atomic_write
+from listener.errors import ListenerError
+
+#: Recipe keys a resumed run may change: they decide when it stops, not what a step does.
+STOPPING_KEYS = frozenset({"patience", "time_budget_s", "confirm_draws"})
+
+
+@dataclass
+class State:
+    """Where a run stands: its best weights so far, its history and its generators."""
+
+    best: dict[str, Tensor]
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, Any]]
+    seconds: float
+    rng: np.random.Generator  # examples
+    gen: torch.Generator  # masks
+
+    @classmethod
+    def fresh(cls, best: dict[str, Tensor], seed: int) -> State:
+        return cls(best, 0, -math.inf, [], 0.0, np.random.default_rng([seed, 1]),
+                   torch.Generator().manual_seed(seed))
+
+
+def save(path: Path, parts: dict[str, Any], state: State, recipe: dict[str, Any]) -> None:
+    """Write ``state``, the ``state_dict()`` of each of ``parts`` (model, optimiser ...;
+    ``None`` for an absent one) and the global torch generator's state, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {name: part.state_dict() if part is not None else {} for name, part in parts.items()}
+    doc.update({"best": state.best, "best_epoch": state.best_epoch,
+                "best_score": state.best_score, "history": json.dumps(state.history),
+                "seconds": state.seconds, "rng": json.dumps(state.rng.bit_generator.state),
+                "gen": state.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "recipe": json.dumps(_binding(recipe), sort_keys=True)})
+    atomic_write(path, lambda tmp: torch.save(doc, tmp))
+
+
+def resume(path: Path, parts: dict[str, Any], recipe: dict[str, Any]) -> State:
+    """Load a checkpoint written by :func:`save` into ``parts`` and the global generator,
+    refusing one of another recipe before anything is loaded."""
+    doc = torch.load(path, map_location="cpu", weights_only=True)
+    if "recipe" in doc:  # checkpoints before this check carry none
+        _same_recipe(path, json.loads(doc["recipe"]), _binding(recipe))
+    for name, part in parts.items():
+        if part is not None:
+            part.load_state_dict(doc[name])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = json.loads(doc["rng"])
+    gen = torch.Generator()
+    gen.set_state(doc["gen"])
+    torch.set_rng_state(doc["torch_rng"])
+    return State(doc["best"], int(doc["best_epoch"]), float(doc["best_score"]),
+                 json.loads(doc["history"]), float(doc["seconds"]), rng, gen)
+
+
+def _binding(recipe: dict[str, Any]) -> dict[str, Any]:
+    # Through JSON, so tuples and lists compare equal.
+    return {k: v for k, v in json.loads(json.dumps(recipe)).items() if k not in STOPPING_KEYS}
+
+
+def _same_recipe(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ)
+        raise ListenerError(f"{path}: this checkpoint belongs to another training command "
+                            f"({shown}); run the command that started it, or remove the "
+                            f"checkpoint (or name another with --checkpoint) to start over")
