@@ -9,10 +9,9 @@ Three state-dict layouts are understood (``docs/model.md`` has the full table):
   (``0.0.*`` conv1, ``0.4..0.7.*`` layers, head ``1.{2,4,6,8}.*``).
 
 Only ``.safetensors`` and weights-only ``.pt``/``.pth`` files are read here;
-a fastai ``model.pkl`` export must first go through ``listener convert-fastai``
-(:mod:`listener.model.fastai.convert`), because loading it would mean unpickling
-arbitrary objects. Every failure is a :class:`~listener.errors.ModelLoadError`
-whose message names the file.
+a fastai ``model.pkl`` must first go through ``listener convert-fastai``, since
+loading it would unpickle arbitrary objects. Every failure is a
+:class:`~listener.errors.ModelLoadError` whose message names the file.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from listener.model.network import (
     ARCHITECTURES,
     OrcaResNet,
     build_for,
+    describe,
     is_ensemble,
     parameter_count,
 )
@@ -391,9 +391,9 @@ def read_weights(path: str | Path, architecture: str) -> tuple[Path, str, dict[s
 
 def checkpoint_info(p: Path, layout: str, model: nn.Module) -> CheckpointInfo:
     """What was loaded from ``p`` (hashes the file), logged once."""
-    arch = str(getattr(model, "architecture", "unknown"))
-    info = CheckpointInfo(path=p, sha256=file_digest(p), layout=layout, architecture=arch,
+    info = CheckpointInfo(path=p, sha256=file_digest(p), layout=layout,
+                          architecture=str(getattr(model, "architecture", "unknown")),
                           parameter_count=parameter_count(model))
     log.info("loaded %s weights from %s (%s layout, %d parameters, sha256 %s)",
-             arch, p, layout, info.parameter_count, info.sha256[:12])
+             describe(model), p, layout, info.parameter_count, info.sha256[:12])
     return info

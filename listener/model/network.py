@@ -276,6 +276,14 @@ def networks_of(model: OrcaResNet | AveragedEnsemble) -> list[OrcaResNet]:
     return model.networks() if isinstance(model, AveragedEnsemble) else [model]
 
 
+def describe(model: nn.Module) -> str:
+    """How logs name a model: its architecture, or ``ensemble of 2 resnet18``."""
+    arch = str(getattr(model, "architecture", "unknown"))
+    if isinstance(model, AveragedEnsemble):
+        return f"ensemble of {len(model.networks())} {arch}"
+    return arch
+
+
 def build_model(arch: str, band_norm: bool = False) -> OrcaResNet:
     """A freshly initialised network for ``"resnet18"`` or ``"resnet50"`` (train mode)."""
     if arch == "resnet18":

@@ -36,6 +36,7 @@ from listener.model.network import (
     AveragedEnsemble,
     OrcaResNet,
     build_model,
+    describe,
     fuse_batchnorm,
     networks_of,
     parameter_count,
@@ -152,7 +153,7 @@ class Scorer:
             parameter_count=n_params, fuse_batchnorm=self.plan.fuse_batchnorm,
             channels_last=self.plan.channels_last, float32_stages=self.plan.float32_stages,
             members=len(self._paths))
-        log.info("scorer ready: %s on %s (%s)", model.architecture, self.device,
+        log.info("scorer ready: %s on %s (%s)", describe(model), self.device,
                  self.plan.precision)
         if plan is None:  # a station's own scorer: say once if bf16 would be faster here
             log_startup_hint(cfg.precision, self.device)

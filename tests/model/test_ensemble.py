@@ -4,6 +4,7 @@ refused where one network is needed, and bad files named."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -89,9 +90,12 @@ def test_the_file_holds_every_member_as_written(ensemble: Path, members: list[Pa
 
 
 def test_it_loads_as_the_mean_of_its_members(ensemble: Path, members: list[Path],
-                                            features: torch.Tensor) -> None:
-    model, info = load_network(ensemble)
+                                            features: torch.Tensor,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="listener.model.checkpoints"):
+        model, info = load_network(ensemble)
     assert isinstance(model, AveragedEnsemble) and info.architecture == "resnet18"
+    assert f"loaded ensemble of 2 resnet18 weights from {ensemble}" in caplog.text
     assert [m.band_norm for m in model.networks()] == [False, True]
     nets = [load_model(p)[0] for p in members]
     with torch.no_grad():
