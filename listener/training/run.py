@@ -23,6 +23,7 @@ from listener.model.ensemble import load_network
 from listener.model.frontend import Frontend
 from listener.model.inspect import inspect_checkpoint
 from listener.model.lineage import Lineage, digest, lineage_of
+from listener.model.metadata import safetensors_metadata
 from listener.quality.labels import LabelProblem, read_labels
 from listener.training.cache import AudioCache
 from listener.training.card import model_card, save_weights, write_card
@@ -170,7 +171,7 @@ def split_for(recordings: list[Recording], tcfg: TrainConfig,
                                          ("teacher", tcfg.teacher)) if w) or "starting model"
     pinned = frozenset(r.group for r in recordings if start.digests and digest(r.path)
                        in start.digests)
-    notes = []
+    notes = [n for n in [_same_draw(tcfg)] if n]
     if not start.complete:
         notes.append(f"the {who} does not record every file it trained on: validation may "
                      f"hold some, and then favours the starting weights")
@@ -193,6 +194,26 @@ def split_for(recordings: list[Recording], tcfg: TrainConfig,
                      f"optimistically")
         log.warning("%s", notes[-1])
     return train_set, val_set, start, notes
+
+
+def _same_draw(tcfg: TrainConfig) -> str | None:
+    """A warning when the start's own recipe drew the windows this run validates on."""
+    try:
+        recipe = json.loads(safetensors_metadata(tcfg.init).get("recipe", "null")
+                            if tcfg.init else "null")
+    except ValueError:  # an unreadable recipe only informs elsewhere
+        return None
+    if not isinstance(recipe, dict):
+        return None
+    draw = recipe.get("seed") if recipe.get("val_seed") is None else recipe.get("val_seed")
+    keys = ("seed", "val_fraction", "val_per_call_file", "val_per_background_file")
+    if draw != tcfg.draw_seed or any(recipe.get(k) != getattr(tcfg, k) for k in keys):
+        return None
+    note = (f"the starting weights were chosen on validation windows drawn as this run "
+            f"draws them (split seed {tcfg.seed}, window seed {tcfg.draw_seed}): they "
+            f"score optimistically at epoch 0; --val-seed draws other windows")
+    log.warning("%s: %s", tcfg.init, note)
+    return note
 
 
 def _with_budget(tcfg: TrainConfig, seconds: float) -> TrainConfig:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from training.recipe_support import CFG, TINY, listener_cli, recordings, same_weights
 
 from listener.errors import ListenerError
@@ -78,6 +79,20 @@ def test_val_seed_draws_other_windows_of_the_same_files(data: tuple[list, list],
                          cfg.augment)
     by_hand = figures(vs, score(initial_model(cfg), Frontend(TINY), vs.waves, CPU))
     assert check.start_each[0] == pytest.approx(by_hand["balanced_roc_auc"])
+
+
+def test_a_start_chosen_on_this_draw_is_named(data: tuple[list, list], start: Path,
+                                              tmp_path: Path) -> None:
+    chosen = tmp_path / "chosen.safetensors"
+    save_file(load_file(str(start)), str(chosen),
+              metadata={"format": "listener", "recipe": json.dumps(CFG.to_json())})
+    recs = data[0] + data[1]
+    notes = split_for(recs, replace(CFG, init=str(chosen)))[3]
+    assert any("chosen on validation windows drawn as this run draws them (split seed 0, "
+               "window seed 0)" in n for n in notes), notes
+    for other in (replace(CFG, init=str(chosen), val_seed=100),  # fresh windows
+                  replace(CFG, init=str(start))):  # a start that records no recipe
+        assert not any("chosen on validation windows" in n for n in split_for(recs, other)[3])
 
 
 def test_settle_keeps_the_start_unless_the_gain_holds(start: Path) -> None:
