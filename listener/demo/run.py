@@ -25,7 +25,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from listener.config import (
     load_config,
 )
 from listener.demo.server import LiveNode, folder_time_for, make_segments
+from listener.events.emitter import Emitter
 from listener.model.bundled import BUNDLED_WEIGHTS, with_default_weights, with_weights
 from listener.runtime.builder import StationOptions
 from listener.runtime.daemon import Daemon
@@ -180,13 +181,20 @@ def _demo(say: Callable[[str], None], station: Config, notice: str | None, workd
     finally:
         node.stop()
     summary: dict[str, Any] = {}
-    if daemon.pipeline is not None:
-        summary = {"segments": daemon.pipeline.segments_fed,
-                   "windows scored": daemon.pipeline.windows_scored,
-                   "events": daemon.emitter.events_emitted if daemon.emitter else 0}
+    if daemon.station is not None:
+        summary = {"segments": daemon.station.pipeline.segments_fed,
+                   "windows scored": daemon.station.pipeline.windows_scored,
+                   "events": _events(daemon.station.emitters)}
     say(f"done in {time.monotonic() - started:.0f} s: "
         + ", ".join(f"{k} {v}" for k, v in summary.items()))
     return status
+
+
+def _events(emitters: Sequence[Emitter]) -> str:
+    """Events emitted: a count, or each model's when several scored the stream."""
+    if len(emitters) == 1:
+        return str(emitters[0].events_emitted)
+    return ", ".join(f"{e.model_info.get('id')} {e.events_emitted}" for e in emitters)
 
 
 def _say_setup(say: Callable[[str], None], cfg: Config, notice: str | None, node: LiveNode,

@@ -96,6 +96,9 @@ models:
     assert "station: demo-two" in out
     # Both models scored the demo node's L pod calls and reached the events file.
     assert "(model resnet-a)" in out and "(model resnet-b)" in out
+    done = re.search(r"^done in \d+ s: .*events resnet-a (\d+), resnet-b (\d+)$", out,
+                     re.MULTILINE)
+    assert done is not None and int(done[2]) >= 1, out  # every model's events counted
 
 
 def test_demo_refuses_a_bad_config_before_making_anything(tmp_path: Path) -> None:
