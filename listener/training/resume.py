@@ -46,13 +46,15 @@ class State:
 
 def save(path: Path, parts: dict[str, Any], state: State, recipe: dict[str, Any]) -> None:
     """Write ``state``, the ``state_dict()`` of each of ``parts`` (model, optimiser ...;
-    ``None`` for an absent one) and the global torch generator's state, atomically."""
+    ``None`` for an absent one) and the global torch generators' states, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {name: part.state_dict() if part is not None else {} for name, part in parts.items()}
     doc.update({"best": state.best, "best_epoch": state.best_epoch,
                 "best_score": state.best_score, "history": json.dumps(state.history),
                 "seconds": state.seconds, "rng": json.dumps(state.rng.bit_generator.state),
                 "gen": state.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                # Dropout on a GPU draws from the CUDA generators, not the CPU one.
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "recipe": json.dumps(_binding(recipe), sort_keys=True)})
     atomic_write(path, lambda tmp: torch.save(doc, tmp))
 
@@ -71,6 +73,8 @@ def resume(path: Path, parts: dict[str, Any], recipe: dict[str, Any]) -> State:
     gen = torch.Generator()
     gen.set_state(doc["gen"])
     torch.set_rng_state(doc["torch_rng"])
+    if doc.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(doc["cuda_rng"])
     return State(doc["best"], int(doc["best_epoch"]), float(doc["best_score"]),
                  json.loads(doc["history"]), float(doc["seconds"]), rng, gen)
 

@@ -38,7 +38,8 @@ def test_init_runs_are_identical_and_a_resumed_run_matches(
     with pytest.raises(Stop):
         train(cfg, *data, TINY, checkpoint=ckpt, progress=stop_in_epoch_2)
     doc = torch.load(ckpt, weights_only=True)
-    assert {"rng", "gen", "torch_rng"} <= doc.keys()  # generator states travel with it
+    assert {"rng", "gen", "torch_rng", "cuda_rng"} <= doc.keys()  # generator states travel
+    assert len(doc["cuda_rng"]) == torch.cuda.device_count()
     c = train(cfg, *data, TINY, checkpoint=ckpt)
     assert [h["loss"] for h in c.history[1:]] == [h["loss"] for h in a.history[1:]]
     assert same_weights(a.state_dict, c.state_dict)
