@@ -59,12 +59,18 @@ def save(path: Path, parts: dict[str, Any], state: State, recipe: dict[str, Any]
     atomic_write(path, lambda tmp: torch.save(doc, tmp))
 
 
+def check(path: Path, recipe: dict[str, Any]) -> None:
+    """Refuse the checkpoint at ``path``, if there is one, when another recipe wrote it
+    (cheap: the tensors are mapped, not read; for before any audio is decoded)."""
+    if path.exists():
+        _same_recipe(path, _read(path, mmap=True), _binding(recipe))
+
+
 def resume(path: Path, parts: dict[str, Any], recipe: dict[str, Any]) -> State:
-    """Load a checkpoint written by :func:`save` into ``parts`` and the global generator,
+    """Load a checkpoint written by :func:`save` into ``parts`` and the global generators,
     refusing one of another recipe before anything is loaded."""
-    doc = torch.load(path, map_location="cpu", weights_only=True)
-    if "recipe" in doc:  # checkpoints before this check carry none
-        _same_recipe(path, json.loads(doc["recipe"]), _binding(recipe))
+    doc = _read(path)
+    _same_recipe(path, doc, _binding(recipe))
     for name, part in parts.items():
         if part is not None:
             part.load_state_dict(doc[name])
@@ -79,12 +85,27 @@ def resume(path: Path, parts: dict[str, Any], recipe: dict[str, Any]) -> State:
                  json.loads(doc["history"]), float(doc["seconds"]), rng, gen)
 
 
+def _read(path: Path, mmap: bool = False) -> dict[str, Any]:
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # torch raises many types for a damaged or foreign file
+        raise ListenerError(f"{path}: not a readable training checkpoint ({err}); remove it "
+                            f"(or name another with --checkpoint) to start over") from err
+    if not isinstance(doc, dict) or "history" not in doc:
+        raise ListenerError(f"{path}: not a training checkpoint of listener train; remove it "
+                            f"(or name another with --checkpoint) to start over")
+    return doc
+
+
 def _binding(recipe: dict[str, Any]) -> dict[str, Any]:
     # Through JSON, so tuples and lists compare equal.
     return {k: v for k, v in json.loads(json.dumps(recipe)).items() if k not in STOPPING_KEYS}
 
 
-def _same_recipe(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+def _same_recipe(path: Path, doc: dict[str, Any], now: dict[str, Any]) -> None:
+    if "recipe" not in doc:  # checkpoints before this check carry none
+        return
+    saved = json.loads(doc["recipe"])
     differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
     if differ:
         shown = "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ)

@@ -25,6 +25,7 @@ from listener.model.inspect import inspect_checkpoint
 from listener.model.lineage import Lineage, digest, lineage_of
 from listener.model.metadata import safetensors_metadata
 from listener.quality.labels import LabelProblem, read_labels
+from listener.training import resume
 from listener.training.cache import AudioCache
 from listener.training.card import model_card, save_weights, write_card
 from listener.training.confirm import Confirmation, confirm, needs_check, settle
@@ -102,7 +103,7 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
     daemon, the console and ``/metrics`` call the model by it.
     """
     started = time.monotonic() if started is None else started
-    _refuse_early(tcfg, model_id)
+    _refuse_early(tcfg, model_id, checkpoint)
     recordings, problems, sites = gather(inputs, cfg, tcfg, cache)
     train_set, val_set, lineage, notes = split_for(recordings, tcfg)
     if tcfg.time_budget_s is not None:  # the budget covers decoding and screening too
@@ -145,8 +146,10 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
     return TrainOutcome(out, card, result, problems, kept_start, check)
 
 
-def _refuse_early(tcfg: TrainConfig, model_id: str | None) -> None:
-    """What the model id and the weights' headers refuse, before any audio is decoded."""
+def _refuse_early(tcfg: TrainConfig, model_id: str | None, checkpoint: Path) -> None:
+    """What the model id, the weights' headers and a checkpoint of another command
+    refuse, before any audio is decoded."""
+    resume.check(checkpoint, tcfg.to_json())
     if model_id is not None:
         require_model_id(model_id)
     if tcfg.init is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -64,6 +65,22 @@ def test_a_checkpoint_of_another_command_is_refused(data: tuple[list, list],
     # When to stop may change: a longer patience resumes and ends as an uninterrupted run.
     longer = train(replace(CFG, patience=50), *data, TINY, checkpoint=ckpt)
     assert same_weights(longer.state_dict, train(CFG, *data, TINY).state_dict)
+
+
+def test_the_cli_refuses_a_foreign_or_damaged_checkpoint_before_reading_data(
+        tmp_path: Path) -> None:
+    ckpt, out = tmp_path / "run.ckpt.pt", tmp_path / "m.safetensors"
+    torch.save({"history": "[]", "recipe": json.dumps({"lr": 5.0})}, ckpt)
+    res = listener_cli("train", tmp_path / "never-read", "--checkpoint", ckpt, "--out", out,
+                       ok=(1,))
+    assert f"{ckpt}: this checkpoint belongs to another training command (" in res.stderr
+    assert "lr: 5.0 there, 0.002 now" in res.stderr
+    ckpt.write_bytes(b"not a checkpoint")
+    res = listener_cli("train", tmp_path / "never-read", "--checkpoint", ckpt, "--out", out,
+                       ok=(1,))
+    assert f"{ckpt}: not a readable training checkpoint" in res.stderr
+    assert "never-read" not in res.stderr and not out.exists()
+    assert ckpt.read_bytes() == b"not a checkpoint"  # nothing overwritten
 
 
 def test_init_with_a_wrecking_lr_keeps_weights_no_worse_than_start(
