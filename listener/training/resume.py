@@ -98,14 +98,27 @@ def _read(path: Path, mmap: bool = False) -> dict[str, Any]:
 
 
 def _binding(recipe: dict[str, Any]) -> dict[str, Any]:
-    # Through JSON, so tuples and lists compare equal.
-    return {k: v for k, v in json.loads(json.dumps(recipe)).items() if k not in STOPPING_KEYS}
+    """The keys that must match, nested ones flattened (``augment.snr_db``), through JSON
+    so that tuples and lists compare equal."""
+    flat: dict[str, Any] = {}
+    for key, value in json.loads(json.dumps(recipe)).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        elif key not in STOPPING_KEYS:
+            flat[key] = value
+    return flat
 
 
 def _same_recipe(path: Path, doc: dict[str, Any], now: dict[str, Any]) -> None:
     if "recipe" not in doc:  # checkpoints before this check carry none
         return
-    saved = json.loads(doc["recipe"])
+    try:
+        saved = json.loads(doc["recipe"])
+    except (TypeError, ValueError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise ListenerError(f"{path}: its recipe does not read; remove the checkpoint (or "
+                            f"name another with --checkpoint) to start over")
     differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
     if differ:
         shown = "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ)

@@ -62,6 +62,10 @@ def test_a_checkpoint_of_another_command_is_refused(data: tuple[list, list],
     assert "lr: 0.002 there, 0.0001 now" in str(err.value)
     assert "val_seed: None there, 3 now" in str(err.value)
     assert ckpt.read_bytes() == before  # nothing loaded, nothing overwritten
+    fainter = replace(CFG, augment=replace(CFG.augment, snr_db=(-20.0, 5.0)))
+    with pytest.raises(ListenerError, match=r"\(augment\.snr_db: \[-10\.0, 15\.0\] there, "
+                       r"\[-20\.0, 5\.0\] now\)"):
+        train(fainter, *data, TINY, checkpoint=ckpt)
     # When to stop may change: a longer patience resumes and ends as an uninterrupted run.
     longer = train(replace(CFG, patience=50), *data, TINY, checkpoint=ckpt)
     assert same_weights(longer.state_dict, train(CFG, *data, TINY).state_dict)
