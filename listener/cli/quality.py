@@ -190,7 +190,8 @@ def _add_recipe_arguments(s: argparse.ArgumentParser) -> None:
                    "(default ~/.cache/listener/train-audio)")
     s.add_argument("--no-aac", action="store_true", help="no AAC round-trip augmentation")
     s.add_argument("--checkpoint", default=None,
-                   help="resume/save state here (default OUT.ckpt.pt)")
+                   help="resume/save state here (default OUT.ckpt.pt); one left by "
+                        "another command is refused")
     s.add_argument("--keep-checkpoint", action="store_true",
                    help="keep the checkpoint after a successful run")
     s.add_argument("--half", action="store_true", help="store float16 weights")
