@@ -87,6 +87,19 @@ async def _run(daemon: Daemon, until: Any) -> None:
     task.cancel()
 
 
+def _latencies(sink: _TimingSink, offsets: list[float], published_at: dict[int, float],
+               window_s: float) -> list[float]:
+    """Seconds from the segment that completes each event's clip being listed to the event."""
+    latencies = []
+    for when, event in sink.events:
+        # the clip closes once the window starting at its end exists
+        need = event.clip.end_s + window_s
+        seg = next(i for i in range(len(offsets) - 1) if offsets[i + 1] >= need)
+        if seg in published_at:
+            latencies.append(when - published_at[seg])
+    return latencies
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--live-minutes", type=float, default=3.0)
@@ -141,14 +154,7 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out(f"following live for {wall:.0f} s: CPU {100 * cpu / wall:.0f}% of one core "
         f"(listener + ffmpeg), peak RSS {rss:.0f} MB\n")
-    latencies = []
-    for when, event in sink.events:
-        clip_end = event.clip.end_s
-        # the clip closes once the window starting at its end exists
-        need = clip_end + cfg.detection.window_s
-        seg = next(i for i in range(len(offsets) - 1) if offsets[i + 1] >= need)
-        if seg in published_at:
-            latencies.append(when - published_at[seg])
+    latencies = _latencies(sink, offsets, published_at, cfg.detection.window_s)
     if latencies:
         latencies.sort()
         out(f"segment available -> detection event ({len(latencies)} clips, poll every "
