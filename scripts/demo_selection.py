@@ -22,7 +22,6 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -57,11 +56,7 @@ HEADER = ("| model | windows | balanced ROC-AUC (each draw) | ROC-AUC | PR-AUC |
 
 def recipe_of(weights: str) -> TrainConfig:
     """The recipe ``listener train`` wrote into the weights' metadata (one place for it)."""
-    recipe = json.loads(safetensors_metadata(weights)["recipe"])
-    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                              for k, v in recipe.pop("augment").items()}
-    augment = AugmentConfig(**fields)
-    return TrainConfig(**recipe, augment=augment)
+    return TrainConfig.from_json(json.loads(safetensors_metadata(weights)["recipe"]))
 
 
 def candidate_recipe(new: str, previous: str) -> TrainConfig:

@@ -201,16 +201,14 @@ def split_for(recordings: list[Recording], tcfg: TrainConfig,
 
 def _same_draw(tcfg: TrainConfig) -> str | None:
     """A warning when the start's own recipe drew the windows this run validates on."""
+    if tcfg.init is None:
+        return None
     try:
-        recipe = json.loads(safetensors_metadata(tcfg.init).get("recipe", "null")
-                            if tcfg.init else "null")
-    except ValueError:  # an unreadable recipe only informs elsewhere
+        start = TrainConfig.from_json(json.loads(safetensors_metadata(tcfg.init)["recipe"]))
+    except (KeyError, TypeError, ValueError, ListenerError):  # none, or not this version's
         return None
-    if not isinstance(recipe, dict):
-        return None
-    draw = recipe.get("seed") if recipe.get("val_seed") is None else recipe.get("val_seed")
-    keys = ("seed", "val_fraction", "val_per_call_file", "val_per_background_file")
-    if draw != tcfg.draw_seed or any(recipe.get(k) != getattr(tcfg, k) for k in keys):
+    keys = ("seed", "draw_seed", "val_fraction", "val_per_call_file", "val_per_background_file")
+    if any(getattr(start, k) != getattr(tcfg, k) for k in keys):
         return None
     note = (f"the starting weights were chosen on validation windows drawn as this run "
             f"draws them (split seed {tcfg.seed}, window seed {tcfg.draw_seed}): they "

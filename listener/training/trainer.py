@@ -116,6 +116,15 @@ class TrainConfig:
         out["augment"] = self.augment.to_json()
         return out
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_json`: the recipe in weights' metadata (``TypeError``
+        for keys this version does not know)."""
+        doc = dict(doc)
+        augment: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in doc.pop("augment", {}).items()}
+        return cls(**doc, augment=AugmentConfig(**augment))
+
 
 @dataclass
 class TrainResult:

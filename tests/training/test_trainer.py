@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,11 @@ def test_train_resume_save_and_detect(recordings: list[Recording], tmp_path: Pat
     assert res.returncode == 0, res.stderr
     assert raven.read_text().startswith("Selection\tView\tChannel\tBegin Time (s)")
     assert audacity.exists()
+
+
+def test_a_recipe_reads_back_from_its_json() -> None:
+    cfg = TrainConfig(val_seed=4, init="a.safetensors",
+                      augment=AugmentConfig(snr_db=(-20.0, 5.0), eq_db=3.0))
+    assert TrainConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+    with pytest.raises(TypeError):
+        TrainConfig.from_json({"no_such_key": 1})
