@@ -42,6 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from listener.config import default_config, load_config
     from listener.training.augment import AugmentConfig
     from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
+    from listener.training.card import NOTHING_LEARNT
     from listener.training.run import TrainInputs, parse_duration, run_training
     from listener.training.trainer import INIT_LR, SCRATCH_LR, TrainConfig
 
@@ -88,6 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for p in outcome.problems:
         print(f"warning: {p}", file=sys.stderr)
     r = outcome.result
+    if r.learnt_nothing:
+        print(f"warning: {NOTHING_LEARNT}", file=sys.stderr)
     kept = " (no epoch beat the starting weights: they were kept)" if outcome.kept_start else ""
     if outcome.check is not None:
         print(f"fine-tune check: {outcome.check.text()}", file=sys.stderr)

@@ -102,6 +102,13 @@ def _teacher(cfg: TrainConfig, files: dict[str, Any]) -> str:
             f"same input; the files the teacher trained on count as this model's.")
 
 
+#: Said in the card and by ``listener train`` when no epoch of a run from scratch
+#: beat its untrained network on validation.
+NOTHING_LEARNT = ("no trained epoch scored above the untrained network (epoch 0) on "
+                  "validation: this run learnt nothing that holds on held-out files; train "
+                  "longer (--epochs, --steps) or on more data")
+
+
 def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
                files: dict[str, Any], half: bool, model_id: str | None = None) -> str:
     """The markdown card: what it is, the data, the recipe, held-out figures."""
@@ -115,6 +122,10 @@ def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
     check = "" if not files.get("check") else f"\n- Fine-tune check: {files['check']}."
     if files.get("check") and result.best_epoch == 0:
         kept = "; **the starting weights were kept** (see the fine-tune check)"
+    if result.learnt_nothing:
+        kept = f"; **{NOTHING_LEARNT}**"
+    epoch0 = ("the starting weights" if cfg.init
+              else "the untrained network: the chance level, never kept")
     declared = ("" if model_id is None else f"\n- Model id: `{model_id}` (what the console, "
                 "`/metrics` and the detect and evaluation JSON call it)\n")
     shares = "; ".join(f"{k}: " + ", ".join(f"{s} {p:.0%}" for s, p in v.items())
@@ -143,8 +154,8 @@ through the daemon's own frontend (`listener.model.frontend.Frontend`, default
 ```
 
 ## Run
-- Kept epoch {result.best_epoch} of {len(result.history) - 1} (epoch 0 = the starting
-  weights){kept}; stopped by {result.stop}. Validation balanced ROC-AUC
+- Kept epoch {result.best_epoch} of {len(result.history) - 1} (epoch 0 = {epoch0}){kept};
+  stopped by {result.stop}. Validation balanced ROC-AUC
   {result.best_score:.3f}, PR-AUC {result.best_pr_auc:.3f} (augmented windows from the
   held-out files; every source weighs the same).{check}
 - Time {result.seconds / 60:.1f} min on {result.device} ({cpu_model()}, {torch.get_num_threads()}

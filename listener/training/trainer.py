@@ -8,6 +8,9 @@ to the network. Before the first step the starting weights are scored on the
 validation windows (epoch 0), and after each epoch the current ones are; the
 weights kept are the best of those, so a run never returns weights worse on
 validation than the ones it started from (``--init`` cannot wreck a model).
+From scratch, epoch 0 is the untrained network: scored as the chance level,
+never kept (random weights are no safe fallback; a run none of whose epochs
+beats them says so: :attr:`TrainResult.learnt_nothing`).
 Training stops at ``epochs``, after ``patience`` epochs without a gain (not
 counting the learning rate's warm-up: :mod:`listener.training.schedule`), or
 before an epoch that would overrun ``time_budget_s`` (less, for a fine-tune,
@@ -153,6 +156,12 @@ class TrainResult:
     @property
     def best_figures(self) -> dict[str, Any]:
         return self.history[self.best_epoch_index]
+
+    @property
+    def learnt_nothing(self) -> bool:
+        """From scratch, no trained epoch scored above the untrained network (epoch 0)."""
+        return (self.best_epoch > 0 and self.history[0]["epoch"] == 0
+                and self.history[0]["val_score"] >= self.best_score)
 
 
 def autocast_for(device: torch.device, flags: frozenset[str] | None = None) -> torch.dtype | None:
@@ -348,11 +357,14 @@ def training_budget(cfg: TrainConfig, history: list[dict[str, Any]]) -> float | 
 
 
 def _consider(state: State, row: dict[str, Any], run: _Run) -> None:
-    """Record an epoch; keep its weights only if strictly better than the best so far."""
+    """Record an epoch; keep its weights only if strictly better than the best so far.
+    From scratch, epoch 0 (random weights) is recorded, never kept."""
     state.history.append(row)
     value = row["val_score"]
     log.info("epoch %d: loss %s, validation balanced ROC-AUC %.3f PR-AUC %.3f", row["epoch"],
              "-" if row["loss"] is None else f"{row['loss']:.4f}", value, row["val_pr_auc"])
+    if row["epoch"] == 0 and run.cfg.init is None:
+        return
     no_validation = math.isnan(value)
     if (no_validation and row["epoch"] > 0) or value > state.best_score:
         state.best_score = -math.inf if no_validation else value

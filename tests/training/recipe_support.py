@@ -105,7 +105,8 @@ def listener_cli(*args: str | Path, ok: tuple[int, ...] = (0,)) -> subprocess.Co
     return res
 
 
-def train_tiny_cli(root: Path, out: Path, *flags: str | Path, seed: int) -> None:
+def train_tiny_cli(root: Path, out: Path, *flags: str | Path, seed: int,
+                   ) -> subprocess.CompletedProcess[str]:
     """``listener train`` for one step on four synthetic calls and backgrounds written
     under ``root``, through the tiny frontend, with ``flags`` added."""
     rng = np.random.default_rng(seed)
@@ -113,6 +114,7 @@ def train_tiny_cli(root: Path, out: Path, *flags: str | Path, seed: int) -> None
         write_wav(root / "data" / "calls" / "synth" / f"c{i}.wav", call(1.5, rng))
         write_wav(root / "data" / "background" / "noise" / f"b{i}.wav", noise(4.0, rng))
     (root / "tiny.yaml").write_text(TINY_YAML, encoding="utf-8")
-    listener_cli("train", root / "data", *flags, "--config", root / "tiny.yaml",
-                 "--epochs", "1", "--steps", "1", "--batch-size", "4", "--val-fraction", "0.5",
-                 "--no-aac", "--cache", root / "cache", "--out", out)
+    return listener_cli("train", root / "data", *flags, "--config", root / "tiny.yaml",
+                        "--epochs", "1", "--steps", "1", "--batch-size", "4",
+                        "--val-fraction", "0.5", "--no-aac", "--cache", root / "cache",
+                        "--out", out)

@@ -211,3 +211,46 @@ def test_an_equaliser_out_of_range_is_refused_naming_the_flag(tmp_path: Path) ->
     res = listener_cli("train", tmp_path / "never-read", "--eq-db", "-3",
                        "--out", tmp_path / "m.safetensors", ok=(1, 2))
     assert "--eq-db -3: must be 0 (off) to 40 dB" in res.stderr
+
+
+def _epochs(init: str | None, scores: list[float]):  # type: ignore[no-untyped-def]
+    """``_consider`` fed epochs 0.. with these validation scores; the state and result."""
+    from types import SimpleNamespace
+
+    from listener.training.resume import State
+    from listener.training.trainer import TrainResult, _consider
+    run = SimpleNamespace(cfg=replace(CFG, init=init), kept=torch.nn.Linear(1, 1))
+    state = State.fresh({}, 0)
+    for epoch, value in enumerate(scores):
+        _consider(state, {"epoch": epoch, "loss": None if epoch == 0 else 0.5,
+                          "val_score": value, "val_pr_auc": value}, run)  # type: ignore[arg-type]
+    return TrainResult(state.best, state.best_epoch, state.best_score, state.history, 1.0,
+                       "cpu", None, 2, 2)
+
+
+def test_from_scratch_the_untrained_network_is_never_kept() -> None:
+    scratch = _epochs(None, [0.9, 0.4, 0.6, 0.5])
+    assert (scratch.best_epoch, scratch.best_score) == (2, 0.6)
+    assert scratch.learnt_nothing  # 0.6 is below the random weights' 0.9: said, not hidden
+    assert not _epochs(None, [0.5, 0.4, 0.7]).learnt_nothing
+    tuned = _epochs("start.safetensors", [0.9, 0.4, 0.6])  # a fine-tune keeps its start
+    assert (tuned.best_epoch, tuned.learnt_nothing) == (0, False)
+    assert _epochs(None, [math.nan, math.nan]).best_epoch == 1  # no validation: the last
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 2])  # both outcomes, on the machines tried
+def test_the_cli_keeps_a_trained_epoch_and_says_when_it_learnt_nothing(
+        tmp_path: Path, seed: int) -> None:
+    from training.recipe_support import train_tiny_cli
+
+    from listener.model.metadata import safetensors_metadata
+    out = tmp_path / "w.safetensors"
+    res = train_tiny_cli(tmp_path, out, "--seed", str(seed), seed=seed)
+    card = (tmp_path / "w.md").read_text()
+    assert "Kept epoch 1 of 1 (epoch 0 = the untrained network" in card
+    assert safetensors_metadata(str(out))["best_epoch"] == "1"
+    rows = {line.split("|")[1].strip(): float(line.split("|")[3])
+            for line in card.splitlines() if line.startswith(("| 0 |", "| 1 |"))}
+    said = "learnt nothing that holds"
+    assert (said in res.stderr) == (rows["0"] >= rows["1"]) == (said in card), rows
