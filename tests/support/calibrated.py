@@ -47,10 +47,12 @@ def calibrated_model(features: torch.Tensor, arch: str = "resnet18",
                 with torch.no_grad():
                     m.weight.uniform_(0.5, 1.5)
                     m.bias.uniform_(-0.2, 0.2)
-    model.train()
-    with torch.no_grad():
-        model(features)
-        model(features.flip(-1))
+        # Calibrated in train mode, where the head's dropout draws: still inside the
+        # fork, or the statistics (and every score) change from process to process.
+        model.train()
+        with torch.no_grad():
+            model(features)
+            model(features.flip(-1))
     return model.eval()
 
 
