@@ -7,9 +7,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from listener.cli.options import add_precision_flag, scoring_config
+
+if TYPE_CHECKING:
+    from listener.training.run import TrainOutcome
 
 EXIT_FAILED = 1
 
@@ -42,7 +45,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from listener.config import default_config, load_config
     from listener.training.augment import AugmentConfig
     from listener.training.cache import DEFAULT_VARIANTS, AudioCache, default_cache_dir
-    from listener.training.card import NOTHING_LEARNT
     from listener.training.run import TrainInputs, parse_duration, run_training
     from listener.training.trainer import INIT_LR, SCRATCH_LR, TrainConfig
 
@@ -86,6 +88,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     outcome = run_training(inputs, cfg, tcfg, out, cache, ckpt, args.half,
                            keep_checkpoint=args.keep_checkpoint, progress=_StepBar("train"),
                            started=started, model_id=args.model_id)
+    _report_training(outcome)
+    return EXIT_FAILED if outcome.problems and args.strict else 0
+
+
+def _report_training(outcome: TrainOutcome) -> None:
+    """What a run wrote and kept, its warnings and its fine-tune check, on stderr."""
+    from listener.training.card import NOTHING_LEARNT
+
     for p in outcome.problems:
         print(f"warning: {p}", file=sys.stderr)
     r = outcome.result
@@ -99,7 +109,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"wrote {outcome.out} and {outcome.card}: epoch {r.best_epoch}{kept}, validation "
           f"balanced ROC-AUC {r.best_score:.3f}, PR-AUC {r.best_pr_auc:.3f}, "
           f"{r.seconds / 60:.1f} min, stopped by {r.stop}")
-    return EXIT_FAILED if outcome.problems and args.strict else 0
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
