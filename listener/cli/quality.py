@@ -93,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _report_training(outcome: TrainOutcome) -> None:
-    """What a run wrote and kept, its warnings and its fine-tune check, on stderr."""
+    """A run's warnings and fine-tune check on stderr, then what it wrote and kept."""
     from listener.training.card import NOTHING_LEARNT
 
     for p in outcome.problems:

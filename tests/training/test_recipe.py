@@ -214,7 +214,7 @@ def test_an_equaliser_out_of_range_is_refused_naming_the_flag(tmp_path: Path) ->
 
 
 def _epochs(init: str | None, scores: list[float]):  # type: ignore[no-untyped-def]
-    """``_consider`` fed epochs 0.. with these validation scores; the state and result."""
+    """The result of ``_consider`` fed epochs 0.. with these validation scores."""
     from types import SimpleNamespace
 
     from listener.training.resume import State
