@@ -9,7 +9,7 @@ batch 16, ResNet18, on synthetic recordings (the time does not depend on
 the audio), so the speed-up a GPU brings to the demo recipe can be read
 off: a step costs ``batch + step`` and the batch half stays on the CPU.
 
-    python benchmarks/bench_train_step.py [--steps 10] [--batch-size 16] [--teacher-members 0]
+    python benchmarks/bench_train_step.py [--steps 10] [--batch-size 16]
 """
 
 from __future__ import annotations

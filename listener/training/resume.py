@@ -85,15 +85,19 @@ def resume(path: Path, parts: dict[str, Any], recipe: dict[str, Any]) -> State:
                  json.loads(doc["history"]), float(doc["seconds"]), rng, gen)
 
 
+#: How every refusal of a checkpoint ends.
+START_OVER = "remove the checkpoint (or name another with --checkpoint) to start over"
+
+
 def _read(path: Path, mmap: bool = False) -> dict[str, Any]:
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types for a damaged or foreign file
-        raise ListenerError(f"{path}: not a readable training checkpoint ({err}); remove it "
-                            f"(or name another with --checkpoint) to start over") from err
+        raise ListenerError(f"{path}: not a readable training checkpoint ({err}); "
+                            f"{START_OVER}") from err
     if not isinstance(doc, dict) or "history" not in doc:
-        raise ListenerError(f"{path}: not a training checkpoint of listener train; remove it "
-                            f"(or name another with --checkpoint) to start over")
+        raise ListenerError(f"{path}: not a training checkpoint of listener train; "
+                            f"{START_OVER}")
     return doc
 
 
@@ -117,11 +121,9 @@ def _same_recipe(path: Path, doc: dict[str, Any], now: dict[str, Any]) -> None:
     except (TypeError, ValueError):
         saved = None
     if not isinstance(saved, dict):
-        raise ListenerError(f"{path}: its recipe does not read; remove the checkpoint (or "
-                            f"name another with --checkpoint) to start over")
+        raise ListenerError(f"{path}: its recipe does not read; {START_OVER}")
     differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
     if differ:
         shown = "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ)
         raise ListenerError(f"{path}: this checkpoint belongs to another training command "
-                            f"({shown}); run the command that started it, or remove the "
-                            f"checkpoint (or name another with --checkpoint) to start over")
+                            f"({shown}); run the command that started it, or {START_OVER}")
