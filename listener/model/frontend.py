@@ -18,6 +18,7 @@ from torch import Tensor
 
 from listener.config import FrontendConfig
 from listener.model import dsp
+from listener.model.kernels import warm_vector_maths
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Frontend(torch.nn.Module):
 
     def __init__(self, cfg: FrontendConfig | None = None) -> None:
         super().__init__()
+        warm_vector_maths()
         self.cfg = cfg if cfg is not None else FrontendConfig()
         n_freqs = self.cfg.n_fft // 2 + 1
         # Non-persistent: both are derived from the config, so they stay out

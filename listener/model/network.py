@@ -39,6 +39,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from listener.model.kernels import warm_vector_maths
+
 log = logging.getLogger(__name__)
 
 Architecture = Literal["resnet18", "resnet50"]
@@ -286,6 +288,7 @@ def describe(model: nn.Module) -> str:
 
 def build_model(arch: str, band_norm: bool = False) -> OrcaResNet:
     """A freshly initialised network for ``"resnet18"`` or ``"resnet50"`` (train mode)."""
+    warm_vector_maths()
     if arch == "resnet18":
         return OrcaResNet(BasicBlock, (2, 2, 2, 2), "resnet18", band_norm)
     if arch == "resnet50":
