@@ -7,6 +7,8 @@ trained at is audio the model never heard: its scores there are untested.
 :data:`REFERENCE_RMS`) and writes its recipe, ``gain_db`` included, into the
 safetensors metadata; the daemon reads it back here and compares it with
 ``listener_audio_level_dbfs`` (:class:`listener.audio.level.LevelWatch`).
+A band-normalised network (``--band-norm``) takes each band's median away
+first, so a gain cancels in its input: it has no level range to leave.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import logging
 import math
 from pathlib import Path
 
-from listener.model.metadata import safetensors_metadata
+from listener.model.metadata import safetensors_metadata, safetensors_names
+from listener.model.network import BAND_NORM_KEY
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +38,11 @@ def trained_levels_dbfs(weights: str | Path | None) -> tuple[float, float] | Non
 
     ``None`` when the file records no level range: weights not trained by
     ``listener train`` (the production checkpoint, a snapshot folder, a
-    transformers model) or trained before the range was recorded. A recipe
-    that does not read is logged and treated the same: it only informs.
+    transformers model) or trained before the range was recorded; also for
+    a band-normalised network, which no level is outside. A recipe that does
+    not read is logged and treated the same: it only informs.
     """
-    if weights is None:
+    if weights is None or BAND_NORM_KEY in safetensors_names(weights):
         return None
     recipe = safetensors_metadata(weights).get("recipe")
     if recipe is None:

@@ -1,4 +1,5 @@
-"""The string metadata in a safetensors file's header (model id, recipe, lineage).
+"""What a safetensors file's header declares: its string metadata (model id,
+recipe, lineage) and its tensor names.
 
 Only the header is read, and the format bounds it (100 MB at most), so an
 untrusted file cannot make this read without end.
@@ -29,3 +30,18 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
     except Exception as err:  # safetensors raises its own error types and OSError
         log.debug("no metadata read from %s: %s", p, err)
         return {}
+
+
+def safetensors_names(path: str | Path) -> list[str]:
+    """The header's tensor names; empty for other formats and for files that do not read."""
+    p = Path(path)
+    if p.suffix.lower() != ".safetensors" or not p.is_file():
+        return []
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as f:
+            return list(f.keys())
+    except Exception as err:  # safetensors raises its own error types and OSError
+        log.debug("no tensor names read from %s: %s", p, err)
+        return []

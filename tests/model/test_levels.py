@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from listener.model.levels import REFERENCE_RMS, levels_dbfs, trained_levels_dbfs
+from listener.model.network import BAND_NORM_KEY
 
 DEMO = Path(__file__).resolve().parents[2] / "listener" / "data" / "demo_resnet18.safetensors"
 
@@ -54,3 +55,13 @@ def test_a_recipe_that_does_not_read_is_named_and_informs_nothing(
         assert trained_levels_dbfs(path) is None
     message = caplog.records[0].getMessage()
     assert str(path) in message and problem in message and "unknown" in message
+
+
+def test_a_band_normalised_network_has_no_level_range(tmp_path: Path) -> None:
+    recipe = json.dumps({"band_norm": True, "augment": {"gain_db": [-55, 25]}})
+    path = tmp_path / "band.safetensors"
+    save_file({"w": torch.zeros(1), BAND_NORM_KEY: torch.zeros(256)}, str(path),
+              metadata={"recipe": recipe})
+    plain = _weights(tmp_path / "plain.safetensors", recipe=recipe)
+    assert trained_levels_dbfs(path) is None
+    assert trained_levels_dbfs(plain) == levels_dbfs((-55.0, 25.0))
