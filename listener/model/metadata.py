@@ -13,35 +13,30 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def safetensors_metadata(path: str | Path) -> dict[str, str]:
-    """The header's ``__metadata__``; empty for other formats and for files that do not read.
+def _header(path: str | Path) -> tuple[dict[str, str], list[str]]:
+    """``(metadata, tensor names)``; both empty for other formats and unreadable files.
 
     A file that cannot be read declares nothing here: the loader, not this
     probe, reports what is wrong with it.
     """
     p = Path(path)
     if p.suffix.lower() != ".safetensors" or not p.is_file():
-        return {}
+        return {}, []
     try:
         from safetensors import safe_open
 
         with safe_open(str(p), framework="pt") as f:
-            return dict(f.metadata() or {})
+            return dict(f.metadata() or {}), list(f.keys())
     except Exception as err:  # safetensors raises its own error types and OSError
-        log.debug("no metadata read from %s: %s", p, err)
-        return {}
+        log.debug("no header read from %s: %s", p, err)
+        return {}, []
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The header's ``__metadata__``; empty for other formats and for files that do not read."""
+    return _header(path)[0]
 
 
 def safetensors_names(path: str | Path) -> list[str]:
     """The header's tensor names; empty for other formats and for files that do not read."""
-    p = Path(path)
-    if p.suffix.lower() != ".safetensors" or not p.is_file():
-        return []
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(p), framework="pt") as f:
-            return list(f.keys())
-    except Exception as err:  # safetensors raises its own error types and OSError
-        log.debug("no tensor names read from %s: %s", p, err)
-        return []
+    return _header(path)[1]
