@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from listener.errors import ConfigError
+from listener.numerals import ascii_int
 
 Lines = Mapping[tuple[str | int, ...], int]
 
@@ -29,8 +30,7 @@ class ConfigOrigin:
 
     def line_of(self, key: str | tuple[str | int, ...]) -> int | None:
         """The line of ``key`` (dotted or a tuple), else of its nearest parent."""
-        parts = tuple(int(p) if isinstance(p, str) and p.isdigit() else p
-                      for p in (key.split(".") if isinstance(key, str) else key))
+        parts = tuple(_index(p) for p in (key.split(".") if isinstance(key, str) else key))
         for n in range(len(parts), 0, -1):
             if parts[:n] in self.lines:
                 return self.lines[parts[:n]]
@@ -60,3 +60,11 @@ def origin_of(cfg: Any) -> ConfigOrigin:
 def set_origin(cfg: Any, origin: ConfigOrigin) -> None:
     """Record ``origin`` on ``cfg`` (a private attribute: allowed on a frozen model)."""
     cfg._origin = origin
+
+
+def _index(part: str | int) -> str | int:
+    """A key path's part: list indices written as digits become ints."""
+    if isinstance(part, str):
+        number = ascii_int(part)
+        return part if number is None else number
+    return part

@@ -38,6 +38,7 @@ from listener.model.network import (
     is_ensemble,
     parameter_count,
 )
+from listener.numerals import ascii_int
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def infer_architecture(sd: Mapping[str, Tensor]) -> str:
     counts = []
     for stage in _STAGES:
         blocks = {k[len(stage):].split(".", 1)[0] for k in keys if k.startswith(stage)}
-        counts.append(len({b for b in blocks if b.isdigit()}))
+        counts.append(len({b for b in blocks if ascii_int(b) is not None}))
     found = (bottleneck, tuple(counts))
     if found == (False, (2, 2, 2, 2)):
         return "resnet18"

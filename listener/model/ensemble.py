@@ -33,6 +33,7 @@ from listener.model.checkpoints import (
 )
 from listener.model.lineage import lineage_of
 from listener.model.network import MEMBERS_PREFIX, AveragedEnsemble, OrcaResNet, is_ensemble
+from listener.numerals import ascii_int
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,12 @@ def split_members(sd: Mapping[str, Tensor], source: str) -> list[dict[str, Tenso
     for key, value in sd.items():
         index, _, rest = key.removeprefix(MEMBERS_PREFIX).partition(".")
         # One spelling per member: "01" beside "1" would let one overwrite the other.
-        if not key.startswith(MEMBERS_PREFIX) or not index.isdigit() or not rest \
-                or index != str(int(index)) or len(index) > 2:
+        number = ascii_int(index, max_digits=2)
+        if not key.startswith(MEMBERS_PREFIX) or number is None or not rest \
+                or index != str(number):
             raise ModelLoadError(f"{source}: an averaged ensemble holds only "
                                  f"'{MEMBERS_PREFIX}<i>.<name>' tensors; found {key[:80]!r}")
-        groups.setdefault(int(index), {})[rest] = value
+        groups.setdefault(number, {})[rest] = value
     if not 2 <= len(groups) <= MAX_MEMBERS or sorted(groups) != list(range(len(groups))):
         raise ModelLoadError(f"{source}: an averaged ensemble needs members numbered 0..n-1, "
                              f"2 <= n <= {MAX_MEMBERS}; found {sorted(groups)[:MAX_MEMBERS + 1]}")

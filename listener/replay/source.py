@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from listener.errors import FetchError
+from listener.numerals import ascii_int
 from listener.replay.plan import ArchiveSegment, RangePlan
 from listener.sources.http_client import HttpClient
 from listener.sources.segments import Gap, Position, Segment
@@ -58,7 +59,7 @@ def in_range_s(seg: ArchiveSegment, start_utc: datetime, end_utc: datetime) -> f
 def _folder_ts(stream_key: str) -> int | None:
     """The folder time in ``<node>/hls/<ts>``, None for other keys."""
     tail = stream_key.rsplit("/", 1)[-1]
-    return int(tail) if tail.isdigit() else None
+    return ascii_int(tail)
 
 
 def resume_index(segments: list[ArchiveSegment], resume: Position | None) -> int:

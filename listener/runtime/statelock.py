@@ -24,6 +24,7 @@ from pathlib import Path
 
 from listener.config import Config
 from listener.errors import ListenerError
+from listener.numerals import ascii_int
 
 log = logging.getLogger(__name__)
 
@@ -148,4 +149,4 @@ def _read_pid(fd: int) -> int | None:
         text = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
+    return ascii_int(text)

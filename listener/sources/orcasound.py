@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 
 from listener.config import check_node_name
 from listener.errors import ConfigError, PlaylistError
+from listener.numerals import ascii_int
 from listener.sources.http_client import HttpClient
 from listener.sources.playlist import MediaPlaylist
 from listener.sources.polling import PollingSource, Stopped
@@ -67,9 +68,9 @@ def parse_latest_txt(data: bytes, url: str, now: float | None = None) -> int:
     """
     # A byte-order mark (a file saved by a Windows editor) is not part of the time.
     text = data.removeprefix(b"\xef\xbb\xbf").decode("ascii", errors="replace").strip()
-    if not text.isdigit() or len(text) > 12:
+    ts = ascii_int(text, max_digits=12)
+    if ts is None:
         raise PlaylistError(f"{url}: expected unix seconds, got {text[:40]!r}")
-    ts = int(text)
     latest_ok = (time.time() if now is None else now) + 86400
     if not _EARLIEST_TS <= ts <= latest_ok:
         raise PlaylistError(f"{url}: unix time {ts} is out of range "
@@ -145,7 +146,7 @@ class OrcasoundSource(PollingSource):
     def _ts_of(self, stream_key: str) -> int | None:
         prefix = f"{self.node}/hls/"
         rest = stream_key[len(prefix):] if stream_key.startswith(prefix) else ""
-        return int(rest) if rest.isdigit() else None
+        return ascii_int(rest)
 
     async def segments(self, resume: Position | None = None) -> AsyncIterator[Segment | Gap]:
         """Yield segments (and gaps) in order, forever, until the stop event is set.

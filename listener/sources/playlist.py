@@ -24,6 +24,7 @@ from urllib.parse import urljoin, urlsplit
 import m3u8
 
 from listener.errors import PlaylistError
+from listener.numerals import ascii_int
 
 # Codec prefixes (RFC 6381 as used in CODECS=) that carry only audio.
 _AUDIO_CODECS = ("mp4a", "ac-3", "ec-3", "opus", "flac", "mp3", ".mp3", "alac")
@@ -249,11 +250,11 @@ class MediaPlaylistParser:
             target = _extinf(value)
             st.target_s = target if isinstance(target, float) and target > 0 else None
         elif tag == "#EXT-X-MEDIA-SEQUENCE" and not st.seen_entry:
-            value = value.strip()
-            if not value.isdigit():
+            sequence = ascii_int(value.strip())
+            if sequence is None:
                 raise PlaylistError(f"{self.url}: malformed playlist: bad "
-                                    f"EXT-X-MEDIA-SEQUENCE {value[:40]!r}")
-            st.media_sequence = st.sequence = int(value)
+                                    f"EXT-X-MEDIA-SEQUENCE {value.strip()[:40]!r}")
+            st.media_sequence = st.sequence = sequence
 
     def _entry(self, ref: str, st: _ParseState) -> PlaylistEntry:
         error: str | None = None

@@ -13,7 +13,7 @@ FUZZ = settings(settings.get_profile("listener-fuzz"), max_examples=400)
 _name = st.one_of(
     st.text(max_size=30),
     st.builds(lambda i, rest: f"members.{i}.{rest}",
-              st.one_of(st.integers(-3, 120).map(str), st.sampled_from(["01", "x", "", "1e1"])),
+              st.one_of(st.integers(-3, 120).map(str), st.sampled_from(["01", "x", "", "1e1", "\u00b9", "\u0663"])),
               st.sampled_from(["conv1.weight", "", "layer1.0.bn1.bias", ".", "members.0.a"])))
 
 
@@ -21,6 +21,7 @@ _name = st.one_of(
 @given(names=st.lists(_name, max_size=12))
 @example(names=["members.0.a", "members.1.a", "members.01.a"])
 @example(names=["members.0.a", "conv1.weight"])
+@example(names=["members.0.a", "members.\u00b9.a"])  # a superscript one: isdigit, not int
 def test_names_split_into_members_or_are_refused_by_name(names: list[str]) -> None:
     sd = dict.fromkeys(names)
     try:

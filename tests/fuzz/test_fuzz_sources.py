@@ -32,6 +32,8 @@ _playlist = st.one_of(_playlist_text.map(lambda t: t.encode("utf-8", "surrogatep
 @FUZZ
 @given(first=_playlist, second=_playlist)
 @example(first=b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:1e9\n", second=b"")
+@example(first=b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:\xc2\xb9", second=b"")  # a superscript one
+@example(first=b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:" + b"9" * 5000, second=b"")
 @example(first=b"#EXTM3U\n#EXTINF:nan,\nx.ts\n#EXTINF:1e400,\ny.ts\n", second=b"\xff")
 @example(first=b"#EXTM3U\n#EXTINF:1,\nhttp://[::1/a.ts\n", second=b"")
 def test_media_playlist_parser_gives_a_playlist_or_a_playlist_error(first: bytes,
@@ -51,6 +53,7 @@ def test_media_playlist_parser_gives_a_playlist_or_a_playlist_error(first: bytes
 @FUZZ
 @given(data=_playlist)
 @example(data=b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=x\n\n")
+@example(data=b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:\xc2\xb9")  # found by this test in CI
 @example(data=b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,CODECS=\"mp4a\"\nhttp://[::1/a.m3u8\n")
 def test_any_playlist_parses_or_is_a_playlist_error(data: bytes) -> None:
     try:

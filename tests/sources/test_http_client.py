@@ -110,6 +110,7 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after(later, now=now) == 30.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert parse_retry_after("\u00b9") is None  # str.isdigit says yes, float() says no
 
 
 def test_slow_server_read_timeout_is_retried(
