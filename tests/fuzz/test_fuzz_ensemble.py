@@ -13,7 +13,8 @@ FUZZ = settings(settings.get_profile("listener-fuzz"), max_examples=400)
 _name = st.one_of(
     st.text(max_size=30),
     st.builds(lambda i, rest: f"members.{i}.{rest}",
-              st.one_of(st.integers(-3, 120).map(str), st.sampled_from(["01", "x", "", "1e1", "\u00b9", "\u0663"])),
+              st.one_of(st.integers(-3, 120).map(str),
+                        st.sampled_from(["01", "x", "", "1e1", "\u00b9", "\u0663"])),
               st.sampled_from(["conv1.weight", "", "layer1.0.bn1.bias", ".", "members.0.a"])))
 
 
