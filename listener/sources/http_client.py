@@ -34,6 +34,7 @@ import urllib3
 
 from listener.config import FetchConfig
 from listener.errors import CircuitOpenError, FetchError
+from listener.numerals import ascii_int
 from listener.retry import Backoff, parse_retry_after
 from listener.sources.breaker import CircuitBreaker
 from listener.sources.deadline import DeadlineWatch, body_chunks
@@ -350,11 +351,10 @@ class HttpClient:
         header = resp.headers.get("Content-Length")
         if header is None:
             return None
-        try:
-            declared = int(header)
-        except ValueError as err:
-            raise _AttemptFailed(f"bad Content-Length {header!r}", retryable=False,
-                                 host_fault=False, status=resp.status_code, cause=err) from err
+        declared = ascii_int(header.strip())
+        if declared is None:  # RFC 9110: 1*DIGIT; int() would take "-5", "1_0" or 4 300 digits
+            raise _AttemptFailed(f"bad Content-Length {header[:40]!r}", retryable=False,
+                                 host_fault=False, status=resp.status_code)
         if declared > cap:
             raise _AttemptFailed(f"body is larger than {cap} bytes (Content-Length "
                                  f"{declared})", retryable=False, host_fault=False,

@@ -134,6 +134,17 @@ def test_truncated_body_is_retried_then_an_error(
     assert info.value.__cause__ is not None  # the urllib3/requests error, chained
 
 
+@pytest.mark.parametrize("value", ["-5", "1_0", "\u00b9", "9" * 30])
+def test_a_malformed_content_length_is_refused_without_retry(
+        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig, value: str) -> None:
+    url = hls_server.put("/len.ts", BODY)
+    hls_server.bad_length("/len.ts", value, times=5)
+    client, _ = _client(fast_fetch_config)
+    with client, pytest.raises(FetchError, match="bad Content-Length"):
+        client.get(url, "segment")
+    assert hls_server.count("/len.ts") == 1
+
+
 def test_oversize_bodies_are_refused_without_retry(
         hls_server: LiveHlsServer, fast_fetch_config: FetchConfig) -> None:
     client, _ = _client(fast_fetch_config, max_playlist_bytes=1024)

@@ -57,8 +57,9 @@ class Fault:
     kind: ``status`` (answer ``status`` with ``headers``), ``delay`` (sleep
     ``delay_s`` then answer normally), ``truncate`` (announce the full
     Content-Length, send half, close), ``nolength`` (send the body without
-    Content-Length, end it by closing), ``trickle`` (send the body in 1 kB
-    pieces ``delay_s`` apart) or ``drop`` (close without answering).
+    Content-Length, or with ``headers``' malformed one, end it by closing),
+    ``trickle`` (send the body in 1 kB pieces ``delay_s`` apart) or ``drop``
+    (close without answering).
     """
 
     kind: str
@@ -278,6 +279,10 @@ class LiveHlsServer:
         """Send the body without Content-Length (ended by closing)."""
         self.inject(path, Fault("nolength"), times)
 
+    def bad_length(self, path: str, value: str, times: int = 1) -> None:
+        """Send the body under ``Content-Length: value`` (malformed), ended by closing."""
+        self.inject(path, Fault("nolength", headers={"Content-Length": value}), times)
+
     def trickle(self, path: str, piece_delay_s: float, times: int = 1) -> None:
         """Send the body 1 kB at a time, ``piece_delay_s`` apart (a crawling link)."""
         self.inject(path, Fault("trickle", delay_s=piece_delay_s), times)
@@ -357,6 +362,8 @@ class LiveHlsServer:
                 body = body[: len(body) // 2]
             else:
                 h.send_header("Connection", "close")
+            for k, v in fault.headers.items():
+                h.send_header(k, v)
             h.end_headers()
             h.wfile.write(body)
             h.wfile.flush()
