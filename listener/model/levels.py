@@ -18,7 +18,7 @@ import logging
 import math
 from pathlib import Path
 
-from listener.model.metadata import safetensors_metadata, safetensors_names
+from listener.model.metadata import safetensors_header
 from listener.model.network import BAND_NORM_KEY
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,10 @@ def trained_levels_dbfs(weights: str | Path | None) -> tuple[float, float] | Non
     a band-normalised network, which no level is outside. A recipe that does
     not read is logged and treated the same: it only informs.
     """
-    if weights is None or BAND_NORM_KEY in safetensors_names(weights):
+    if weights is None:
         return None
-    recipe = safetensors_metadata(weights).get("recipe")
+    metadata, names = safetensors_header(weights)  # one read of the header for both
+    recipe = None if BAND_NORM_KEY in names else metadata.get("recipe")
     if recipe is None:
         return None
     try:

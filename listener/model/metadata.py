@@ -13,7 +13,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def _header(path: str | Path) -> tuple[dict[str, str], list[str]]:
+def safetensors_header(path: str | Path) -> tuple[dict[str, str], list[str]]:
     """``(metadata, tensor names)``; both empty for other formats and unreadable files.
 
     A file that cannot be read declares nothing here: the loader, not this
@@ -34,9 +34,4 @@ def _header(path: str | Path) -> tuple[dict[str, str], list[str]]:
 
 def safetensors_metadata(path: str | Path) -> dict[str, str]:
     """The header's ``__metadata__``; empty for other formats and for files that do not read."""
-    return _header(path)[0]
-
-
-def safetensors_names(path: str | Path) -> list[str]:
-    """The header's tensor names; empty for other formats and for files that do not read."""
-    return _header(path)[1]
+    return safetensors_header(path)[0]
