@@ -109,6 +109,17 @@ NOTHING_LEARNT = ("no trained epoch scored above the untrained network (epoch 0)
                   "longer (--epochs, --steps) or on more data")
 
 
+def _kept_clause(cfg: TrainConfig, result: TrainResult, checked: bool) -> str:
+    """What the Run line adds after the kept epoch, when the epoch kept needs a word."""
+    if result.learnt_nothing:
+        return f"; **{NOTHING_LEARNT}**"
+    if result.best_epoch == 0 and checked:
+        return "; **the starting weights were kept** (see the fine-tune check)"
+    if result.best_epoch == 0 and cfg.init:
+        return "; **no epoch beat the starting weights, which were kept**"
+    return ""
+
+
 def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
                files: dict[str, Any], half: bool, model_id: str | None = None) -> str:
     """The markdown card: what it is, the data, the recipe, held-out figures."""
@@ -117,13 +128,8 @@ def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
     digest = f" (sha256 {files['init_sha256'][:16]})" if files.get("init_sha256") else ""
     start = (f"fine-tuned from `{Path(cfg.init).name}`{digest}" if cfg.init
              else "trained from scratch")
-    kept = ("; **no epoch beat the starting weights, which were kept**"
-            if cfg.init and result.best_epoch == 0 else "")
+    kept = _kept_clause(cfg, result, bool(files.get("check")))
     check = "" if not files.get("check") else f"\n- Fine-tune check: {files['check']}."
-    if files.get("check") and result.best_epoch == 0:
-        kept = "; **the starting weights were kept** (see the fine-tune check)"
-    if result.learnt_nothing:
-        kept = f"; **{NOTHING_LEARNT}**"
     epoch0 = ("the starting weights" if cfg.init
               else "the untrained network: the chance level, never kept")
     declared = ("" if model_id is None else f"\n- Model id: `{model_id}` (what the console, "
