@@ -160,6 +160,10 @@ class Console:
                       "skipped": len(self.skipped)})
 
     async def _status(self, request: web.Request) -> web.Response:
+        # Off the loop: 50 stations' snapshots and ledgers must not stall other requests.
+        return _json(await asyncio.to_thread(self._status_doc))
+
+    def _status_doc(self) -> dict[str, Any]:
         out = []
         now = time.time()
         for view in self.views.values():
@@ -172,12 +176,12 @@ class Console:
                     "spans": [s.to_json() for s in view.coverage.spans(now - 86400, now)],
                 }
             out.append(doc)
-        return _json({"now": now, "stations": out})
+        return {"now": now, "stations": out}
 
     async def _overview(self, request: web.Request) -> web.Response:
         views = list(self.views.values())
-        statuses = [v.status() for v in views]
-        doc = await asyncio.to_thread(overview, views, statuses, self.indexes)
+        doc = await asyncio.to_thread(
+            lambda: overview(views, [v.status() for v in views], self.indexes))
         return _json({**doc, "skipped": self.skipped})
 
     async def _coverage(self, request: web.Request) -> web.Response:

@@ -92,8 +92,8 @@ def station_row(view: StationView, status: dict[str, Any], index: DetectionIndex
 
 def overview(views: list[StationView], statuses: list[dict[str, Any]],
              indexes: dict[str, DetectionIndex]) -> dict[str, Any]:
-    """The ``/api/overview`` document from each view's status snapshot (taken on the
-    event loop, like ``/api/status``); blocking: the indexes may read new lines."""
+    """The ``/api/overview`` document from each view's status snapshot; blocking (the
+    indexes may read new lines): the console runs it, and the snapshots, off the loop."""
     now = time.time()
     return {"now": now, "cell_s": DAY_S / CELLS,
             "stations": [station_row(v, st, indexes[v.station_id], now)

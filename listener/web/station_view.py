@@ -126,24 +126,31 @@ def _outside(outside: tuple[tuple[LevelRange, str], ...]) -> list[dict[str, Any]
             for r, side in outside]
 
 
+def _value(child: Any) -> float:
+    """A bound metric child's value (a counter's ``_total``).
+
+    Read from the child itself: ``registry.get_sample_value`` collects the whole
+    registry a fleet shares (coverage gauges included), once per value read.
+    """
+    return float(next(iter(child.collect())).samples[0].value)
+
+
 def station_status(cfg: Config, metrics: Metrics, daemon: RunningStation) -> dict[str, Any]:
     """The status page's snapshot: JSON-able, ``None`` for what is not known yet."""
-    sample = metrics.registry.get_sample_value
-    labels = {"station": cfg.station.id}
     ready, reason = daemon.readiness()
     stats = daemon.pipeline_stats()
     edge = daemon.live_edge_utc
     now = time.monotonic()
     info: Mapping[str, Any] = daemon.model_info
     error = daemon.last_error  # {"message", "text", "active", "for_s", "age_s"} or None
-    restarts = sum(sample("listener_audio_decoder_restarts_total", {**labels, "reason": r})
-                   or 0.0 for r in RESTART_REASONS if r != "start")  # not the first start
+    restarts = sum(_value(metrics.decoder_restarts[r])
+                   for r in RESTART_REASONS if r != "start")  # not the first start
     return {
         "name": cfg.station.name, "state": str(daemon.state.value), "ready": ready,
         "readiness": reason, "stream_url": _stream_url(cfg),
         "live_edge_utc": iso_utc(edge),
-        "lag_s": sample("listener_stream_lag_seconds", labels),
-        "audio_level_dbfs": _level(sample("listener_audio_level_dbfs", labels)),
+        "lag_s": _value(metrics.lag_seconds),
+        "audio_level_dbfs": _level(_value(metrics.audio_level)),
         "level_outside": _outside(stats.level_outside) if stats else [],
         "last_segment_s_ago": round(now - stats.last_segment_mono, 1)
         if stats and stats.last_segment_mono is not None else None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -109,3 +111,67 @@ def test_a_level_outside_a_models_training_reaches_the_status_and_the_overview(
     assert status["level_outside"] == outside
     json.dumps(status, allow_nan=False)
     assert station_row(view, status, index, time.time())["level_outside"] == outside
+
+
+class CountingRegistry(CollectorRegistry):
+    """A registry that counts whole-registry collections (each one reads every series)."""
+
+    collections = 0
+
+    def collect(self) -> Any:
+        self.collections += 1
+        return super().collect()
+
+
+def recording(status: Callable[[], dict[str, Any]],
+              threads: set[int]) -> Callable[[], dict[str, Any]]:
+    """``status``, noting the thread each snapshot is taken on."""
+    def wrapped() -> dict[str, Any]:
+        threads.add(threading.get_ident())
+        return status()
+    return wrapped
+
+
+def test_fleet_status_and_overview_read_each_value_without_collecting_the_registry(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    import requests
+
+    from listener.metrics import MetricFamilies
+    from listener.web.server import WebServer
+    from listener.web.station_view import fleet_console
+
+    registry = CountingRegistry()
+    families = MetricFamilies(registry)
+    units: list[Any] = []
+    threads: set[int] = set()
+    for k in range(5):  # one shared registry, as the runner builds a fleet's
+        sid = f"node_{k}"
+        metrics = Metrics(families, sid)
+        metrics.lag_seconds.set(float(k))
+        metrics.decoder_restart("gap")
+        console = station_console(station_config("http://127.0.0.1:9", sid, tmp_path / sid),
+                                  metrics, Stub())
+        console.view.status = recording(console.view.status, threads)
+        units.append(type("Unit", (), {"console": console})())
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+        server = WebServer(CollectorRegistry(), "127.0.0.1", 0, lambda: (True, "ok"),
+                           console=fleet_console(units, "127.0.0.1"))
+        await server.start()
+        try:
+            docs = [await asyncio.to_thread(requests.get, server.url + path, timeout=10)
+                    for path in ("/api/status", "/api/overview")]
+        finally:
+            await server.stop()
+        return docs[0].json(), docs[1].json()
+
+    status, overview = asyncio.run(main())
+    # Reading a value costs one series, not a collection of every station's metrics.
+    assert registry.collections == 0
+    assert [s["lag_s"] for s in status["stations"]] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [s["decoder_restarts"] for s in status["stations"]] == [1] * 5
+    assert [r["lag_s"] for r in overview["stations"]] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    # The snapshots are taken off the event loop (the main thread here).
+    assert threads and threading.get_ident() not in threads
