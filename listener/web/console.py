@@ -90,8 +90,8 @@ class Console:
             raise ValueError("the console needs at least one station view")
         self.views = {v.station_id: v for v in views}
         self.skipped = [{"file": path, "error": why} for path, why in skipped]
-        self.indexes = {v.station_id: DetectionIndex(v.events_path, v.reviews_path)
-                        for v in views}
+        self.indexes = {v.station_id: DetectionIndex(v.events_path, v.reviews_path,
+                                                      v.station_id) for v in views}
         self.guard = WriteGuard(bind_host, token)
         self.tick_s = tick_s
         self.backfill_s = backfill_s

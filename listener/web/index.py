@@ -167,11 +167,14 @@ class Entry:
     length: int
 
 
-def _entry(line: Line) -> Entry | None:
+def _entry(line: Line, station: str | None) -> Entry | None:
     doc = line.doc
     event_id, ts = doc.get("id"), doc.get("timestamp")
     if doc.get("kind") != "detection" or not isinstance(event_id, str):
         return None
+    named = doc.get("station")
+    if station is not None and isinstance(named, dict) and named.get("id") != station:
+        return None  # another station's, in an events file the fleet shares
     model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
     conf = doc.get("whaleFoundConfidence")
     # Interned: a station has a handful of model ids and labels across 100,000 records.
@@ -190,13 +193,19 @@ def _name(uri: Any) -> str | None:
 class DetectionIndex:
     """One station's detections (de-duplicated by id) and latest reviews.
 
+    With ``station`` set, records naming another station are skipped: stations
+    of a fleet may share one events file (and so its reviews file).
+
     Every public method first reads what was appended to either file since the
     last call, so answers are current without re-reading the files. Methods
     are thread-safe (the console calls them from worker threads).
     """
 
-    def __init__(self, events_path: Path | None, reviews_path: Path | None) -> None:
+    def __init__(self, events_path: Path | None, reviews_path: Path | None,
+                 station: str | None = None) -> None:
         self.events_path = events_path
+        #: Detections of other stations are skipped (``None``: every station's).
+        self.station = station
         self._events = JsonlTail(events_path) if events_path is not None else None
         self._reviews = JsonlTail(reviews_path) if reviews_path is not None else None
         self._lock = threading.Lock()
@@ -214,7 +223,8 @@ class DetectionIndex:
                 if restarted:
                     self._by_id.clear()
                     self._keys.clear()
-                self._add([e for e in map(_entry, lines) if e is not None])
+                self._add([e for line in lines
+                           if (e := _entry(line, self.station)) is not None])
                 behind = self._events.behind
         if self._reviews is not None:
             restarted, lines = self._reviews.read_new()

@@ -41,8 +41,10 @@ def recording(seconds: float) -> tuple[np.ndarray, int]:
     return data[:, 0], rate
 
 
-def write_detections(folder: Path, count: int = 2) -> list[str]:
-    """``count`` detection events in ``folder/events.jsonl`` with their clip files."""
+def write_detections(folder: Path, count: int = 2, station_id: str = STATION.id) -> list[str]:
+    """``count`` detection events of ``station_id`` in ``folder/events.jsonl`` with their
+    clip files."""
+    station = STATION.model_copy(update={"id": station_id})
     clips = folder / "clips"
     clips.mkdir(parents=True, exist_ok=True)
     audio, rate = recording(6.0)
@@ -53,7 +55,7 @@ def write_detections(folder: Path, count: int = 2) -> list[str]:
             utc = T0 + timedelta(minutes=10 * k)
             windows = [WindowScore(i, i + 2.0, 0.9 if 10 <= i < 14 + k else 0.1,
                                    utc + timedelta(seconds=i)) for i in range(59)]
-            event = make_detection_event(decide_clip(windows, 0.0, 60.0, cfg), station=STATION,
+            event = make_detection_event(decide_clip(windows, 0.0, 60.0, cfg), station=station,
                                          model=MODEL, detection=cfg, stream_key="lab/hls/1")
             wav, png = clip_file_names(event, "flac")
             sf.write(clips / wav, audio, rate, format="FLAC", subtype="PCM_16")
@@ -65,16 +67,16 @@ def write_detections(folder: Path, count: int = 2) -> list[str]:
     return ids
 
 
-def make_view(folder: Path, *, detections: int = 2) -> StationView:
+def make_view(folder: Path, *, detections: int = 2, station_id: str = STATION.id) -> StationView:
     """A station view over files in ``folder`` and an empty live feed."""
-    write_detections(folder, detections) if detections else None
+    write_detections(folder, detections, station_id) if detections else None
     history = AudioHistory(max_s=120.0)
-    ledger = CoverageLedger.for_station(folder / "state", STATION.id)
+    ledger = CoverageLedger.for_station(folder / "state", station_id)
     status = {"name": STATION.name, "stream_url": "http://127.0.0.1/lab/live.m3u8",
               "state": "running", "ready": True, "lag_s": 4.2, "last_segment_s_ago": 1.5,
               "decoder_restarts": 0, "last_error": None,
               "model": {"id": MODEL["id"], "device": "cpu", "precision": "float32"}}
-    return StationView(STATION.id, lambda: dict(status), LiveFeed(history),
+    return StationView(station_id, lambda: dict(status), LiveFeed(history),
                        events_path=folder / "events.jsonl", clips_dir=folder / "clips",
                        coverage=ledger)
 

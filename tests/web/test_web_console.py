@@ -236,8 +236,7 @@ def test_fleet_overview_one_row_per_station(tmp_path: Path) -> None:
     async def main() -> None:
         views = []
         for k in range(3):
-            view = make_view(tmp_path / f"s{k}", detections=k)
-            view.station_id = f"station_{k}"
+            view = make_view(tmp_path / f"s{k}", detections=k, station_id=f"station_{k}")
             views.append(view)
         assert views[0].coverage is not None
         now = time.time()
@@ -289,5 +288,40 @@ def test_a_lone_station_with_skipped_files_opens_on_the_overview(tmp_path: Path)
             await server.stop()
         assert doc["skipped"] == [{"file": "b.yaml", "error": why}]
         assert len(doc["stations"]) == 1
+
+    asyncio.run(main())
+
+
+def test_stations_sharing_an_events_file_show_and_export_only_their_own(
+        tmp_path: Path) -> None:
+    # Two stations of a fleet naming one outputs.jsonl.path: one file, one reviews file.
+    a = make_view(tmp_path, detections=2, station_id="node_a")
+    b = make_view(tmp_path, detections=1, station_id="node_b")
+    assert a.events_path == b.events_path and a.reviews_path == b.reviews_path
+
+    async def main() -> None:
+        server = WebServer(CollectorRegistry(), "127.0.0.1", 0, lambda: (True, "ok"),
+                           console=Console([a, b]))
+        await server.start()
+        try:
+            doc = (await call("GET", server.url + "/api/detections")).json()
+            found = [(d["station"], d["id"]) for d in doc["detections"]]
+            assert doc["total"] == 3 and len(set(found)) == 3
+            assert sorted(s for s, _ in found) == ["node_a", "node_a", "node_b"]
+            rows = (await call("GET", server.url + "/api/overview")).json()["stations"]
+            assert [r["detections_total"] for r in rows] == [2, 1]
+            csrf = {"X-CSRF-Token": (await session(server))["csrf"]}
+            a_id = next(i for s, i in found if s == "node_a")
+            wrong = await call("POST", f"{server.url}/api/detections/{a_id}/review"
+                               "?station=node_b", json={"SRKWFound": "yes"}, headers=csrf)
+            assert wrong.status_code == 404  # not node_b's detection
+            for station, event_id in found:
+                r = await call("POST", f"{server.url}/api/detections/{event_id}/review"
+                               f"?station={station}", json={"SRKWFound": "yes"}, headers=csrf)
+                assert r.status_code == 201
+            export = (await call("GET", server.url + "/api/reviews/export")).json()
+        finally:
+            await server.stop()
+        assert sorted(r["id"] for r in export) == sorted(i for _, i in found)
 
     asyncio.run(main())
