@@ -227,13 +227,16 @@ class DetectionIndex:
                            if (e := _entry(line, self.station)) is not None])
                 behind = self._events.behind
         if self._reviews is not None:
-            restarted, lines = self._reviews.read_new()
-            if restarted:
-                self._review.clear()
-            for line in lines:
-                doc = line.doc
-                if isinstance(doc.get("id"), str) and doc.get("SRKWFound") in VERDICTS:
-                    self._review[doc["id"]] = doc
+            behind = True
+            while behind:  # a reviews file over BATCH_BYTES is read to its end too
+                restarted, lines = self._reviews.read_new()
+                if restarted:
+                    self._review.clear()
+                for line in lines:
+                    doc = line.doc
+                    if isinstance(doc.get("id"), str) and doc.get("SRKWFound") in VERDICTS:
+                        self._review[doc["id"]] = doc
+                behind = self._reviews.behind
 
     def _add(self, entries: list[Entry]) -> None:
         bulk = len(entries) > _BULK

@@ -87,6 +87,20 @@ def test_a_large_file_is_read_a_batch_at_a_time(tmp_path: Path,
     assert len(DetectionIndex(path, None)) == 50  # the index reads on until caught up
 
 
+def test_a_large_reviews_file_is_read_to_its_end_on_the_first_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "BATCH_BYTES", 2000)
+    monkeypatch.setattr(index_module, "MAX_LINE", 1000)
+    path, reviews = tmp_path / "events.jsonl", tmp_path / "events.reviews.jsonl"
+    append(path, det(1) + det(2))
+    # Many earlier reviews (of other detections), the two that matter last.
+    append(reviews, b"".join(review(n, "no") for n in range(100, 150)) + review(1) + review(2))
+    index = DetectionIndex(path, reviews)
+    assert [i for _, i in index.matching(reviewed="yes")] == [ident(2), ident(1)]
+    assert [d["id"] for d, _ in DetectionIndex(path, reviews).reviewed_records()] \
+        == [ident(1), ident(2)]
+
+
 def test_index_deduplicates_by_id_latest_record_wins(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     append(path, det(1, conf=60.0) + det(2) + det(1, conf=95.0))  # a restart re-scored 1
