@@ -47,6 +47,8 @@ _TYPES = {"html": "text/html", "css": "text/css", "js": "text/javascript",
           "wav": "audio/wav", "png": "image/png"}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_RANGE_S = 31 * 86400.0
+#: Far past any events file, and far below what ``itertools.islice`` accepts.
+MAX_OFFSET = 10**9
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:
@@ -208,6 +210,8 @@ class Console:
             raise _bad(f"reviewed: expected any, yes or no; got {reviewed[:20]!r}")
         limit = min(500, max(1, _whole(q.get("limit", "100"), "limit")))
         offset = max(0, _whole(q.get("offset", "0"), "offset"))
+        if offset > MAX_OFFSET:
+            raise _bad(f"offset: at most {MAX_OFFSET}, got {q['offset'][:30]}")
         views = [self._view(request)] if q.get("station") else list(self.views.values())
         items, total = await asyncio.to_thread(self._page_of, views, date, reviewed,
                                                offset, limit)

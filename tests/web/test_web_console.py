@@ -222,6 +222,11 @@ def test_detections_are_deduplicated_and_paged(tmp_path: Path) -> None:
         assert [d["id"] for d in page["detections"]] == [dets["detections"][1]["id"]]
         r = await call("GET", server.url + "/api/detections?offset=x")
         assert r.status_code == 400 and "offset" in r.text
+        for huge in (str(2**63 - 8), "1" + "0" * 30):  # past what islice takes
+            r = await call("GET", server.url + f"/api/detections?offset={huge}")
+            assert r.status_code == 400 and r.text.startswith("offset: at most")
+        last = (await call("GET", server.url + "/api/detections?offset=1000000000")).json()
+        assert last["detections"] == [] and last["total"] == 2
         csrf = {"X-CSRF-Token": (await session(server))["csrf"]}
         url = f"{server.url}/api/detections/{first['id']}/review"
         assert (await call("POST", url, json={"SRKWFound": "yes"}, headers=csrf)).status_code \
