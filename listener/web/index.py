@@ -146,10 +146,15 @@ class JsonlTail:
         if not raw.strip():
             return None
         try:
-            doc = json.loads(raw)
+            doc = json.loads(raw, parse_constant=_not_json)
         except ValueError:
             return None
         return Line(offset, len(raw), doc) if isinstance(doc, dict) else None
+
+
+def _not_json(name: str) -> Any:
+    """Python's json reads NaN and Infinity; JSON (and the console's answers) has neither."""
+    raise ValueError(f"{name} is not JSON")
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,31 @@ def test_tail_reads_only_new_complete_lines(tmp_path: Path) -> None:
         assert json.loads(fh.read(lines[1].length))["id"] == ident(3)
 
 
+def test_a_line_with_nan_or_infinity_is_skipped_and_the_list_still_answers(
+        tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    # Python's json writes these for a float('nan'); no JSON parser outside Python reads them.
+    append(path, det(1) + det(2, conf=float("nan")) + det(3, conf=float("-inf")) + det(4))
+    view = StationView("s", lambda: {"state": "running"}, LiveFeed(None), events_path=path)
+
+    async def main() -> requests.Response:
+        server = WebServer(CollectorRegistry(), "127.0.0.1", 0, lambda: (True, "ok"),
+                           console=Console([view]))
+        await server.start()
+        try:
+            return await asyncio.to_thread(requests.get, f"{server.url}/api/detections",
+                                           timeout=10)
+        finally:
+            await server.stop()
+
+    r = asyncio.run(main())
+    assert r.status_code == 200, r.text
+    assert [d["id"] for d in r.json()["detections"]] == [ident(4), ident(1)]
+    tail = JsonlTail(path)
+    tail.read_new()
+    assert tail.bad_lines == 2
+
+
 def test_tail_skips_an_oversized_line_without_buffering_it(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     tail = JsonlTail(path)
