@@ -8,7 +8,8 @@ Four sources, each documented by its tool:
 * **Raven Pro selection tables** (``*.selections.txt``): tab-separated, a
   header row naming ``Selection``, ``View``, ``Channel``, ``Begin Time (s)``,
   ``End Time (s)``, ``Low Freq (Hz)``, ``High Freq (Hz)`` and any annotation
-  columns; the recording is the ``Begin Path``/``Begin File`` column or the
+  columns (which one holds the label: :mod:`listener.quality.raven_columns`);
+  the recording is the ``Begin Path``/``Begin File`` column or the
   audio file whose name the table's starts with;
 * **Audacity label tracks** (``*.txt``): ``start<TAB>end<TAB>label`` lines in
   seconds, each optionally followed by a ``\\<TAB>low<TAB>high`` frequency line;
@@ -39,6 +40,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from listener.errors import ListenerError
+from listener.quality.raven_columns import ANNOTATION_NAMES, annotation_columns
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,6 @@ NEGATIVE_CLASSES = frozenset({"nocall", "nocalls", "no call", "no_call", "backgr
                               "noise", "negative", "no", "false", "0", "none"})
 _RAVEN_BEGIN = "Begin Time (s)"
 _RAVEN_END = "End Time (s)"
-_RAVEN_STANDARD = frozenset({"Selection", "View", "Channel", _RAVEN_BEGIN, _RAVEN_END,
-                             "Low Freq (Hz)", "High Freq (Hz)", "Begin Path", "Begin File",
-                             "File Offset (s)", "Delta Time (s)", "Delta Freq (Hz)"})
 
 
 class LabelError(ListenerError):
@@ -264,7 +263,13 @@ def read_raven(path: Path, text: str | None = None) -> LabelSet:
         out.problems.append(LabelProblem(str(path), 1, f"not a Raven selection table: no "
                                          f"{' or '.join(map(repr, missing))} column"))
         return out
-    notes = [i for i, h in enumerate(header) if h not in _RAVEN_STANDARD]
+    notes = annotation_columns(header)
+    if not notes:
+        out.problems.append(LabelProblem(str(path), 1, "no annotation column to tell calls "
+                                         "from noise (add one named "
+                                         f"{', '.join(n.title() for n in ANNOTATION_NAMES)}"
+                                         f"); headers: {', '.join(header)}; table skipped"))
+        return out
     by_audio: dict[Path, list[Selection]] = {}
     seen: set[tuple[str, str, str, str]] = set()
     default_audio = _audio_for_table(path)
