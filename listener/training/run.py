@@ -51,6 +51,7 @@ class TrainInputs:
     backgrounds: list[Path] = field(default_factory=list)
     reviews: list[Recording] = field(default_factory=list)
     review_counts: dict[str, int] = field(default_factory=dict)
+    review_problems: list[LabelProblem] = field(default_factory=list)
     screen_weights: str | None = None  # scores site audio (default: --init)
     background_max_score: float = 0.9
 
@@ -77,6 +78,7 @@ def gather(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, cache: AudioCach
         recordings += recs
         problems += labels.problems + probs
     recordings += inputs.reviews
+    problems += inputs.review_problems
     sites: list[SiteCount] = []
     if inputs.backgrounds:
         weights = inputs.screen_weights or tcfg.init
