@@ -26,9 +26,9 @@ def test_raven_table_dedupes_views_and_reports_bad_rows_by_line() -> None:
     assert item.path == LABELS / "recording.wav" and item.label is None
     sels = [(s.start_s, s.end_s, s.positive, s.label, s.line) for s in item.selections]
     # Selection 1 appears in two views and is kept once; selection 3 (line 5) overlaps
-    # both it and the "noise" selection: two animals at once, so all three merge
-    # into one call selection (not an error).
-    assert sels == [(0.1, 1.3, True, "S01", 2)]
+    # it (two animals at once: one call selection, not an error) and the "noise"
+    # selection, which keeps only the time the call leaves.
+    assert sels == [(0.1, 1.1, True, "S01", 2), (1.1, 1.3, False, "noise", 4)]
     problems = {p.line: p.message for p in res.problems}
     assert set(problems) == {6, 7}
     assert "zero-length" in problems[6]
