@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -234,8 +235,8 @@ def parse_duration(text: str) -> float:
             value = float(text)
     except ValueError:
         raise ListenerError(f"--time-budget {text!r}: give e.g. 45m, 1h or 900s") from None
-    if value <= 0:
-        raise ListenerError(f"--time-budget {text!r}: must be positive")
+    if not math.isfinite(value) or value <= 0:
+        raise ListenerError(f"--time-budget {text!r}: must be a positive, finite length")
     return value
 
 
