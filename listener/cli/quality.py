@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          background_max_score=args.background_max_score)
     if args.reviews:
         from listener.training.reviews import load_reviews
-        inputs.reviews, inputs.review_counts = load_reviews(
+        inputs.reviews, inputs.review_counts, inputs.review_problems = load_reviews(
             [Path(r) for r in args.reviews], [Path(c) for c in args.review_clips],
             cfg.frontend.sample_rate)
     if not (inputs.data or inputs.reviews or inputs.backgrounds):

@@ -8,7 +8,8 @@ Four sources, each documented by its tool:
 * **Raven Pro selection tables** (``*.selections.txt``): tab-separated, a
   header row naming ``Selection``, ``View``, ``Channel``, ``Begin Time (s)``,
   ``End Time (s)``, ``Low Freq (Hz)``, ``High Freq (Hz)`` and any annotation
-  columns; the recording is the ``Begin Path``/``Begin File`` column or the
+  columns (which one holds the label: :mod:`listener.quality.raven_columns`);
+  the recording is the ``Begin Path``/``Begin File`` column or the
   audio file whose name the table's starts with;
 * **Audacity label tracks** (``*.txt``): ``start<TAB>end<TAB>label`` lines in
   seconds, each optionally followed by a ``\\<TAB>low<TAB>high`` frequency line;
@@ -21,7 +22,8 @@ Four sources, each documented by its tool:
 
 Selections mark calls in long recordings: a selection whose annotation is in
 :data:`NEGATIVE_CLASSES` marks a stretch without calls; any other selection
-marks a call; time outside every selection is taken as "no call".
+marks a call; time outside every selection is taken as "no call". How
+overlapping selections combine: :mod:`listener.quality.selections`.
 
 Bad entries become :class:`LabelProblem` records (file, line, what is wrong)
 and are skipped; the rest is still read.
@@ -39,6 +41,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from listener.errors import ListenerError
+from listener.quality.raven_columns import ANNOTATION_NAMES, annotation_columns
+from listener.quality.selections import Selection, add_selection
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +53,6 @@ NEGATIVE_CLASSES = frozenset({"nocall", "nocalls", "no call", "no_call", "backgr
                               "noise", "negative", "no", "false", "0", "none"})
 _RAVEN_BEGIN = "Begin Time (s)"
 _RAVEN_END = "End Time (s)"
-_RAVEN_STANDARD = frozenset({"Selection", "View", "Channel", _RAVEN_BEGIN, _RAVEN_END,
-                             "Low Freq (Hz)", "High Freq (Hz)", "Begin Path", "Begin File",
-                             "File Offset (s)", "Delta Time (s)", "Delta Freq (Hz)"})
 
 
 class LabelError(ListenerError):
@@ -69,17 +70,6 @@ class LabelProblem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         return f"{where}: {self.message}"
-
-
-@dataclass(frozen=True)
-class Selection:
-    """A labelled stretch ``[start_s, end_s)`` of a recording; ``positive`` = calls in it."""
-
-    start_s: float
-    end_s: float
-    positive: bool
-    label: str
-    line: int | None = None
 
 
 @dataclass
@@ -229,11 +219,8 @@ def _audio_for_table(path: Path) -> Path | None:
 
 def _add_selection(sels: list[Selection], new: Selection, file: str,
                    problems: list[LabelProblem]) -> None:
-    """Append ``new`` unless it is empty; merge it with selections it overlaps.
-
-    Overlaps are normal (two animals calling at once, two analysts' boxes):
-    the union is kept, a call if either is one.
-    """
+    """Add ``new`` unless it is empty or negative (a problem); overlaps combine as
+    :func:`listener.quality.selections.add_selection` says."""
     if new.end_s <= new.start_s:
         problems.append(LabelProblem(file, new.line, f"zero-length or reversed selection "
                                      f"{new.start_s:g}..{new.end_s:g} s"))
@@ -241,15 +228,7 @@ def _add_selection(sels: list[Selection], new: Selection, file: str,
     if new.start_s < 0:
         problems.append(LabelProblem(file, new.line, f"negative time {new.start_s:g} s"))
         return
-    for old in [o for o in sels if new.start_s < o.end_s and o.start_s < new.end_s]:
-        sels.remove(old)
-        keep = old if old.positive or not new.positive else new
-        new = Selection(min(old.start_s, new.start_s), max(old.end_s, new.end_s),
-                        old.positive or new.positive, keep.label, keep.line)
-        log.info("%s: overlapping selections merged into %g..%g s", file, new.start_s,
-                 new.end_s)
-    sels.append(new)
-    sels.sort(key=lambda s: s.start_s)
+    add_selection(sels, new, file)
 
 
 def read_raven(path: Path, text: str | None = None) -> LabelSet:
@@ -264,7 +243,13 @@ def read_raven(path: Path, text: str | None = None) -> LabelSet:
         out.problems.append(LabelProblem(str(path), 1, f"not a Raven selection table: no "
                                          f"{' or '.join(map(repr, missing))} column"))
         return out
-    notes = [i for i, h in enumerate(header) if h not in _RAVEN_STANDARD]
+    notes = annotation_columns(header)
+    if not notes:
+        out.problems.append(LabelProblem(str(path), 1, "no annotation column to tell calls "
+                                         "from noise (add one named "
+                                         f"{', '.join(n.title() for n in ANNOTATION_NAMES)}"
+                                         f"); headers: {', '.join(header)}; table skipped"))
+        return out
     by_audio: dict[Path, list[Selection]] = {}
     seen: set[tuple[str, str, str, str]] = set()
     default_audio = _audio_for_table(path)

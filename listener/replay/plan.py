@@ -90,6 +90,14 @@ class ArchiveGap:
         return (self.end_utc - self.start_utc).total_seconds()
 
 
+class NoArchiveAudio(ListenerError):
+    """The archive holds no audio in the range; ``gaps`` say where the time went."""
+
+    def __init__(self, message: str, gaps: list[ArchiveGap]) -> None:
+        super().__init__(message)
+        self.gaps = gaps
+
+
 @dataclass(frozen=True)
 class FolderPlan:
     """What one stream folder contributes to a range.
@@ -298,7 +306,8 @@ def plan_range(client: HttpClient, base_url: str, node: str, start_utc: datetime
 
     Raises:
         ValueError: the range is empty or its times have no time zone.
-        ListenerError: no audio in the archive for the range, or the node is unknown.
+        NoArchiveAudio: no audio in the archive for the range (a ListenerError).
+        ListenerError: the node is unknown.
         FetchError: listing or a playlist fetch failed (other than a 404 playlist).
     """
     rng = _check_range(start_utc, end_utc)
@@ -306,7 +315,10 @@ def plan_range(client: HttpClient, base_url: str, node: str, start_utc: datetime
     chosen = select_folders(folders, start_utc, end_utc)
     span = f"no audio in the archive for {node} between {_iso(start_utc)} and {_iso(end_utc)}"
     if not chosen:
-        raise ListenerError(f"{span}: its first stream folder starts at {_iso(folders[0])}")
+        why = f"its first stream folder starts at {_iso(folders[0])}"
+        raise NoArchiveAudio(f"{span}: {why}", _gap(rng[0], rng[1], rng, "before_first_folder",
+                                                    f"{node} has no stream before "
+                                                    f"{_iso(folders[0])}"))
     gaps = _gap(rng[0], chosen[0], rng, "before_first_folder",
                 f"{node} has no stream before {_iso(chosen[0])}")
     following = dict(itertools.pairwise(folders))
@@ -318,7 +330,7 @@ def plan_range(client: HttpClient, base_url: str, node: str, start_utc: datetime
     gaps.sort(key=lambda g: g.start_utc)
     if not any(not s.warmup for s in segments):
         detail = "; ".join(g.reason for g in gaps) or "no segment overlaps it"
-        raise ListenerError(f"{span} ({detail})")
+        raise NoArchiveAudio(f"{span} ({detail})", gaps)
     audio_s = sum(p.audio_s for p in plans)
     log.info("%s %s..%s: %d folders, %d segments, %.0f s of audio, %d gaps (%.0f s)", node,
              _iso(start_utc), _iso(end_utc), len(plans), len(segments), audio_s, len(gaps),

@@ -23,21 +23,28 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from listener.atomic import atomic_write
 from listener.detection.rule import ClipResult
 from listener.errors import ListenerError
 from listener.events.records import iso_utc
 from listener.model.backends.base import ModelBackend
-from listener.replay.summary import ReplaySummary
+from listener.replay.plan import NoArchiveAudio
+from listener.replay.summary import ReplaySummary, archive_gap_json
 from listener.runtime.models import WindowScorer
 from listener.runtime.roster import Shard
+
+if TYPE_CHECKING:
+    from listener.replay.runner import Replay
+
+log = logging.getLogger(__name__)
 
 PART_FILE = "part.json"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -209,8 +216,9 @@ def run_parts(parts: list[ReplayPart], out: Path, *, concurrency: int,
               backends: Mapping[str, ModelBackend] | None = None) -> int:
     """Replay ``parts`` one after another into ``out``; 0 when every one completed.
 
-    ``scorer``, ``backends``: models loaded once for every part (tests); None = each
-    part loads its config's.
+    A part that fails (bad config, bucket error) is reported and the next one
+    runs; the result is then non-zero. ``scorer``, ``backends``: models loaded
+    once for every part (tests); None = each part loads its config's.
     """
     from listener.config import load_config
     from listener.replay.runner import EXIT_FAILED, EXIT_INTERRUPTED, Replay
@@ -219,15 +227,39 @@ def run_parts(parts: list[ReplayPart], out: Path, *, concurrency: int,
     for part in parts:
         folder = part.folder(out)
         write_part(part, folder)
-        replay = Replay(load_config(part.config), part.run_start, part.run_end, out_dir=folder,
-                        concurrency=concurrency, scorer=scorer,
-                        owns=functools.partial(_owns, part), backends=backends)
-        summary = asyncio.run(replay.run())
-        say(f"part {part.index} {part.station} {iso_utc(part.owned_start)} .. "
-            f"{iso_utc(part.owned_end)}: {summary.status}, {len(summary.detections)} "
-            f"detection(s) in {folder}")
+        head = (f"part {part.index} {part.station} {iso_utc(part.owned_start)} .. "
+                f"{iso_utc(part.owned_end)}")
+        try:
+            replay = Replay(load_config(part.config), part.run_start, part.run_end,
+                            out_dir=folder, concurrency=concurrency, scorer=scorer,
+                            owns=functools.partial(_owns, part), backends=backends)
+            summary = _run_part(replay)
+        except ListenerError as err:
+            say(f"{head}: failed: {err}")
+            worst = EXIT_FAILED
+            continue
+        say(f"{head}: {summary.status}, {len(summary.detections)} detection(s) in {folder}")
         if summary.status == "interrupted":
             return EXIT_INTERRUPTED
         if summary.status != "complete":
             worst = EXIT_FAILED
     return worst
+
+
+def _run_part(replay: Replay) -> ReplaySummary:
+    """Run one part; a chunk the archive holds no audio for is a complete part of gaps.
+
+    An unsharded replay reports such time as a gap inside its range, so the part
+    must too, or ``merge`` could never join the shards.
+    """
+    try:
+        return asyncio.run(replay.run())
+    except NoArchiveAudio as err:
+        log.info("%s", err)
+        summary = ReplaySummary(
+            replay.node, replay.start_utc, replay.end_utc, status="complete",
+            gap_s=sum(g.duration_s for g in err.gaps),
+            archive_gaps=[archive_gap_json(g) for g in err.gaps], runs=1,
+            outputs={"summary": str(replay.summary_path)})
+        summary.save(replay.summary_path)
+        return summary

@@ -15,9 +15,11 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import soundfile as sf
@@ -25,8 +27,9 @@ import soundfile as sf
 from listener.atomic import atomic_write
 from listener.audio.decode import FileDecoder
 from listener.config import Config
-from listener.errors import ListenerError
+from listener.errors import FetchError, ListenerError
 from listener.model import dsp
+from listener.model.frontend import Frontend
 from listener.model.scorer import Scorer
 from listener.pipeline.files import score_file
 from listener.replay.plan import ArchiveSegment, plan_range
@@ -35,6 +38,15 @@ from listener.sources.http_client import HttpClient
 log = logging.getLogger(__name__)
 
 CHUNK_SEGMENTS = 30  # ~5 min of 10 s segments: bounded memory and temp disk
+
+
+class FileScorer(Protocol):
+    """What scores the audio (:class:`~listener.model.scorer.Scorer`, or a test's fake)."""
+
+    @property
+    def frontend(self) -> Frontend: ...
+
+    def score_waves(self, waves: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -87,32 +99,65 @@ def _chunks(segments: list[ArchiveSegment]) -> list[list[ArchiveSegment]]:
 
 
 def collect(cfg: Config, start: datetime, end: datetime, out: Path, max_mb: float,
-            max_score: float = 0.5, min_s: float = 2.0) -> CollectSummary:
-    """Save the low-scoring audio of ``[start, end)`` under ``out`` (at most ``max_mb``)."""
+            max_score: float = 0.5, min_s: float = 2.0,
+            scorer: FileScorer | None = None) -> CollectSummary:
+    """Save the low-scoring audio of ``[start, end)`` under ``out`` (at most ``max_mb``).
+
+    ``scorer``: a loaded model (tests); None = load the config's.
+    """
     stream = cfg.stream
     if stream is None or stream.kind != "orcasound" or not stream.node:
         raise ListenerError("collect reads an Orcasound archive: the config needs "
                             "'stream: {kind: orcasound, node: ...}'")
-    scorer = Scorer(cfg.model, cfg.frontend)
+    scorer = scorer if scorer is not None else Scorer(cfg.model, cfg.frontend)
     summary = CollectSummary()
     limit = int(max_mb * 2**20)
     out.mkdir(parents=True, exist_ok=True)
     with HttpClient(stream.fetch) as client:
         plan = plan_range(client, stream.base_url, stream.node, start, end)
         for chunk in _chunks(plan.segments):
+            with tempfile.TemporaryDirectory(prefix="listener-collect-") as tmp:
+                for ts, run in _fetch_runs(client, chunk, Path(tmp)):
+                    if summary.full:
+                        break
+                    _save_chunk(ts, run, cfg, scorer, stream.node, out, limit, max_score,
+                                min_s, summary)
             if summary.full:
                 break
-            with tempfile.TemporaryDirectory(prefix="listener-collect-") as tmp:
-                ts = Path(tmp) / "chunk.ts"
-                with ts.open("wb") as fh:
-                    for seg in chunk:
-                        fh.write(client.get(seg.url, "segment", retry_404=True))
-                _save_chunk(ts, chunk, cfg, scorer, stream.node, out, limit, max_score,
-                            min_s, summary)
     return summary
 
 
-def _save_chunk(ts: Path, chunk: list[ArchiveSegment], cfg: Config, scorer: Scorer,
+def _fetch_runs(client: HttpClient, chunk: list[ArchiveSegment],
+                folder: Path) -> Iterator[tuple[Path, list[ArchiveSegment]]]:
+    """The chunk's segments fetched into TS files, one per run of segments the archive has.
+
+    A segment the archive answers 404 for is lost, as a replay counts it: the
+    run ends before it and the next starts after it (timed from its own first
+    segment), so one hole does not cost the rest of the range.
+    """
+    run: list[ArchiveSegment] = []
+    ts = folder / "run0.ts"
+    for i, seg in enumerate(chunk):
+        try:
+            data = client.get(seg.url, "segment", retry_404=True)
+        except FetchError as err:
+            if err.status != 404:
+                raise
+            log.warning("%s: not in the archive (HTTP 404); collecting on after it", seg.url)
+            if run:
+                yield ts, run
+                run = []
+            continue
+        if not run:
+            ts = folder / f"run{i}.ts"
+        with ts.open("ab") as fh:
+            fh.write(data)
+        run.append(seg)
+    if run:
+        yield ts, run
+
+
+def _save_chunk(ts: Path, chunk: list[ArchiveSegment], cfg: Config, scorer: FileScorer,
                 node: str, out: Path, limit: int, max_score: float, min_s: float,
                 summary: CollectSummary) -> None:
     res = score_file(ts, cfg, scorer.score_waves, scorer.frontend)

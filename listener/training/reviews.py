@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 from listener.errors import ListenerError
 from listener.events.sinks.jsonl import read_records
-from listener.quality.labels import find_audio
+from listener.quality.labels import LabelProblem, find_audio
 from listener.training.cache import AudioCache
 from listener.training.data import Recording
 
@@ -62,11 +62,25 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 
 def load_reviews(files: list[Path], clip_dirs: list[Path], rate: int,
-                 cache: AudioCache | None = None) -> tuple[list[Recording], dict[str, int]]:
-    """Reviewed clips as recordings, and counts (yes, no, skipped) for the card."""
+                 cache: AudioCache | None = None,
+                 ) -> tuple[list[Recording], dict[str, int], list[LabelProblem]]:
+    """Reviewed clips as recordings, counts (yes, no, skipped) for the card, and problems.
+
+    A clip ffmpeg cannot decode is skipped and listed, as in DATA folders.
+
+    Raises:
+        ListenerError: a reviews file or a clip folder does not exist (naming the option).
+    """
+    for path in files:
+        if not path.is_file():
+            raise ListenerError(f"--reviews {path}: no such file")
+    for folder in clip_dirs:
+        if not folder.is_dir():
+            raise ListenerError(f"--review-clips {folder}: no such folder")
     cache = cache or AudioCache(None, rate, ())
     counts = {"yes": 0, "no": 0, "skipped": 0}
     out: list[Recording] = []
+    problems: list[LabelProblem] = []
     for path in files:
         for rec in _records(path):
             verdict = str(rec.get("SRKWFound", "")).strip().lower()
@@ -81,7 +95,12 @@ def load_reviews(files: list[Path], clip_dirs: list[Path], rate: int,
                                 ", ".join(map(str, [*clip_dirs, path.parent])))
                 counts["skipped"] += 1
                 continue
-            wave, variants = cache.load(audio)
+            try:
+                wave, variants = cache.load(audio)
+            except ListenerError as err:
+                problems.append(LabelProblem(str(audio), None, str(err).splitlines()[0]))
+                counts["skipped"] += 1
+                continue
             out.append(Recording(audio, label, wave, "reviews", variants))
             counts["yes" if label else "no"] += 1
-    return out, counts
+    return out, counts, problems

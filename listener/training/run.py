@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +52,7 @@ class TrainInputs:
     backgrounds: list[Path] = field(default_factory=list)
     reviews: list[Recording] = field(default_factory=list)
     review_counts: dict[str, int] = field(default_factory=dict)
+    review_problems: list[LabelProblem] = field(default_factory=list)
     screen_weights: str | None = None  # scores site audio (default: --init)
     background_max_score: float = 0.9
 
@@ -77,6 +79,7 @@ def gather(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, cache: AudioCach
         recordings += recs
         problems += labels.problems + probs
     recordings += inputs.reviews
+    problems += inputs.review_problems
     sites: list[SiteCount] = []
     if inputs.backgrounds:
         weights = inputs.screen_weights or tcfg.init
@@ -232,8 +235,8 @@ def parse_duration(text: str) -> float:
             value = float(text)
     except ValueError:
         raise ListenerError(f"--time-budget {text!r}: give e.g. 45m, 1h or 900s") from None
-    if value <= 0:
-        raise ListenerError(f"--time-budget {text!r}: must be positive")
+    if not math.isfinite(value) or value <= 0:
+        raise ListenerError(f"--time-budget {text!r}: must be a positive, finite length")
     return value
 
 

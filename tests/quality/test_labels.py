@@ -26,9 +26,9 @@ def test_raven_table_dedupes_views_and_reports_bad_rows_by_line() -> None:
     assert item.path == LABELS / "recording.wav" and item.label is None
     sels = [(s.start_s, s.end_s, s.positive, s.label, s.line) for s in item.selections]
     # Selection 1 appears in two views and is kept once; selection 3 (line 5) overlaps
-    # both it and the "noise" selection: two animals at once, so all three merge
-    # into one call selection (not an error).
-    assert sels == [(0.1, 1.3, True, "S01", 2)]
+    # it (two animals at once: one call selection, not an error) and the "noise"
+    # selection, which keeps only the time the call leaves.
+    assert sels == [(0.1, 1.1, True, "S01", 2), (1.1, 1.3, False, "noise", 4)]
     problems = {p.line: p.message for p in res.problems}
     assert set(problems) == {6, 7}
     assert "zero-length" in problems[6]
@@ -74,11 +74,55 @@ def test_unknown_format_and_hostile_paths(tmp_path: Path) -> None:
     # A path in a label file never leads outside the label file's folder.
     (tmp_path / "sub").mkdir()
     table = tmp_path / "sub" / "t.selections.txt"
-    table.write_text("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tBegin Path\n"
-                     f"1\tSpectrogram 1\t1\t0\t1\t../{(LABELS / 'recording.wav')}\n")
+    table.write_text("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tBegin Path"
+                     "\tAnnotation\n"
+                     f"1\tSpectrogram 1\t1\t0\t1\t../{(LABELS / 'recording.wav')}\tcall\n")
     res = read_raven(table)
     assert not res.items and "recording.wav not found in" in str(res.problems[0])
     with pytest.raises(LabelError, match="no labelled audio"):
         read_labels(tmp_path / "sub")
     with pytest.raises(LabelError, match="no such file"):
         read_labels(tmp_path / "absent")
+
+
+_RAVEN_HEAD = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\t"
+
+
+def _raven(tmp_path: Path, extra: list[str], rows: list[list[str]]) -> Path:
+    (tmp_path / "rec.wav").write_bytes(b"")
+    table = tmp_path / "rec.Table.1.selections.txt"
+    lines = [_RAVEN_HEAD + "\t".join(extra)]
+    lines += [f"{n}\tSpectrogram 1\t1\t" + "\t".join(r) for n, r in enumerate(rows, 1)]
+    table.write_text("\n".join(lines) + "\n")
+    return table
+
+
+def test_raven_labels_come_from_the_annotation_column_not_measurements(
+        tmp_path: Path) -> None:
+    # Raven's measurement columns come before the annotation: none of them is a label.
+    table = _raven(tmp_path, ["Peak Freq (Hz)", "Dur 90% (s)", "Begin Clock Time", "Begin Path",
+                              "File Offset (s)", "Begin File", "Annotation"],
+                   [["1.0", "3.0", "1200.5", "1.8", "10:00:01", "C:\\d\\rec.wav", "1.0",
+                     "rec.wav", "noise"],
+                    ["5.0", "7.0", "800.0", "1.9", "10:00:05", "C:\\d\\rec.wav", "5.0",
+                     "rec.wav", "S1"]])
+    res = read_raven(table)
+    assert [(s.positive, s.label) for s in res.items[0].selections] == [(False, "noise"),
+                                                                         (True, "S1")]
+    # A named column wins wherever it is, in any case; else an unnamed non-Raven one.
+    named = _raven(tmp_path, ["Notes", "CALL TYPE"], [["1", "2", "bad box", "noise"]])
+    assert read_raven(named).items[0].selections[0].label == "noise"
+    custom = _raven(tmp_path, ["Peak Freq (Hz)", "Begin Date", "Verdict"],
+                    [["1", "2", "900", "2020-01-01", "noise"]])
+    assert read_raven(custom).items[0].selections[0].label == "noise"
+
+
+def test_raven_table_without_an_annotation_column_is_reported_not_guessed(
+        tmp_path: Path) -> None:
+    table = _raven(tmp_path, ["Peak Freq (Hz)", "Begin Clock Time", "File Offset (s)"],
+                   [["1", "2", "900", "10:00:01", "1"]])
+    res = read_raven(table)
+    assert not res.items
+    text = str(res.problems[0])
+    assert text.startswith(f"{table}:1: no annotation column")
+    assert "Peak Freq (Hz), Begin Clock Time, File Offset (s)" in text

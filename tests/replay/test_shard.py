@@ -109,3 +109,46 @@ def test_sharded_replay_equals_the_unsharded_one(tmp_path: Path, bucket: BucketS
     assert merged.parts == 3
     assert [{k: v for k, v in d.items() if k != "station"} for d in merged.detections] == \
         whole.detections
+
+
+def _station_json(tmp_path: Path, bucket: BucketServer) -> Path:
+    config = tmp_path / "station.json"
+    config.write_text(json.dumps(station_config(bucket.base_url, NODE, tmp_path / "parts")
+                                 .model_dump(mode="json")))
+    return config
+
+
+def test_a_chunk_without_archived_audio_is_a_complete_part_of_gaps(
+        tmp_path: Path, bucket: BucketServer) -> None:
+    # The archive's audio ends at A + 150 s: the last two 60 s chunks hold none.
+    start, end = datetime.fromtimestamp(A, UTC), datetime.fromtimestamp(A + 270, UTC)
+    cfg = station_config(bucket.base_url, NODE, tmp_path / "whole")
+    whole = asyncio.run(Replay(cfg, start, end, out_dir=tmp_path / "whole" / "out",
+                               scorer=ToneScorer()).run())
+    assert whole.status == "complete" and whole.gap_s == pytest.approx(120.0, abs=0.1)
+    parts = split([(NODE, str(_station_json(tmp_path, bucket)))], start, end,
+                  timedelta(seconds=60), CLIP)
+    out = tmp_path / "shards"
+    assert run_parts(parts, out, concurrency=2, say=lambda _: None, scorer=ToneScorer()) == 0
+    merged = merge(out)
+    assert merged.parts == 5
+    assert [{k: v for k, v in d.items() if k != "station"} for d in merged.detections] == \
+        whole.detections
+    last = json.loads((parts[-1].folder(out) / "summary.json").read_text())
+    assert last["status"] == "complete" and last["audio_s"] == 0
+    assert [g["kind"] for g in last["archive_gaps"]] == ["after_last_segment"]
+
+
+def test_a_failing_part_is_reported_and_the_next_parts_still_run(
+        tmp_path: Path, bucket: BucketServer) -> None:
+    start, end = datetime.fromtimestamp(A, UTC), datetime.fromtimestamp(A + 150, UTC)
+    missing = tmp_path / "no_such_station.json"
+    parts = split([("aa_broken", str(missing)), (NODE, str(_station_json(tmp_path, bucket)))],
+                  start, end, timedelta(seconds=150), CLIP)
+    lines: list[str] = []
+    out = tmp_path / "shards"
+    assert run_parts(parts, out, concurrency=2, say=lines.append, scorer=ToneScorer()) == 1
+    assert "failed" in lines[0] and str(missing) in lines[0]
+    assert "complete, 2 detection(s)" in lines[1]
+    with pytest.raises(ListenerError, match="not complete"):
+        merge(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,10 @@ import soundfile as sf
 import torch
 from safetensors.torch import save_file
 from support.bucket_server import BucketServer
-from support.daemon_support import tone_recording, ts_segments
+from support.daemon_support import ToneScorer, station_config, tone_recording, ts_segments
 
 from listener.model.network import build_model
-from listener.training.collect import low_runs
+from listener.training.collect import collect, low_runs
 
 NODE = "rpi_test"
 A = 1_600_000_000  # 2020-09-13T12:26:40Z
@@ -74,3 +75,22 @@ outputs: {{log: false}}
     assert not list((tmp_path / "none").glob("*.flac")) and "wrote 0 FLAC" in text
     text = collect(tmp_path / "small", "--max-score", "1.0", "--max-mb", "0.01")
     assert "stopped at --max-mb" in text and not list((tmp_path / "small").glob("*.flac"))
+
+
+def test_a_segment_lost_from_the_archive_ends_a_run_and_collect_goes_on(
+        tmp_path: Path) -> None:
+    segs = ts_segments(tone_recording(tmp_path / "t.wav", 50.0, []), tmp_path / "hls")
+    with BucketServer() as server:
+        server.add_folder(NODE, A, [(f"live{i:03d}.ts", dur, data)
+                                    for i, (data, dur) in enumerate(segs)])
+        lost = next(k for k in server.objects if k.endswith("live002.ts"))
+        del server.objects[lost]  # 20..30 s is gone from the archive
+        cfg = station_config(server.base_url, NODE, tmp_path)
+        summary = collect(cfg, datetime.fromtimestamp(A, UTC),
+                          datetime.fromtimestamp(A + 50, UTC), tmp_path / "out", max_mb=100,
+                          max_score=1.0, scorer=ToneScorer())
+    # Each side of the hole is saved, timed from its own first segment.
+    assert [f.name for f in summary.files] == ["rpi_test_20200913T122640Z.flac",
+                                               "rpi_test_20200913T122710Z.flac"]
+    for f in summary.files:
+        assert 18.0 <= sf.info(f).duration <= 20.5

@@ -1,0 +1,46 @@
+"""``listener train --reviews``: bad options are named, an undecodable clip is a listed problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from listener.errors import ListenerError
+from listener.training.reviews import load_reviews
+
+RATE = 16000
+
+
+def _export(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for name in ("yes.wav", "no.wav"):
+        sf.write(folder / name, 0.1 * rng.standard_normal(RATE), RATE)
+    (folder / "broken.wav").write_bytes(b"RIFF not really a wave file" * 10)
+    export = folder / "export.json"
+    export.write_text(json.dumps([
+        {"id": "a", "SRKWFound": "yes", "audioUri": "https://x/yes.wav"},
+        {"id": "b", "SRKWFound": "no", "audioUri": "https://x/no.wav"},
+        {"id": "c", "SRKWFound": "no", "audioUri": "https://x/broken.wav"}]))
+    return export
+
+
+def test_an_undecodable_clip_is_skipped_and_listed(tmp_path: Path) -> None:
+    recs, counts, problems = load_reviews([_export(tmp_path)], [], RATE)
+    assert sorted((r.path.name, r.positive) for r in recs) == [("no.wav", False),
+                                                               ("yes.wav", True)]
+    assert counts == {"yes": 1, "no": 1, "skipped": 1}
+    assert [Path(p.file).name for p in problems] == ["broken.wav"]
+    assert "cannot decode" in problems[0].message
+
+
+def test_a_missing_reviews_file_or_clip_folder_is_named(tmp_path: Path) -> None:
+    export = _export(tmp_path)
+    with pytest.raises(ListenerError, match=r"--review-clips .*no_such_dir: no such folder"):
+        load_reviews([export], [tmp_path / "no_such_dir"], RATE)
+    for missing in ("gone.json", "station.reviews.jsonl"):
+        with pytest.raises(ListenerError, match=rf"--reviews .*{missing}: no such file"):
+            load_reviews([tmp_path / missing], [], RATE)
