@@ -67,9 +67,10 @@ class HlsSource(PollingSource):
     :class:`Position` stays valid even if a master playlist later points
     elsewhere (a variant that fails ``_VARIANT_FAILED_POLLS`` polls in a row
     sends it back to the master). Without EXT-X-PROGRAM-DATE-TIME, ``stream_start_utc`` is
-    estimated once, on the first fetch of a live playlist, as "now minus the
+    estimated on the first fetch of a live playlist, as "now minus the
     listed duration" (the live edge is taken as now; its error is the
-    publishing latency, typically one or two segment durations). A playlist
+    publishing latency, typically one or two segment durations), and again
+    the same way after the encoder restarts its numbering. A playlist
     with ``#EXT-X-ENDLIST`` ends the iteration after its last segment.
 
     Args:
@@ -150,7 +151,8 @@ class HlsSource(PollingSource):
                     gap = self._start(tracker, playlist, resume_sequence)
                     if gap is not None:
                         yield gap
-                for item in tracker.advance(playlist):
+                # The clock, in case the encoder restarted (see StreamTracker.advance).
+                for item in tracker.advance(playlist, datetime.now(UTC)):
                     yield item
                 self._update_live_edge(tracker, playlist)
                 if playlist.endlist:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from datetime import UTC, datetime
 from typing import cast
 
 import pytest
@@ -67,3 +68,26 @@ def test_a_dead_variant_sends_the_source_back_to_the_master(
     assert source.media_url == hls_server.url("/live/chunklist_w222.m3u8")
     assert any("chunklist_w111.m3u8 failed 3 polls in a row" in r.getMessage()
                for r in caplog.records)
+
+
+def test_an_encoder_restart_without_pdt_takes_the_clock_again(
+        hls_server: LiveHlsServer, http_client: HttpClient) -> None:
+    stream = hls_server.add_stream(window=6, media_sequence=100)
+    for _ in range(6):
+        stream.publish(b"before", 10.0)
+    source = HlsSource(hls_server.url(stream.path), http_client, poll_interval_s=POLL,
+                       start_segments_back=1)
+
+    def restart(items: list[Segment | Gap]) -> None:
+        if len(items) == 1:  # the encoder restarts after an outage, numbering from 0
+            hls_server.remove_stream(stream.path)
+            again = hls_server.add_stream(stream.path, window=6)
+            for _ in range(6):
+                again.publish(b"after", 10.0)
+
+    items = asyncio.run(take(source, 7, restart))
+    newest = items[-1]
+    assert isinstance(newest, Segment) and newest.sequence == 5 and newest.utc_end is not None
+    # Without the new estimate it ended 60 s in the future (the listed
+    # minute of the old numbering added to the new).
+    assert abs((newest.utc_end - datetime.now(UTC)).total_seconds()) < 2.0

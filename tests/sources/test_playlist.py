@@ -158,7 +158,7 @@ def test_a_100000_entry_playlist_parses_fast_and_new_lines_faster() -> None:
         calls += chunk.count(b"\n")
         feed(chunk, *args)  # type: ignore[arg-type]
 
-    parser._feed = counting  # type: ignore[method-assign]
+    parser._feed = counting  # type: ignore[method-assign, assignment]
     items = tracker.advance(parser.parse(grown))
     assert _seqs(items) == [100_000] and calls == 2
 
@@ -292,3 +292,19 @@ def test_a_byte_order_mark_is_tolerated_in_latest_txt_and_playlists() -> None:
     for media in (parse_media_playlist(text, playlist), MediaPlaylistParser(playlist).parse(text)):
         assert [(e.sequence, e.url, e.error) for e in media.entries] == \
             [(7, "http://x/hls/1/live007.ts", None)]
+
+
+def test_tracker_restart_takes_the_clock_again_where_it_is_an_estimate() -> None:
+    start = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    tracker = StreamTracker("k", start)
+    url = "http://h/p.m3u8"
+    tracker.start(parse_media_playlist(_window(100, 3), url), None, back=3)
+    tracker.advance(parse_media_playlist(_window(100, 3), url))  # 12 s of audio
+    now = start + timedelta(hours=1)  # after an outage of unknown length
+    restarted = parse_media_playlist(_window(0, 2), url)
+    for _ in range(3):
+        items = tracker.advance(restarted, now)
+    last = items[-1]
+    assert _seqs(items) == [0, 1] and isinstance(last, Segment)
+    assert last.utc_end == now  # the start-up rule: the newest listed ends now
+    assert last.offset_s == 16.0  # offsets still count the audio received
