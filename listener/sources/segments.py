@@ -160,6 +160,8 @@ class StreamTracker:
                 if max_backlog_s is None or backlog <= max_backlog_s:
                     start = resume_sequence + 1
                 else:
+                    # Never back before the resume point: those are processed.
+                    start = max(edge_start, resume_sequence + 1)
                     gap_reason = (f"resume point is {backlog:.0f} s behind the live edge "
                                   f"(more than max_resume_backlog_s={max_backlog_s:g})")
             elif resume_sequence < first - 1:

@@ -239,6 +239,15 @@ def test_tracker_resume_just_before_the_window_is_seamless() -> None:
     assert not any(isinstance(i, Segment) and i.discontinuity for i in items)
 
 
+def test_tracker_never_starts_before_a_resume_point_too_far_behind() -> None:
+    # 8 s of backlog is over the 5 s limit, but the live-edge start (3 back)
+    # would be sequence 12, before the resume point 13: start after it.
+    tracker = StreamTracker("k")
+    pl = parse_media_playlist(_window(10, 6), "http://h/p.m3u8")  # 10..15, 4 s each
+    assert tracker.start(pl, 13, back=3, max_backlog_s=5.0) is None
+    assert _seqs(tracker.advance(pl)) == [14, 15]
+
+
 def test_tracker_gap_without_pdt_is_estimated_from_mean_extinf() -> None:
     tracker = StreamTracker("k")
     tracker.start(parse_media_playlist(_window(0, 2), "http://h/p.m3u8"), None, back=2)
