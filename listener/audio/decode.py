@@ -74,8 +74,18 @@ def _command(ffmpeg_exe: str, stream: ffmpeg.nodes.OutputStream) -> list[str]:
     return [args[0], "-hide_banner", "-loglevel", "error", *args[1:]]
 
 
+def file_url(path: str) -> str:
+    """``path`` as ffmpeg's ``file:`` URL, for every ffmpeg run on a local file.
+
+    ffmpeg reads the text before a ':' as a protocol, so a bare relative name
+    such as ``2024-06-01T12:00:00Z.wav`` would be refused as protocol
+    ``2024-06-01T12``; a name starting with '-' would be read as an option.
+    """
+    return "file:" + os.path.abspath(path)
+
+
 def file_command(ffmpeg_exe: str, path: str) -> list[str]:
-    out = ffmpeg.input(path)["a:0"].output("pipe:1", f="wav", acodec="pcm_f32le")
+    out = ffmpeg.input(file_url(path))["a:0"].output("pipe:1", f="wav", acodec="pcm_f32le")
     return _command(ffmpeg_exe, out.global_args("-nostdin"))
 
 

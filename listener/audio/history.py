@@ -15,7 +15,8 @@ How much is held: the newest ``max_s`` seconds, and beyond that everything
 from the *hold point* on (:meth:`hold`: the pipeline sets it to the start of
 the last clip it decided, so audio decoded far ahead of scoring, after an
 outage or a restart behind the live edge, is still there when its clip is
-decided), up to ``hard_max_s``.
+decided), up to ``hard_max_s``. Runs of other streams after the hold point's
+run are newer audio and kept with it; only runs before it are dropped first.
 
 ``append`` and ``reset`` may be called from any thread (a decoder thread);
 waiters are woken on their own event loop with ``call_soon_threadsafe``.
@@ -172,11 +173,18 @@ class AudioHistory:
     def _trim(self) -> None:
         """Drop the oldest audio past ``max_s``, sparing the hold point's up to ``hard_max_s``."""
         held = sum(r.n / r.sr for r in self._runs)
+        past_hold = False
         for run in list(self._runs):
             if held <= self.max_s:
                 break
             keep_from = self._keep_from(run)
-            spare = float("inf") if keep_from is None else max(0.0, keep_from - run.start_s)
+            if keep_from is not None:
+                past_hold = True
+                spare = max(0.0, keep_from - run.start_s)
+            else:
+                # A run after the hold point's (a new stream while the old
+                # one's clip is pending) is newer audio: only hard_max_s trims it.
+                spare = 0.0 if past_hold else float("inf")
             drop_s = max(min(held - self.max_s, spare), held - self.hard_max_s)
             if drop_s > 0:
                 held -= run.drop_head(min(run.n, round(drop_s * run.sr))) / run.sr

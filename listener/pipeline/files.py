@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from listener.audio.decode import FileDecoder, find_ffmpeg
+from listener.audio.decode import FileDecoder, file_url, find_ffmpeg
 from listener.audio.level import window_levels_dbfs
 from listener.audio.windows import Window, WindowCutter
 from listener.config import Config
@@ -76,7 +76,7 @@ def clip_json(clip: ClipResult) -> dict[str, Any]:
 def probe_duration(path: str, ffmpeg_exe: str) -> float | None:
     """The container's duration from ffmpeg's banner, for the progress bar only."""
     try:
-        res = subprocess.run([ffmpeg_exe, "-hide_banner", "-nostdin", "-i", path],
+        res = subprocess.run([ffmpeg_exe, "-hide_banner", "-nostdin", "-i", file_url(path)],
                              capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -54,16 +54,23 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# A variant named by a master playlist that fails this many polls in a row is
+# forgotten and the master read again: servers (Wowza's chunklist_wNNN.m3u8)
+# name a new variant after a restart or when a session id expires.
+_VARIANT_FAILED_POLLS = 3
+
 
 class HlsSource(PollingSource):
     """Segments of any HLS playlist URL (media or master).
 
     The stream_key of every record is ``url`` as configured, so a persisted
     :class:`Position` stays valid even if a master playlist later points
-    elsewhere. Without EXT-X-PROGRAM-DATE-TIME, ``stream_start_utc`` is
-    estimated once, on the first fetch of a live playlist, as "now minus the
+    elsewhere (a variant that fails ``_VARIANT_FAILED_POLLS`` polls in a row
+    sends it back to the master). Without EXT-X-PROGRAM-DATE-TIME, ``stream_start_utc`` is
+    estimated on the first fetch of a live playlist, as "now minus the
     listed duration" (the live edge is taken as now; its error is the
-    publishing latency, typically one or two segment durations). A playlist
+    publishing latency, typically one or two segment durations), and again
+    the same way after the encoder restarts its numbering. A playlist
     with ``#EXT-X-ENDLIST`` ends the iteration after its last segment.
 
     Args:
@@ -126,17 +133,26 @@ class HlsSource(PollingSource):
             else:
                 log.warning("resume position is for %s, not %s; starting fresh",
                             resume.stream_key, self.url)
+        variant_failures = 0
         while True:
             if self.media_url is None:
                 playlist = await self._resolve()
             else:
                 playlist = await self._get_playlist(self.media_url)
+            variant_failures = 0 if playlist is not None else variant_failures + 1
+            if variant_failures >= _VARIANT_FAILED_POLLS and self.media_url not in (
+                    None, self.url):
+                log.warning("%s: variant playlist %s failed %d polls in a row; reading the "
+                            "master playlist again", self.url, self.media_url, variant_failures)
+                self.media_url = None
+                variant_failures = 0
             if playlist is not None:
                 if not tracker.started:
                     gap = self._start(tracker, playlist, resume_sequence)
                     if gap is not None:
                         yield gap
-                for item in tracker.advance(playlist):
+                # The clock, in case the encoder restarted (see StreamTracker.advance).
+                for item in tracker.advance(playlist, datetime.now(UTC)):
                     yield item
                 self._update_live_edge(tracker, playlist)
                 if playlist.endlist:

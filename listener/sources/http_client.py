@@ -15,7 +15,8 @@ from ``backoff_initial_s`` up to ``backoff_max_s``): connection errors,
 timeouts, truncated bodies, HTTP 5xx and 429 (``Retry-After`` is honoured up
 to ``backoff_max_s``), and 404 only when the caller passes ``retry_404=True``
 (S3 may list a segment in the playlist a moment before the object is
-readable). Other 4xx, oversize bodies and bad URLs fail at once.
+readable). Other 4xx, oversize bodies, bodies with a Content-Encoding (an
+object stored gzipped) and bad URLs fail at once.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class FetchResult:
 class FetchObserver(Protocol):
     """Anything callable with a :class:`FetchResult` (e.g. a metrics hook)."""
 
-    def __call__(self, result: FetchResult) -> None: ...
+    def __call__(self, result: FetchResult, /) -> None: ...
 
 
 class OversizeError(FetchError):
@@ -308,6 +309,13 @@ class HttpClient:
         read blocked mid-chunk at once (checking the clock between chunks
         would wait for a whole chunk, minutes at a trickle).
         """
+        encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            # An object stored compressed (S3) is served so whatever
+            # Accept-Encoding says; decoding it would lift the byte cap.
+            raise _AttemptFailed(f"body has Content-Encoding {encoding[:40]!r}; only "
+                                 "uncompressed bodies are read", retryable=False,
+                                 host_fault=False, status=resp.status_code)
         declared = self._declared_length(resp, cap)
         watchdog = self._deadlines.watch(
             resp, started + self._config.max_fetch_s - time.monotonic())
@@ -339,8 +347,7 @@ class HttpClient:
         if watchdog.expired and not complete:
             # The shutdown may look like the end of a body without a length.
             self._too_slow(resp.url, len(body), resp.status_code, started)
-        encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
-        if declared is not None and not encoded and len(body) != declared:
+        if declared is not None and len(body) != declared:
             raise _AttemptFailed(f"truncated body: got {len(body)} of {declared} bytes",
                                  retryable=True, host_fault=True, status=resp.status_code)
         return bytes(body)

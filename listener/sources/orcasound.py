@@ -175,7 +175,7 @@ class OrcasoundSource(PollingSource):
     async def _follow(self, resume: Position | None) -> AsyncIterator[Segment | Gap]:
         folder: _Folder | None = None
         pending: int | None = None  # the folder to follow once this one is finished
-        switch_seen = (0, 0.0)  # polls since, and monotonic time of, the switch
+        switch_seen = (0, time.monotonic())  # polls since, and monotonic time of, the switch
         left: tuple[_Folder, float, int] | None = None  # folder left, next look, looks done
         while True:
             latest = await self._read_latest()
@@ -184,6 +184,7 @@ class OrcasoundSource(PollingSource):
                     await self._pause()
                     continue
                 folder, pending, gaps = await self._open(latest, resume)
+                switch_seen = (0, time.monotonic())  # a queued folder's wait starts now
                 for gap in gaps:
                     yield gap
             elif latest is not None and self._believe(latest, folder, pending):
@@ -293,8 +294,14 @@ class OrcasoundSource(PollingSource):
                 log.warning("resume position %s is not a folder of node %s; starting fresh",
                             resume.stream_key, self.node)
             return self._folder(latest), None, []
-        if old_ts == latest:
-            return self._folder(latest, resume=resume.sequence), None, []
+        if old_ts >= latest:
+            if old_ts > latest:
+                # Most likely a stale copy of latest.txt: the folder we
+                # followed last is newer. The next polls decide, by the same
+                # rule as any older latest.txt (_believe).
+                log.warning("%s names %s, older than the resume folder %s; resuming that "
+                            "one", self.latest_url, latest, self.folder_key(old_ts))
+            return self._folder(old_ts, resume=resume.sequence), None, []
         # The node restarted while we were away. Its old folder stays on the
         # bucket, so finish it from the resume point if that is allowed.
         old = self._folder(old_ts)

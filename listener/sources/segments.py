@@ -160,6 +160,8 @@ class StreamTracker:
                 if max_backlog_s is None or backlog <= max_backlog_s:
                     start = resume_sequence + 1
                 else:
+                    # Never back before the resume point: those are processed.
+                    start = max(edge_start, resume_sequence + 1)
                     gap_reason = (f"resume point is {backlog:.0f} s behind the live edge "
                                   f"(more than max_resume_backlog_s={max_backlog_s:g})")
             elif resume_sequence < first - 1:
@@ -189,8 +191,15 @@ class StreamTracker:
         """The next yielded segment must not be joined to what came before."""
         self._pending_discontinuity = True
 
-    def advance(self, playlist: MediaPlaylist) -> list[Segment | Gap]:
-        """New records from a fresh copy of the playlist, in sequence order."""
+    def advance(self, playlist: MediaPlaylist,
+                now: datetime | None = None) -> list[Segment | Gap]:
+        """New records from a fresh copy of the playlist, in sequence order.
+
+        ``now``: the wall clock, given where ``stream_start_utc`` is an
+        estimate from it (generic HLS without program date-time): after a
+        restart it is estimated again so the newest listed segment ends at
+        ``now``, as at start-up, since the outage's length is unknown.
+        """
         if self.next_sequence is None:
             raise RuntimeError("StreamTracker.advance() before start()")
         out: list[Segment | Gap] = []
@@ -206,13 +215,7 @@ class StreamTracker:
                                 "up (its offsets count from segment 0)", self.stream_key,
                                 last, self.next_sequence - 1, self._backwards)
                 return out
-            log.warning("%s: media sequence went back from %d to %d; the stream restarted",
-                        self.stream_key, self.next_sequence - 1, last)
-            # Keep accumulating offsets: they count audio received, and the
-            # length of the outage is unknown.
-            self.next_sequence = first
-            self._last_end_pdt = None
-            self._pending_discontinuity = True
+            self._restart(playlist, self.next_sequence - 1, now)
         self._backwards = 0
         if self.next_sequence < first:
             gap = self._gap(playlist, self.next_sequence, first - 1,
@@ -241,6 +244,21 @@ class StreamTracker:
         self._next_offset_s = offset
         self.next_sequence = max(self.next_sequence, last + 1)
         return out
+
+    def _restart(self, playlist: MediaPlaylist, last_yielded: int,
+                 now: datetime | None) -> None:
+        log.warning("%s: media sequence went back from %d to %d; the stream restarted",
+                    self.stream_key, last_yielded, playlist.last_sequence)
+        # Offsets keep accumulating (they count audio received); only the
+        # clock estimate, which they are added to, is taken again.
+        self.next_sequence = playlist.media_sequence
+        self._last_end_pdt = None
+        self._pending_discontinuity = True
+        if now is not None and self.stream_start_utc is not None:
+            self.stream_start_utc = now - timedelta(seconds=self.live_edge_offset_s(playlist))
+            log.warning("%s: without program date-time, the newest listed segment is taken "
+                        "to end now (%s) again", self.stream_key,
+                        now.isoformat(timespec="seconds"))
 
     def _bad_entry(self, entry: PlaylistEntry, offset_s: float) -> Gap:
         """A malformed playlist entry: lost, but its sequence (and time) is kept."""

@@ -150,3 +150,14 @@ def test_wav_header_claiming_2_ghz_is_refused_before_allocating(tmp_path: Path) 
     with pytest.raises(DecodeError, match="header claims 2000000000 Hz") as info:
         list(FileDecoder(path))
     assert str(path) in str(info.value)
+
+
+def test_relative_name_with_a_colon_decodes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A timestamped name: ffmpeg would read '2024-06-01T12' as a protocol.
+    name = "2024-06-01T12:00:00Z.wav"
+    (tmp_path / name).write_bytes((DATA / "catalog" / "S12-J-4_36000hz.wav").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    dec = FileDecoder(name)
+    list(dec)
+    assert dec.sample_rate == 36000 and dec.duration_s > 1.0

@@ -97,6 +97,28 @@ def test_the_hold_point_keeps_a_backlog_up_to_the_hard_limit() -> None:
     assert h.available_from_s == pytest.approx(7.25)  # back to max_s past the hold point
 
 
+def test_a_new_stream_after_the_held_one_is_kept_with_it() -> None:
+    # A node restart while the old folder's last clip is pending: the new
+    # folder's audio is the newest and must not be trimmed away.
+    h = AudioHistory(max_s=10, hard_max_s=20)
+    h.append(0.0, ramp(0, 2000), SR, stream_key="older")
+    h.hold("old", 0.0)
+    h.append(0.0, ramp(0, 12000), SR, stream_key="old")
+    for i in range(0, 5000, 250):
+        h.append(i / SR, ramp(20000 + i, 250), SR, stream_key="new")
+    assert h.available_until_s == pytest.approx(5.0)
+    new, start = h.get(0.0, 5.0, stream_key="new")  # type: ignore[misc]
+    assert start == 0.0
+    np.testing.assert_array_equal(new, ramp(20000, 5000))
+    assert h.get(0.0, 2.0, stream_key="older") is None  # before the hold point's run
+    assert h.held_s == pytest.approx(17.0)  # over max_s: the hold point keeps "old"
+    h.append(5.0, ramp(25000, 4000), SR, stream_key="new")
+    assert h.held_s == pytest.approx(20.0)  # the hard limit, oldest first
+    assert h.get(0.0, 1.0, stream_key="old") is None
+    new, start = h.get(0.0, 9.0, stream_key="new")  # type: ignore[misc]
+    np.testing.assert_array_equal(new, ramp(20000, 9000))
+
+
 def test_the_caller_buffer_is_copied() -> None:
     h = AudioHistory(max_s=10)
     buf = ramp(0, 100)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from listener.audio.decode import FileDecoder
+from listener.audio.decode import FileDecoder, find_ffmpeg
 from listener.config import ModelConfig, default_config
 from listener.model.scorer import Scorer
-from listener.pipeline.files import iter_scored_windows
+from listener.pipeline.files import iter_scored_windows, probe_duration
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -61,3 +62,14 @@ def test_each_window_carries_its_level_at_the_models_rate(tmp_path: Path) -> Non
     assert res.levels_dbfs[3] == FLOOR_DBFS
     assert res.to_json({})["windows"][0]["level_dbfs"] == -20.0
     assert window_levels_dbfs(np.zeros((2, 40_000), np.float32)).tolist() == [FLOOR_DBFS] * 2
+
+
+def test_probe_duration_reads_a_relative_name_with_a_colon(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import soundfile as sf
+
+    name = "2024-06-01T12:00:00Z.wav"
+    sf.write(tmp_path / name, np.zeros(8000, np.float32), 8000)
+    monkeypatch.chdir(tmp_path)
+    duration = probe_duration(name, find_ffmpeg())
+    assert duration is not None and abs(duration - 1.0) < 0.01

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support.hls_server import LiveHlsServer
+from support.hls_server import Fault, LiveHlsServer
 
 from listener.config import FetchConfig
 from listener.errors import CircuitOpenError, FetchError
@@ -143,6 +144,21 @@ def test_a_malformed_content_length_is_refused_without_retry(
     with client, pytest.raises(FetchError, match="bad Content-Length"):
         client.get(url, "segment")
     assert hls_server.count("/len.ts") == 1
+
+
+def test_a_gzipped_body_is_refused_naming_url_and_encoding(
+        hls_server: LiveHlsServer, fast_fetch_config: FetchConfig) -> None:
+    # S3 serves an object stored gzipped with its Content-Encoding, whatever
+    # Accept-Encoding asked for.
+    packed = gzip.compress(b"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nlive000.ts\n")
+    url = hls_server.put("/live.m3u8", b"")
+    hls_server.inject("/live.m3u8", Fault("status", status=200, body=packed,
+                                          headers={"Content-Encoding": "gzip"}), times=5)
+    client, _ = _client(fast_fetch_config)
+    with client, pytest.raises(FetchError, match="Content-Encoding 'gzip'") as info:
+        client.get(url, "playlist")
+    assert url in str(info.value)
+    assert hls_server.count("/live.m3u8") == 1
 
 
 def test_oversize_bodies_are_refused_without_retry(

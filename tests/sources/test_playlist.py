@@ -158,7 +158,7 @@ def test_a_100000_entry_playlist_parses_fast_and_new_lines_faster() -> None:
         calls += chunk.count(b"\n")
         feed(chunk, *args)  # type: ignore[arg-type]
 
-    parser._feed = counting  # type: ignore[method-assign]
+    parser._feed = counting  # type: ignore[method-assign, assignment]
     items = tracker.advance(parser.parse(grown))
     assert _seqs(items) == [100_000] and calls == 2
 
@@ -239,6 +239,15 @@ def test_tracker_resume_just_before_the_window_is_seamless() -> None:
     assert not any(isinstance(i, Segment) and i.discontinuity for i in items)
 
 
+def test_tracker_never_starts_before_a_resume_point_too_far_behind() -> None:
+    # 8 s of backlog is over the 5 s limit, but the live-edge start (3 back)
+    # would be sequence 12, before the resume point 13: start after it.
+    tracker = StreamTracker("k")
+    pl = parse_media_playlist(_window(10, 6), "http://h/p.m3u8")  # 10..15, 4 s each
+    assert tracker.start(pl, 13, back=3, max_backlog_s=5.0) is None
+    assert _seqs(tracker.advance(pl)) == [14, 15]
+
+
 def test_tracker_gap_without_pdt_is_estimated_from_mean_extinf() -> None:
     tracker = StreamTracker("k")
     tracker.start(parse_media_playlist(_window(0, 2), "http://h/p.m3u8"), None, back=2)
@@ -292,3 +301,19 @@ def test_a_byte_order_mark_is_tolerated_in_latest_txt_and_playlists() -> None:
     for media in (parse_media_playlist(text, playlist), MediaPlaylistParser(playlist).parse(text)):
         assert [(e.sequence, e.url, e.error) for e in media.entries] == \
             [(7, "http://x/hls/1/live007.ts", None)]
+
+
+def test_tracker_restart_takes_the_clock_again_where_it_is_an_estimate() -> None:
+    start = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    tracker = StreamTracker("k", start)
+    url = "http://h/p.m3u8"
+    tracker.start(parse_media_playlist(_window(100, 3), url), None, back=3)
+    tracker.advance(parse_media_playlist(_window(100, 3), url))  # 12 s of audio
+    now = start + timedelta(hours=1)  # after an outage of unknown length
+    restarted = parse_media_playlist(_window(0, 2), url)
+    for _ in range(3):
+        items = tracker.advance(restarted, now)
+    last = items[-1]
+    assert _seqs(items) == [0, 1] and isinstance(last, Segment)
+    assert last.utc_end == now  # the start-up rule: the newest listed ends now
+    assert last.offset_s == 16.0  # offsets still count the audio received

@@ -248,6 +248,11 @@ class LiveHlsServer:
             self._streams[path] = stream
         return stream
 
+    def remove_stream(self, path: str) -> None:
+        """The stream at ``path`` is gone: its playlist and segments answer 404."""
+        with self.lock:
+            del self._streams[path]
+
     # --- faults and log ----------------------------------------------------
     def inject(self, path: str, fault: Fault, times: int = 1) -> None:
         """Queue ``fault`` for the next ``times`` requests to ``path``."""
