@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from support.tiny_models import PODS_LABELS, save_resnet_snapshot, save_tiny_audio_classifier
 
 from listener.config import Config, parse_config
-from listener.errors import ConfigError
+from listener.errors import ConfigError, ModelLoadError
 from listener.model.backends import load_backend
 from listener.model.backends.check import plan_models, plan_station
 from listener.model.checkpoints import load_model
@@ -64,6 +65,25 @@ def test_transformers_backend_windows_rate_and_labels(tiny_classifier: Path) -> 
     np.testing.assert_allclose(backend.predict(batch[:1]), probs[:1], atol=1e-5)
     assert backend.info["backend"] == "transformers"
     assert cfg.model.model_id == "r"  # cfg.model is the primary
+
+
+@needs_transformers
+@pytest.mark.parametrize(("damage", "error_type"), [
+    ("shapes", "RuntimeError"), ("garbage", "SafetensorError")])
+def test_transformers_folder_that_cannot_load_names_folder_and_model(
+        tmp_path: Path, damage: str, error_type: str) -> None:
+    folder = save_tiny_audio_classifier(tmp_path / "pods")
+    weights = folder / "model.safetensors"
+    if damage == "shapes":  # same config.json, weights of another head size
+        save_tiny_audio_classifier(tmp_path / "other", labels=("a", "b", "c"))
+        shutil.copy(tmp_path / "other" / "model.safetensors", weights)
+    else:
+        weights.write_bytes(b"garbage" * 10)
+    cfg = _planned(_cfg(f"  - {{id: r}}\n  - {{id: pods, backend: transformers, "
+                        f"weights: '{folder}', role: shadow, device: cpu}}\n"))
+    with pytest.raises(ModelLoadError) as err:
+        load_backend(plan_models(cfg)[1])
+    assert f"model pods: {folder}: " in str(err.value) and error_type in str(err.value)
 
 
 def test_resnet_snapshot_folder_reads_architecture_and_thresholds(tmp_path: Path) -> None:

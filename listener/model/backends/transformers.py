@@ -58,9 +58,13 @@ class TransformersBackend(PlannedBackend):
                 folder, local_files_only=True)
             model = tf.AutoModelForAudioClassification.from_pretrained(
                 folder, local_files_only=True)
-        except (OSError, ValueError, KeyError) as err:
-            raise ModelLoadError(f"{folder}: cannot load a transformers audio classifier: "
-                                 f"{err}") from err
+        except Exception as err:
+            # transformers and safetensors raise many types for a bad folder
+            # (RuntimeError for weights that don't fit config.json,
+            # SafetensorError for a corrupt file): any of them is a model that
+            # cannot load, never a traceback that names neither folder nor model.
+            raise ModelLoadError(f"model {plan.id}: {folder}: cannot load a transformers audio "
+                                 f"classifier: {type(err).__name__}: {err}") from err
         self.plan = plan
         self.device = select_device(entry.device)
         self.model = model.to(self.device).eval()
