@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from listener.errors import ConfigError, ModelLoadError
 from listener.model.backends import load_backend
 from listener.model.backends.check import plan_models, plan_station
 from listener.model.checkpoints import load_model
+from listener.model.snapshot import read_snapshot
 
 needs_transformers = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None,
@@ -107,6 +109,30 @@ def test_resnet_snapshot_folder_reads_architecture_and_thresholds(tmp_path: Path
     cfg2 = _planned(f"station: {{id: s}}\nmodel: {{weights: '{folder}'}}\n"
                         f"detection: {{local_threshold: 0.4}}\n")
     assert (cfg2.detection.local_threshold, cfg2.detection.global_threshold) == (0.4, 5)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"global_threshold": 2.9}, "global_threshold must be a whole number of windows, got 2.9"),
+    ({"inference": {"min_num_positive_calls_threshold": True}},
+     "inference.min_num_positive_calls_threshold must be a whole number of windows, got true"),
+    ({"local_threshold": True}, "local_threshold must be a number from 0 to 1, got true"),
+    ({"inference": {"threshold": "0.5"}}, 'inference.threshold must be a number from 0 to 1, '
+                                          'got "0.5"'),
+])
+def test_snapshot_thresholds_are_never_coerced(tmp_path: Path, config: dict,
+                                               message: str) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError) as err:
+        read_snapshot(tmp_path)
+    assert str(err.value) == f"{tmp_path / 'config.json'}: {message}"
+
+
+def test_snapshot_global_threshold_may_be_an_integral_float(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"global_threshold": 3.0,
+                                                      "local_threshold": 1}))
+    snap = read_snapshot(tmp_path)
+    assert (snap.global_threshold, snap.local_threshold) == (3, 1.0)
+    assert type(snap.global_threshold) is int
 
 
 def test_resnet_snapshot_architecture_clash_is_refused(tmp_path: Path) -> None:
