@@ -153,3 +153,22 @@ def read_snapshot(folder: str | Path) -> Snapshot:
     if global_t is not None and global_t < 1:
         raise ModelLoadError(f"{src}: global threshold {global_t} must be at least 1")
     return Snapshot(p, config, _architecture(config), local_t, global_t, labels_of(config, src))
+
+
+def resolve_weights(p: Path, architecture: str) -> tuple[Path, str]:
+    """A weights path as given, or a hub snapshot folder's weights file and the
+    architecture its ``config.json`` names (when ``architecture`` is ``auto``).
+
+    Raises:
+        ModelLoadError: a folder that is not a snapshot, or an unreadable one.
+    """
+    if not p.is_dir():
+        return p, architecture
+    if not (p / CONFIG_NAME).is_file():
+        raise ModelLoadError(f"{p}: not a regular file, and a folder without "
+                             f"{CONFIG_NAME} (a hub snapshot folder has config.json "
+                             f"and model.safetensors)")
+    snap = read_snapshot(p)
+    if architecture == "auto" and snap.architecture is not None:
+        architecture = snap.architecture
+    return snap.weights_file(), architecture

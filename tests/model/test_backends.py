@@ -137,8 +137,11 @@ def test_snapshot_global_threshold_may_be_an_integral_float(tmp_path: Path) -> N
 
 def test_resnet_snapshot_architecture_clash_is_refused(tmp_path: Path) -> None:
     folder = save_resnet_snapshot(tmp_path / "hub", config={"model_type": "resnet50"})
-    with pytest.raises(Exception, match="resnet50"):
+    with pytest.raises(ModelLoadError) as err:
         load_model(folder)
+    # The folder's config.json named it, not the YAML's model.architecture (auto).
+    assert str(err.value) == (f"{folder / 'config.json'} names resnet50 but "
+                              f"model.safetensors holds resnet18 weights")
 
 
 @pytest.mark.parametrize(("models", "key", "message"), [
