@@ -84,6 +84,8 @@ METRIC_SPECS: Final[tuple[MetricSpec, ...]] = (
                "ffmpeg decoder (re)starts, by reason (start, discontinuity, gap, failure, "
                "codec_change, reanchor).",
                ("reason",)),
+    MetricSpec("listener_audio_nonfinite_samples_total", "counter",
+               "Decoded samples that were NaN or infinite, scored as 0 (docs/frontend.md)."),
     MetricSpec("listener_audio_level_dbfs", "gauge",
                "RMS level of the last 10 s of decoded audio, dB re full scale (digital "
                "silence reads -120; NaN until audio is decoded)."),
@@ -242,6 +244,7 @@ class Metrics:
         self.scored_seconds = one("listener_audio_scored_seconds_total")
         self.dropped_seconds = each("listener_audio_dropped_seconds_total", DROP_REASONS)
         self.decoder_restarts = each("listener_audio_decoder_restarts_total", RESTART_REASONS)
+        self.nonfinite_samples = one("listener_audio_nonfinite_samples_total")
         self.audio_level = one("listener_audio_level_dbfs")
         self.audio_level.set(math.nan)  # nothing decoded yet: no level, not 0 dBFS
         self.lag_seconds = one("listener_stream_lag_seconds")

@@ -4,6 +4,10 @@ Windows sit on a fixed grid of the stream's timeline: window ``k`` starts at
 stream offset ``k * hop_s``, whatever audio arrived first. A replay that starts
 mid-stream and the live daemon therefore cut identical windows. Positions are
 kept in integer samples, so a week-long stream does not drift.
+
+Non-finite samples (NaN, Inf: a float WAV can carry them) become 0 here, the
+one place every job's windows are assembled: one such sample would otherwise
+make its whole window's spectrogram, and so its score, NaN.
 """
 
 from __future__ import annotations
@@ -15,6 +19,18 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from listener.model.dsp import downmix
+
+
+def zero_nonfinite(samples: np.ndarray) -> tuple[np.ndarray, int]:
+    """``samples`` with NaN and ±Inf set to 0, and how many there were.
+
+    Finite input comes back as the same array, untouched (bit-identical scores).
+    """
+    finite = np.isfinite(samples)
+    if finite.all():
+        return samples, 0
+    return np.where(finite, samples, 0).astype(samples.dtype, copy=False), int(
+        finite.size - np.count_nonzero(finite))
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,7 @@ class WindowCutter:
         self._buf_start = 0  # absolute sample index of _buf[0]
         self._next_k = 0  # grid index of the next window to cut
         self._utc_origin: datetime | None = None
+        self.nonfinite_samples = 0  # set to 0 by push, since construction
 
     @property
     def position_s(self) -> float:
@@ -76,7 +93,8 @@ class WindowCutter:
         """Append a decoded block, (channels, n) or (n,), and cut the windows it completes."""
         if not self.sample_rate:
             raise RuntimeError("WindowCutter.push before reset()")
-        mono = downmix(block)
+        mono, bad = zero_nonfinite(downmix(block))
+        self.nonfinite_samples += bad
         self._buf = np.concatenate([self._buf, mono]) if self._buf.size else mono
         out: list[Window] = []
         sr = self.sample_rate

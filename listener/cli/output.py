@@ -7,6 +7,7 @@ stderr.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -26,9 +27,24 @@ def human_out(json_out: str | None) -> IO[str]:
     return sys.stderr if json_out == "-" else sys.stdout
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None: JSON has no NaN literal."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json(outputs: list[dict[str, Any]], json_out: str) -> None:
-    """One document per file (the document itself for one file); ``-`` = stdout."""
-    text = json.dumps(outputs[0] if len(outputs) == 1 else outputs, indent=1)
+    """One document per file (the document itself for one file); ``-`` = stdout.
+
+    A non-finite score is written as ``null``, never a bare ``NaN``.
+    """
+    doc = json_safe(outputs[0] if len(outputs) == 1 else outputs)
+    text = json.dumps(doc, indent=1, allow_nan=False)
     if json_out == "-":
         sys.stdout.write(text + "\n")
         sys.stdout.flush()

@@ -38,6 +38,7 @@ from listener.model.network import (
     is_ensemble,
     parameter_count,
 )
+from listener.model.snapshot import CONFIG_NAME, resolve_weights
 from listener.numerals import ascii_int
 
 log = logging.getLogger(__name__)
@@ -312,31 +313,11 @@ def load_strict(model: nn.Module, sd: Mapping[str, Tensor], *, source: str,
     model.load_state_dict(sd, strict=True)
 
 
-def resolve_weights(p: Path, architecture: str) -> tuple[Path, str]:
-    """A weights path as given, or a hub snapshot folder's weights file and the
-    architecture its ``config.json`` names (when ``architecture`` is ``auto``).
-
-    Raises:
-        ModelLoadError: a folder that is not a snapshot, or an unreadable one.
-    """
-    if not p.is_dir():
-        return p, architecture
-    from listener.model.snapshot import CONFIG_NAME, read_snapshot
-
-    if not (p / CONFIG_NAME).is_file():
-        raise ModelLoadError(f"{p}: not a regular file, and a folder without "
-                             f"{CONFIG_NAME} (a hub snapshot folder has config.json "
-                             f"and model.safetensors)")
-    snap = read_snapshot(p)
-    if architecture == "auto" and snap.architecture is not None:
-        architecture = snap.architecture
-    return snap.weights_file(), architecture
-
-
-def fit_network(raw: Mapping[str, Tensor], architecture: str,
-                source: str) -> tuple[OrcaResNet, str]:
+def fit_network(raw: Mapping[str, Tensor], architecture: str, source: str,
+                named_by: Path | None = None) -> tuple[OrcaResNet, str]:
     """The network a state dict of any layout loads into, loaded strictly, and the layout
-    (``ModelLoadError`` naming ``source``: unknown layout or architecture, or a misfit)."""
+    (``ModelLoadError`` naming ``source``: unknown layout or architecture, or a misfit);
+    ``named_by``: the snapshot config.json that named ``architecture``, not the YAML."""
     try:
         layout = detect_layout(raw.keys())
     except ModelLoadError as err:
@@ -349,6 +330,9 @@ def fit_network(raw: Mapping[str, Tensor], architecture: str,
             raise ModelLoadError(f"{source}: cannot tell the architecture: {err}") from err
         inferred = None  # let the strict load below list what is wrong
     if architecture != "auto" and inferred is not None and inferred != architecture:
+        if named_by is not None:
+            raise ModelLoadError(f"{named_by} names {architecture} but {Path(source).name} "
+                                 f"holds {inferred} weights")
         raise ModelLoadError(f"{source}: model.architecture is {architecture} but the file "
                              f"holds {inferred} weights (set architecture: auto or {inferred})")
     model = build_for(inferred if architecture == "auto" and inferred else architecture, sd)
@@ -372,11 +356,12 @@ def load_model(path: str | Path, architecture: str = "auto") -> tuple[OrcaResNet
         ModelLoadError: the file is missing, unreadable, in an unknown layout,
             of the other architecture than asked, or does not fit strictly.
     """
-    p, architecture, raw = read_weights(path, architecture)
+    p, resolved, raw = read_weights(path, architecture)
     if is_ensemble(raw):
         raise ModelLoadError(f"{p}: an averaged ensemble (listener ensemble); this needs one "
                              f"network: give one of the files it was built from")
-    model, layout = fit_network(raw, architecture, str(p))
+    named_by = Path(path) / CONFIG_NAME if architecture == "auto" and p != Path(path) else None
+    model, layout = fit_network(raw, resolved, str(p), named_by)
     return model, checkpoint_info(p, layout, model)
 
 

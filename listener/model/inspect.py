@@ -22,10 +22,10 @@ from listener.model.checkpoints import (
     infer_architecture,
     load_state_dict_file,
     load_torch_tensors,
-    resolve_weights,
 )
 from listener.model.ensemble import split_members
 from listener.model.network import BAND_NORM_KEY
+from listener.model.snapshot import resolve_weights
 
 
 @dataclass(frozen=True)

@@ -91,17 +91,42 @@ def labels_of(config: dict[str, Any], source: str) -> tuple[str, ...] | None:
     return tuple(label for _, label in items)
 
 
-def _sections(config: dict[str, Any]) -> list[dict[str, Any]]:
-    subs = [config.get(k) for k in ("inference", "detection")]
-    return [config, *(s for s in subs if isinstance(s, dict))]
+def _sections(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    subs = [(k, config.get(k)) for k in ("inference", "detection")]
+    return [("", config), *((f"{k}.", s) for k, s in subs if isinstance(s, dict))]
 
 
-def _first(config: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    for section in _sections(config):
+def _first(config: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any]:
+    """The first of ``keys`` set, as (its dotted key, its value); ("", None) if none."""
+    for prefix, section in _sections(config):
         for key in keys:
             if section.get(key) is not None:
-                return section[key]
-    return None
+                return prefix + key, section[key]
+    return "", None
+
+
+def _local_threshold(config: dict[str, Any], src: str) -> float | None:
+    """A real number as written: ``true`` is not 1.0."""
+    key, value = _first(config, _LOCAL_KEYS)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ModelLoadError(f"{src}: {key} must be a number from 0 to 1, "
+                             f"got {json.dumps(value)}")
+    return float(value)
+
+
+def _global_threshold(config: dict[str, Any], src: str) -> int | None:
+    """A whole number of windows as written: 2.9 is not 2 (2.0 is)."""
+    key, value = _first(config, _GLOBAL_KEYS)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelLoadError(f"{src}: {key} must be a whole number of windows, "
+                             f"got {json.dumps(value)}")
+    return value
 
 
 def _architecture(config: dict[str, Any]) -> str | None:
@@ -122,14 +147,28 @@ def read_snapshot(folder: str | Path) -> Snapshot:
     p = Path(folder)
     config = read_config_json(p)
     src = str(p / CONFIG_NAME)
-    local, glob = _first(config, _LOCAL_KEYS), _first(config, _GLOBAL_KEYS)
-    try:
-        local_t = None if local is None else float(local)
-        global_t = None if glob is None else int(glob)
-    except (TypeError, ValueError) as err:
-        raise ModelLoadError(f"{src}: thresholds must be numbers: {err}") from err
+    local_t, global_t = _local_threshold(config, src), _global_threshold(config, src)
     if local_t is not None and not 0.0 <= local_t <= 1.0:
         raise ModelLoadError(f"{src}: local threshold {local_t} is outside 0..1")
     if global_t is not None and global_t < 1:
         raise ModelLoadError(f"{src}: global threshold {global_t} must be at least 1")
     return Snapshot(p, config, _architecture(config), local_t, global_t, labels_of(config, src))
+
+
+def resolve_weights(p: Path, architecture: str) -> tuple[Path, str]:
+    """A weights path as given, or a hub snapshot folder's weights file and the
+    architecture its ``config.json`` names (when ``architecture`` is ``auto``).
+
+    Raises:
+        ModelLoadError: a folder that is not a snapshot, or an unreadable one.
+    """
+    if not p.is_dir():
+        return p, architecture
+    if not (p / CONFIG_NAME).is_file():
+        raise ModelLoadError(f"{p}: not a regular file, and a folder without "
+                             f"{CONFIG_NAME} (a hub snapshot folder has config.json "
+                             f"and model.safetensors)")
+    snap = read_snapshot(p)
+    if architecture == "auto" and snap.architecture is not None:
+        architecture = snap.architecture
+    return snap.weights_file(), architecture

@@ -170,6 +170,9 @@ def iter_scored_windows(path: str | Path, cfg: Config, score: ScoreWaves,
         while True:
             item = q.get()
             if item is _END:
+                if cutter.nonfinite_samples:  # counted by the producer before _END
+                    log.warning("%s: %d NaN or infinite samples, scored as 0", path,
+                                cutter.nonfinite_samples)
                 return
             if isinstance(item, BaseException):
                 raise item

@@ -33,6 +33,7 @@ from listener.audio.decode import StreamDecoder
 from listener.audio.history import AudioHistory
 from listener.audio.level import LevelMeter, LevelWatch
 from listener.audio.reconcile import SegmentReconciler, Verdict
+from listener.audio.windows import zero_nonfinite
 from listener.detection.labels import LabelledWindow
 from listener.errors import DecodeError, FetchError
 from listener.metrics import Metrics
@@ -279,6 +280,10 @@ class StationPipeline:
                     continue
                 seconds = block.shape[1] / decoder.sample_rate
                 self.metrics.decoded_seconds.inc(seconds)
+                # Before the level meter and history too, not only the cutters.
+                block, bad = zero_nonfinite(block)
+                if bad:
+                    self.metrics.nonfinite_samples.inc(bad)
                 level = self.level.update(block, decoder.sample_rate)
                 self.metrics.audio_level.set(level)
                 if self.level_watch is not None:

@@ -58,3 +58,20 @@ def test_tail_of_a_short_file() -> None:
     tail = c.tail()
     assert tail is not None and tail.samples.size == 30000
     assert tail.end_s == pytest.approx(30000 / 22050)
+
+
+def test_nonfinite_samples_become_zero_and_are_counted() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(4 * 1000).astype(np.float32)
+    clean = WindowCutter(2.0, 1.0)
+    clean.reset(0.0, 1000, None)
+    expected = clean.push(x.copy())
+    x[2500], x[3100] = np.nan, -np.inf
+    c = WindowCutter(2.0, 1.0)
+    c.reset(0.0, 1000, None)
+    wins = c.push(x)
+    assert c.nonfinite_samples == 2 and clean.nonfinite_samples == 0
+    assert all(np.isfinite(w.samples).all() for w in wins)
+    assert wins[1].samples[1500] == 0.0 and wins[2].samples[1100] == 0.0
+    # A window with finite samples only is the clean cutter's, bit for bit.
+    assert np.array_equal(wins[0].samples, expected[0].samples)

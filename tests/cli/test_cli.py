@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.io.wavfile
 import torch
 from safetensors.torch import save_file
 
+from listener.cli.output import write_json
 from listener.model.network import build_model
 
 DATA = Path(__file__).parents[1] / "data"
@@ -53,6 +55,32 @@ def test_detect_scores_every_file_and_reports_the_bad_one(tmp_path: Path, weight
     assert ts["model"]["architecture"] == "resnet18"
     assert all(0.0 <= w["score"] <= 1.0 for d in (short, mp3, ts) for w in d["windows"])
     assert "highest score" in res.stdout
+
+
+def test_detect_scores_a_float_wav_with_nan_as_zero_and_says_so(tmp_path: Path,
+                                                                 weights: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(5 * 20000) * 0.01).astype(np.float32)
+    x[30000], x[70000] = np.nan, np.inf
+    wav = tmp_path / "float.wav"
+    scipy.io.wavfile.write(wav, 20000, x)  # IEEE float WAV: it can carry NaN
+    out = tmp_path / "out.json"
+    res = _cli("detect", str(wav), "--weights", str(weights), "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(out.read_text(), parse_constant=_refuse)
+    assert len(doc["windows"]) == 4 and all(0.0 <= w["score"] <= 1.0 for w in doc["windows"])
+    assert f"{wav}: 2 NaN or infinite samples, scored as 0" in res.stderr + res.stdout
+
+
+def _refuse(name: str) -> None:
+    raise AssertionError(f"not JSON: {name}")
+
+
+def test_detect_json_writes_a_nonfinite_number_as_null(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    write_json([{"score": float("nan"), "windows": [{"score": np.float64("inf")}]}], str(out))
+    assert json.loads(out.read_text(), parse_constant=_refuse) == {
+        "score": None, "windows": [{"score": None}]}
 
 
 def test_detect_with_missing_weights_names_the_file() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +12,11 @@ import pytest
 from support.tiny_models import PODS_LABELS, save_resnet_snapshot, save_tiny_audio_classifier
 
 from listener.config import Config, parse_config
-from listener.errors import ConfigError
+from listener.errors import ConfigError, ModelLoadError
 from listener.model.backends import load_backend
 from listener.model.backends.check import plan_models, plan_station
 from listener.model.checkpoints import load_model
+from listener.model.snapshot import read_snapshot
 
 needs_transformers = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None,
@@ -66,6 +69,25 @@ def test_transformers_backend_windows_rate_and_labels(tiny_classifier: Path) -> 
     assert cfg.model.model_id == "r"  # cfg.model is the primary
 
 
+@needs_transformers
+@pytest.mark.parametrize(("damage", "error_type"), [
+    ("shapes", "RuntimeError"), ("garbage", "SafetensorError")])
+def test_transformers_folder_that_cannot_load_names_folder_and_model(
+        tmp_path: Path, damage: str, error_type: str) -> None:
+    folder = save_tiny_audio_classifier(tmp_path / "pods")
+    weights = folder / "model.safetensors"
+    if damage == "shapes":  # same config.json, weights of another head size
+        save_tiny_audio_classifier(tmp_path / "other", labels=("a", "b", "c"))
+        shutil.copy(tmp_path / "other" / "model.safetensors", weights)
+    else:
+        weights.write_bytes(b"garbage" * 10)
+    cfg = _planned(_cfg(f"  - {{id: r}}\n  - {{id: pods, backend: transformers, "
+                        f"weights: '{folder}', role: shadow, device: cpu}}\n"))
+    with pytest.raises(ModelLoadError) as err:
+        load_backend(plan_models(cfg)[1])
+    assert f"model pods: {folder}: " in str(err.value) and error_type in str(err.value)
+
+
 def test_resnet_snapshot_folder_reads_architecture_and_thresholds(tmp_path: Path) -> None:
     folder = save_resnet_snapshot(tmp_path / "orcahello-hub", config={
         "architectures": ["ResNet18ForOrcaHello"], "inference": {
@@ -89,10 +111,37 @@ def test_resnet_snapshot_folder_reads_architecture_and_thresholds(tmp_path: Path
     assert (cfg2.detection.local_threshold, cfg2.detection.global_threshold) == (0.4, 5)
 
 
+@pytest.mark.parametrize(("config", "message"), [
+    ({"global_threshold": 2.9}, "global_threshold must be a whole number of windows, got 2.9"),
+    ({"inference": {"min_num_positive_calls_threshold": True}},
+     "inference.min_num_positive_calls_threshold must be a whole number of windows, got true"),
+    ({"local_threshold": True}, "local_threshold must be a number from 0 to 1, got true"),
+    ({"inference": {"threshold": "0.5"}}, 'inference.threshold must be a number from 0 to 1, '
+                                          'got "0.5"'),
+])
+def test_snapshot_thresholds_are_never_coerced(tmp_path: Path, config: dict,
+                                               message: str) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError) as err:
+        read_snapshot(tmp_path)
+    assert str(err.value) == f"{tmp_path / 'config.json'}: {message}"
+
+
+def test_snapshot_global_threshold_may_be_an_integral_float(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"global_threshold": 3.0,
+                                                      "local_threshold": 1}))
+    snap = read_snapshot(tmp_path)
+    assert (snap.global_threshold, snap.local_threshold) == (3, 1.0)
+    assert type(snap.global_threshold) is int
+
+
 def test_resnet_snapshot_architecture_clash_is_refused(tmp_path: Path) -> None:
     folder = save_resnet_snapshot(tmp_path / "hub", config={"model_type": "resnet50"})
-    with pytest.raises(Exception, match="resnet50"):
+    with pytest.raises(ModelLoadError) as err:
         load_model(folder)
+    # The folder's config.json named it, not the YAML's model.architecture (auto).
+    assert str(err.value) == (f"{folder / 'config.json'} names resnet50 but "
+                              f"model.safetensors holds resnet18 weights")
 
 
 @pytest.mark.parametrize(("models", "key", "message"), [

@@ -178,6 +178,18 @@ def test_converted_weights_give_the_original_logits(fastai_names: types.SimpleNa
         torch.testing.assert_close(model(x), original(x), rtol=0, atol=1e-6)
 
 
+def test_an_export_with_normalisation_stats_is_refused(fastai_names: types.SimpleNamespace,
+                                                       r18_net: nn.Sequential,
+                                                       tmp_path: Path) -> None:
+    data = {"classes": ["negative", "positive"], "normalize": {
+        "mean": torch.tensor([-40.0]), "std": torch.tensor([20.0]), "do_x": True}}
+    src = export(fastai_names, r18_net, tmp_path / "model.pkl", data=data)
+    with pytest.raises(ModelLoadError, match=rf"{tmp_path / 'model.pkl'}: the export "
+                       r"normalises its input \(data\.normalize: dict"):
+        convert_fastai_export(src, tmp_path / "model.safetensors")
+    assert not (tmp_path / "model.safetensors").exists()
+
+
 def test_learn_save_state_dict_converts(r18_net: nn.Sequential, tmp_path: Path) -> None:
     # learn.save() writes {"model": state_dict, "opt": ...}: no module tree to check.
     torch.save({"model": r18_net.state_dict(), "opt": {"lr": 1e-3}}, tmp_path / "stage-1.pth")

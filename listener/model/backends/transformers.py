@@ -5,8 +5,9 @@ folder (``local_files_only``: never the hub at run time), at the extractor's
 own sampling rate, with the config's ``id2label`` as label names. Windows are
 downmixed and resampled each as if alone (like the ResNet path; one batched
 filter call per rate, :func:`listener.model.dsp.prepare_batch`), then batched
-``batch_size`` at a time under ``inference_mode``; float16 autocast on CUDA
-under ``model.precision``, as for the ResNet. Probabilities are the softmax of
+``batch_size`` at a time under ``inference_mode``; autocast in
+``model.precision``'s format, planned as for the ResNet (``auto``: float16 on
+CUDA, float32 on a CPU; ``bfloat16`` on a CPU with native bf16). Probabilities are the softmax of
 the logits, or the sigmoid for a ``multi_label_classification`` model.
 
 ``transformers`` is an optional extra: ``pip install 'listener[transformers]'``.
@@ -58,9 +59,13 @@ class TransformersBackend(PlannedBackend):
                 folder, local_files_only=True)
             model = tf.AutoModelForAudioClassification.from_pretrained(
                 folder, local_files_only=True)
-        except (OSError, ValueError, KeyError) as err:
-            raise ModelLoadError(f"{folder}: cannot load a transformers audio classifier: "
-                                 f"{err}") from err
+        except Exception as err:
+            # transformers and safetensors raise many types for a bad folder
+            # (RuntimeError for weights that don't fit config.json,
+            # SafetensorError for a corrupt file): any of them is a model that
+            # cannot load, never a traceback that names neither folder nor model.
+            raise ModelLoadError(f"model {plan.id}: {folder}: cannot load a transformers audio "
+                                 f"classifier: {type(err).__name__}: {err}") from err
         self.plan = plan
         self.device = select_device(entry.device)
         self.model = model.to(self.device).eval()

@@ -140,6 +140,17 @@ def _find_model(obj: Any, src: str) -> Stub | dict[str, Tensor]:
                          f"holding a module or a state dict, got {_kind(obj)}")
 
 
+def _refuse_normalisation(obj: Any, src: Path) -> None:
+    """fastai's ``Learner.export`` keeps ``data.normalize(...)`` stats here; our frontend
+    (like production OrcaHello) never normalises, so such weights would see other inputs."""
+    data = obj.get("data") if isinstance(obj, dict) else None
+    stats = data.get("normalize") if isinstance(data, dict) else None
+    if stats is not None:
+        raise ModelLoadError(f"{src}: the export normalises its input (data.normalize: "
+                             f"{_kind(stats)}); listener's frontend applies no normalisation, "
+                             f"so these weights would score other numbers than they trained on")
+
+
 def _normalise(name: str, value: Any) -> Any:
     if name in ("kernel_size", "stride", "padding", "dilation") and isinstance(value, int):
         return (value, value)
@@ -216,6 +227,7 @@ def convert_fastai_export(pkl_path: str | Path, out_path: str | Path, *,
     _check_paths(src, out, architecture)
     obj, seen, fmt = load_torch_file(src, limits, tuple(extra_stub_modules))
     log.debug("%s names these globals: %s", src, ", ".join(sorted(seen)))
+    _refuse_normalisation(obj, src)
     found = _find_model(obj, str(src))
     modules: dict[str, Stub] = {}
     if isinstance(found, Stub):
