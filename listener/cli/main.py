@@ -67,9 +67,11 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from listener.runtime.preflight import preflight
+    from listener.runtime.roster import plan_file
 
-    cfg = load_config(args.file)
-    # What `run` checks before it loads the network, with the same messages.
+    # What `run` checks before it loads the network (models planned, then the
+    # start-up checks), with the same messages.
+    cfg = plan_file(args.file).cfg
     notes = preflight(cfg, running_ok=True)
     stream = cfg.stream
     where = "no stream" if stream is None else (

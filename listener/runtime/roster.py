@@ -97,6 +97,16 @@ def config_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def plan_file(path: str | Path) -> StationPlan:
+    """One config file loaded and planned as ``listener run`` does (``check-config`` too).
+
+    Raises:
+        ListenerError: the file does not load, or its models cannot be planned.
+    """
+    # The model id shown is the one the checkpoint declares, unless the config sets it.
+    return plan_station(with_weights(load_config(path)))
+
+
 def load_roster(paths: Sequence[str | Path], *, keep_going: bool = False,
                 shard: Shard | None = None) -> Roster:
     """Load and plan every config; check station ids are unique; keep this shard's stations.
@@ -113,8 +123,7 @@ def load_roster(paths: Sequence[str | Path], *, keep_going: bool = False,
     seen: dict[str, Path] = {}
     for path in config_files(paths):
         try:
-            # The model id shown is the one the checkpoint declares, unless the config sets it.
-            plan = plan_station(with_weights(load_config(path)))
+            plan = plan_file(path)
             cfg = plan.cfg
             if cfg.station.id in seen:
                 raise ConfigError(f"station.id {cfg.station.id!r} is also the id in "
