@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from prometheus_client import CollectorRegistry
@@ -206,6 +207,47 @@ def test_a_station_whose_sinks_cannot_start_is_reported_while_the_others_run(
     assert "cannot use outbox" in state["reason"] and str(outbox) in state["reason"]
     assert seen["ready"][LIVE[1]]["state"] == "running" and seen["other_running"]
     assert status == (0 if restart else 1)
+
+
+class _FailsWhileDraining(ToneScorer):
+    """Slow enough that windows are queued at the stop; scoring them then fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = False
+
+    def score_waves(self, waves: np.ndarray) -> np.ndarray:
+        time.sleep(0.05)
+        if self.stopping:
+            raise RuntimeError("scoring failed while draining")
+        return super().score_waves(waves)
+
+
+def test_a_failure_while_draining_is_logged_and_fails_the_run(
+        tmp_path: Path, recordings: dict[str, list[tuple[bytes, float]]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    scorer = _FailsWhileDraining()
+    with LiveHlsServer() as server:
+        _publish(server, recordings)
+        fleet = Runner([_config(server, LIVE[0], tmp_path)], models=ModelRegistry(scorer=scorer),
+                       registry=CollectorRegistry(),
+                       timeouts=Timeouts(drain_s=20, sinks_s=5, probes_s=2))
+
+        async def watch() -> None:
+            unit = fleet.unit(LIVE[0])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (
+                    unit.station and unit.station.pipeline.windows_scored >= 16):
+                await asyncio.sleep(0.05)
+            scorer.stopping = True
+            fleet.request_stop("test finished")
+
+        status = _run(fleet, watch)
+    assert status == 1
+    assert fleet.unit(LIVE[0]).state.value == "failed"
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(m.startswith(f"station {LIVE[0]}: ") and "scoring failed while draining" in m
+               for m in logged), logged
 
 
 def _build_info(registry: CollectorRegistry, station: str) -> dict[str, str]:
