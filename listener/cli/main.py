@@ -7,7 +7,6 @@ message and exit non-zero, without a traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -111,7 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from listener.runtime.runner import run_stations
 
     shard = Shard.parse(args.shard) if args.shard else None
-    roster = load_roster(args.config, keep_going=args.keep_going, shard=shard)
+    roster = load_roster(args.config, keep_going=args.keep_going, shard=shard,
+                         device=args.device)
     first = roster.stations[0].cfg
     single = len(roster.stations) == 1
     setup_logging(args.log_level or first.logging.level, args.log_format or first.logging.format,
@@ -122,9 +122,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                  ", ".join(e.cfg.station.id for e in roster.stations))
     quorum = parse_quorum(args.quorum, len(roster.stations))
     plans = [e.plan for e in roster.stations]
-    if args.device:
-        plans = [dataclasses.replace(p, cfg=p.cfg.model_copy(update={
-            "model": p.cfg.model.model_copy(update={"device": args.device})})) for p in plans]
     return run_stations(plans, quorum=quorum, keep_going=args.keep_going,
                         skipped=roster.skipped)
 
