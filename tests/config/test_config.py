@@ -86,3 +86,14 @@ def test_a_dumped_config_loads_back_equal(tmp_path: Path, text: str,
     expected = cfg.model_dump()
     expected["state"]["dir"] = cfg.state.dir.resolve()
     assert loaded == expected
+
+
+def test_a_left_out_state_dir_is_relative_to_the_file_as_a_written_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # config/example.yaml: deleting a line set to its default changes nothing.
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    left_out = load_config(_write(folder, BASE))
+    written = load_config(_write(folder, BASE + "state:\n  dir: var/state\n"))
+    assert left_out.state.dir == written.state.dir == folder / "var" / "state"
