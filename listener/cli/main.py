@@ -190,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="listener", description=DESCRIPTION,
                                 epilog="'listener COMMAND --help' gives a command's options.")
     p.add_argument("--version", action="version", version=f"listener {__version__}")
-    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default from config)")
+    p.add_argument("--log-level", default=None, type=str.upper,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="DEBUG, INFO, WARNING or ERROR (default from config)")
     p.add_argument("--log-format", choices=["text", "json"], default=None,
                    help="log lines as text or one JSON object each (default from config)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
@@ -218,7 +220,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="run only part I of N of the stations (e.g. a StatefulSet ordinal)")
     s.add_argument("--quorum", default="1", metavar="N|P%",
                    help="/readyz is ready while this many stations are current (default 1)")
-    s.add_argument("--device", default=None,
+    s.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
                    help="override model.device of every station (e.g. cuda on a GPU node)")
     s.set_defaults(func=cmd_run)
 
