@@ -34,6 +34,9 @@ def _write(tmp_path: Path, text: str | bytes) -> Path:
     (BASE + "state:\n  dir: ${LISTENER_SURELY_UNDEFINED}/state\n", "state.dir",
      "LISTENER_SURELY_UNDEFINED} is not set"),
     ("station: &a\n  id: x\n  name: *a\n", "station", "recursive YAML alias"),
+    (BASE + "outputs:\n  on: 3\n", ":6: outputs: a key must be a name, got True",
+     "YAML reads on, off, yes, no, true and false as booleans: quote the key"),
+    (BASE + "outputs:\n  1: 3\n", ":6: outputs: a key must be a name, got 1", "quote the key"),
 ])
 def test_bad_values_are_config_errors_naming_file_and_key(
         tmp_path: Path, text: str, key: str, words: str) -> None:
