@@ -7,7 +7,6 @@ message and exit non-zero, without a traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -67,9 +66,11 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from listener.runtime.preflight import preflight
+    from listener.runtime.roster import plan_file
 
-    cfg = load_config(args.file)
-    # What `run` checks before it loads the network, with the same messages.
+    # What `run` checks before it loads the network (models planned, then the
+    # start-up checks), with the same messages.
+    cfg = plan_file(args.file).cfg
     notes = preflight(cfg, running_ok=True)
     stream = cfg.stream
     where = "no stream" if stream is None else (
@@ -109,7 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from listener.runtime.runner import run_stations
 
     shard = Shard.parse(args.shard) if args.shard else None
-    roster = load_roster(args.config, keep_going=args.keep_going, shard=shard)
+    roster = load_roster(args.config, keep_going=args.keep_going, shard=shard,
+                         device=args.device)
     first = roster.stations[0].cfg
     single = len(roster.stations) == 1
     setup_logging(args.log_level or first.logging.level, args.log_format or first.logging.format,
@@ -120,9 +122,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                  ", ".join(e.cfg.station.id for e in roster.stations))
     quorum = parse_quorum(args.quorum, len(roster.stations))
     plans = [e.plan for e in roster.stations]
-    if args.device:
-        plans = [dataclasses.replace(p, cfg=p.cfg.model_copy(update={
-            "model": p.cfg.model.model_copy(update={"device": args.device})})) for p in plans]
     return run_stations(plans, quorum=quorum, keep_going=args.keep_going,
                         skipped=roster.skipped)
 
@@ -191,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="listener", description=DESCRIPTION,
                                 epilog="'listener COMMAND --help' gives a command's options.")
     p.add_argument("--version", action="version", version=f"listener {__version__}")
-    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default from config)")
+    p.add_argument("--log-level", default=None, type=str.upper,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="DEBUG, INFO, WARNING or ERROR (default from config)")
     p.add_argument("--log-format", choices=["text", "json"], default=None,
                    help="log lines as text or one JSON object each (default from config)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
@@ -219,7 +220,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="run only part I of N of the stations (e.g. a StatefulSet ordinal)")
     s.add_argument("--quorum", default="1", metavar="N|P%",
                    help="/readyz is ready while this many stations are current (default 1)")
-    s.add_argument("--device", default=None,
+    s.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
                    help="override model.device of every station (e.g. cuda on a GPU node)")
     s.set_defaults(func=cmd_run)
 

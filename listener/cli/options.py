@@ -23,7 +23,8 @@ def add_precision_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="the network's number format: auto (float16 on CUDA, float32 "
                              "on CPU), float32, bfloat16 (CPUs with AVX512-BF16/AMX), "
-                             "float16 (CUDA); default: model.precision of the config")
+                             "float16 (CUDA), for every model of the config; default: each model's "
+                             "precision")
 
 
 def scoring_config(cfg: Config, weights: str | Path | None = None) -> Config:

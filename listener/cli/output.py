@@ -17,7 +17,8 @@ from listener.cli.exports import write_text
 
 def fmt_time(seconds: float) -> str:
     """``m:ss.s`` (``h:mm:ss.s`` from an hour)."""
-    m, s = divmod(seconds, 60)
+    # Rounded first: 59.96 s is 1:00.0, not 0:60.0.
+    m, s = divmod(round(seconds, 1), 60)
     h, m = divmod(int(m), 60)
     return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
 

@@ -40,6 +40,7 @@ from listener.config.sections import (
     StreamConfig,
     check_node_name,
     default_config,
+    with_every_model,
     with_precision,
 )
 
@@ -71,5 +72,6 @@ __all__ = [
     "load_config",
     "origin_of",
     "parse_config",
+    "with_every_model",
     "with_precision",
 ]

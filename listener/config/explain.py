@@ -30,6 +30,8 @@ def config_error(err: ValidationError, origin: ConfigOrigin, model: type[BaseMod
     first = err.errors()[0]
     # Pydantic adds entries such as 'function-after[...]' that are not keys.
     loc = (*prefix, *(p for p in first["loc"] if not (isinstance(p, str) and "[" in p)))
+    if first["type"] == "invalid_key" and loc:
+        loc = loc[:-1]  # the bad key itself (a bool or number): name its section
     key = ".".join(_key_text(p) for p in loc) or None
     message = _explain(first, err.error_count(), _known_names(model, loc[len(prefix):-1]))
     return ConfigError(message, path=origin.path, line=origin.line_of(loc) if loc else None,
@@ -50,6 +52,14 @@ def _explain(error: Any, count: int, known: Sequence[str] | None) -> str:
     elif kind == "value_error":
         # Our validators' messages already quote the bad value.
         msg = str(error["msg"]).removeprefix("Value error, ")
+    elif kind == "invalid_key":
+        bad = error.get("input")
+        msg = f"a key must be a name, got {_short(bad)}"
+        if isinstance(bad, bool):
+            msg += " (YAML reads on, off, yes, no, true and false as booleans: quote the key, " \
+                   "e.g. 'on':)"
+        else:
+            msg += " (quote the key)"
     elif kind == "literal_error":
         msg = f"{error['msg']}, got {_short(error.get('input'))}"
     else:

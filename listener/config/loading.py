@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from listener.config.explain import config_error
 from listener.config.origin import ConfigOrigin, set_origin
-from listener.config.sections import Config, rule_units
+from listener.config.sections import Config, StateConfig, rule_units
 from listener.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,12 @@ def _resolve_paths(data: dict[str, Any], base: Path, path: str) -> None:
     if isinstance(models, list):
         for entry in models:
             fix(entry, "weights")
-    fix(data.get("state"), "dir")
+    # Left out, state.dir defaults to the same place relative to this file as
+    # when written out, not to the working directory.
+    state = data.setdefault("state", {})
+    if isinstance(state, dict):
+        state.setdefault("dir", str(StateConfig.model_fields["dir"].default))
+    fix(state, "dir")
     outputs = data.get("outputs")
     if isinstance(outputs, dict):
         fix(outputs.get("jsonl"), "path")

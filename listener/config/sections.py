@@ -301,5 +301,13 @@ def with_precision(cfg: Config, precision: str | None) -> Config:
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
                           f"got {precision!r}")
-    return cfg.model_copy(update={"model": cfg.model.model_copy(
-        update={"precision": precision})})
+    return with_every_model(cfg, precision=precision)
+
+
+def with_every_model(cfg: Config, **update: object) -> Config:
+    """``cfg`` with ``update`` (a command line's ``--device``, ``--precision``) applied
+    to ``model`` and to every entry of ``models:``, shadows included."""
+    new: dict[str, object] = {"model": cfg.model.model_copy(update=update)}
+    if cfg.models is not None:
+        new["models"] = tuple(m.model_copy(update=update) for m in cfg.models)
+    return cfg.model_copy(update=new)

@@ -63,14 +63,20 @@ class StateStore:
             if not 0.0 <= clip_end_s <= _MAX_OFFSET_S:
                 raise ValueError(f"clip_end_s {clip_end_s!r} is not a stream offset "
                                  f"(0 to {_MAX_OFFSET_S:g} s)")
+            sequence = doc["resume_sequence"]
+            # As saved: an int (json reads 1e400 as inf, and -7 would be accepted by int()).
+            if type(sequence) is not int or sequence < 0:
+                raise ValueError(f"resume_sequence {sequence!r} is not a segment sequence "
+                                 f"number (an integer >= 0)")
             return StreamState(
                 stream_key=str(doc["stream_key"]),
-                resume_sequence=int(doc["resume_sequence"]),
+                resume_sequence=sequence,
                 clip_end_s=clip_end_s,
                 encounter=doc.get("encounter"),
                 extra=dict(doc.get("extra") or {}),
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError,
+                RecursionError) as err:  # RecursionError: nesting too deep for json
             aside = self.path.with_suffix(".corrupt")
             log.error("%s: ignoring an unreadable state file (%s); moved to %s",
                       self.path, err, aside)

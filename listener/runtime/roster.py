@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from listener.config import Config, load_config
+from listener.config import Config, load_config, with_every_model
 from listener.errors import ConfigError, ListenerError
 from listener.model.backends.check import StationPlan, plan_station
 from listener.model.bundled import with_weights
@@ -97,12 +97,25 @@ def config_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def plan_file(path: str | Path, *, device: str | None = None) -> StationPlan:
+    """One config file loaded and planned as ``listener run`` does (``check-config`` too).
+
+    ``device`` (``run --device``) replaces ``device`` of every model before planning.
+
+    Raises:
+        ListenerError: the file does not load, or its models cannot be planned.
+    """
+    # The model id shown is the one the checkpoint declares, unless the config sets it.
+    cfg = with_weights(load_config(path))
+    return plan_station(cfg if device is None else with_every_model(cfg, device=device))
+
+
 def load_roster(paths: Sequence[str | Path], *, keep_going: bool = False,
-                shard: Shard | None = None) -> Roster:
+                shard: Shard | None = None, device: str | None = None) -> Roster:
     """Load and plan every config; check station ids are unique; keep this shard's stations.
 
     A file that does not load is fatal (its error names the file), or with
-    ``keep_going`` is logged and skipped.
+    ``keep_going`` is logged and skipped. ``device`` is as :func:`plan_file`'s.
 
     Raises:
         ListenerError: a bad file (without ``keep_going``), two files with one
@@ -113,8 +126,7 @@ def load_roster(paths: Sequence[str | Path], *, keep_going: bool = False,
     seen: dict[str, Path] = {}
     for path in config_files(paths):
         try:
-            # The model id shown is the one the checkpoint declares, unless the config sets it.
-            plan = plan_station(with_weights(load_config(path)))
+            plan = plan_file(path, device=device)
             cfg = plan.cfg
             if cfg.station.id in seen:
                 raise ConfigError(f"station.id {cfg.station.id!r} is also the id in "

@@ -16,9 +16,11 @@ models, then the stations; READY=1 to systemd once they run. Stop
 3. sinks: outboxes flushed and files closed (``sinks``);
 4. probes: the HTTP server closes (``probes``).
 
-Isolation: a station whose pipeline fails is closed and rebuilt after a
-backoff (``restart_on_failure``); a dead stream only makes its own station
-stale; fetches and sink writes run in a thread pool sized for the fleet.
+Isolation: a station whose pipeline (or its sinks' start, or a rebuild) fails
+is closed and rebuilt after a backoff (``restart_on_failure``); a station task
+that dies is logged and marked failed at once, not when the fleet stops; a
+dead stream only makes its own station stale; fetches and sink writes run in
+a thread pool sized for the fleet.
 """
 
 from __future__ import annotations
@@ -176,6 +178,7 @@ class Runner:
             unit.task = asyncio.create_task(
                 unit.supervise(self.stop_event, self.restart_backoff_s),
                 name=f"station-{unit.id}")
+            unit.task.add_done_callback(self._task_done(unit))
         self.notifier.ready()
         self.notifier.status(f"following {len(running)} station(s)")
         await self._wait(running)
@@ -248,12 +251,15 @@ class Runner:
         tasks = {u.task for u in running if u.task is not None}
         await asyncio.wait({stopper, asyncio.ensure_future(asyncio.wait(tasks))},
                            return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                self.failed = True
-                log.error("pipeline failed: %r", task.exception(), exc_info=task.exception())
         for task in [stopper, *helpers]:
             task.cancel()
+
+    def _task_done(self, unit: StationUnit) -> Any:
+        """The done-callback of ``unit``'s task: a failure is logged and fails the run."""
+        def done(task: asyncio.Task[None]) -> None:
+            if unit.task_done(task):
+                self.failed = True
+        return done
 
     def _healthy(self) -> bool:
         return self.state is State.RUNNING and any(

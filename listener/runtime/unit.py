@@ -142,39 +142,59 @@ class StationUnit:
         return self.models[0].info if self.models else {}
 
     async def supervise(self, stop_event: asyncio.Event, backoff_s: float) -> None:
-        """Run the pipeline; after a failure close it and rebuild, with a growing backoff."""
+        """Run the pipeline; after a failure close it and rebuild, with a growing backoff.
+
+        A failure of the sinks' start or of a rebuild counts as a pipeline
+        failure; only a rebuild refused with a ListenerError (the config)
+        ends the station.
+        """
         while True:
-            assert self.station is not None
-            await self.station.emitter.start()  # the primary's sinks are every sink
-            self.state = State.RUNNING
-            self.running_since = self.running_since or time.time()
-            failure = await self._run_once(stop_event)
-            if failure is None:
-                return
-            if not self.options.restart_on_failure:
-                raise failure
-            await self.close_parts(self.sinks_timeout_s)
+            if self.station is not None:  # None: the last rebuild failed; it is retried
+                failure = await self._run_once(stop_event)
+                if failure is None:
+                    return
+                await self.close_parts(self.sinks_timeout_s)
             if await _stopped_within(stop_event, backoff_s):
                 return
             backoff_s = min(backoff_s * 2, 60.0)
             self.restarts += 1
-            try:
-                self.build()
-            except ListenerError as err:
-                self.state, self.error = State.FAILED, str(err)
-                log.error("station %s: cannot rebuild: %s", self.id, err)
+            if not self._rebuild():
                 return
 
-    async def _run_once(self, stop_event: asyncio.Event) -> Exception | None:
-        """Run the pipeline once; the failure to restart after, or None when done."""
-        assert self.station is not None
+    def _rebuild(self) -> bool:
+        """Build again after a failure; False when the config refuses it (the station ends)."""
         try:
+            self.build()
+        except ListenerError as err:
+            self.state, self.error = State.FAILED, str(err)
+            log.error("station %s: cannot rebuild: %s", self.id, err)
+            return False
+        except Exception as err:
+            self._failed("rebuild failed", err)
+        return True
+
+    def _failed(self, what: str, err: Exception) -> None:
+        self.state, self.error = State.RESTARTING, f"{what}: {err!r}"
+        log.error("station %s: %s: %r", self.id, what, err, exc_info=err)
+
+    async def _run_once(self, stop_event: asyncio.Event) -> Exception | None:
+        """Start the sinks and run the pipeline once; the failure to restart after, or None.
+
+        Raises:
+            Exception: the failure, when stopping or not restarting.
+        """
+        assert self.station is not None
+        what = "sinks failed to start"
+        try:
+            await self.station.emitter.start()  # the primary's sinks are every sink
+            self.state = State.RUNNING
+            self.running_since = self.running_since or time.time()
+            what = "pipeline failed"
             await self.station.pipeline.run()
         except Exception as err:
-            if stop_event.is_set():
-                raise
-            self.state, self.error = State.RESTARTING, f"pipeline failed: {err!r}"
-            log.error("station %s: pipeline failed: %r", self.id, err, exc_info=err)
+            if stop_event.is_set() or not self.options.restart_on_failure:
+                raise  # the task fails (StationUnit.task_done logs it)
+            self._failed(what, err)
             return err
         if not stop_event.is_set():
             self.state = State.ENDED
@@ -183,6 +203,18 @@ class StationUnit:
                 for emitter in self.station.emitters:
                     await emitter.finish()
         return None
+
+    def task_done(self, task: asyncio.Task[None]) -> bool:
+        """Mark the station failed when its task died of an error, and log it at once.
+
+        Added as the task's done-callback, so a fleet learns of one dead station
+        while the others run; True when the task failed.
+        """
+        if task.cancelled() or (err := task.exception()) is None:
+            return False
+        self.state, self.error = State.FAILED, f"failed: {err!r}"
+        log.error("station %s: failed: %r", self.id, err, exc_info=err)
+        return True
 
     def request_stop(self) -> None:
         if self.station is not None:

@@ -112,6 +112,22 @@ def test_check_config_accepts_the_example(tmp_path: Path, weights: Path) -> None
     assert "OK" in res.stdout
 
 
+@pytest.mark.parametrize(("entry", "said"), [
+    ("target_labels: [whale]", "models.0.target_labels: unknown label(s) ['whale']"),
+    ("window_s: 90", "window_s (90.0) is longer than detection.clip_s (60.0)"),
+])
+def test_check_config_refuses_what_run_refuses(tmp_path: Path, weights: Path, entry: str,
+                                               said: str) -> None:
+    # The models are planned as `run` plans them, not just the YAML validated.
+    path = tmp_path / "s.yaml"
+    path.write_text("station: {id: s1}\nmetrics: {enabled: false}\n"
+                    f"state: {{dir: {tmp_path / 'state'}}}\nmodels:\n"
+                    f"  - {{id: a, weights: {weights}, role: primary, {entry}}}\n")
+    res = _cli("check-config", str(path))
+    assert res.returncode == 1, res.stdout
+    assert said in res.stderr and "s.yaml" in res.stderr
+
+
 def test_help_lists_every_command() -> None:
     res = _cli("--help")
     for cmd in ("run", "demo", "replay", "detect", "features", "check-config", "convert-fastai",

@@ -68,3 +68,15 @@ def test_replay_merge_reaches_the_merge(tmp_path: Path) -> None:
     res = _cli("replay", "merge", str(tmp_path))
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert f"{tmp_path}: no replay part" in res.stderr
+
+
+def test_a_bad_log_level_or_device_is_a_usage_error_naming_the_flag(tmp_path: Path) -> None:
+    config = tmp_path / "s.yaml"
+    config.write_text("station: {id: s1}\n")
+    for args, flag in ((["--log-level", "verbose", "check-config", str(config)], "--log-level"),
+                       (["run", "--config", str(config), "--device", "gpu"], "--device")):
+        res = _cli(*args)
+        assert res.returncode == 2, res.stderr
+        assert f"argument {flag}: invalid choice" in res.stderr
+        assert "Traceback" not in res.stderr and "s.yaml" not in res.stderr
+    assert "invalid choice" not in _cli("--log-level", "debug", "check-config", str(config)).stderr

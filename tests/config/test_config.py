@@ -34,6 +34,9 @@ def _write(tmp_path: Path, text: str | bytes) -> Path:
     (BASE + "state:\n  dir: ${LISTENER_SURELY_UNDEFINED}/state\n", "state.dir",
      "LISTENER_SURELY_UNDEFINED} is not set"),
     ("station: &a\n  id: x\n  name: *a\n", "station", "recursive YAML alias"),
+    (BASE + "outputs:\n  on: 3\n", ":6: outputs: a key must be a name, got True",
+     "YAML reads on, off, yes, no, true and false as booleans: quote the key"),
+    (BASE + "outputs:\n  1: 3\n", ":6: outputs: a key must be a name, got 1", "quote the key"),
 ])
 def test_bad_values_are_config_errors_naming_file_and_key(
         tmp_path: Path, text: str, key: str, words: str) -> None:
@@ -86,3 +89,14 @@ def test_a_dumped_config_loads_back_equal(tmp_path: Path, text: str,
     expected = cfg.model_dump()
     expected["state"]["dir"] = cfg.state.dir.resolve()
     assert loaded == expected
+
+
+def test_a_left_out_state_dir_is_relative_to_the_file_as_a_written_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # config/example.yaml: deleting a line set to its default changes nothing.
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    left_out = load_config(_write(folder, BASE))
+    written = load_config(_write(folder, BASE + "state:\n  dir: var/state\n"))
+    assert left_out.state.dir == written.state.dir == folder / "var" / "state"

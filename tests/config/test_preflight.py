@@ -137,7 +137,7 @@ def test_configs_remember_their_file_without_changing_their_value(tmp_path: Path
     path = tmp_path / "c.yaml"
     path.write_text("station: {id: x}\n")
     cfg = load_config(path)
-    assert cfg == parse_config("station: {id: x}\n")
+    assert cfg == parse_config("station: {id: x}\n", base_dir=tmp_path)
     copied = cfg.model_copy(update={"detection": cfg.detection})
     from listener.config.origin import origin_of
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from prometheus_client import CollectorRegistry
@@ -25,7 +26,9 @@ from support.daemon_support import (
 )
 from support.hls_server import LiveHlsServer
 
-from listener.config import Config, MetricsConfig
+from listener.config import Config, MetricsConfig, OutputsConfig
+from listener.config.outputs import WebhookSinkConfig
+from listener.runtime.builder import StationOptions
 from listener.runtime.daemon import Timeouts
 from listener.runtime.models import ModelRegistry
 from listener.runtime.runner import Runner
@@ -171,6 +174,82 @@ def test_stations_configured_alike_share_one_copy_of_another_model(
     assert first is second  # one load, one batcher, a lane per station
 
 
+@pytest.mark.parametrize("restart", [True, False])
+def test_a_station_whose_sinks_cannot_start_is_reported_while_the_others_run(
+        tmp_path: Path, restart: bool) -> None:
+    # A folder named like a torn outbox write: the webhook's start cannot remove it.
+    outbox = tmp_path / "outbox"
+    (outbox / ".0001.tmp").mkdir(parents=True)
+    seen: dict[str, Any] = {}
+    with LiveHlsServer() as server:  # nothing published: both streams wait on 404s
+        broken, other = (_config(server, n, tmp_path) for n in LIVE)
+        broken = broken.model_copy(update={"outputs": OutputsConfig(webhook=WebhookSinkConfig(
+            url="http://127.0.0.1:9/hook", outbox_dir=outbox))})
+        fleet = Runner([broken, other], models=ModelRegistry(scorer=ToneScorer()),
+                       registry=CollectorRegistry(), restart_backoff_s=0.2,
+                       options=StationOptions(restart_on_failure=restart),
+                       timeouts=Timeouts(drain_s=5, sinks_s=2, probes_s=2))
+
+        async def watch() -> None:
+            unit = fleet.unit(LIVE[0])
+            deadline = time.monotonic() + 20
+            while unit.restarts < 2 and unit.state.value != "failed" \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            seen["ready"] = fleet.readiness()[1]["stations"]
+            task = fleet.unit(LIVE[1]).task
+            seen["other_running"] = task is not None and not task.done()
+            fleet.request_stop("test finished")
+
+        status = _run(fleet, watch)
+    state = seen["ready"][LIVE[0]]
+    assert state["state"] == ("restarting" if restart else "failed")
+    assert "cannot use outbox" in state["reason"] and str(outbox) in state["reason"]
+    assert seen["ready"][LIVE[1]]["state"] == "running" and seen["other_running"]
+    assert status == (0 if restart else 1)
+
+
+class _FailsWhileDraining(ToneScorer):
+    """Slow enough that windows are queued at the stop; scoring them then fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = False
+
+    def score_waves(self, waves: np.ndarray) -> np.ndarray:
+        time.sleep(0.05)
+        if self.stopping:
+            raise RuntimeError("scoring failed while draining")
+        return super().score_waves(waves)
+
+
+def test_a_failure_while_draining_is_logged_and_fails_the_run(
+        tmp_path: Path, recordings: dict[str, list[tuple[bytes, float]]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    scorer = _FailsWhileDraining()
+    with LiveHlsServer() as server:
+        _publish(server, recordings)
+        fleet = Runner([_config(server, LIVE[0], tmp_path)], models=ModelRegistry(scorer=scorer),
+                       registry=CollectorRegistry(),
+                       timeouts=Timeouts(drain_s=20, sinks_s=5, probes_s=2))
+
+        async def watch() -> None:
+            unit = fleet.unit(LIVE[0])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (
+                    unit.station and unit.station.pipeline.windows_scored >= 16):
+                await asyncio.sleep(0.05)
+            scorer.stopping = True
+            fleet.request_stop("test finished")
+
+        status = _run(fleet, watch)
+    assert status == 1
+    assert fleet.unit(LIVE[0]).state.value == "failed"
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(m.startswith(f"station {LIVE[0]}: ") and "scoring failed while draining" in m
+               for m in logged), logged
+
+
 def _build_info(registry: CollectorRegistry, station: str) -> dict[str, str]:
     for family in registry.collect():
         for s in family.samples:
@@ -179,7 +258,7 @@ def _build_info(registry: CollectorRegistry, station: str) -> dict[str, str]:
     raise AssertionError(f"no listener_build_info for {station}")
 
 
-def _run(fleet: Runner, watch: Callable[[], Awaitable[None]]) -> int:
+def _run(fleet: Runner, watch: Callable[[], Coroutine[Any, Any, None]]) -> int:
     """Run ``fleet`` with ``watch`` beside it (it stops the fleet); the exit status."""
     async def main() -> int:
         watcher = asyncio.create_task(watch())

@@ -80,3 +80,21 @@ def test_cli_run_names_the_bad_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert str(bad) in capsys.readouterr().err
     assert main(["run", "--config", str(tmp_path / "missing")]) == 1
     assert "no such config file or folder" in capsys.readouterr().err
+
+
+def test_device_and_precision_reach_every_model_not_only_the_primary(tmp_path: Path) -> None:
+    from listener.config import with_precision
+    from listener.model.backends.check import plan_models
+    from listener.model.bundled import BUNDLED_WEIGHTS
+
+    # `run --device` and `--precision` override every station's every model.
+    entry = f"weights: {BUNDLED_WEIGHTS}, architecture: resnet18, device: cpu, precision: auto"
+    path = _write(tmp_path, "s.yaml", GOOD.format(id="s1") + "models:\n"
+                  f"  - {{id: a, role: primary, {entry}}}\n"
+                  f"  - {{id: b, role: shadow, {entry}}}\n")
+    plan = load_roster([path], device="cuda").stations[0].plan
+    assert [p.entry.device for p in plan.models] == ["cuda", "cuda"]
+    assert plan.cfg.model.device == "cuda"
+    assert {m.device for m in plan.cfg.model_entries()} == {"cuda"}
+    cfg = with_precision(plan.cfg, "float16")
+    assert [p.entry.precision for p in plan_models(cfg)] == ["float16", "float16"]
