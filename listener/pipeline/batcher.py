@@ -109,6 +109,7 @@ class BatchLane(Generic[W]):
         self.queue: collections.deque[tuple[float, W]] = collections.deque()
         self.in_flight = 0  # windows of this lane inside the batch being scored
         self.closed = False
+        self.abandoned = False  # its reader is gone: put and deliver drop
         self._shedder = _Shedder(f"{name}: ", shared.clock)
         self._results: collections.deque[tuple[list[W], np.ndarray] | BaseException] = \
             collections.deque()
@@ -124,6 +125,8 @@ class BatchLane(Generic[W]):
 
     def put(self, window: W) -> None:
         """Queue a window (never blocks); sheds this lane's oldest past its backlog limit."""
+        if self.abandoned:
+            return  # its station is failing and will be rebuilt; nobody would read the score
         self.queue.append((self.shared.clock(), window))
         self._shedder.shed(self.queue, self.max_backlog_windows, self.hop_s, self.metrics)
         self.update_gauge()
@@ -138,17 +141,25 @@ class BatchLane(Generic[W]):
     async def batches(self) -> AsyncIterator[tuple[list[W], np.ndarray]]:
         """This lane's ``(windows, scores)`` in window order."""
         self.shared.ensure_running()
-        while True:
-            if self._results:
-                item = self._results.popleft()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                continue
-            if self.closed and not self.queue and not self.in_flight:
-                return
-            self._ready.clear()
-            await self._ready.wait()
+        try:
+            while True:
+                if self._results:
+                    item = self._results.popleft()
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+                    continue
+                if self.closed and not self.queue and not self.in_flight:
+                    return
+                self._ready.clear()
+                await self._ready.wait()
+        finally:
+            # Nobody reads this lane any more (a failed batch ended its consumer):
+            # what it would still queue or be given must not pile up unread.
+            self.abandoned = True
+            self.closed = True
+            self.queue.clear()
+            self._results.clear()
 
     def shutdown(self) -> None:
         """Leave the shared batcher (after :meth:`batches` ended); queued windows are dropped."""
@@ -161,6 +172,8 @@ class BatchLane(Generic[W]):
             self.metrics.backlog_seconds.set(self.backlog_s)
 
     def deliver(self, result: tuple[list[W], np.ndarray] | BaseException) -> None:
+        if self.abandoned:
+            return
         self._results.append(result)
         self._ready.set()
 

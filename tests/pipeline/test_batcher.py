@@ -164,6 +164,37 @@ def test_a_model_failure_reaches_the_stations_in_that_batch() -> None:
     asyncio.run(main())
 
 
+def test_a_lane_whose_reader_failed_keeps_nothing_more() -> None:
+    """After a failed batch ends a lane's consumer, what the station still puts
+    (until it is stopped and rebuilt) is neither scored for it nor kept."""
+    calls = []
+
+    def first_fails(waves: np.ndarray) -> np.ndarray:
+        calls.append(len(waves))
+        if len(calls) == 1:
+            raise RuntimeError("model exploded")
+        return _score(waves)
+
+    async def main() -> None:
+        shared: SharedBatcher[Item] = SharedBatcher(first_fails, batch_size=1, max_wait_s=0.0)
+        lane = shared.lane("a", max_backlog_s=100, hop_s=1.0)
+        lane.put(_items("a", 1, 0)[0])
+        try:
+            with pytest.raises(RuntimeError, match="model exploded"):
+                async for _ in lane.batches():
+                    pass
+            for item in _items("a", 50, 1):
+                lane.put(item)
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.05)
+            assert lane.backlog_s == 0
+            assert calls == [1]
+        finally:
+            await shared.aclose()
+
+    asyncio.run(main())
+
+
 class FakeClock:
     """Time that moves only when the test says so."""
 
