@@ -196,7 +196,8 @@ class SharedBatcher(Generic[W]):
     """
 
     def __init__(self, score_waves: Callable[[np.ndarray], np.ndarray], *, batch_size: int,
-                 max_wait_s: float, clock: Clock = time.monotonic) -> None:
+                 max_wait_s: float, clock: Clock = time.monotonic,
+                 executor: concurrent.futures.ThreadPoolExecutor | None = None) -> None:
         if batch_size < 1 or max_wait_s < 0:
             raise ValueError(f"batch_size must be >= 1 and max_wait_s >= 0, got "
                              f"{batch_size} and {max_wait_s}")
@@ -209,8 +210,17 @@ class SharedBatcher(Generic[W]):
         self._next = 0  # the lane the next batch starts with
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer")
+        self._owns_executor = executor is None
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="infer")
         self.batches_scored = 0
+
+    def alike(self) -> SharedBatcher[W]:
+        """A batcher of the same model, settings and scoring thread, for windows of
+        another length (one batch is one array); close it before this one."""
+        return SharedBatcher(self._score_waves, batch_size=self.batch_size,
+                             max_wait_s=self.max_wait_s, clock=self.clock,
+                             executor=self._executor)
 
     def lane(self, name: str, *, max_backlog_s: float, hop_s: float,
              metrics: BatcherMetrics | None = None) -> BatchLane[W]:
@@ -240,7 +250,8 @@ class SharedBatcher(Generic[W]):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._owns_executor:
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
     def _waiting(self) -> int:
         return sum(len(lane.queue) for lane in self.lanes)
