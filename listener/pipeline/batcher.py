@@ -127,6 +127,7 @@ class BatchLane(Generic[W]):
         """Queue a window (never blocks); sheds this lane's oldest past its backlog limit."""
         if self.abandoned:
             return  # its station is failing and will be rebuilt; nobody would read the score
+        self.shared.check_shape(self.name, window.wave)
         self.queue.append((self.shared.clock(), window))
         self._shedder.shed(self.queue, self.max_backlog_windows, self.hop_s, self.metrics)
         self.update_gauge()
@@ -214,6 +215,7 @@ class SharedBatcher(Generic[W]):
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="infer")
         self.batches_scored = 0
+        self._shape: tuple[int, ...] | None = None  # of every window (the first one's)
 
     def alike(self) -> SharedBatcher[W]:
         """A batcher of the same model, settings and scoring thread, for windows of
@@ -238,6 +240,15 @@ class SharedBatcher(Generic[W]):
 
     def wake(self) -> None:
         self._wake.set()
+
+    def check_shape(self, lane: str, wave: np.ndarray) -> None:
+        """A batch is one array: every window of this batcher has the first one's shape."""
+        if self._shape is None:
+            self._shape = wave.shape
+        elif wave.shape != self._shape:
+            raise ValueError(f"{lane}: a window of shape {wave.shape} for a model batcher of "
+                             f"{self._shape} windows (windows of another length need "
+                             f"their own batcher)")
 
     def ensure_running(self) -> None:
         """Start the scheduling task on this loop if it is not running."""
@@ -299,12 +310,18 @@ class SharedBatcher(Generic[W]):
 
     async def _score(self, batch: list[tuple[BatchLane[W], W]]) -> None:
         loop = asyncio.get_running_loop()
-        waves = np.stack([item.wave for _, item in batch])
         started = time.perf_counter()
+        # Whatever fails here goes to each station in the batch; the scheduler
+        # lives on, or every lane on this model would wait forever.
         try:
+            waves = np.stack([item.wave for _, item in batch])
             scores = await loop.run_in_executor(self._executor, self._score_waves, waves)
-            result: np.ndarray | BaseException = np.asarray(scores, dtype=np.float64)
-        except Exception as err:  # each station in the batch sees the failure
+            got = np.asarray(scores, dtype=np.float64)
+            if got.shape[:1] != (len(batch),):
+                raise ValueError(f"the model gave scores of shape {got.shape} for a "
+                                 f"batch of {len(batch)} windows")
+            result: np.ndarray | BaseException = got
+        except Exception as err:
             result = err
         elapsed = time.perf_counter() - started
         self.batches_scored += 1
