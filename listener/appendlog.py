@@ -11,13 +11,16 @@ inode, and a WARNING says so once per reopen.
 Each record is written whole (a loop over ``os.write`` on an ``O_APPEND``
 descriptor), flushed to disk with ``fsync``, and cut back off the file if
 the write failed part way (a full disk), so a retry appends a whole line
-where the failed one began. A file whose last line is incomplete (a crash
-mid-write) gets a newline first, so the torn line does not swallow the next.
+where the failed one began; every writer of the path appends under an
+``flock`` of it, so that cut never takes another writer's line. A file whose
+last line is incomplete (a crash mid-write) gets a newline first, so the torn
+line does not swallow the next.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import threading
@@ -54,19 +57,30 @@ class AppendFile:
         """
         with self._lock:
             fd = self._current()
-            start = os.lseek(fd, 0, os.SEEK_END)
+            # Other AppendFiles on this path (stations of this process sharing an
+            # output, or another process) append under the same lock, so cutting
+            # a failed record back off never cuts a record of theirs.
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                if self._fsync:
-                    os.fsync(fd)
-            except OSError:
-                # A full disk may have taken part of the record: cut it off.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, start)
-                self._close_locked()
-                raise
+                self._write_locked(fd, data)
+            finally:
+                if self._fd == fd:  # a failed write closed it, which unlocked it
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _write_locked(self, fd: int, data: bytes) -> None:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if self._fsync:
+                os.fsync(fd)
+        except OSError:
+            # A full disk may have taken part of the record: cut it off.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            self._close_locked()
+            raise
 
     def close(self) -> None:
         """Close the descriptor (the next :meth:`append` opens the path again)."""

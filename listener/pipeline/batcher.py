@@ -109,6 +109,7 @@ class BatchLane(Generic[W]):
         self.queue: collections.deque[tuple[float, W]] = collections.deque()
         self.in_flight = 0  # windows of this lane inside the batch being scored
         self.closed = False
+        self.abandoned = False  # its reader is gone: put and deliver drop
         self._shedder = _Shedder(f"{name}: ", shared.clock)
         self._results: collections.deque[tuple[list[W], np.ndarray] | BaseException] = \
             collections.deque()
@@ -124,6 +125,9 @@ class BatchLane(Generic[W]):
 
     def put(self, window: W) -> None:
         """Queue a window (never blocks); sheds this lane's oldest past its backlog limit."""
+        if self.abandoned:
+            return  # its station is failing and will be rebuilt; nobody would read the score
+        self.shared.check_shape(self.name, window.wave)
         self.queue.append((self.shared.clock(), window))
         self._shedder.shed(self.queue, self.max_backlog_windows, self.hop_s, self.metrics)
         self.update_gauge()
@@ -138,17 +142,25 @@ class BatchLane(Generic[W]):
     async def batches(self) -> AsyncIterator[tuple[list[W], np.ndarray]]:
         """This lane's ``(windows, scores)`` in window order."""
         self.shared.ensure_running()
-        while True:
-            if self._results:
-                item = self._results.popleft()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                continue
-            if self.closed and not self.queue and not self.in_flight:
-                return
-            self._ready.clear()
-            await self._ready.wait()
+        try:
+            while True:
+                if self._results:
+                    item = self._results.popleft()
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+                    continue
+                if self.closed and not self.queue and not self.in_flight:
+                    return
+                self._ready.clear()
+                await self._ready.wait()
+        finally:
+            # Nobody reads this lane any more (a failed batch ended its consumer):
+            # what it would still queue or be given must not pile up unread.
+            self.abandoned = True
+            self.closed = True
+            self.queue.clear()
+            self._results.clear()
 
     def shutdown(self) -> None:
         """Leave the shared batcher (after :meth:`batches` ended); queued windows are dropped."""
@@ -161,6 +173,8 @@ class BatchLane(Generic[W]):
             self.metrics.backlog_seconds.set(self.backlog_s)
 
     def deliver(self, result: tuple[list[W], np.ndarray] | BaseException) -> None:
+        if self.abandoned:
+            return
         self._results.append(result)
         self._ready.set()
 
@@ -183,7 +197,8 @@ class SharedBatcher(Generic[W]):
     """
 
     def __init__(self, score_waves: Callable[[np.ndarray], np.ndarray], *, batch_size: int,
-                 max_wait_s: float, clock: Clock = time.monotonic) -> None:
+                 max_wait_s: float, clock: Clock = time.monotonic,
+                 executor: concurrent.futures.ThreadPoolExecutor | None = None) -> None:
         if batch_size < 1 or max_wait_s < 0:
             raise ValueError(f"batch_size must be >= 1 and max_wait_s >= 0, got "
                              f"{batch_size} and {max_wait_s}")
@@ -196,8 +211,18 @@ class SharedBatcher(Generic[W]):
         self._next = 0  # the lane the next batch starts with
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer")
+        self._owns_executor = executor is None
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="infer")
         self.batches_scored = 0
+        self._shape: tuple[int, ...] | None = None  # of every window (the first one's)
+
+    def alike(self) -> SharedBatcher[W]:
+        """A batcher of the same model, settings and scoring thread, for windows of
+        another length (one batch is one array); close it before this one."""
+        return SharedBatcher(self._score_waves, batch_size=self.batch_size,
+                             max_wait_s=self.max_wait_s, clock=self.clock,
+                             executor=self._executor)
 
     def lane(self, name: str, *, max_backlog_s: float, hop_s: float,
              metrics: BatcherMetrics | None = None) -> BatchLane[W]:
@@ -216,6 +241,15 @@ class SharedBatcher(Generic[W]):
     def wake(self) -> None:
         self._wake.set()
 
+    def check_shape(self, lane: str, wave: np.ndarray) -> None:
+        """A batch is one array: every window of this batcher has the first one's shape."""
+        if self._shape is None:
+            self._shape = wave.shape
+        elif wave.shape != self._shape:
+            raise ValueError(f"{lane}: a window of shape {wave.shape} for a model batcher of "
+                             f"{self._shape} windows (windows of another length need "
+                             f"their own batcher)")
+
     def ensure_running(self) -> None:
         """Start the scheduling task on this loop if it is not running."""
         if self._task is None or self._task.done():
@@ -227,7 +261,8 @@ class SharedBatcher(Generic[W]):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._owns_executor:
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
     def _waiting(self) -> int:
         return sum(len(lane.queue) for lane in self.lanes)
@@ -275,12 +310,18 @@ class SharedBatcher(Generic[W]):
 
     async def _score(self, batch: list[tuple[BatchLane[W], W]]) -> None:
         loop = asyncio.get_running_loop()
-        waves = np.stack([item.wave for _, item in batch])
         started = time.perf_counter()
+        # Whatever fails here goes to each station in the batch; the scheduler
+        # lives on, or every lane on this model would wait forever.
         try:
+            waves = np.stack([item.wave for _, item in batch])
             scores = await loop.run_in_executor(self._executor, self._score_waves, waves)
-            result: np.ndarray | BaseException = np.asarray(scores, dtype=np.float64)
-        except Exception as err:  # each station in the batch sees the failure
+            got = np.asarray(scores, dtype=np.float64)
+            if got.shape[:1] != (len(batch),):
+                raise ValueError(f"the model gave scores of shape {got.shape} for a "
+                                 f"batch of {len(batch)} windows")
+            result: np.ndarray | BaseException = got
+        except Exception as err:
             result = err
         elapsed = time.perf_counter() - started
         self.batches_scored += 1

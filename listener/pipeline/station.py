@@ -19,7 +19,6 @@ emitted (the state file makes the next start redo them in full).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -130,16 +129,27 @@ class StationPipeline:
         """Run until the source ends (then the open clips are decided too) or a stop."""
         consumers = [asyncio.create_task(lane.consume(), name=f"score-{lane.id}")
                      for lane in self.lanes]
+        intake = asyncio.create_task(self._intake(), name="intake")
         try:
-            await self._intake()
+            await asyncio.wait([intake, *consumers], return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # A consumer ends before intake only when its model failed: audio fed
+            # on would never be scored, so the station stops and its supervisor
+            # rebuilds it (docs/daemon.md).
+            early = [lane.id for lane, c in zip(self.lanes, consumers, strict=True) if c.done()]
+            intake.cancel()
+            stopped = (await asyncio.gather(intake, return_exceptions=True))[0]
             await self._end_decoder()
             for lane in self.lanes:
                 lane.batcher.close()
             results = await asyncio.gather(*consumers, return_exceptions=True)
+        if isinstance(stopped, Exception):
+            raise stopped
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             raise failed[0]
+        if isinstance(stopped, asyncio.CancelledError):
+            raise RuntimeError(f"model {early} stopped scoring before its stream ended")
         if not self.source.stop_event.is_set():
             # The stream ended by itself (ENDLIST, end of a replay): decide the
             # last, possibly shorter, clip of every model. A stop leaves them
@@ -258,8 +268,11 @@ class StationPipeline:
             self.metrics.decoder_restart(reason)
         await decoder.close()
         if reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            # wait, not await: a cancel of this task (a failed model ends intake)
+            # must propagate, not be taken for the reader's own end.
+            await asyncio.wait([reader])
+            if not reader.cancelled():
+                reader.result()  # a reader's failure is intake's
 
     # -- reader ------------------------------------------------------------
 

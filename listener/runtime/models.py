@@ -1,9 +1,10 @@
 """Every model a process runs, loaded once and shared by the stations that run it.
 
 A model is keyed by its configuration (and the frontend's): stations
-configured alike share one loaded copy and one
+configured alike share one loaded copy and, per window length, one
 :class:`~listener.pipeline.batcher.SharedBatcher`, in which each station's
-lane of that model queues its windows. A ResNet primary is loaded as a
+lane of that model queues its windows; each station keeps its own plan
+(windows, hop, thresholds). A ResNet primary is loaded as a
 :class:`~listener.model.scorer.Scorer` (one score per window); every other
 model through its backend (``listener.model.backends``). Loading runs in a
 worker thread, so probes keep answering while a large model loads.
@@ -15,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -82,19 +84,29 @@ class ModelRegistry:
         self.allow_random_weights = allow_random_weights
         self.clock = clock
         self.loaded: dict[str, LoadedModel] = {}
+        # Windows of one length per batcher (a batch is one array); one model's
+        # batchers share its weights and its scoring thread.
+        self._batchers: dict[tuple[str, float], SharedBatcher[Tagged]] = {}
 
     async def models_for(self, cfg: Config, plans: Sequence[ModelPlan]) -> list[LoadedModel]:
-        """The station's models, the primary first, loading those not loaded yet."""
+        """The station's models, the primary first, loading those not loaded yet.
+
+        Each comes with this station's own plan (window, hop, thresholds): a
+        loaded copy is shared by configuration of the model, not of detection.
+        """
         out = []
         for index, plan in enumerate(plans):
             key = self._key(cfg, plan, index)
             if key not in self.loaded:
                 self.loaded[key] = await asyncio.to_thread(self._load, cfg, plan, index)
+                self._batchers[(key, plan.window_s)] = self.loaded[key].batcher
                 log.info("model %s loaded (%d distinct so far)", plan.id, len(self.loaded))
             elif index:
                 log.info("station %s: model %s shares the copy already loaded",
                          cfg.station.id, plan.id)
-            out.append(self.loaded[key])
+            loaded = self.loaded[key]
+            batcher = self._batchers.setdefault((key, plan.window_s), loaded.batcher.alike())
+            out.append(replace(loaded, plan=plan, batcher=batcher))
         return out
 
     def _key(self, cfg: Config, plan: ModelPlan, index: int) -> str:
@@ -128,5 +140,5 @@ class ModelRegistry:
 
     async def aclose(self) -> None:
         """Stop every batcher (after every station has ended)."""
-        for model in self.loaded.values():
-            await model.batcher.aclose()
+        for batcher in reversed(self._batchers.values()):  # the thread's owner last
+            await batcher.aclose()

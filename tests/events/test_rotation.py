@@ -101,6 +101,49 @@ def test_append_file_reopens_and_cuts_a_failed_write(tmp_path: Path) -> None:
     f.close()
 
 
+def test_a_failed_write_never_cuts_another_writers_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two stations share an output path, each with its own AppendFile: station A's
+    write fails part way (a full disk) while B appends; A's clean-up keeps B's line."""
+    import errno
+
+    from listener import appendlog
+
+    path = tmp_path / "events.jsonl"
+    a, b = AppendFile(path), AppendFile(path)
+    a.append(b"A0\n")
+    b.append(b"B0\n")
+    a_writing = threading.Event()
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        if fd == a._fd:
+            real_write(fd, bytes(data[:2]))
+            a_writing.set()
+            b_done.wait(0.5)  # B has the time to append (it waits for A's lock)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    b_done = threading.Event()
+
+    def station_b() -> None:
+        a_writing.wait(5)
+        b.append(b"B1\n")
+        b_done.set()
+
+    monkeypatch.setattr(appendlog.os, "write", write)
+    other = threading.Thread(target=station_b)
+    other.start()
+    with pytest.raises(OSError, match="No space"):
+        a.append(b"A1\n")
+    other.join(5)
+    monkeypatch.setattr(appendlog.os, "write", real_write)
+    assert b_done.is_set()
+    assert path.read_bytes() == b"A0\nB0\nB1\n"
+    a.close()
+    b.close()
+
+
 def test_coverage_ledger_follows_a_rotation(tmp_path: Path) -> None:
     ledger = CoverageLedger(tmp_path / "coverage-x.jsonl", clock=lambda: 1000.0)
     ledger.record(0.0, 10.0, "scored")

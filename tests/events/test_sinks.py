@@ -8,6 +8,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -275,6 +276,74 @@ def test_a_400_goes_to_dead_letters_and_the_queue_moves_on(
 
 
 # --- orcahello -----------------------------------------------------------------
+
+class TrickleEndpoint:
+    """An endpoint that answers a byte every 0.2 s: after its headers (``body``)
+    or within them (``headers``), for 20 s; counts the POSTs it got."""
+
+    def __init__(self, where: str, status: int = 200) -> None:
+        self.where, self.status, self.posts = where, status, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        self.posts += 1
+        conn.recv(65536)
+        head = b"HTTP/1.1 %d X\r\nContent-Length: 100\r\n\r\n" % self.status
+        if self.where == "body":
+            conn.sendall(head)
+        for i in range(100):
+            time.sleep(0.2)
+            try:
+                conn.sendall(head[i:i + 1] if self.where == "headers" else b"x")
+            except OSError:
+                return
+        conn.close()
+
+
+@pytest.mark.parametrize(("where", "status"), [("body", 200), ("body", 503),
+                                               ("headers", 200)])
+def test_a_trickling_endpoint_is_cut_off_and_never_holds_the_exit(
+        tmp_path: Path, where: str, status: int, caplog: pytest.LogCaptureFixture) -> None:
+    """requests' timeout bounds each read: the POST as a whole must be bounded too,
+    an error body read only a little of, and no thread left to hold asyncio.run()."""
+    endpoint = TrickleEndpoint(where, status)
+    seen: dict[str, float] = {}
+
+    async def main() -> None:
+        cfg = WebhookSinkConfig(url=endpoint.url, timeout_s=0.5, backoff_initial_s=0.01,
+                                backoff_max_s=0.05)
+        sink = WebhookSink(cfg, tmp_path / "outbox")
+        await sink.start()
+        await sink.emit(make_event())
+        started = time.monotonic()
+        while sink.depth and time.monotonic() - started < 4.0:
+            await asyncio.sleep(0.05)
+        seen["depth"], seen["posts"] = sink.depth, endpoint.posts
+        await sink.close(0.1)
+        seen["closed"] = time.monotonic()
+
+    asyncio.run(main())
+    assert time.monotonic() - seen["closed"] < 1.0  # no POST thread joined at exit
+    endpoint.sock.close()
+    if where == "body" and status == 200:
+        assert seen["depth"] == 0 and seen["posts"] == 1  # the status acknowledges
+    else:
+        assert seen["depth"] == 1 and seen["posts"] >= 2  # cut off, retried
+        retried = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+        assert retried
+        if status == 503:
+            assert "HTTP 503 'xx" in retried[0]
+
 
 def test_orcahello_sink_writes_one_record_per_detection(tmp_path: Path) -> None:
     cfg = OrcaHelloSinkConfig(dir=tmp_path / "oh", audio_base_uri="https://x.example/a/",

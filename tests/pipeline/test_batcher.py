@@ -164,6 +164,80 @@ def test_a_model_failure_reaches_the_stations_in_that_batch() -> None:
     asyncio.run(main())
 
 
+def test_a_lane_whose_reader_failed_keeps_nothing_more() -> None:
+    """After a failed batch ends a lane's consumer, what the station still puts
+    (until it is stopped and rebuilt) is neither scored for it nor kept."""
+    calls = []
+
+    def first_fails(waves: np.ndarray) -> np.ndarray:
+        calls.append(len(waves))
+        if len(calls) == 1:
+            raise RuntimeError("model exploded")
+        return _score(waves)
+
+    async def main() -> None:
+        shared: SharedBatcher[Item] = SharedBatcher(first_fails, batch_size=1, max_wait_s=0.0)
+        lane = shared.lane("a", max_backlog_s=100, hop_s=1.0)
+        lane.put(_items("a", 1, 0)[0])
+        try:
+            with pytest.raises(RuntimeError, match="model exploded"):
+                async for _ in lane.batches():
+                    pass
+            for item in _items("a", 50, 1):
+                lane.put(item)
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.05)
+            assert lane.backlog_s == 0
+            assert calls == [1]
+        finally:
+            await shared.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_batch_that_fails_to_form_reaches_its_stations_and_scoring_goes_on() -> None:
+    """A model answering the wrong number of scores fails that batch for each
+    station in it; the scheduler lives on and scores the next batch."""
+    calls = []
+
+    def short_once(waves: np.ndarray) -> np.ndarray:
+        calls.append(len(waves))
+        return _score(waves)[:1] if len(calls) == 1 else _score(waves)
+
+    async def main() -> None:
+        shared: SharedBatcher[Item] = SharedBatcher(short_once, batch_size=2, max_wait_s=0.0)
+        a, b = (shared.lane(s, max_backlog_s=100, hop_s=1.0) for s in "ab")
+        a.put(_items("a", 1, 0)[0])
+        b.put(_items("b", 1, 1)[0])
+        try:
+            for lane in (a, b):
+                with pytest.raises(ValueError, match="for a batch of 2 windows"):
+                    await asyncio.wait_for(anext(aiter(lane.batches())), 2)
+            c = shared.lane("c", max_backlog_s=100, hop_s=1.0)
+            c.put(_items("c", 1, 2)[0])
+            c.close()
+            got: list[tuple[Item, float]] = []
+            await asyncio.wait_for(_collect(c, got), 2)
+            assert len(got) == 1 and calls == [2, 1]
+        finally:
+            await shared.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_window_of_another_length_is_refused_by_name() -> None:
+    async def main() -> None:
+        shared: SharedBatcher[Item] = SharedBatcher(_score, batch_size=2, max_wait_s=0.0)
+        a, b = (shared.lane(s, max_backlog_s=100, hop_s=1.0) for s in ("rpi_a", "rpi_b"))
+        a.put(Item("a", 0, np.zeros(64, np.float32)))
+        with pytest.raises(ValueError, match=r"rpi_b: a window of shape \(96,\)"):
+            b.put(Item("b", 0, np.zeros(96, np.float32)))
+        assert b.backlog_s == 0
+        await shared.aclose()
+
+    asyncio.run(main())
+
+
 class FakeClock:
     """Time that moves only when the test says so."""
 

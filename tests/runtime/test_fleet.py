@@ -171,7 +171,55 @@ def test_stations_configured_alike_share_one_copy_of_another_model(
         assert _run(fleet, stop_when_built) == 0
     assert loads == ["tone-shadow"]
     first, second = (u.models[1] for u in fleet.units)
-    assert first is second  # one load, one batcher, a lane per station
+    # one load, one batcher, a lane per station
+    assert first.batcher is second.batcher and first.prepare is second.prepare
+
+
+def test_stations_sharing_a_model_keep_their_own_detection(tmp_path: Path) -> None:
+    """One `model:` section, two `detection:` sections: one loaded copy, but each
+    station decides with its own windows and thresholds, and windows of another
+    length are batched apart (a batch is one array) and scored."""
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    from listener.config import DetectionConfig, StationConfig
+    from listener.model.backends.check import plan_models
+
+    a = station_config("http://127.0.0.1:9", "rpi_a", tmp_path / "a")
+    b = station_config("http://127.0.0.1:9", "rpi_b", tmp_path / "b").model_copy(update={
+        "station": StationConfig(id="rpi_b", name="B", longitude=0, latitude=0),
+        "detection": DetectionConfig(window_s=3.0, hop_s=1.0, local_threshold=0.9,
+                                     global_threshold=10)})
+    c = station_config("http://127.0.0.1:9", "rpi_c", tmp_path / "c").model_copy(update={
+        "detection": DetectionConfig(local_threshold=0.7)})
+
+    @dataclass(frozen=True)
+    class Waved:
+        wave: np.ndarray
+
+    async def main() -> None:
+        registry = ModelRegistry(scorer=ToneScorer())
+        got = {cfg.station.id: (await registry.models_for(cfg, plan_models(cfg)))[0]
+               for cfg in (a, b, c)}
+        try:
+            for cfg in (a, b, c):
+                assert got[cfg.station.id].plan == plan_models(cfg)[0]
+            assert got["rpi_b"].plan.rule.global_threshold == 10
+            assert got["rpi_a"].prepare is got["rpi_b"].prepare
+            assert got["rpi_a"].batcher is got["rpi_c"].batcher
+            assert got["rpi_a"].batcher is not got["rpi_b"].batcher
+            lanes = {s: got[s].batcher.lane(s, max_backlog_s=60, hop_s=1.0) for s in got}
+            for s, seconds in (("rpi_a", 2), ("rpi_b", 3), ("rpi_c", 2)):
+                lanes[s].put(Waved(np.zeros(20000 * seconds, np.float32)))  # type: ignore[arg-type]
+                lanes[s].close()
+            for lane in lanes.values():
+                scored = [scores async for _, scores in lane.batches()]
+                assert len(scored) == 1 and scored[0].shape == (1,)
+        finally:
+            await registry.aclose()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
 
 
 @pytest.mark.parametrize("restart", [True, False])

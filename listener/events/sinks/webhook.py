@@ -27,14 +27,19 @@ or a file (``token_file``), read once when the sink is built.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import requests
+import urllib3
 
 from listener.atomic import atomic_write
 from listener.config import WebhookSinkConfig
@@ -52,6 +57,11 @@ _RENUMBER_AT = 10**11
 # An event is a few kB (its clip's windows); anything far larger is not one.
 _MAX_ENTRY_BYTES = 4 * 1024 * 1024
 _USER_AGENT = "listener/0.1 (+https://github.com/orcasound)"
+# The most of an error answer's body read (for the log): the rest is never read.
+_MAX_DETAIL_BYTES = 200
+# Past timeout_s a POST is given up on from the event loop (a trickling endpoint).
+_GRACE_S = 1.0
+_T = TypeVar("_T")
 
 
 def read_token(cfg: WebhookSinkConfig) -> str | None:
@@ -76,6 +86,45 @@ def read_token(cfg: WebhookSinkConfig) -> str | None:
     if any(c in value for c in "\r\n\0"):
         raise SinkError("webhook: the token contains a line break or NUL")
     return value
+
+
+def _read_some(r: requests.Response, limit: int, deadline: float) -> str:
+    """Up to ``limit`` bytes of a streamed answer's body, until ``deadline`` (monotonic)."""
+    got = bytearray()
+    try:
+        while len(got) < limit and time.monotonic() < deadline:
+            chunk = r.raw.read1(limit - len(got))
+            if not chunk:
+                break
+            got += chunk
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+        pass  # only the detail of an error answer is lost
+    return got.decode("utf-8", "replace")
+
+
+async def _in_daemon_thread(fn: Callable[..., _T], *args: object) -> _T:
+    """``fn(*args)`` in a daemon thread (``asyncio.to_thread``'s are joined at exit)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[_T] = loop.create_future()
+
+    def settle(value: _T | None, err: BaseException | None) -> None:
+        if fut.done():
+            return  # given up on (a deadline, the sink closing)
+        if err is not None:
+            fut.set_exception(err)
+        else:
+            fut.set_result(value)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            value, err = fn(*args), None
+        except BaseException as exc:  # handed to the awaiting task
+            value, err = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, value, err)
+
+    threading.Thread(target=run, name="webhook-post", daemon=True).start()
+    return await fut
 
 
 def _read_entry(path: Path, event_id: str) -> bytes:
@@ -230,11 +279,15 @@ class WebhookSink:
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         assert self._session is not None
+        # requests' timeout bounds each socket read, not the POST: the body is
+        # streamed and read only for an error's detail, a few bytes, by a deadline.
+        deadline = time.monotonic() + self.cfg.timeout_s
         try:
-            with self._session.post(self.cfg.url, data=body, headers=headers,
+            with self._session.post(self.cfg.url, data=body, headers=headers, stream=True,
                                     timeout=self.cfg.timeout_s, allow_redirects=False) as r:
-                status, text = r.status_code, r.text[:200]
+                status = r.status_code
                 retry_after = r.headers.get("Retry-After", "")
+                text = "" if 200 <= status < 300 else _read_some(r, _MAX_DETAIL_BYTES, deadline)
         except requests.RequestException as err:
             return "retry", f"{type(err).__name__}: {err}", None
         if 200 <= status < 300:
@@ -279,7 +332,15 @@ class WebhookSink:
         except (OSError, ValueError) as err:
             outcome, detail, hint = "dead", f"unreadable outbox file {path.name}: {err}", None
         else:
-            outcome, detail, hint = await asyncio.to_thread(self._post, body, event_id)
+            # An endpoint trickling its status line or headers is cut off here;
+            # the thread ends by itself and, a daemon, never holds the exit.
+            limit_s = self.cfg.timeout_s + _GRACE_S
+            try:
+                outcome, detail, hint = await asyncio.wait_for(
+                    _in_daemon_thread(self._post, body, event_id), limit_s)
+            except TimeoutError:
+                outcome, detail, hint = "retry", f"no answer from {self.cfg.url} within " \
+                    f"{limit_s:.1f} s", None
         if outcome == "retry":
             attempt += 1
             delay = self._backoff(attempt, hint)
