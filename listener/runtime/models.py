@@ -105,8 +105,9 @@ class ModelRegistry:
                 log.info("station %s: model %s shares the copy already loaded",
                          cfg.station.id, plan.id)
             loaded = self.loaded[key]
-            batcher = self._batchers.setdefault((key, plan.window_s), loaded.batcher.alike())
-            out.append(replace(loaded, plan=plan, batcher=batcher))
+            if (key, plan.window_s) not in self._batchers:  # alike() only when needed
+                self._batchers[(key, plan.window_s)] = loaded.batcher.alike()
+            out.append(replace(loaded, plan=plan, batcher=self._batchers[(key, plan.window_s)]))
         return out
 
     def _key(self, cfg: Config, plan: ModelPlan, index: int) -> str:
