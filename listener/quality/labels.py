@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,11 +188,12 @@ def read_label_file(path: Path) -> LabelSet:
 
 
 def _floats(parts: list[str]) -> tuple[float, ...] | None:
+    """Finite numbers, or None: ``float`` also reads nan and inf, which no time is."""
     try:
         values = tuple(float(p) for p in parts)
     except ValueError:
         return None
-    return values if len(values) == len(parts) and parts else None
+    return values if parts and all(map(math.isfinite, values)) else None
 
 
 def find_audio(folder: Path, name: str) -> Path | None:

@@ -126,3 +126,18 @@ def test_raven_table_without_an_annotation_column_is_reported_not_guessed(
     text = str(res.problems[0])
     assert text.startswith(f"{table}:1: no annotation column")
     assert "Peak Freq (Hz), Begin Clock Time, File Offset (s)" in text
+
+
+@pytest.mark.parametrize("times", ["nan\t2.0", "1.0\tinf", "-inf\t1.0", "1.0\tNaN"])
+def test_selection_times_that_are_not_finite_are_bad_times(tmp_path: Path, times: str) -> None:
+    """``float`` reads nan and inf; a selection there would score nothing, or everything."""
+    (tmp_path / "rec.wav").write_bytes((LABELS / "recording.wav").read_bytes())
+    (tmp_path / "rec.txt").write_text(f"0.1\t0.9\tcall\n{times}\tcall\n", encoding="utf-8")
+    res = read_audacity(tmp_path / "rec.txt")
+    assert [(s.start_s, s.end_s) for s in res.items[0].selections] == [(0.1, 0.9)]
+    assert [p.line for p in res.problems] == [2]
+    raven = tmp_path / "rec.Table.1.selections.txt"
+    raven.write_text("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tAnnotation\n"
+                     f"1\tSpectrogram 1\t1\t{times}\tcall\n", encoding="utf-8")
+    res = read_raven(raven)
+    assert not res.items and "bad times" in res.problems[0].message
