@@ -15,6 +15,7 @@ from listener.errors import ListenerError
 from listener.metrics import Metrics
 from listener.model.backends.check import StationPlan
 from listener.pipeline.contracts import PipelineStats
+from listener.retry import Backoff
 from listener.runtime.builder import LoadedModel, Station, StationOptions, build_station
 from listener.runtime.readiness import LastError, StationHealth
 from listener.sources.http_client import FetchResult
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # Slack beyond the sinks' own timeout before the close is abandoned.
 SINKS_CLOSE_SLACK_S = 1.0
+#: The longest wait between rebuilds of a failing station (the backoff doubles up to it).
+MAX_BACKOFF_S = 60.0
 
 
 class State(enum.Enum):
@@ -44,6 +47,8 @@ class State(enum.Enum):
 
 class StationUnit:
     """One station: its plan, its parts (rebuilt after a failure), its health."""
+
+    clock: Callable[[], float] = staticmethod(time.monotonic)  # how long a run lasted
 
     def __init__(self, plan: StationPlan, metrics: Metrics, *, options: StationOptions,
                  pool: Executor, sinks_timeout_s: float) -> None:
@@ -142,21 +147,27 @@ class StationUnit:
         return self.models[0].info if self.models else {}
 
     async def supervise(self, stop_event: asyncio.Event, backoff_s: float) -> None:
-        """Run the pipeline; after a failure close it and rebuild, with a growing backoff.
+        """Run the pipeline; after a failure close it and rebuild, with a growing backoff
+        (from ``backoff_s`` again after a run longer than the longest wait).
 
         A failure of the sinks' start or of a rebuild counts as a pipeline
         failure; only a rebuild refused with a ListenerError (the config)
         ends the station.
         """
+        policy = Backoff(backoff_s, MAX_BACKOFF_S)  # jittered: a fleet's stations
+        attempt = 0  # that fail together do not rebuild in lockstep
         while True:
             if self.station is not None:  # None: the last rebuild failed; it is retried
+                started = self.clock()
                 failure = await self._run_once(stop_event)
                 if failure is None:
                     return
+                if self.clock() - started > MAX_BACKOFF_S:
+                    attempt = 0  # after a healthy run, a new incident, not a crash loop
                 await self.close_parts(self.sinks_timeout_s)
-            if await _stopped_within(stop_event, backoff_s):
+            attempt += 1
+            if await _stopped_within(stop_event, policy.delay(attempt)):
                 return
-            backoff_s = min(backoff_s * 2, 60.0)
             self.restarts += 1
             if not self._rebuild():
                 return

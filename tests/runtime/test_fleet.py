@@ -315,3 +315,41 @@ def _run(fleet: Runner, watch: Callable[[], Coroutine[Any, Any, None]]) -> int:
         return status
 
     return asyncio.run(main())
+
+
+def test_the_restart_backoff_grows_in_a_crash_loop_and_starts_over_after_a_healthy_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of 1, 1, 1 s, then 600 s, then 1 s: waits of about 5, 10, 20, then 5 again."""
+    from listener.runtime import unit as unit_mod
+    from listener.runtime.unit import StationUnit
+
+    runs = iter([1.0, 1.0, 1.0, 600.0, 1.0])
+    now = [0.0]
+    waits: list[float] = []
+    station = object.__new__(StationUnit)
+    station.station, station.restarts = object(), 0  # type: ignore[assignment]
+    station.sinks_timeout_s = 1.0
+    station.clock = lambda: now[0]  # type: ignore[method-assign]
+
+    async def run_once(stop: asyncio.Event) -> Exception | None:
+        ran = next(runs, None)
+        if ran is None:
+            return None  # the stream ended: supervise returns
+        now[0] += ran
+        return RuntimeError("scoring failed")
+
+    async def close_parts(sinks_s: float = 15.0) -> None:
+        pass
+
+    async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+        waits.append(seconds)
+        return False
+
+    monkeypatch.setattr(station, "_run_once", run_once)
+    monkeypatch.setattr(station, "close_parts", close_parts)
+    monkeypatch.setattr(station, "_rebuild", lambda: True)
+    monkeypatch.setattr(unit_mod, "_stopped_within", stopped_within)
+    asyncio.run(station.supervise(asyncio.Event(), 5.0))
+    bases = [5.0, 10.0, 20.0, 5.0, 10.0]
+    assert len(waits) == 5 and station.restarts == 5
+    assert all(0.5 * b <= w <= b for w, b in zip(waits, bases, strict=True)), waits
