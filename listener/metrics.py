@@ -116,7 +116,7 @@ METRIC_SPECS: Final[tuple[MetricSpec, ...]] = (
                "Clips two models both decided, by model pair and outcome (both, only_a, only_b, "
                "neither).", ("model_a", "model_b", "outcome")),
     MetricSpec("listener_detect_last_clip_confidence", "gauge",
-               "Confidence (0..1) of the most recently decided clip."),
+               "Confidence of the most recently decided clip, 0..1 (the records' 0..100 / 100)."),
     MetricSpec("listener_sink_deliveries_total", "counter",
                "Detection records delivered, by sink.", ("sink",)),
     MetricSpec("listener_sink_failures_total", "counter",

@@ -85,7 +85,8 @@ class Emitter:
         self._model_clips.inc()
         if primary:
             self.metrics.clips.inc()
-            self.metrics.last_clip_confidence.set(clip.confidence)
+            # The clip's confidence is OrcaHello's 0..100; the gauge is a 0..1 ratio.
+            self.metrics.last_clip_confidence.set(clip.confidence / 100.0)
         start, _ = clip_times(clip)
         encounter_events = self.tracker.observe(clip, self._encounter_id(clip, stream_key))
         for ev in encounter_events:

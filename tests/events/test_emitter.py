@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 from support.daemon_support import read_events
 
@@ -65,3 +66,19 @@ def test_a_flowing_stream_is_not_cut_short(tmp_path: Path) -> None:
     asyncio.run(run())
     assert emitter.open_encounter is not None
     assert "encounter_end" not in [e["kind"] for e in read_events(tmp_path / "e.jsonl")]
+
+
+def test_the_last_clip_confidence_gauge_is_a_ratio(tmp_path: Path) -> None:
+    # Windows scoring 0.9: the record says 90 (OrcaHello's 0..100), the gauge 0.9
+    # (documented 0..1 and graphed as a percentage).
+    registry = CollectorRegistry()
+    cfg = Config(station=StationConfig(id="rpi_x"), outputs=OutputsConfig(log=False))
+    emitter = Emitter(cfg.station, cfg.detection, {"id": "m"}, [], Metrics(registry, "rpi_x"))
+    utc = datetime(2024, 1, 1, tzinfo=UTC)
+    windows = [WindowScore(i, i + 2, 0.9, utc + timedelta(seconds=i)) for i in range(59)]
+    clip = decide_clip(windows, 0.0, 60.0, cfg.detection)
+    assert clip.confidence == pytest.approx(90.0)
+    asyncio.run(emitter.clip(clip, "k"))
+    value = registry.get_sample_value("listener_detect_last_clip_confidence",
+                                      {"station": "rpi_x"})
+    assert value == pytest.approx(0.9)
