@@ -59,6 +59,58 @@ RESTART_TESTS: list[dict[str, Any]] = [
           for f, n in ((old, 30), (new, 40)) for bound, value in (("low", -81), ("high", -1)))],
      "alert_rule_test": [alert("60m", "ListenerAudioOutsideModelLevels",
                                {"station": "s", "model": "demo", "bound": "low"})]},
+    # The old pod's last record left at once by the new pod: not a stuck outbox.
+    {"input_series": [
+        old("listener_sink_outbox_depth", SINK, "0x28 1 1"),
+        new("listener_sink_outbox_depth", SINK, "0x60")],
+     "alert_rule_test": [alert("45m", "ListenerOutboxGrowing"),
+                         alert("59m", "ListenerOutboxGrowing")]},
+    # An outbox that stays full across the restart still fires, once, for the station.
+    {"input_series": [
+        old("listener_sink_outbox_depth", SINK, "1+1x30"),
+        new("listener_sink_outbox_depth", SINK, "31+1x40")],
+     "alert_rule_test": [alert("50m", "ListenerOutboxGrowing",
+                               {"station": "s", "sink": "webhook"})]},
+    # A silent stream that comes back with the new pod.
+    {"input_series": [
+        old(LEVEL, ST, "-120x30"), new(LEVEL, ST, "-60x30"),
+        old("listener_audio_decoded_seconds_total", ST, "0+60x30"),
+        new("listener_audio_decoded_seconds_total", ST, "0+60x30")],
+     "alert_rule_test": [alert("38m", "ListenerAudioSilent")]},
+    # A wedged pipeline the restart cured.
+    {"input_series": [
+        old(FETCHED, ST, "0+6x30"), old(SCORED, ST, "0x30"),
+        new(FETCHED, ST, "0+6x30"), new(SCORED, ST, "0+60x30")],
+     "alert_rule_test": [alert("38m", "ListenerNoPipelineActivity")]},
+    # A stalled stream that came back with the new pod.
+    {"input_series": [old(FETCHED, ST, "0x30"), new(FETCHED, ST, "0+6x30")],
+     "alert_rule_test": [alert("38m", "ListenerStreamStalled")]},
+    # A failing sink the new pod delivers to.
+    {"input_series": [
+        old("listener_sink_failures_total", SINK, "0+2x30"),
+        old("listener_sink_deliveries_total", SINK, "5x30"),
+        new("listener_sink_failures_total", SINK, "0x30"),
+        new("listener_sink_deliveries_total", SINK, "0+3x30")],
+     "alert_rule_test": [alert("38m", "ListenerSinkFailing")]},
+    # Segments failing on the old pod, all fetched by the new one.
+    {"input_series": [
+        old(FETCHED, ST, "0x30"), old("listener_hls_segments_failed_total", ST, "0+1x30"),
+        new(FETCHED, ST, "0+120x30"), new("listener_hls_segments_failed_total", ST, "0x30")],
+     "alert_rule_test": [alert("35m", "ListenerSegmentsFailing")]},
+    # Counts split between the two pods add up: 4 + 4 gaps, 40 + 40 s dropped,
+    # 2 + 2 decoder failures within the hour.
+    {"input_series": [
+        old("listener_hls_gaps_total", ST, "0x26 1 2 3 4"),
+        new("listener_hls_gaps_total", ST, "0 1 2 3 4x26"),
+        old("listener_audio_dropped_seconds_total", f'{ST},reason="backlog"', "0x26 10 20 30 40"),
+        new("listener_audio_dropped_seconds_total", f'{ST},reason="backlog"', "0 10 20 30 40x26"),
+        old("listener_audio_decoder_restarts_total", f'{ST},reason="failure"', "0x28 1 2"),
+        new("listener_audio_decoder_restarts_total", f'{ST},reason="failure"', "0 1 2x27")],
+     "alert_rule_test": [
+         {**alert("59m", "ListenerStreamGaps"),
+          "exp_alerts": [{"exp_labels": {"severity": "info", "station": "s"}}]},
+         alert("50m", "ListenerAudioDropped", {"station": "s", "reason": "backlog"}),
+         alert("59m", "ListenerDecoderRestarting", {"station": "s"})]},
 ]
 
 

@@ -363,7 +363,7 @@ def test_the_silent_stream_alert_uses_the_consoles_threshold(rendered: dict[Path
     from listener.audio.level import SILENT_DBFS
     groups = one(rendered[K8S / "monitoring"], "PrometheusRule")["spec"]["groups"]
     rule = next(r for g in groups for r in g["rules"] if r.get("alert") == "ListenerAudioSilent")
-    assert f"listener_audio_level_dbfs[15m]) < {SILENT_DBFS:g}" in rule["expr"]
+    assert f"listener_audio_level_dbfs[15m])) < {SILENT_DBFS:g}" in rule["expr"]
     rule = next(r for g in groups for r in g["rules"]
                 if r.get("alert") == "ListenerAudioOutsideModelLevels")
     assert f"listener_audio_level_dbfs[30m])) > {SILENT_DBFS:g})" in rule["expr"]
