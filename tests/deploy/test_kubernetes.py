@@ -282,9 +282,23 @@ def test_podmonitor_scrapes_the_pods(rendered: dict[Path, list[Obj]]) -> None:
     endpoints = pm["spec"]["podMetricsEndpoints"]
     assert [(e["port"], e["path"]) for e in endpoints] == [("metrics", "/metrics")]
     assert "podTargetLabels" not in pm["spec"]  # would clash with the daemon's `station`
-    for overlay in OVERLAYS:
-        pod_labels = one(rendered[overlay], "Deployment")["spec"]["template"]["metadata"]["labels"]
-        assert pm["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    workloads = [one(rendered[o], "Deployment") for o in OVERLAYS]
+    workloads += [one(render(K8S / "fleet" / v), "StatefulSet") for v in ("live", "live-gpu")]
+    for workload in workloads:
+        pod = workload["spec"]["template"]
+        assert selects(pm["spec"]["selector"], pod["metadata"]["labels"]), \
+            workload["metadata"]["name"]
+        ports = [p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])]
+        assert "metrics" in ports, workload["metadata"]["name"]
+
+
+def selects(selector: Obj, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) against pod labels."""
+    ops = {"In": lambda k, v: labels.get(k) in v, "NotIn": lambda k, v: labels.get(k) not in v,
+           "Exists": lambda k, _: k in labels, "DoesNotExist": lambda k, _: k not in labels}
+    return (selector.get("matchLabels", {}).items() <= labels.items()
+            and all(ops[e["operator"]](e["key"], e.get("values", []))
+                    for e in selector.get("matchExpressions", [])))
 
 
 def alert_rules(rendered: dict[Path, list[Obj]]) -> list[Obj]:
