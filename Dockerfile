@@ -110,8 +110,10 @@ ENV PATH=/opt/listener/bin:$PATH \
     HOME=/var/lib/listener \
     LISTENER_HEALTHCHECK_URL=http://127.0.0.1:9108/healthz
 
-# /config/config.yml: the station config (mount read-only; config/stations/
-#   has one per node, with model.weights pointing into /models).
+# /config/config.yml: the station config (mount read-only). config/stations/
+#   has one per node for hosts (model.weights under /var/lib/listener/models/);
+#   deploy/kubernetes/overlays/*/config.yml are the same with model.weights
+#   under /models.
 # /models: the weights (mount read-only).
 # /var/lib/listener: state file, webhook outbox, detections, clips; a named
 #   volume so a new container resumes where the old one stopped.

@@ -160,3 +160,15 @@ def test_example_values_are_the_defaults(key: str, default: Any) -> None:
     if isinstance(value, dict):
         return  # a section: its keys are checked one by one
     assert value == _normalise(default), f"{key}: example {value!r}, default {default!r}"
+
+
+# Written even at their defaults, these override what the weights bring with
+# them (the checkpoint's id, a snapshot's config.json thresholds).
+OVERRIDING_KEYS = {"model": {"model_id"}, "detection": {"local_threshold", "global_threshold"}}
+
+
+def test_example_leaves_out_the_keys_that_override_the_weights() -> None:
+    cfg = load_config(EXAMPLE)
+    for section, keys in OVERRIDING_KEYS.items():
+        written = getattr(cfg, section).model_fields_set & keys
+        assert not written, f"config/example.yaml sets {section}.{sorted(written)}"
