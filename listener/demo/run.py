@@ -92,23 +92,31 @@ def demo_config(station: Config, base_url: str, workdir: Path, port: int) -> Con
     })
 
 
+def _say_new_events(path: Path, say: Callable[[str], None], seen: int) -> int:
+    """Say the events after the first ``seen`` lines of ``path``; returns the lines read."""
+    if not path.exists():
+        return seen
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for line in lines[seen:]:
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        say(f"event {doc.get('kind')}: {doc.get('timestamp')} confidence "
+            f"{doc.get('whaleFoundConfidence')} (model {doc.get('modelId')})")
+    return len(lines)
+
+
 async def _follow_events(path: Path, say: Callable[[str], None], stop: asyncio.Event) -> None:
     seen = 0
     while not stop.is_set():
-        if path.exists():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            for line in lines[seen:]:
-                try:
-                    doc = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                say(f"event {doc.get('kind')}: {doc.get('timestamp')} confidence "
-                    f"{doc.get('whaleFoundConfidence')} (model {doc.get('modelId')})")
-            seen = len(lines)
+        seen = _say_new_events(path, say, seen)
         try:
             await asyncio.wait_for(stop.wait(), 1.0)
         except TimeoutError:
             pass
+    # The daemon may have written events since the last read (its shutdown flushes).
+    _say_new_events(path, say, seen)
 
 
 def port_is_free_choice(daemon: Daemon) -> bool:

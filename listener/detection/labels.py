@@ -22,7 +22,13 @@ from datetime import datetime
 import numpy as np
 
 from listener.config import DetectionConfig, RuleConfig
-from listener.detection.rule import ClipAggregator, ClipResult, WindowScore, decide_clip
+from listener.detection.rule import (
+    ClipAggregator,
+    ClipResult,
+    SecondScore,
+    WindowScore,
+    decide_clip,
+)
 from listener.model.backends.base import NEGATIVE_LABELS, default_targets, target_problem
 
 __all__ = ["NEGATIVE_LABELS", "ClipLabels", "LabelRule", "LabelledAggregator", "LabelledClip",
@@ -112,16 +118,21 @@ class LabelRule:
             return clip
         if not scored:
             return dataclasses.replace(clip, detected=False, confidence=0.0)
-        scores = [w.score for w in scored]
+        scores = np.array([w.score for w in scored], dtype=np.float64)
         if r.strategy == "mean_thresholded":
-            pos = [s for s in scores if s > r.local_threshold]
-            detected = len(pos) >= r.global_threshold
-            confidence = 100.0 * float(np.mean(pos)) if pos else 0.0
+            deciding = np.flatnonzero(scores > r.local_threshold)
+            detected = deciding.size >= r.global_threshold
         else:  # mean_top_k
-            top = sorted(scores, reverse=True)[:r.top_k]
-            mean = float(np.mean(top))
-            detected, confidence = mean >= r.top_k_threshold, 100.0 * mean
-        return dataclasses.replace(clip, detected=detected, confidence=confidence)
+            deciding = np.argsort(-scores, kind="stable")[:r.top_k]
+            detected = float(scores[deciding].mean()) >= r.top_k_threshold
+        confidence = 100.0 * float(scores[deciding].mean()) if deciding.size else 0.0
+        # The positive seconds (the record's predictions) are those the
+        # deciding windows cover; the top k of a clip left negative decided nothing.
+        if r.strategy == "mean_top_k" and not detected:
+            deciding = deciding[:0]
+        seconds = _covered(clip, [scored[int(i)] for i in deciding], self.detection.hop_s)
+        return dataclasses.replace(clip, detected=detected, confidence=confidence,
+                                   seconds=seconds)
 
     def _best_target(self, probs: np.ndarray) -> str:
         return self.targets[int(np.argmax(probs[self.target_idx]))]
@@ -149,6 +160,16 @@ class LabelRule:
         if not clip.detected:
             return ClipLabels(None, tuple(per_unit), None)
         return ClipLabels(label, tuple(per_unit), extra)
+
+
+def _covered(clip: ClipResult, windows: Sequence[WindowScore], hop_s: float
+             ) -> tuple[SecondScore, ...]:
+    """``clip.seconds`` (scores kept), positive where one of ``windows`` covers them."""
+    def hit(lo: float) -> bool:
+        return any(w.start_s < lo + hop_s - 1e-6 and w.end_s > lo + 1e-6 for w in windows)
+
+    return tuple(dataclasses.replace(s, positive=hit(clip.start_s + s.start_s))
+                 for s in clip.seconds)
 
 
 class LabelledAggregator:

@@ -161,11 +161,15 @@ def clip_file_stem(event: Event) -> str:
     return f"{event.station.id}_{when}_{event.id[:8]}"
 
 
-def clip_file_names(event: Event, fmt: str) -> tuple[str, str]:
-    """The clip sink's ``(audio, image)`` file names for ``event`` (``fmt``: wav|flac)."""
+def clip_file_names(event: Event, fmt: str, *, clip_only: bool = False) -> tuple[str, str]:
+    """The clip sink's ``(audio, image)`` file names for ``event`` (``fmt``: wav|flac).
+
+    ``clip_only`` names the pair that spans exactly the clip (``<stem>.clip.*``,
+    what the OrcaHello record links to) rather than the one with context.
+    """
     if fmt not in ("wav", "flac"):
         raise ValueError(f"audio format must be 'wav' or 'flac', got {fmt!r}")
-    stem = clip_file_stem(event)
+    stem = clip_file_stem(event) + (".clip" if clip_only else "")
     return f"{stem}.{fmt}", f"{stem}.png"
 
 
@@ -181,16 +185,19 @@ def _num(x: float | None, digits: int = 6) -> float | None:
 
 
 def orcahello_record(event: Event, audio_base_uri: str, image_base_uri: str,
-                     audio_format: str = "flac") -> dict[str, Any]:
+                     audio_format: str = "flac", *, clip_only: bool = True) -> dict[str, Any]:
     """The OrcaHello detection document for a detection event.
 
     ``audioUri``/``imageUri`` are the base URIs joined with the clip sink's
-    file names; ``predictions`` holds one entry per positive unit ("second").
+    file names: by default the clip-only pair, because OrcaHello's portal
+    places ``predictions[].startTime`` (seconds from the clip start) at that
+    time of the audio file and picture; ``clip_only=False`` names the pair
+    with context. ``predictions`` holds one entry per positive unit ("second").
     """
     clip = event.clip
     if clip is None:
         raise ValueError(f"event {event.id} ({event.kind}) has no clip")
-    audio, image = clip_file_names(event, audio_format)
+    audio, image = clip_file_names(event, audio_format, clip_only=clip_only)
     station = event.station
     doc = {
         "id": event.id,
@@ -251,13 +258,15 @@ def event_json(event: Event, audio_base_uri: str = "", image_base_uri: str = "",
                audio_format: str = "flac") -> dict[str, Any]:
     """The full record of an event (JSON-lines file, webhook body).
 
-    For a detection it is :func:`orcahello_record` plus audit fields; events
+    For a detection it is :func:`orcahello_record` (naming the clip files
+    with context, which the console plays) plus audit fields; events
     without a clip carry the same keys with ``audioUri``/``imageUri`` null and
     no predictions; ``timestamp`` is the clip's start, or for ``encounter_end``
     the encounter's start.
     """
     if event.kind == "detection":
-        doc = orcahello_record(event, audio_base_uri, image_base_uri, audio_format)
+        doc = orcahello_record(event, audio_base_uri, image_base_uri, audio_format,
+                               clip_only=False)
     else:
         station = event.station
         clip = event.clip

@@ -3,6 +3,7 @@ several-model station served by the demo node) and the model id it shows."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from listener.demo.run import run_demo
+from listener.demo.run import _follow_events, run_demo
 from listener.model.bundled import BUNDLED_WEIGHTS
 
 DEMO_ID = "listener-demo-resnet18"
@@ -108,3 +109,22 @@ def test_demo_refuses_a_bad_config_before_making_anything(tmp_path: Path) -> Non
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "bad.yaml" in res.stderr and "wieghts" in res.stderr
     assert "working folder" not in res.stdout  # nothing made, nothing to clean
+
+
+def test_the_follower_says_an_event_written_just_before_the_stop(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    said: list[str] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        follower = asyncio.create_task(_follow_events(path, said.append, stop))
+        path.write_text(json.dumps({"kind": "detection", "timestamp": "A"}) + "\n")
+        while not said:
+            await asyncio.sleep(0.05)
+        with path.open("a") as fh:  # the daemon's last event, written during its shutdown
+            fh.write(json.dumps({"kind": "encounter_end", "timestamp": "B"}) + "\n")
+        stop.set()
+        await asyncio.wait_for(follower, 5.0)
+
+    asyncio.run(main())
+    assert [line.split(":")[0] for line in said] == ["event detection", "event encounter_end"]

@@ -55,7 +55,7 @@ def test_orcahello_record_has_exactly_the_moderator_fields() -> None:
     assert rec["location"] == {"id": "rpi_orcasound_lab", "name": "Orcasound Lab",
                                "longitude": -123.1735774, "latitude": 48.5583362}
     assert rec["source_guid"] == "rpi_orcasound_lab"
-    audio, image = clip_file_names(event, "flac")
+    audio, image = clip_file_names(event, "flac", clip_only=True)
     assert rec["audioUri"] == f"https://a.example/audio/{audio}"
     assert rec["imageUri"] == f"https://a.example/img/{image}"
     # windows 10..13 at 0.9: s_10 = (0.1+0.9)/2 = 0.5 (not > 0.5), s_11..s_13 = 0.9,
@@ -153,5 +153,7 @@ def test_clip_file_names_follow_the_event() -> None:
     audio, image = clip_file_names(event, "wav")
     assert audio == f"rpi_orcasound_lab_20240701T123000Z_{event.id[:8]}.wav"
     assert image == audio[:-4] + ".png"
+    assert clip_file_names(event, "wav", clip_only=True) == (
+        audio[:-4] + ".clip.wav", audio[:-4] + ".clip.png")
     with pytest.raises(ValueError, match="'mp3'"):
         clip_file_names(event, "mp3")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+import pytest
+
 from listener.config import DetectionConfig, RuleConfig, StationConfig
 from listener.detection.labels import LabelledWindow, LabelRule
 from listener.events.records import event_json, make_detection_event, orcahello_record
@@ -59,3 +61,28 @@ def test_binary_record_stays_as_before() -> None:
     # No label fields: the portal shows a record without one as OrcaHello's.
     assert "globalPredictionLabel" not in doc and "comments" not in doc
     assert all("label" not in p for p in doc["predictions"])
+
+
+@pytest.mark.parametrize(("rule_cfg", "scores", "seconds"), [
+    # Windows 20, 22, 24 above 0.5: every second averages to exactly 0.5, so the
+    # per-second rule finds none; the three windows cover seconds 20..25.
+    (RuleConfig(strategy="mean_thresholded"), {20: 0.9, 22: 0.9, 24: 0.9},
+     [20, 21, 22, 23, 24, 25]),
+    # Top 3 windows 20..22 (mean 0.47 >= 0.4), none above 0.5: seconds 20..23.
+    (RuleConfig(strategy="mean_top_k", top_k=3, top_k_threshold=0.4),
+     {20: 0.48, 21: 0.47, 22: 0.46}, [20, 21, 22, 23]),
+])
+def test_window_strategies_predict_the_seconds_of_their_deciding_windows(
+        rule_cfg: RuleConfig, scores: dict[int, float], seconds: list[int]) -> None:
+    rule = LabelRule(LABELS, ("resident",), rule_cfg, 2.0, 1.0, 60.0)
+    windows = [LabelledWindow(float(i), i + 2.0, _row("resident", scores.get(i, 0.1)))
+               for i in range(59)]
+    decided = rule.decide(windows, 0.0, 60.0, "pods-ai")
+    event = make_detection_event(decided.clip, station=STATION, model={"id": "pods-ai"},
+                                 detection=rule.detection, stream_key="s",
+                                 labels=decided.labels)
+    preds = orcahello_record(event, "", "")["predictions"]
+    assert [p["startTime"] for p in preds] == seconds
+    per_second = {s.start_s: s.score for s in decided.clip.seconds}
+    assert [p["confidence"] for p in preds] == [pytest.approx(per_second[t]) for t in seconds]
+    assert {p["label"] for p in preds} == {"resident"}

@@ -353,7 +353,7 @@ def test_orcahello_sink_writes_one_record_per_detection(tmp_path: Path) -> None:
     (path,) = (tmp_path / "oh").iterdir()
     assert path.name == f"{event.id}.json"
     doc = json.loads(path.read_text())
-    audio, image = clip_file_names(event, "wav")
+    audio, image = clip_file_names(event, "wav", clip_only=True)
     assert doc["audioUri"] == f"https://x.example/a/{audio}"
     assert doc["imageUri"] == f"https://x.example/i/{image}"
     assert doc["timestamp"] == "2024-07-01T12:00:00.000Z"
@@ -427,6 +427,58 @@ def test_clip_sink_writes_flac_with_context_and_a_png(tmp_path: Path) -> None:
     assert tuple(pixels[0, 0]) == (68, 1, 84)  # quiet top row: the colormap's dark end
     assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == sorted(
         [audio_name, image_name])  # no temporary files left
+
+
+def _record_and_its_files(tmp_path: Path, history_from_s: float,
+                          caplog: pytest.LogCaptureFixture) -> tuple[dict[str, Any], np.ndarray,
+                                                                      int, Path]:
+    """Clip 60..120 s with a tone at clip seconds 11..14, through the sinks
+    ``build_sinks`` makes for ``orcahello`` + ``clips`` (default 10 s context),
+    the history holding audio from ``history_from_s``: the record, the audio
+    it names, its rate and the image it names."""
+    sr = 8000
+    audio = np.zeros(200 * sr, dtype=np.float32)
+    t = np.arange(3 * sr) / sr
+    audio[71 * sr:74 * sr] = 0.5 * np.sin(2 * np.pi * 1000.0 * t)
+    event = make_event(0, start_s=60.0)  # seconds 11..13 positive
+    history = AudioHistory(max_s=300)
+    first = int(history_from_s * sr)
+    history.append(history_from_s, audio[first:], sr, event.stream_key)
+    outputs = OutputsConfig(orcahello=OrcaHelloSinkConfig(dir=tmp_path / "oh"),
+                            clips=ClipSinkConfig(dir=tmp_path / "clips", format="wav"), log=False)
+
+    async def main() -> None:
+        sinks = build_sinks(outputs, STATION, history)
+        await emit_all(sinks, event)
+        for sink in sinks:
+            await sink.close(10.0)
+
+    with caplog.at_level(logging.INFO, logger="listener.events.sinks.clips"):
+        asyncio.run(main())
+    record = json.loads((tmp_path / "oh" / f"{event.id}.json").read_text())
+    samples, rate = sf.read(tmp_path / "clips" / record["audioUri"], dtype="float32")
+    return record, samples, rate, tmp_path / "clips" / record["imageUri"]
+
+
+@pytest.mark.parametrize("history_from_s", [0.0, 65.0])
+def test_orcahello_record_predictions_fall_where_its_audio_has_the_call(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, history_from_s: float) -> None:
+    record, samples, sr, image = _record_and_its_files(tmp_path, history_from_s, caplog)
+    # The portal plays startTime s into audioUri and marks startTime / 61 of imageUri.
+    assert samples.shape == (60 * sr,)  # time 0 = clip start, spanning the clip
+    loud = np.flatnonzero(np.abs(samples) > 0.1)
+    assert record["predictions"][0]["startTime"] == 11.0
+    assert abs(loud[0] / sr - 11.0) < 0.01 and abs(loud[-1] / sr - 14.0) < 0.01
+    width, _, _ = read_png(image)
+    _, left, _, right = margins(4)
+    assert width - left - right == 1 + (60 * sr - 1024) // 512  # the picture spans the clip
+    assert (tmp_path / "clips" / clip_file_names(
+        make_event(0, start_s=60.0), "wav")[0]).exists()  # the file with context as before
+    filled = [r.getMessage() for r in caplog.records if "filled with silence" in r.getMessage()]
+    if history_from_s > 60.0:  # the history lacks the clip's first 5 s: silence, logged
+        assert not samples[:5 * sr].any() and len(filled) == 1 and "5.00 s" in filled[0]
+    else:
+        assert filled == []
 
 
 def test_clip_sink_without_audio_counts_a_failure(tmp_path: Path) -> None:

@@ -90,7 +90,8 @@ def build_sinks(outputs_cfg: OutputsConfig, station: StationConfig,
         m = bound("clips")
         sinks.append(ClipSink(clips_cfg, history,
                               on_written=m.deliveries.inc if m else None,
-                              on_failure=m.failures.inc if m else None))
+                              on_failure=m.failures.inc if m else None,
+                              clip_only=orca is not None))
     if outputs_cfg.log:
         sinks.append(LogSink())
     return sinks

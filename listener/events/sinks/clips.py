@@ -5,7 +5,11 @@ after_s]`` out of the :class:`~listener.audio.history.AudioHistory` (mono, nativ
 rate) and writes ``<dir>/<stem>.flac`` (or ``.wav``, 16-bit PCM) and
 ``<dir>/<stem>.png``; ``<stem>`` comes from
 :func:`~listener.events.records.clip_file_names`, so other records can name the files
-before they exist. The "after" context is still in the future when the event
+before they exist. When the OrcaHello record sink is configured (``clip_only``),
+it also writes ``<stem>.clip.flac``/``.png``: exactly ``[clip start, clip
+end]``, the pair the OrcaHello record links to, so time 0 of that audio is the
+clip start its ``predictions`` count from (silence fills what the history
+lacks, and is logged). The "after" context is still in the future when the event
 is emitted, so ``emit`` only schedules the work and returns; the write waits
 at most ``after_s + 30`` s for the audio, then writes what the history holds.
 """
@@ -97,6 +101,24 @@ def spectrogram_image(samples: np.ndarray, sample_rate: int, *, max_width: int =
     return colormap_lut()[index.T[::-1]]
 
 
+def cut_clip(samples: np.ndarray, start_s: float, sample_rate: int, clip_start_s: float,
+             clip_end_s: float) -> tuple[np.ndarray, int, int]:
+    """``[clip_start_s, clip_end_s)`` of ``(n,)`` samples that begin at ``start_s``.
+
+    Returns ``(clip, head, tail)``: what the samples lack at either end is
+    filled with ``head``/``tail`` samples of digital silence, so sample 0 is
+    always ``clip_start_s`` and the length always the clip's.
+    """
+    n = round((clip_end_s - clip_start_s) * sample_rate)
+    first = round((clip_start_s - start_s) * sample_rate)
+    head = min(n, max(0, -first))
+    body = samples[max(0, first):max(0, first) + n - head]
+    tail = n - head - body.size
+    out = np.zeros(n, dtype=np.float32)
+    out[head:head + body.size] = body
+    return out, head, tail
+
+
 def clip_picture(samples: np.ndarray, sample_rate: int, **kwargs: Any) -> np.ndarray:
     """:func:`spectrogram_image` with a time (s) and frequency (kHz) scale around it."""
     f_max = min(float(kwargs.get("f_max_hz", 10_000.0)), sample_rate / 2)
@@ -113,6 +135,7 @@ class ClipSink:
         on_written / on_failure: called per clip written / failed.
         max_pending: clips waiting for their "after" audio at most; more is an error.
         wait_extra_s: how much longer than ``after_s`` to wait for the audio.
+        clip_only: also write the clip-only pair (the OrcaHello record sink needs it).
     """
 
     reports_own_deliveries = True
@@ -121,7 +144,8 @@ class ClipSink:
     def __init__(self, cfg: ClipSinkConfig, history: AudioHistory, *,
                  on_written: Callable[[], None] | None = None,
                  on_failure: Callable[[], None] | None = None,
-                 max_pending: int = 16, wait_extra_s: float = 30.0) -> None:
+                 max_pending: int = 16, wait_extra_s: float = 30.0,
+                 clip_only: bool = False) -> None:
         self.name = "clips"
         self.cfg = cfg
         self.dir = Path(cfg.dir)
@@ -130,6 +154,7 @@ class ClipSink:
         self._on_failure = on_failure
         self.max_pending = max_pending
         self.wait_extra_s = wait_extra_s
+        self.clip_only = clip_only
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -163,7 +188,10 @@ class ClipSink:
                 self._on_written()
 
     async def write_clip(self, event: Event) -> tuple[Path, Path]:
-        """Wait for the audio, then write the two files; raises :class:`SinkError`."""
+        """Wait for the audio, write the files; returns the pair with context.
+
+        Raises :class:`SinkError`.
+        """
         clip = event.clip
         if clip is None:
             raise SinkError(f"clips: event {event.id} ({event.kind}) has no clip")
@@ -179,7 +207,20 @@ class ClipSink:
         if not arrived or actual_start > start + 1e-3:
             logger.info("clips: event %s: only %.1f..%.1f s of %.1f..%.1f s held; writing that",
                         event.id, actual_start, actual_end, start, end)
-        audio_name, image_name = clip_file_names(event, self.cfg.format)
+        paths = await self._write_pair(event, samples, sample_rate, clip_only=False)
+        if self.clip_only:
+            cut, head, tail = cut_clip(samples, actual_start, sample_rate,
+                                       clip.start_s, clip.end_s)
+            if head or tail:
+                logger.info("clips: event %s: the clip-only file lacks %.2f s at its start "
+                            "and %.2f s at its end; filled with silence", event.id,
+                            head / sample_rate, tail / sample_rate)
+            await self._write_pair(event, cut, sample_rate, clip_only=True)
+        return paths
+
+    async def _write_pair(self, event: Event, samples: np.ndarray, sample_rate: int, *,
+                          clip_only: bool) -> tuple[Path, Path]:
+        audio_name, image_name = clip_file_names(event, self.cfg.format, clip_only=clip_only)
         paths = (self.dir / audio_name, self.dir / image_name)
         try:
             await asyncio.to_thread(self._write_files, samples, sample_rate, *paths)

@@ -1,7 +1,8 @@
 """One OrcaHello detection document per positive clip: ``<dir>/<event id>.json``.
 
 The document is :func:`~listener.events.records.orcahello_record`; its ``audioUri``
-and ``imageUri`` point at the files the clip sink writes (their names follow
+and ``imageUri`` point at the clip-only files the clip sink writes when this
+sink is configured (exactly the clip, as OrcaHello's portal assumes; names follow
 from the event, so this sink need not wait for them). Files are written
 atomically, so a watcher that uploads the folder never reads half a file.
 """
