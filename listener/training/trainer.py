@@ -50,7 +50,7 @@ from listener.training import augment
 from listener.training.augment import AugmentConfig
 from listener.training.data import Recording, SourcePool
 from listener.training.distill import Teacher, distillation_loss
-from listener.training.resume import State, resume, save
+from listener.training.resume import DATA_KEY, State, data_binding, resume, save
 from listener.training.schedule import out_of_patience, warmup_cosine, warmup_epochs
 from listener.training.validation import (
     POOLED_DRAWS,
@@ -308,8 +308,11 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
     """Train; with ``checkpoint`` set, resume from it if present and save it every epoch."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run = _Run(cfg, train_set, val_set, frontend_cfg, device)
+    recipe = cfg.to_json()
+    if checkpoint is not None:  # the data is hashed only for a checkpoint
+        recipe[DATA_KEY] = data_binding(train_set, val_set, run.frontend.cfg)
     if checkpoint is not None and checkpoint.exists():
-        state = resume(checkpoint, run.parts(), cfg.to_json())
+        state = resume(checkpoint, run.parts(), recipe)
         log.info("resumed from %s after epoch %d", checkpoint, state.history[-1]["epoch"])
     else:
         state = State.fresh(_copy(run.kept), cfg.seed)
@@ -334,7 +337,7 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
         _consider(state, run.evaluate(epoch + 1, float(np.mean(losses))), run)
         state.seconds = time.monotonic() - started
         if checkpoint is not None:
-            save(checkpoint, run.parts(), state, cfg.to_json())
+            save(checkpoint, run.parts(), state, recipe)
         if out_of_patience(epoch + 1, state.best_epoch, cfg.patience,
                            warmup_epochs(cfg.epochs, cfg.steps_per_epoch)):
             stop = "patience"

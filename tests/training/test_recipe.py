@@ -71,6 +71,23 @@ def test_a_checkpoint_of_another_command_is_refused(data: tuple[list, list],
     assert same_weights(longer.state_dict, train(CFG, *data, TINY).state_dict)
 
 
+def test_a_checkpoint_of_other_data_or_another_frontend_is_refused(
+        data: tuple[list, list], tmp_path: Path) -> None:
+    ckpt = tmp_path / "run.pt"
+    one_epoch = replace(CFG, epochs=1, steps_per_epoch=1)
+    train(one_epoch, *data, TINY, checkpoint=ckpt)
+    before = ckpt.read_bytes()
+    other = split_by_file(recordings(seed=7), 0.5, seed=0)  # same names, other audio
+    with pytest.raises(ListenerError, match=r"another training command \(data\.recordings: "
+                       r"'4 training and 4 held-out recordings, digest [0-9a-f]{16}' there"):
+        train(one_epoch, *other, TINY, checkpoint=ckpt)
+    with pytest.raises(ListenerError, match=r"\(data\.frontend: .*'n_mels': 32.* there, "
+                       r".*'n_mels': 24.* now\)"):
+        train(one_epoch, *data, TINY.model_copy(update={"n_mels": 24}), checkpoint=ckpt)
+    assert ckpt.read_bytes() == before
+    train(one_epoch, *data, TINY, checkpoint=ckpt)  # the same data resumes
+
+
 def test_the_cli_refuses_a_foreign_or_damaged_checkpoint_before_reading_data(
         tmp_path: Path) -> None:
     ckpt, out = tmp_path / "run.ckpt.pt", tmp_path / "m.safetensors"
