@@ -10,11 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training.recipe_support import CFG, TINY, listener_cli, recordings, same_weights
+from training.recipe_support import (
+    CFG,
+    TINY,
+    call,
+    listener_cli,
+    noise,
+    recordings,
+    same_weights,
+    write_wav,
+)
 
 from listener.errors import ListenerError
 from listener.training.augment import AugmentConfig
-from listener.training.data import SourcePool, split_by_file
+from listener.training.data import Recording, SourcePool, split_by_file
 from listener.training.trainer import train
 from listener.training.validation import weighted_roc_auc
 
@@ -128,6 +137,25 @@ def test_split_holds_out_files_of_every_source() -> None:
     assert {r.group for r in train_set}.isdisjoint({r.group for r in val_set})
     assert {(r.positive, r.source) for r in val_set} == {(True, "a"), (True, "b"),
                                                         (False, "x"), (False, "y")}
+
+
+def test_a_copy_of_a_file_under_another_name_is_split_with_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rng = np.random.default_rng(0)
+    recs = []
+    for name, positive, wave in (("c0", True, call(1.5, rng)), ("c1", True, call(1.5, rng)),
+                                 ("b0", False, noise(2.0, rng)), ("b1", False, noise(2.0, rng))):
+        path = tmp_path / ("calls" if positive else "background") / "a" / f"{name}.wav"
+        write_wav(path, wave)
+        recs.append(Recording(path, positive, wave))
+    copy = tmp_path / "calls" / "a" / "c0 (1).wav"  # sorts before c0.wav: the group's first
+    copy.write_bytes(recs[0].path.read_bytes())
+    recs.append(Recording(copy, True, recs[0].wave))
+    for seed in range(6):
+        _, val_set = split_by_file(recs, 0.34, seed)
+        sides = {r.path.name: r in val_set for r in recs}
+        assert sides["c0.wav"] == sides["c0 (1).wav"], seed
+    assert f"{recs[0].path} has the same bytes as {copy}" in caplog.text
 
 
 def test_source_pool_balances_sources() -> None:
