@@ -105,6 +105,10 @@ class TrainConfig:
         if not 0.0 < self.teacher_weight <= 1.0:
             raise ListenerError(f"--teacher-weight {self.teacher_weight:g}: must be above 0 "
                                 "and at most 1")
+        if not 0.0 < self.val_fraction < 1.0:  # nan fails too
+            raise ListenerError(f"--val-fraction {self.val_fraction:g}: must be above 0 and "
+                                "below 1 (every source with several files holds out at "
+                                "least one, and training keeps the rest)")
         if not 0 <= self.confirm_draws <= MAX_CONFIRM_DRAWS:
             raise ListenerError(f"--confirm-draws {self.confirm_draws}: must be 0 (off) to "
                                 f"{MAX_CONFIRM_DRAWS}")

@@ -139,6 +139,20 @@ def test_split_holds_out_files_of_every_source() -> None:
                                                         (False, "x"), (False, "y")}
 
 
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5, -0.5, math.nan])
+def test_a_val_fraction_outside_zero_to_one_is_refused_naming_the_flag(fraction: float) -> None:
+    with pytest.raises(ListenerError, match=rf"--val-fraction {fraction:g}: must be above 0 "
+                       "and below 1"):
+        replace(CFG, val_fraction=fraction)
+
+
+def test_the_cli_refuses_a_val_fraction_of_zero(tmp_path: Path) -> None:
+    res = listener_cli("train", tmp_path / "never-read", "--val-fraction", "0",
+                       "--out", tmp_path / "m.safetensors", ok=(1,))
+    assert "--val-fraction 0: must be above 0 and below 1" in res.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_a_copy_of_a_file_under_another_name_is_split_with_it(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rng = np.random.default_rng(0)

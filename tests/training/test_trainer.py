@@ -58,7 +58,7 @@ def test_a_few_steps_lower_the_loss(recordings: list[Recording]) -> None:
     calls = [r for r in recordings if r.positive]
     bgs = [r for r in recordings if not r.positive]
     waves, labels = make_batch(calls, bgs, 4, 40000, np.random.default_rng(0), NO_MASKS)
-    cfg = TrainConfig(augment=NO_MASKS, lr=1e-3, val_fraction=0.0, epochs=1, steps_per_epoch=4)
+    cfg = TrainConfig(augment=NO_MASKS, lr=1e-3, epochs=1, steps_per_epoch=4)
     run = _Run(cfg, recordings, [], None, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     losses = [run.step(waves, labels, gen) for _ in range(4)]
