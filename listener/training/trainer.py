@@ -178,14 +178,16 @@ def autocast_for(device: torch.device, flags: frozenset[str] | None = None) -> t
 
 def make_batch(calls: list[Recording] | SourcePool, backgrounds: list[Recording] | SourcePool,
                size: int, n: int, rng: np.random.Generator,
-               cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``size`` waves, half calls (rounded down) and half negatives, shuffled."""
+               cfg: AugmentConfig, *, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` waves, half calls (rounded down) and half negatives, shuffled (``rate``:
+    the audio's sample rate, the frontend's)."""
     call_pool = calls if isinstance(calls, SourcePool) else SourcePool(calls, cfg.source_power)
     beds = (backgrounds if isinstance(backgrounds, SourcePool)
             else SourcePool(backgrounds, cfg.source_power))
     n_pos = size // 2
-    waves = [augment.positive_example(call_pool.draw(rng), beds, n, rng, cfg) if i < n_pos
-             else augment.negative_example(beds, n, rng, cfg) for i in range(size)]
+    waves = [augment.positive_example(call_pool.draw(rng), beds, n, rng, cfg, rate=rate)
+             if i < n_pos else augment.negative_example(beds, n, rng, cfg, rate=rate)
+             for i in range(size)]
     labels = np.asarray([1] * n_pos + [0] * (size - n_pos), dtype=np.int64)
     order = rng.permutation(size)
     return np.stack(waves)[order], labels[order]
@@ -248,7 +250,7 @@ class _Run:
                                cfg.augment.source_power)
         self.val: ValidationSet = make_validation(
             val_set, self.n, cfg.draw_seed, cfg.val_per_call_file, cfg.val_per_background_file,
-            cfg.augment)
+            cfg.augment, rate=self.frontend.cfg.sample_rate)
         torch.manual_seed(cfg.seed)  # from-scratch init and dropout: always seeded
         self.model = initial_model(cfg).to(device)
         self.frozen = freeze_before(self.model, cfg.train_from)
@@ -333,7 +335,7 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
         losses = []
         for step in range(cfg.steps_per_epoch):
             waves, labels = make_batch(run.calls, run.beds, cfg.batch_size, run.n, state.rng,
-                                       cfg.augment)
+                                       cfg.augment, rate=run.frontend.cfg.sample_rate)
             losses.append(run.step(waves, labels, state.gen))
             if progress:
                 progress(epoch * cfg.steps_per_epoch + step + 1, total,

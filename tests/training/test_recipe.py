@@ -25,7 +25,7 @@ from listener.errors import ListenerError
 from listener.training.augment import AugmentConfig
 from listener.training.data import Recording, SourcePool, split_by_file
 from listener.training.trainer import train
-from listener.training.validation import weighted_roc_auc
+from listener.training.validation import make_validation, weighted_roc_auc
 
 
 class Stop(Exception):
@@ -233,11 +233,11 @@ def test_a_reversed_range_is_refused_naming_the_flag(tmp_path: Path) -> None:
 
 def test_the_level_range_spans_the_live_streams_levels() -> None:
     """Window levels land within gain_db (dB re 0.05 RMS), down to quiet live segments."""
-    from listener.training.augment import channel
+    from listener.training.augment import channel, rms
     cfg = AugmentConfig(lowpass_p=0.0, highpass_p=0.0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(40_000).astype(np.float32)
-    levels = np.array([20 * np.log10(np.sqrt(np.mean(channel(x, rng, cfg) ** 2)) / 0.05)
+    levels = np.array([20 * np.log10(rms(channel(x, rng, cfg, rate=20_000)) / 0.05)
                        for _ in range(400)])
     assert levels.min() >= cfg.gain_db[0] - 0.01 and levels.max() <= cfg.gain_db[1] + 0.01
     assert levels.min() < -50 and levels.max() > 20  # a quiet Orcasound segment: -53 dB
@@ -313,3 +313,17 @@ def test_the_cli_keeps_a_trained_epoch_and_says_when_it_learnt_nothing(
             for line in card.splitlines() if line.startswith(("| 0 |", "| 1 |"))}
     said = "learnt nothing that holds"
     assert (said in res.stderr) == (rows["0"] >= rows["1"]) == (said in card), rows
+
+
+def test_validation_band_limits_land_at_their_hz_at_the_frontends_rate() -> None:
+    rate, n = 16_000, 32_000
+    rng = np.random.default_rng(0)
+    white = Recording(Path("background/x/w.wav"), False, rng.standard_normal(4 * n)
+                      .astype(np.float32))
+    cfg = AugmentConfig(lowpass_p=1.0, lowpass_hz=(5000.0, 5000.0), highpass_p=0.0,
+                        event_p=0.0, gain_db=(0.0, 0.0))
+    vs = make_validation([white], n, 0, 0, 8, cfg, rate=rate)
+    power = np.mean(np.abs(np.fft.rfft(vs.waves, axis=1)) ** 2, axis=0)
+    f = np.fft.rfftfreq(n, 1 / rate)
+    at = {hz: power[np.abs(f - hz) < 100].mean() for hz in (1000, 5000)}
+    assert at[5000] / at[1000] == pytest.approx(0.5, abs=0.1)  # -3 dB at the asked corner
