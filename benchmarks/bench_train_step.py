@@ -35,9 +35,12 @@ def per_step(cfg: TrainConfig, device: torch.device, steps: int) -> tuple[float,
     recs = recordings(calls=8, backgrounds=8)
     run = _Run(cfg, recs, [], None, device)
     rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
-    batches = [make_batch(run.calls, run.beds, cfg.batch_size, run.n, rng, cfg.augment)]
+    rate = run.frontend.cfg.sample_rate
+    batches = [make_batch(run.calls, run.beds, cfg.batch_size, run.n, rng, cfg.augment,
+                          rate=rate)]
     t = time.perf_counter()
-    batches += [make_batch(run.calls, run.beds, cfg.batch_size, run.n, rng, cfg.augment)
+    batches += [make_batch(run.calls, run.beds, cfg.batch_size, run.n, rng, cfg.augment,
+                           rate=rate)
                 for _ in range(steps)]
     batch_s = (time.perf_counter() - t) / steps
     run.step(*batches[0], gen)  # warm-up: allocator, kernels chosen

@@ -169,7 +169,8 @@ def main(card: Path, data: Path, new: str, previous: str, listed: set[str]) -> b
     if len(clean) < len(val):
         wanted.append(("all", val, tcfg.augment))
     sets = {name: [make_validation(recs, n, tcfg.seed + k, tcfg.val_per_call_file,
-                                   tcfg.val_per_background_file, aug)
+                                   tcfg.val_per_background_file, aug,
+                                   rate=cfg.frontend.sample_rate)
                    for k in range(SELECTION_DRAWS)]
             for name, recs, aug in wanted}
     rows, scores, draws = table_rows(sets, {"new": new, "previous demo model": previous})

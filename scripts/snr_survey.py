@@ -66,9 +66,10 @@ def main(data: Path) -> None:
     beds = SourcePool([r for r in recs if not r.positive], cfg.source_power)
     rng = np.random.default_rng(0)
     n = 2 * rate
-    made = {"recipe positives": [augment.positive_example(calls.draw(rng), beds, n, rng, cfg)
+    made = {"recipe positives": [augment.positive_example(calls.draw(rng), beds, n, rng, cfg,
+                                                          rate=rate)
                                  for _ in range(400)],
-            "recipe negatives": [augment.negative_example(beds, n, rng, cfg)
+            "recipe negatives": [augment.negative_example(beds, n, rng, cfg, rate=rate)
                                  for _ in range(400)]}
     for name, waves in made.items():
         print(line(f"{name} (snr_db {cfg.snr_db[0]:g}..{cfg.snr_db[1]:g})",

@@ -63,7 +63,8 @@ def main(data: Path, weights: list[str]) -> None:
         aucs: list[list[float]] = [[] for _ in models]
         seconds = []
         for k in range(DRAWS):
-            vs = make_validation(val, n, tcfg.seed + k, per_call, per_bed, tcfg.augment)
+            vs = make_validation(val, n, tcfg.seed + k, per_call, per_bed, tcfg.augment,
+                                 rate=cfg.frontend.sample_rate)
             for i, model in enumerate(models):
                 t0 = time.perf_counter()
                 s = score(model, frontend, vs.waves, torch.device("cpu"))

@@ -172,7 +172,8 @@ def _add_recipe_arguments(s: argparse.ArgumentParser) -> None:
                         "chosen on this recipe's windows: it scores optimistically on the "
                         "draw it was chosen on")
     s.add_argument("--val-fraction", type=float, default=0.2,
-                   help="share of each source's files held out for validation (default 0.2)")
+                   help="share of each source's files held out for validation, above 0 and "
+                        "below 1 (default 0.2)")
     s.add_argument("--val-per-call-file", type=int, default=2,
                    help="validation windows drawn from each held-out call file (default 2)")
     s.add_argument("--val-per-background-file", type=int, default=6,

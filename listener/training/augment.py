@@ -133,20 +133,21 @@ def mix(sound: np.ndarray, level: float, into: np.ndarray, rng: np.random.Genera
 
 
 def positive_example(call: Recording, beds: SourcePool, n: int,
-                     rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    """A call at a random offset, mixed into a bed at a random SNR, then the channel effects."""
+                     rng: np.random.Generator, cfg: AugmentConfig, *, rate: int) -> np.ndarray:
+    """A call at a random offset, mixed into a bed at a random SNR, then the channel effects
+    (``rate``: the audio's sample rate, the frontend's)."""
     sound, level = placed(call, n, rng, cfg)
-    return channel(mix(sound, level, bed(beds, n, rng, cfg), rng, cfg), rng, cfg)
+    return channel(mix(sound, level, bed(beds, n, rng, cfg), rng, cfg), rng, cfg, rate=rate)
 
 
 def negative_example(beds: SourcePool, n: int, rng: np.random.Generator,
-                     cfg: AugmentConfig) -> np.ndarray:
+                     cfg: AugmentConfig, *, rate: int) -> np.ndarray:
     """A bed, often carrying another background sound mixed in as a call would be."""
     x = bed(beds, n, rng, cfg)
     if beds and rng.random() < cfg.event_p:
         sound, level = placed(beds.draw(rng), n, rng, cfg)
         x = mix(sound, level, x, rng, cfg)
-    return channel(x, rng, cfg)
+    return channel(x, rng, cfg, rate=rate)
 
 
 #: Where the equaliser's gains are drawn, two octaves apart over the model's band.
@@ -180,9 +181,10 @@ def eq_gain(f: np.ndarray, anchors_db: np.ndarray) -> np.ndarray:
                             anchors_db) / 20)
 
 
-def channel(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
-            rate: int = 20_000) -> np.ndarray:
-    """Band limits, then a random window level within the live streams' range."""
+def channel(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig, *,
+            rate: int) -> np.ndarray:
+    """Band limits (their corners in Hz at ``rate``, the audio's sample rate), then a random
+    window level within the live streams' range."""
     x = band_limit(x, rate, rng, cfg)
     # Normalise first, so the gain range means the same for quiet catalogue
     # files and loud ones.

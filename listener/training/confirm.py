@@ -70,7 +70,8 @@ def confirm(cfg: TrainConfig, val_set: list[Recording], frontend_cfg: FrontendCo
     n = round(cfg.window_s * frontend_cfg.sample_rate)
     # Seeds past the per-epoch draw's: windows the choice of epoch never saw.
     draws = [make_validation(val_set, n, cfg.draw_seed + 1 + k, cfg.val_per_call_file,
-                             cfg.val_per_background_file, cfg.augment)
+                             cfg.val_per_background_file, cfg.augment,
+                             rate=frontend_cfg.sample_rate)
              for k in range(cfg.confirm_draws)]
     kept = build_for(cfg.architecture, result.state_dict)
     kept.load_state_dict(result.state_dict)

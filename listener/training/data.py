@@ -20,6 +20,7 @@ import numpy as np
 
 from listener.errors import ListenerError
 from listener.model.frontend import Frontend
+from listener.model.lineage import digest
 from listener.quality.labels import LabelProblem, LabelSet
 from listener.training.cache import AudioCache
 
@@ -46,7 +47,8 @@ class Recording:
 
     @property
     def group(self) -> str:
-        """The unit of the train/validation split: the source file."""
+        """The source file; the split keeps files of identical bytes together
+        (:func:`same_content`)."""
         return str(self.path)
 
     def version(self, rng: np.random.Generator, aac_p: float) -> np.ndarray:
@@ -88,6 +90,24 @@ def load_recordings(labels: LabelSet, frontend: Frontend, min_s: float = 0.25,
     return out, problems
 
 
+def same_content(recordings: list[Recording]) -> dict[str, str]:
+    """Each recording's group -> the group it is split with: the first (sorted) file with
+    the same bytes, itself when it has no twin (a group that is no file: itself).
+
+    A copy under another name would otherwise land on the other side of the
+    split and grade the model on audio it trained on.
+    """
+    first: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for group in sorted({r.group for r in recordings}):
+        path = Path(group)
+        out[group] = first.setdefault(digest(path) if path.is_file() else group, group)
+        if out[group] != group:
+            log.warning("%s has the same bytes as %s: split with it, as one file", group,
+                        out[group])
+    return out
+
+
 def split_by_file(recordings: list[Recording], val_fraction: float, seed: int,
                   pinned: frozenset[str] = frozenset(),
                   ) -> tuple[list[Recording], list[Recording]]:
@@ -95,33 +115,47 @@ def split_by_file(recordings: list[Recording], val_fraction: float, seed: int,
 
     Never by window: windows of one file share its recording conditions, so a
     window-level split would let the model be graded on audio it trained on.
-    A source with a single file stays in training (there is nothing to hold
-    out without losing it). Deterministic for a seed, whatever the file order.
-    Files in ``pinned`` (groups: the starting model trained on them) are never
-    held out; a source's held-out files are drawn from the others.
+    For the same reason files of identical bytes go together, with the first
+    of them (:func:`same_content`); the others are not counted as files of
+    their source. A source with a single file stays in training (there is
+    nothing to hold out without losing it). Deterministic for a seed, whatever
+    the file order. Files in ``pinned`` (groups: the starting model trained
+    on them) are never held out; a source's held-out files are drawn from the
+    others.
     """
     rng = np.random.default_rng(seed)
+    twin = same_content(recordings)
+    held: set[str] = set()
+    for recs in _by_source(recordings):
+        # several runs of one file stay together
+        files = sorted({r.group for r in recs if twin[r.group] == r.group})
+        n_val = max(1, round(val_fraction * len(files))) if len(files) > 1 else 0
+        files = [f for f in files if f not in pinned]
+        order = rng.permutation(len(files))
+        held.update(files[i] for i in order[:n_val])
     train: list[Recording] = []
     val: list[Recording] = []
-    for positive in (True, False):
-        group = [r for r in recordings if r.positive == positive]
-        if not group:
-            raise ListenerError(f"no {'call' if positive else 'background'} files to train on "
-                                "(need both classes)")
-        for source in sorted({r.source for r in group}):
-            recs = [r for r in group if r.source == source]
-            files = sorted({r.group for r in recs})  # several runs of one file stay together
-            n_val = max(1, round(val_fraction * len(files))) if len(files) > 1 else 0
-            files = [f for f in files if f not in pinned]
-            order = rng.permutation(len(files))
-            held = {files[i] for i in order[:n_val]}
-            val.extend(r for r in recs if r.group in held)
-            train.extend(r for r in recs if r.group not in held)
+    for recs in _by_source(recordings):  # the order of the draws above
+        val.extend(r for r in recs if twin[r.group] in held)
+        train.extend(r for r in recs if twin[r.group] not in held)
     if val_fraction > 0 and not any(r.positive for r in val):
         why = ("every call source has a single file, or only files the starting model "
                "trained on" if pinned else "every call source has a single file")
         raise ListenerError(f"no call file could be held out for validation ({why})")
     return train, val
+
+
+def _by_source(recordings: list[Recording]) -> list[list[Recording]]:
+    """The recordings of each (class, source): calls first, sources sorted, files in order."""
+    out: list[list[Recording]] = []
+    for positive in (True, False):
+        group = [r for r in recordings if r.positive == positive]
+        if not group:
+            raise ListenerError(f"no {'call' if positive else 'background'} files to train on "
+                                "(need both classes)")
+        out += [[r for r in group if r.source == source]
+                for source in sorted({r.source for r in group})]
+    return out
 
 
 class SourcePool:

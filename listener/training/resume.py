@@ -4,11 +4,16 @@ Running the same command again resumes an interrupted run. A checkpoint left
 by another command (other data settings, seeds, learning rate, epochs) would
 continue someone else's trajectory under this command's name and card, so it
 is refused, naming the keys that differ. Keys that only decide when a run
-stops (patience, time budget, the fine-tune check's draws) may change.
+stops (patience, time budget, the fine-tune check's draws) may change. The
+data is part of the binding too (:func:`data_binding`): the same command on
+other recordings, other ``--background`` or ``--reviews`` audio or another
+frontend would otherwise resume the old run and write its weights under the
+new data's name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -20,10 +25,27 @@ import torch
 from torch import Tensor
 
 from listener.atomic import atomic_write
+from listener.config import FrontendConfig
 from listener.errors import ListenerError
+from listener.training.data import Recording
 
 #: Recipe keys a resumed run may change: they decide when it stops, not what a step does.
 STOPPING_KEYS = frozenset({"patience", "time_budget_s", "confirm_draws"})
+#: The key of :func:`data_binding` in a binding (known only once the audio is gathered).
+DATA_KEY = "data"
+
+
+def data_binding(train_set: list[Recording], val_set: list[Recording],
+                 frontend: FrontendConfig) -> dict[str, Any]:
+    """The data half of a run's binding: a digest of every recording's audio, class, source
+    and side of the split, and the frontend settings (both decide what a step sees)."""
+    rows = sorted((hashlib.sha1(np.ascontiguousarray(r.wave).tobytes()).hexdigest(),
+                   r.positive, r.source, held)
+                  for held, side in ((False, train_set), (True, val_set)) for r in side)
+    key = hashlib.sha1(json.dumps(rows).encode()).hexdigest()[:16]
+    return {"recordings": f"{len(train_set)} training and {len(val_set)} held-out "
+                          f"recordings, digest {key}",
+            "frontend": frontend.model_dump(mode="json")}
 
 
 @dataclass
@@ -61,9 +83,11 @@ def save(path: Path, parts: dict[str, Any], state: State, recipe: dict[str, Any]
 
 def check(path: Path, recipe: dict[str, Any]) -> None:
     """Refuse the checkpoint at ``path``, if there is one, when another recipe wrote it
-    (cheap: the tensors are mapped, not read; for before any audio is decoded)."""
+    (cheap: the tensors are mapped, not read; for before any audio is decoded, so the
+    data, which :func:`resume` checks, is left out)."""
     if path.exists():
-        _same_recipe(path, _read(path, mmap=True), _binding(recipe))
+        _same_recipe(path, _read(path, mmap=True), _binding(recipe),
+                     skip=f"{DATA_KEY}.")
 
 
 def resume(path: Path, parts: dict[str, Any], recipe: dict[str, Any]) -> State:
@@ -113,7 +137,8 @@ def _binding(recipe: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _same_recipe(path: Path, doc: dict[str, Any], now: dict[str, Any]) -> None:
+def _same_recipe(path: Path, doc: dict[str, Any], now: dict[str, Any],
+                 skip: str | None = None) -> None:
     if "recipe" not in doc:  # checkpoints before this check carry none
         return
     try:
@@ -122,7 +147,8 @@ def _same_recipe(path: Path, doc: dict[str, Any], now: dict[str, Any]) -> None:
         saved = None
     if not isinstance(saved, dict):
         raise ListenerError(f"{path}: its recipe does not read; {START_OVER}")
-    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k)
+                    and not (skip and k.startswith(skip)))
     if differ:
         shown = "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ)
         raise ListenerError(f"{path}: this checkpoint belongs to another training command "

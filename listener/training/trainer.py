@@ -50,7 +50,7 @@ from listener.training import augment
 from listener.training.augment import AugmentConfig
 from listener.training.data import Recording, SourcePool
 from listener.training.distill import Teacher, distillation_loss
-from listener.training.resume import State, resume, save
+from listener.training.resume import DATA_KEY, State, data_binding, resume, save
 from listener.training.schedule import out_of_patience, warmup_cosine, warmup_epochs
 from listener.training.validation import (
     POOLED_DRAWS,
@@ -105,6 +105,10 @@ class TrainConfig:
         if not 0.0 < self.teacher_weight <= 1.0:
             raise ListenerError(f"--teacher-weight {self.teacher_weight:g}: must be above 0 "
                                 "and at most 1")
+        if not 0.0 < self.val_fraction < 1.0:  # nan fails too
+            raise ListenerError(f"--val-fraction {self.val_fraction:g}: must be above 0 and "
+                                "below 1 (every source with several files holds out at "
+                                "least one, and training keeps the rest)")
         if not 0 <= self.confirm_draws <= MAX_CONFIRM_DRAWS:
             raise ListenerError(f"--confirm-draws {self.confirm_draws}: must be 0 (off) to "
                                 f"{MAX_CONFIRM_DRAWS}")
@@ -174,14 +178,16 @@ def autocast_for(device: torch.device, flags: frozenset[str] | None = None) -> t
 
 def make_batch(calls: list[Recording] | SourcePool, backgrounds: list[Recording] | SourcePool,
                size: int, n: int, rng: np.random.Generator,
-               cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``size`` waves, half calls (rounded down) and half negatives, shuffled."""
+               cfg: AugmentConfig, *, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` waves, half calls (rounded down) and half negatives, shuffled (``rate``:
+    the audio's sample rate, the frontend's)."""
     call_pool = calls if isinstance(calls, SourcePool) else SourcePool(calls, cfg.source_power)
     beds = (backgrounds if isinstance(backgrounds, SourcePool)
             else SourcePool(backgrounds, cfg.source_power))
     n_pos = size // 2
-    waves = [augment.positive_example(call_pool.draw(rng), beds, n, rng, cfg) if i < n_pos
-             else augment.negative_example(beds, n, rng, cfg) for i in range(size)]
+    waves = [augment.positive_example(call_pool.draw(rng), beds, n, rng, cfg, rate=rate)
+             if i < n_pos else augment.negative_example(beds, n, rng, cfg, rate=rate)
+             for i in range(size)]
     labels = np.asarray([1] * n_pos + [0] * (size - n_pos), dtype=np.int64)
     order = rng.permutation(size)
     return np.stack(waves)[order], labels[order]
@@ -244,7 +250,7 @@ class _Run:
                                cfg.augment.source_power)
         self.val: ValidationSet = make_validation(
             val_set, self.n, cfg.draw_seed, cfg.val_per_call_file, cfg.val_per_background_file,
-            cfg.augment)
+            cfg.augment, rate=self.frontend.cfg.sample_rate)
         torch.manual_seed(cfg.seed)  # from-scratch init and dropout: always seeded
         self.model = initial_model(cfg).to(device)
         self.frozen = freeze_before(self.model, cfg.train_from)
@@ -308,8 +314,11 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
     """Train; with ``checkpoint`` set, resume from it if present and save it every epoch."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run = _Run(cfg, train_set, val_set, frontend_cfg, device)
+    recipe = cfg.to_json()
+    if checkpoint is not None:  # the data is hashed only for a checkpoint
+        recipe[DATA_KEY] = data_binding(train_set, val_set, run.frontend.cfg)
     if checkpoint is not None and checkpoint.exists():
-        state = resume(checkpoint, run.parts(), cfg.to_json())
+        state = resume(checkpoint, run.parts(), recipe)
         log.info("resumed from %s after epoch %d", checkpoint, state.history[-1]["epoch"])
     else:
         state = State.fresh(_copy(run.kept), cfg.seed)
@@ -326,7 +335,7 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
         losses = []
         for step in range(cfg.steps_per_epoch):
             waves, labels = make_batch(run.calls, run.beds, cfg.batch_size, run.n, state.rng,
-                                       cfg.augment)
+                                       cfg.augment, rate=run.frontend.cfg.sample_rate)
             losses.append(run.step(waves, labels, state.gen))
             if progress:
                 progress(epoch * cfg.steps_per_epoch + step + 1, total,
@@ -334,7 +343,7 @@ def train(cfg: TrainConfig, train_set: list[Recording], val_set: list[Recording]
         _consider(state, run.evaluate(epoch + 1, float(np.mean(losses))), run)
         state.seconds = time.monotonic() - started
         if checkpoint is not None:
-            save(checkpoint, run.parts(), state, cfg.to_json())
+            save(checkpoint, run.parts(), state, recipe)
         if out_of_patience(epoch + 1, state.best_epoch, cfg.patience,
                            warmup_epochs(cfg.epochs, cfg.steps_per_epoch)):
             stop = "patience"

@@ -46,15 +46,17 @@ class ValidationSet:
 
 
 def make_validation(val: list[Recording], n: int, seed: int, per_call_file: int,
-                    per_background_file: int, cfg: AugmentConfig) -> ValidationSet:
-    """Windows from held-out files only, drawn with their own fixed generator."""
+                    per_background_file: int, cfg: AugmentConfig, *,
+                    rate: int) -> ValidationSet:
+    """Windows from held-out files only, drawn with their own fixed generator (``rate``:
+    the audio's sample rate, the frontend's)."""
     rng = np.random.default_rng([seed, 10**6])
     calls = [r for r in val if r.positive]
     beds = SourcePool([r for r in val if not r.positive], cfg.source_power)
     waves, labels, sources = [], [], []
     for rec in calls:
         for _ in range(per_call_file):
-            waves.append(augment.positive_example(rec, beds, n, rng, cfg))
+            waves.append(augment.positive_example(rec, beds, n, rng, cfg, rate=rate))
             labels.append(1)
             sources.append(rec.source)
     for rec in (r for r in val if not r.positive):
@@ -64,7 +66,7 @@ def make_validation(val: list[Recording], n: int, seed: int, per_call_file: int,
             if rng.random() < cfg.event_p:
                 sound, level = augment.placed(beds.draw(rng), n, rng, cfg)
                 x = augment.mix(sound, level, x, rng, cfg)
-            waves.append(augment.channel(x, rng, cfg))
+            waves.append(augment.channel(x, rng, cfg, rate=rate))
             labels.append(0)
             sources.append(rec.source)
     if not waves:

@@ -48,7 +48,8 @@ def test_confirm_scores_both_models_on_fresh_draws(data: tuple[list, list],
     assert check.windows == POOLED_DRAWS * per_draw and len(check.kept_each) == POOLED_DRAWS
     # The start's first draw, recomputed by hand: seed + 1, not the per-epoch draw's seed.
     vs = make_validation(data[1], round(cfg.window_s * 20_000), cfg.seed + 1,
-                         cfg.val_per_call_file, cfg.val_per_background_file, cfg.augment)
+                         cfg.val_per_call_file, cfg.val_per_background_file, cfg.augment,
+                         rate=20_000)
     by_hand = figures(vs, score(initial_model(cfg), Frontend(TINY), vs.waves, CPU))
     assert check.start_each[0] == pytest.approx(by_hand["balanced_roc_auc"])
     # The start against itself: a tie, and a tie keeps the start.
@@ -67,16 +68,16 @@ def test_val_seed_draws_other_windows_of_the_same_files(data: tuple[list, list],
     n = round(cfg.window_s * 20_000)
     run = _Run(cfg, *data, TINY, CPU)
     mine = make_validation(data[1], n, 7, cfg.val_per_call_file, cfg.val_per_background_file,
-                           cfg.augment)
+                           cfg.augment, rate=20_000)
     usual = make_validation(data[1], n, cfg.seed, cfg.val_per_call_file,
-                            cfg.val_per_background_file, cfg.augment)
+                            cfg.val_per_background_file, cfg.augment, rate=20_000)
     assert np.array_equal(run.val.waves, mine.waves)
     assert not np.array_equal(run.val.waves, usual.waves)
     # The check's draws follow the per-epoch draw's seed: 8, 9, ...
     check = confirm(cfg, data[1], TINY, _result(load_file(str(start))), initial_model(cfg),
                     CPU)
     vs = make_validation(data[1], n, 8, cfg.val_per_call_file, cfg.val_per_background_file,
-                         cfg.augment)
+                         cfg.augment, rate=20_000)
     by_hand = figures(vs, score(initial_model(cfg), Frontend(TINY), vs.waves, CPU))
     assert check.start_each[0] == pytest.approx(by_hand["balanced_roc_auc"])
 

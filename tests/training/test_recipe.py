@@ -10,13 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training.recipe_support import CFG, TINY, listener_cli, recordings, same_weights
+from training.recipe_support import (
+    CFG,
+    TINY,
+    call,
+    listener_cli,
+    noise,
+    recordings,
+    same_weights,
+    write_wav,
+)
 
 from listener.errors import ListenerError
 from listener.training.augment import AugmentConfig
-from listener.training.data import SourcePool, split_by_file
+from listener.training.data import Recording, SourcePool, split_by_file
 from listener.training.trainer import train
-from listener.training.validation import weighted_roc_auc
+from listener.training.validation import make_validation, weighted_roc_auc
 
 
 class Stop(Exception):
@@ -71,6 +80,23 @@ def test_a_checkpoint_of_another_command_is_refused(data: tuple[list, list],
     assert same_weights(longer.state_dict, train(CFG, *data, TINY).state_dict)
 
 
+def test_a_checkpoint_of_other_data_or_another_frontend_is_refused(
+        data: tuple[list, list], tmp_path: Path) -> None:
+    ckpt = tmp_path / "run.pt"
+    one_epoch = replace(CFG, epochs=1, steps_per_epoch=1)
+    train(one_epoch, *data, TINY, checkpoint=ckpt)
+    before = ckpt.read_bytes()
+    other = split_by_file(recordings(seed=7), 0.5, seed=0)  # same names, other audio
+    with pytest.raises(ListenerError, match=r"another training command \(data\.recordings: "
+                       r"'4 training and 4 held-out recordings, digest [0-9a-f]{16}' there"):
+        train(one_epoch, *other, TINY, checkpoint=ckpt)
+    with pytest.raises(ListenerError, match=r"\(data\.frontend: .*'n_mels': 32.* there, "
+                       r".*'n_mels': 24.* now\)"):
+        train(one_epoch, *data, TINY.model_copy(update={"n_mels": 24}), checkpoint=ckpt)
+    assert ckpt.read_bytes() == before
+    train(one_epoch, *data, TINY, checkpoint=ckpt)  # the same data resumes
+
+
 def test_the_cli_refuses_a_foreign_or_damaged_checkpoint_before_reading_data(
         tmp_path: Path) -> None:
     ckpt, out = tmp_path / "run.ckpt.pt", tmp_path / "m.safetensors"
@@ -111,6 +137,39 @@ def test_split_holds_out_files_of_every_source() -> None:
     assert {r.group for r in train_set}.isdisjoint({r.group for r in val_set})
     assert {(r.positive, r.source) for r in val_set} == {(True, "a"), (True, "b"),
                                                         (False, "x"), (False, "y")}
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5, -0.5, math.nan])
+def test_a_val_fraction_outside_zero_to_one_is_refused_naming_the_flag(fraction: float) -> None:
+    with pytest.raises(ListenerError, match=rf"--val-fraction {fraction:g}: must be above 0 "
+                       "and below 1"):
+        replace(CFG, val_fraction=fraction)
+
+
+def test_the_cli_refuses_a_val_fraction_of_zero(tmp_path: Path) -> None:
+    res = listener_cli("train", tmp_path / "never-read", "--val-fraction", "0",
+                       "--out", tmp_path / "m.safetensors", ok=(1,))
+    assert "--val-fraction 0: must be above 0 and below 1" in res.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_copy_of_a_file_under_another_name_is_split_with_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rng = np.random.default_rng(0)
+    recs = []
+    for name, positive, wave in (("c0", True, call(1.5, rng)), ("c1", True, call(1.5, rng)),
+                                 ("b0", False, noise(2.0, rng)), ("b1", False, noise(2.0, rng))):
+        path = tmp_path / ("calls" if positive else "background") / "a" / f"{name}.wav"
+        write_wav(path, wave)
+        recs.append(Recording(path, positive, wave))
+    copy = tmp_path / "calls" / "a" / "c0 (1).wav"  # sorts before c0.wav: the group's first
+    copy.write_bytes(recs[0].path.read_bytes())
+    recs.append(Recording(copy, True, recs[0].wave))
+    for seed in range(6):
+        _, val_set = split_by_file(recs, 0.34, seed)
+        sides = {r.path.name: r in val_set for r in recs}
+        assert sides["c0.wav"] == sides["c0 (1).wav"], seed
+    assert f"{recs[0].path} has the same bytes as {copy}" in caplog.text
 
 
 def test_source_pool_balances_sources() -> None:
@@ -174,11 +233,11 @@ def test_a_reversed_range_is_refused_naming_the_flag(tmp_path: Path) -> None:
 
 def test_the_level_range_spans_the_live_streams_levels() -> None:
     """Window levels land within gain_db (dB re 0.05 RMS), down to quiet live segments."""
-    from listener.training.augment import channel
+    from listener.training.augment import channel, rms
     cfg = AugmentConfig(lowpass_p=0.0, highpass_p=0.0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(40_000).astype(np.float32)
-    levels = np.array([20 * np.log10(np.sqrt(np.mean(channel(x, rng, cfg) ** 2)) / 0.05)
+    levels = np.array([20 * np.log10(rms(channel(x, rng, cfg, rate=20_000)) / 0.05)
                        for _ in range(400)])
     assert levels.min() >= cfg.gain_db[0] - 0.01 and levels.max() <= cfg.gain_db[1] + 0.01
     assert levels.min() < -50 and levels.max() > 20  # a quiet Orcasound segment: -53 dB
@@ -254,3 +313,17 @@ def test_the_cli_keeps_a_trained_epoch_and_says_when_it_learnt_nothing(
             for line in card.splitlines() if line.startswith(("| 0 |", "| 1 |"))}
     said = "learnt nothing that holds"
     assert (said in res.stderr) == (rows["0"] >= rows["1"]) == (said in card), rows
+
+
+def test_validation_band_limits_land_at_their_hz_at_the_frontends_rate() -> None:
+    rate, n = 16_000, 32_000
+    rng = np.random.default_rng(0)
+    white = Recording(Path("background/x/w.wav"), False, rng.standard_normal(4 * n)
+                      .astype(np.float32))
+    cfg = AugmentConfig(lowpass_p=1.0, lowpass_hz=(5000.0, 5000.0), highpass_p=0.0,
+                        event_p=0.0, gain_db=(0.0, 0.0))
+    vs = make_validation([white], n, 0, 0, 8, cfg, rate=rate)
+    power = np.mean(np.abs(np.fft.rfft(vs.waves, axis=1)) ** 2, axis=0)
+    f = np.fft.rfftfreq(n, 1 / rate)
+    at = {hz: power[np.abs(f - hz) < 100].mean() for hz in (1000, 5000)}
+    assert at[5000] / at[1000] == pytest.approx(0.5, abs=0.1)  # -3 dB at the asked corner

@@ -47,8 +47,10 @@ def test_split_is_by_file_and_keeps_both_classes(recordings: list[Recording]) ->
 def test_batches_are_balanced_and_seeded(recordings: list[Recording]) -> None:
     calls = [r for r in recordings if r.positive]
     bgs = [r for r in recordings if not r.positive]
-    a, ya = make_batch(calls, bgs, 6, 40000, np.random.default_rng(3), NO_MASKS)
-    b, yb = make_batch(calls, bgs, 6, 40000, np.random.default_rng(3), NO_MASKS)
+    a, ya = make_batch(calls, bgs, 6, 40000, np.random.default_rng(3), NO_MASKS,
+                       rate=20_000)
+    b, yb = make_batch(calls, bgs, 6, 40000, np.random.default_rng(3), NO_MASKS,
+                       rate=20_000)
     assert a.shape == (6, 40000) and a.dtype == np.float32 and int(ya.sum()) == 3
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(ya, yb)
@@ -57,8 +59,9 @@ def test_batches_are_balanced_and_seeded(recordings: list[Recording]) -> None:
 def test_a_few_steps_lower_the_loss(recordings: list[Recording]) -> None:
     calls = [r for r in recordings if r.positive]
     bgs = [r for r in recordings if not r.positive]
-    waves, labels = make_batch(calls, bgs, 4, 40000, np.random.default_rng(0), NO_MASKS)
-    cfg = TrainConfig(augment=NO_MASKS, lr=1e-3, val_fraction=0.0, epochs=1, steps_per_epoch=4)
+    waves, labels = make_batch(calls, bgs, 4, 40000, np.random.default_rng(0), NO_MASKS,
+                               rate=20_000)
+    cfg = TrainConfig(augment=NO_MASKS, lr=1e-3, epochs=1, steps_per_epoch=4)
     run = _Run(cfg, recordings, [], None, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     losses = [run.step(waves, labels, gen) for _ in range(4)]
