@@ -101,4 +101,4 @@ def settle(result: TrainResult, check: Confirmation, start: OrcaResNet) -> Train
 def needs_check(cfg: TrainConfig, result: TrainResult, val_set: list[Recording]) -> bool:
     """A fine-tune whose kept epoch beat its start, with windows to check it on."""
     return (cfg.init is not None and result.best_epoch > 0 and cfg.confirm_draws > 0
-            and bool(val_set) and not math.isnan(result.best_score))
+            and bool(val_set) and math.isfinite(result.best_score))

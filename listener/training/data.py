@@ -138,10 +138,14 @@ def split_by_file(recordings: list[Recording], val_fraction: float, seed: int,
     for recs in _by_source(recordings):  # the order of the draws above
         val.extend(r for r in recs if twin[r.group] in held)
         train.extend(r for r in recs if twin[r.group] not in held)
-    if val_fraction > 0 and not any(r.positive for r in val):
-        why = ("every call source has a single file, or only files the starting model "
-               "trained on" if pinned else "every call source has a single file")
-        raise ListenerError(f"no call file could be held out for validation ({why})")
+    for positive, kind in ((True, "call"), (False, "background")):
+        # Without both classes held out, every epoch's ROC-AUC is undefined.
+        if not any(r.positive == positive for r in val):
+            why = f"every {kind} source has a single file"
+            if pinned:
+                why += ", or only files the starting model trained on"
+            raise ListenerError(f"no {kind} file could be held out for validation ({why}); "
+                                f"give a {kind} source a second file")
     return train, val
 
 

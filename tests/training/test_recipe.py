@@ -139,6 +139,14 @@ def test_split_holds_out_files_of_every_source() -> None:
                                                         (False, "x"), (False, "y")}
 
 
+def test_a_split_with_no_background_file_to_hold_out_is_refused() -> None:
+    """One background file per source: every epoch's ROC-AUC would be undefined (NaN)."""
+    recs = recordings(calls=6, backgrounds=2)  # sources x and y hold one file each
+    with pytest.raises(ListenerError, match="no background file could be held out for "
+                       "validation \\(every background source has a single file\\)"):
+        split_by_file(recs, 0.34, seed=1)
+
+
 @pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5, -0.5, math.nan])
 def test_a_val_fraction_outside_zero_to_one_is_refused_naming_the_flag(fraction: float) -> None:
     with pytest.raises(ListenerError, match=rf"--val-fraction {fraction:g}: must be above 0 "
