@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from listener.atomic import atomic_write
+from listener.config import FrontendConfig
 from listener.model.checkpoints import load_model
 from listener.model.levels import REFERENCE_RMS, levels_dbfs
 from listener.model.network import BAND_NORM_KEY
@@ -139,8 +140,8 @@ def model_card(out: Path, cfg: TrainConfig, result: TrainResult, data: str,
     return f"""# Model card: {out.name}
 
 A {cfg.architecture} killer-whale call detector {start} by `listener train`
-through the daemon's own frontend (`listener.model.frontend.Frontend`, default
-`frontend` settings). Class 1 = killer-whale call.
+through the daemon's own frontend (`listener.model.frontend.Frontend`,
+{_frontend(files.get("frontend"))}). Class 1 = killer-whale call.
 {declared}
 ## Data
 - Source: `{data}`; {files['train']} training recordings and {files['val']} held-out
@@ -180,6 +181,18 @@ def write_card(out: Path, text: str) -> Path:
     card = out.with_suffix(".md")
     card.write_text(text, encoding="utf-8")
     return card
+
+
+def _frontend(frontend: FrontendConfig | None) -> str:
+    """The settings the network learnt its input from: another frontend scores it wrongly."""
+    if frontend is None:
+        return "default `frontend` settings"
+    defaults = FrontendConfig().model_dump(mode="json")
+    changed = {k: v for k, v in frontend.model_dump(mode="json").items() if v != defaults[k]}
+    if not changed:
+        return "default `frontend` settings"
+    return ("`frontend` settings " + ", ".join(f"{k}: {v}" for k, v in changed.items())
+            + " (the rest default; score it with the same settings)")
 
 
 def _val_seed(cfg: TrainConfig) -> str:

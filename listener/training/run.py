@@ -127,6 +127,7 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
             "trained_by": "listener train", "recipe": json.dumps(tcfg.to_json()),
             "best_epoch": str(result.best_epoch),
             "val_balanced_roc_auc": f"{result.best_score:.4f}",
+            "frontend": json.dumps(cfg.frontend.model_dump(mode="json")),
             **lineage.joined(sorted({r.path for r in train_set})).to_metadata()}
     optional = {"model_id": model_id, "init_sha256": init_digest,
                 "teacher_sha256": teacher_digest,
@@ -139,6 +140,7 @@ def run_training(inputs: TrainInputs, cfg: Config, tcfg: TrainConfig, out: Path,
              "sites": [s.to_json() for s in sites], "reviews": inputs.review_counts,
              "data": [str(d) for d in inputs.data], "lineage": notes,
              "check": None if check is None else check.text(), "init_sha256": init_digest,
+             "frontend": cfg.frontend,
              "teacher_sha256": teacher_digest}
     text = model_card(out, tcfg, result, ", ".join(map(str, inputs.data)) or "(none)", files,
                       half, model_id)

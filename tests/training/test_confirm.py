@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from training.recipe_support import CFG, TINY, listener_cli, recordings, same_weights
 
+from listener.config import FrontendConfig
 from listener.errors import ListenerError
 from listener.model.frontend import Frontend
 from listener.training.card import model_card
@@ -157,3 +158,16 @@ def test_a_fine_tunes_time_budget_leaves_time_for_its_check(data: tuple[list, li
     # Every epoch's row says how long its validation took: epoch 0's sizes the reserve.
     res = train(replace(fine_tune, epochs=1), *data, TINY)
     assert all(h["val_s"] > 0 for h in res.history)
+
+
+def test_the_card_names_the_frontend_settings_the_network_learnt_from(
+        start: Path, tmp_path: Path) -> None:
+    files = {"train": 2, "val": 2, "calls": 2, "backgrounds": 2, "skipped": 0}
+    result = _result(load_file(str(start)))
+    out = tmp_path / "m.safetensors"
+    plain = model_card(out, CFG, result, "d", {**files, "frontend": FrontendConfig()},
+                       half=False)
+    assert "default `frontend` settings" in plain
+    small = model_card(out, CFG, result, "d", {**files, "frontend": TINY}, half=False)
+    assert "default `frontend` settings" not in small
+    assert f"n_mels: {TINY.n_mels}" in small and "score it with the same settings" in small
