@@ -108,6 +108,14 @@ def same_content(recordings: list[Recording]) -> dict[str, str]:
     return out
 
 
+class NothingHeldOut(ListenerError):
+    """A split that leaves one class (``positive``) without a held-out file."""
+
+    def __init__(self, message: str, positive: bool) -> None:
+        super().__init__(message)
+        self.positive = positive
+
+
 def split_by_file(recordings: list[Recording], val_fraction: float, seed: int,
                   pinned: frozenset[str] = frozenset(),
                   ) -> tuple[list[Recording], list[Recording]]:
@@ -144,8 +152,8 @@ def split_by_file(recordings: list[Recording], val_fraction: float, seed: int,
             why = f"every {kind} source has a single file"
             if pinned:
                 why += ", or only files the starting model trained on"
-            raise ListenerError(f"no {kind} file could be held out for validation ({why}); "
-                                f"give a {kind} source a second file")
+            raise NothingHeldOut(f"no {kind} file could be held out for validation ({why}); "
+                                 f"give a {kind} source a second file", positive)
     return train, val
 
 

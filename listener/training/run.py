@@ -30,7 +30,7 @@ from listener.training import resume
 from listener.training.cache import AudioCache
 from listener.training.card import model_card, save_weights, write_card
 from listener.training.confirm import Confirmation, confirm, needs_check, settle
-from listener.training.data import Recording, load_recordings, split_by_file
+from listener.training.data import NothingHeldOut, Recording, load_recordings, split_by_file
 from listener.training.site import SiteCount, load_site_audio
 from listener.training.trainer import (
     Progress,
@@ -190,8 +190,8 @@ def split_for(recordings: list[Recording], tcfg: TrainConfig,
     try:
         kept = split_by_file(recordings, tcfg.val_fraction, tcfg.seed, pinned)
         lacking = {r.positive for r in val_set} - {r.positive for r in kept[1]}
-    except ListenerError:  # no call file left to hold out
-        kept, lacking = None, {True}
+    except NothingHeldOut as err:  # no file of that class left to hold out
+        kept, lacking = None, {err.positive}
     if kept is not None and not lacking:
         train_set, val_set = kept
         notes.append(f"{len(pinned)} files the {who} trained on were kept out of validation")
