@@ -5,7 +5,11 @@ does for a fleet (no pipelines: the stations read as starting), serves them
 on a loopback port and, while a 10 ms ticker measures how late the event
 loop wakes, requests ``/api/status`` and ``/api/overview`` (the pages poll
 them every 5 s) and ``/healthz``. Prints the CPU model, then per path the
-median answer time and the worst event-loop stall over ``--rounds``.
+median answer time and the worst event-loop stall over ``--rounds``; then,
+side by side, the fleet's status snapshots as the console takes them (each
+station's bound metric children) and as it took them before 2026-12-06
+(seven ``registry.get_sample_value`` reads per station, each collecting the
+whole shared registry), with the ratio.
 
     python benchmarks/bench_console.py [--stations 50] [--rounds 5]
 """
@@ -101,6 +105,26 @@ async def measure(units: list[Unit], rounds: int) -> dict[str, tuple[list[float]
     return out
 
 
+# What the status snapshot read per station before 2026-12-06, one registry collection each.
+OLD_READS = (*(("listener_audio_decoder_restarts_total", {"reason": r})
+                for r in ("discontinuity", "gap", "failure", "codec_change", "reanchor")),
+             ("listener_stream_lag_seconds", {}), ("listener_audio_level_dbfs", {}))
+
+
+def snapshot_costs(units: list[Unit]) -> tuple[float, float]:
+    """Seconds for every station's status snapshot: as now, and by the old registry reads."""
+    t = time.perf_counter()
+    for unit in units:
+        unit.console.view.status()
+    now = time.perf_counter() - t
+    t = time.perf_counter()
+    for unit in units:
+        labels = {"station": unit.console.cfg.station.id}
+        for name, extra in OLD_READS:
+            unit.console.metrics.registry.get_sample_value(name, {**labels, **extra})
+    return now, time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stations", type=int, default=50)
@@ -108,10 +132,15 @@ def main() -> None:
     args = ap.parse_args()
     print(f"CPU: {cpu_model()}; {args.stations} stations, {args.rounds} rounds")
     with tempfile.TemporaryDirectory() as tmp:
-        result = asyncio.run(measure(fleet(args.stations, Path(tmp)), args.rounds))
+        units = fleet(args.stations, Path(tmp))
+        result = asyncio.run(measure(units, args.rounds))
+        now_s, old_s = snapshot_costs(units)
     print(f"{'path':15} {'median answer':>14} {'worst loop stall':>17}")
     for path, (times, stall) in result.items():
         print(f"{path:15} {statistics.median(times) * 1000:11.0f} ms {stall * 1000:14.0f} ms")
+    print(f"every station's status snapshot: {now_s * 1000:.1f} ms from bound children, "
+          f"{old_s * 1000:.0f} ms by registry reads (before 2026-12-06): "
+          f"{old_s / now_s:.0f}x")
 
 
 if __name__ == "__main__":
