@@ -175,10 +175,11 @@ def _covered(clip: ClipResult, windows: Sequence[WindowScore], hop_s: float
 class LabelledAggregator:
     """:class:`ClipAggregator` for labelled windows: same clip grid, labels kept."""
 
-    def __init__(self, rule: LabelRule, model_id: str, origin_s: float = 0.0) -> None:
+    def __init__(self, rule: LabelRule, model_id: str, origin_s: float = 0.0,
+                 decided_to: float | None = None) -> None:
         self.rule = rule
         self.model_id = model_id
-        self._clips = ClipAggregator(rule.detection, origin_s)
+        self._clips = ClipAggregator(rule.detection, origin_s, decided_to)
         self._pending: dict[float, LabelledWindow] = {}
 
     def add(self, window: LabelledWindow, score: float | None = None) -> list[LabelledClip]:
@@ -191,6 +192,10 @@ class LabelledAggregator:
 
     def flush(self, end_s: float | None = None) -> list[LabelledClip]:
         return [self._label(c) for c in self._clips.flush(end_s)]
+
+    def close_early(self) -> list[LabelledClip]:
+        """:meth:`ClipAggregator.close_early`: decide the open clip on the windows it has."""
+        return [self._label(c) for c in self._clips.close_early()]
 
     def _label(self, clip: ClipResult) -> LabelledClip:
         windows = tuple(self._pending.pop(round(w.start_s, _KEY_DIGITS)) for w in clip.windows)

@@ -124,16 +124,28 @@ class ClipAggregator:
     window to be *scored*, only to exist). :meth:`flush` closes the open clip
     at the end of a file or stream. Windows that straddle a clip boundary
     belong to no clip, as in production where each minute was its own file.
+    :meth:`close_early` decides a clip before its end when a live stream
+    stalls in the middle of it.
     """
 
-    def __init__(self, cfg: DetectionConfig, origin_s: float = 0.0) -> None:
+    def __init__(self, cfg: DetectionConfig, origin_s: float = 0.0,
+                 decided_to: float | None = None) -> None:
         self.cfg = cfg
         self.origin_s = origin_s
         self._clip_index: int | None = None
         self._windows: list[WindowScore] = []
+        # (clip index, offset): the stream was decided up to offset (a clip decided
+        # early, before a restart too); the rest of that clip starts there.
+        self._decided_to: tuple[int, float] | None = None
+        if decided_to is not None and math.isfinite(decided_to):
+            self._decided_to = (self._index_of(decided_to), decided_to)
 
     def _bounds(self, index: int) -> tuple[float, float]:
         start = self.origin_s + index * self.cfg.clip_s
+        if self._decided_to is not None and self._decided_to[0] == index:
+            # The rest of a clip decided early: a clip of its own, from where that
+            # one ended, so the two never share a start (nor an event id).
+            return self._decided_to[1], start + self.cfg.clip_s
         return start, start + self.cfg.clip_s
 
     def _index_of(self, t: float) -> int:
@@ -147,8 +159,8 @@ class ClipAggregator:
             done.append(self._close())
         if self._clip_index is None or index > self._clip_index:
             self._clip_index = index
-        _, end = self._bounds(index)
-        if window.end_s <= end + _EPS:
+        start, end = self._bounds(index)
+        if window.end_s <= end + _EPS and window.start_s >= start - _EPS:
             self._windows.append(window)
         return done
 
@@ -166,6 +178,21 @@ class ClipAggregator:
         if self._clip_index is None:
             return []
         return [self._close(end_s)]
+
+    def close_early(self) -> list[ClipResult]:
+        """Decide the open clip now, on the windows it has, ending with the last one.
+
+        For a live stream that stalled mid-clip: a call in its first part is
+        alerted now, not when the stream comes back (which may be hours). Windows
+        of the rest of that clip, if the stream comes back in it, make a clip of
+        their own.
+        """
+        if self._clip_index is None or not self._windows:
+            return []
+        index, end = self._clip_index, max(w.end_s for w in self._windows)
+        clip = self._close(end)
+        self._decided_to = (index, end)
+        return [clip]
 
     def _close(self, end_s: float | None = None) -> ClipResult:
         assert self._clip_index is not None

@@ -123,6 +123,11 @@ class BatchLane(Generic[W]):
     def backlog_s(self) -> float:
         return len(self.queue) * self.hop_s
 
+    @property
+    def idle(self) -> bool:
+        """No window of this lane is queued, being scored or scored but unread."""
+        return not (self.queue or self.in_flight or self._results)
+
     def put(self, window: W) -> None:
         """Queue a window (never blocks); sheds this lane's oldest past its backlog limit."""
         if self.abandoned:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -98,7 +99,11 @@ class ModelLane:
         self.on_progress: ProgressHook | None = None
         self.progress: LaneProgress | None = None
         self.last_decided_start_s: float | None = None
+        self.last_window_mono: float | None = None
         self._key: str | None = None
+        # Held while windows are decided, so a stalled-stream decision (from the
+        # station's periodic care) never interleaves with the consumer's.
+        self._deciding = asyncio.Lock()
         self.windows_scored = 0
         self.clips_decided = 0
 
@@ -129,12 +134,32 @@ class ModelLane:
     async def consume(self) -> None:
         """Score batches and decide clips until the batcher is closed and drained."""
         async for batch, scores in self.batcher.batches():
-            for tagged, row in zip(batch, scores, strict=True):
-                if tagged.stream_key != self._key:
-                    await self._flush()
-                    self.aggregator = LabelledAggregator(self.rule, self.id)
-                    self._key = tagged.stream_key
-                await self._window(tagged, row)
+            async with self._deciding:
+                for tagged, row in zip(batch, scores, strict=True):
+                    if tagged.stream_key != self._key:
+                        await self._flush()
+                        # A clip decided early before a restart: its rest starts after it.
+                        self.aggregator = LabelledAggregator(
+                            self.rule, self.id, decided_to=self.skip_before.get(tagged.stream_key))
+                        self._key = tagged.stream_key
+                    await self._window(tagged, row)
+
+    async def decide_stalled(self, idle_s: float) -> int:
+        """Decide the open clip early when no window has come for ``idle_s`` seconds
+        and none waits to be scored: the stream stalled mid-clip. Returns the
+        number of clips decided (0 or 1)."""
+        async with self._deciding:
+            last = self.last_window_mono
+            if last is None or time.monotonic() - last < idle_s or not self.batcher.idle:
+                return 0
+            clips = self.aggregator.close_early()
+            for clip in clips:
+                c = clip.clip
+                log.info("model %s: no audio for %.0f s in the middle of clip %.0f-%.0f s of %s;"
+                         " decided on its %d windows so far", self.id, time.monotonic() - last,
+                         c.start_s, c.end_s, self._key, len(c.windows))
+                await self._emit(clip)
+        return len(clips)
 
     async def _window(self, tagged: Tagged, row: np.ndarray) -> None:
         w = tagged.window
@@ -142,6 +167,7 @@ class ModelLane:
             tuple(float(x) for x in row)
         lw = LabelledWindow(w.start_s, w.end_s, probs, w.utc)
         self.windows_scored += 1
+        self.last_window_mono = time.monotonic()
         score = self.rule.target_score(probs)  # once: for the hook and the rule
         if self.on_window is not None:
             self.on_window(lw, score)
@@ -150,7 +176,8 @@ class ModelLane:
 
     async def finish(self) -> None:
         """The stream ended by itself: decide the last, possibly shorter, clip."""
-        await self._flush(self.cutter.position_s)
+        async with self._deciding:
+            await self._flush(self.cutter.position_s)
 
     async def _flush(self, end_s: float | None = None) -> None:
         if self._key is None:

@@ -113,6 +113,11 @@ class StationPipeline:
             log.info("resuming %s after segment %d (clips up to %.1f s already emitted)",
                      key, resume.position.sequence, resume.clip_end_s)
 
+    async def decide_stalled(self, idle_s: float) -> int:
+        """Decide every model's open clip early if the stream has stalled in it for
+        ``idle_s`` seconds (:meth:`ModelLane.decide_stalled`); the clips decided."""
+        return sum([await lane.decide_stalled(idle_s) for lane in self.lanes])
+
     def stats(self) -> PipelineStats:
         outside = self.level_watch.outside() if self.level_watch is not None else ()
         return PipelineStats(self.segments_fed, self.windows_scored, self.primary.batcher.backlog_s,

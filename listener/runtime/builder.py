@@ -306,8 +306,10 @@ def _saved_encounter(saved: StreamState | None, model_id: str | None = None
 
 async def tend(station: Station) -> None:
     """Periodic care of a live station (every ~30 s): offer refused records to their
-    sinks again (a disk that was full), end an encounter left open by a stalled stream."""
+    sinks again (a disk that was full); when the stream has stalled, decide the
+    clip it stalled in and end the encounter it left open."""
     slack = station.cfg.stream.stale_after_s if station.cfg.stream else 120.0
+    await station.pipeline.decide_stalled(slack)
     for emitter in station.emitters:
         await emitter.retry_pending()
         await emitter.expire(time.time(), slack)

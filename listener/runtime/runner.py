@@ -265,8 +265,12 @@ class Runner:
         return self.state is State.RUNNING and any(
             u.task is not None and not u.task.done() for u in self.units)
 
-    async def _tend(self, every_s: float = 30.0) -> None:
-        """Tend every running station (:func:`~listener.runtime.builder.tend`)."""
+    async def _tend(self) -> None:
+        """Tend every running station (:func:`~listener.runtime.builder.tend`), every
+        30 s, or a quarter of the shortest ``stream.stale_after_s`` when that is less,
+        so a stall is acted on within 1.25 times its limit."""
+        stale = [u.cfg.stream.stale_after_s for u in self.units if u.cfg.stream]
+        every_s = min([30.0] + [max(1.0, s / 4) for s in stale])
         while True:
             await asyncio.sleep(every_s)
             for unit in self.units:

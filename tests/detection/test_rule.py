@@ -94,6 +94,45 @@ def test_aggregator_origin_and_advance_over_gap() -> None:
     assert len(out) == 1 and out[0].start_s == 120.0 and len(out[0].windows) == 10
 
 
+def test_a_clip_decided_early_alerts_now_and_its_rest_is_a_clip_of_its_own() -> None:
+    # A stream that stalls 40 s into a clip with a call at 5-25 s: the call is
+    # decided now; when the stream comes back in that clip, the rest is decided
+    # apart, from where the first part ended, never sharing its start.
+    t0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+    agg = ClipAggregator(CFG)
+
+    def window(i: int) -> WindowScore:
+        return WindowScore(float(i), i + 2.0, 1.0 if 5 <= i < 25 else 0.0,
+                           t0 + timedelta(seconds=i))
+
+    for i in range(39):  # windows up to [38, 40): all the audio that came
+        assert agg.add(window(i)) == []
+    early = agg.close_early()
+    assert [(c.start_s, c.end_s, len(c.windows), c.detected) for c in early] == \
+        [(0.0, 40.0, 39, True)]
+    assert early[0].utc_start == t0 and early[0].complete
+    assert agg.close_early() == []  # nothing open any more
+    rest = []
+    for i in range(39, 62):  # the stream is back: [39, 41) straddles the decided part
+        rest += agg.add(window(i))
+    assert [(c.start_s, c.end_s, len(c.windows)) for c in rest] == [(40.0, 60.0, 19)]
+    assert rest[0].utc_start == t0 + timedelta(seconds=40)
+    assert [(c.start_s, c.end_s) for c in agg.flush()] == [(60.0, 120.0)]
+
+
+def test_an_aggregator_resumed_mid_clip_starts_where_the_stream_was_decided() -> None:
+    agg = ClipAggregator(CFG, decided_to=40.0)  # a clip decided early before a restart
+    out = []
+    for i in range(40, 70):
+        out += agg.add(WindowScore(float(i), i + 2.0, 0.0))
+    assert [(c.start_s, c.end_s) for c in out] == [(40.0, 60.0)]
+    on_grid = ClipAggregator(CFG, decided_to=60.0)  # the usual resume: a clip's end
+    out = []
+    for i in range(60, 130):
+        out += on_grid.add(WindowScore(float(i), i + 2.0, 0.0))
+    assert [(c.start_s, c.end_s, len(c.windows)) for c in out] == [(60.0, 120.0, 59)]
+
+
 def test_short_file_window_gives_one_clip() -> None:
     clip = decide_clip([WindowScore(0.0, 1.4, 0.9)], 0.0, 1.4, CFG)
     assert len(clip.seconds) == 2 and clip.windows_expected == 0
