@@ -56,7 +56,10 @@ def _records(path: Path) -> list[dict[str, Any]]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ListenerError(f"--reviews {path}: not readable JSON: {err}") from None
+        hint = ("; a station's reviews file (JSON lines) is read by its name, "
+                "<events>.reviews.jsonl, beside its <events>.jsonl"
+                if path.suffix == ".jsonl" else "")
+        raise ListenerError(f"--reviews {path}: not readable JSON: {err}{hint}") from None
     records = doc if isinstance(doc, list) else [doc]
     return [r for r in records if isinstance(r, dict)]
 

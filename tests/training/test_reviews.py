@@ -44,3 +44,13 @@ def test_a_missing_reviews_file_or_clip_folder_is_named(tmp_path: Path) -> None:
     for missing in ("gone.json", "station.reviews.jsonl"):
         with pytest.raises(ListenerError, match=rf"--reviews .*{missing}: no such file"):
             load_reviews([tmp_path / missing], [], RATE)
+
+
+def test_a_renamed_reviews_file_says_how_it_is_read(tmp_path: Path) -> None:
+    # A station's reviews file copied under another name is JSON lines, not an
+    # export: the error says which name makes it read with its events file.
+    renamed = tmp_path / "reviews-copy.jsonl"
+    renamed.write_text('{"id": "a", "SRKWFound": "yes"}\n{"id": "b", "SRKWFound": "no"}\n')
+    with pytest.raises(ListenerError, match=r"reviews-copy.jsonl: not readable JSON.*"
+                       r"<events>\.reviews\.jsonl, beside its <events>\.jsonl"):
+        load_reviews([renamed], [], RATE)
