@@ -6,7 +6,8 @@ Two inputs, both written by the console:
   ``audioUri`` per detection);
 * a station's ``<events>.reviews.jsonl`` (one line per review, the latest per
   event id wins), read with the ``<events>.jsonl`` next to it, which gives
-  each event's ``audioUri``.
+  each event's ``audioUri``; a copy rotated by logrotate (``.1``,
+  ``-20261206``) is read with the events file and its rotated copies.
 
 ``yes`` clips become calls, ``no`` clips hard negatives (the sounds this
 model fired on that were not calls), ``don't know`` is skipped. The clip
@@ -17,6 +18,7 @@ station's live stream, so they form one source, ``reviews``.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 from pathlib import Path
@@ -31,6 +33,7 @@ from listener.training.data import Recording
 
 log = logging.getLogger(__name__)
 
+_REVIEWS = ".reviews.jsonl"
 _VERDICTS: dict[str, bool | None] = {"yes": True, "no": False, "don't know": None}
 
 
@@ -42,14 +45,24 @@ def _latest_reviews(path: Path) -> dict[str, str]:
     return out
 
 
+def _events_files(path: Path) -> list[Path]:
+    """The events files beside a reviews file ``<stem>.reviews.jsonl[rotation suffix]``:
+    ``<stem>.jsonl`` and its rotated copies (``.1``, ``-20261206``; not compressed),
+    since a reviewed event may have been rotated out of either."""
+    stem = path.name[:path.name.index(_REVIEWS)]
+    return sorted(p for p in path.parent.glob(glob.escape(stem) + ".jsonl*")
+                  if p.is_file() and not p.name.endswith(".gz"))
+
+
 def _records(path: Path) -> list[dict[str, Any]]:
     """``[{"SRKWFound", "audioUri"}]`` from an export or a reviews.jsonl file."""
-    if path.name.endswith(".reviews.jsonl"):
-        events = path.with_name(path.name.removesuffix(".reviews.jsonl") + ".jsonl")
-        if not events.is_file():
-            raise ListenerError(f"--reviews {path}: its events file {events.name} is not next "
+    if _REVIEWS in path.name:
+        events = _events_files(path)
+        if not events:
+            stem = path.name[:path.name.index(_REVIEWS)]
+            raise ListenerError(f"--reviews {path}: its events file {stem}.jsonl is not next "
                                 "to it (it gives each reviewed event's clip)")
-        uris = {d["id"]: d.get("audioUri") for d in read_records(events)
+        uris = {d["id"]: d.get("audioUri") for f in events for d in read_records(f)
                 if isinstance(d.get("id"), str)}
         return [{"id": i, "SRKWFound": v, "audioUri": uris.get(i)}
                 for i, v in _latest_reviews(path).items()]
@@ -57,8 +70,8 @@ def _records(path: Path) -> list[dict[str, Any]]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         hint = ("; a station's reviews file (JSON lines) is read by its name, "
-                "<events>.reviews.jsonl, beside its <events>.jsonl"
-                if path.suffix == ".jsonl" else "")
+                "<events>.reviews.jsonl (a rotation suffix may follow), beside its <events>.jsonl"
+                if ".jsonl" in path.name else "")
         raise ListenerError(f"--reviews {path}: not readable JSON: {err}{hint}") from None
     records = doc if isinstance(doc, list) else [doc]
     return [r for r in records if isinstance(r, dict)]

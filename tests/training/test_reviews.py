@@ -52,5 +52,29 @@ def test_a_renamed_reviews_file_says_how_it_is_read(tmp_path: Path) -> None:
     renamed = tmp_path / "reviews-copy.jsonl"
     renamed.write_text('{"id": "a", "SRKWFound": "yes"}\n{"id": "b", "SRKWFound": "no"}\n')
     with pytest.raises(ListenerError, match=r"reviews-copy.jsonl: not readable JSON.*"
-                       r"<events>\.reviews\.jsonl, beside its <events>\.jsonl"):
+                       r"<events>\.reviews\.jsonl \(a rotation suffix may follow\), beside"):
         load_reviews([renamed], [], RATE)
+
+
+def test_a_rotated_reviews_file_is_read_with_the_events_and_their_rotated_copies(
+        tmp_path: Path) -> None:
+    # logrotate renamed both files; one reviewed event is in the rotated events
+    # file, the other in the current one.
+    _export(tmp_path)
+    (tmp_path / "events.jsonl.1").write_text(
+        json.dumps({"id": "a", "kind": "detection", "audioUri": "https://x/yes.wav"}) + "\n")
+    (tmp_path / "events.jsonl").write_text(
+        json.dumps({"id": "b", "kind": "detection", "audioUri": "https://x/no.wav"}) + "\n")
+    rotated = tmp_path / "events.reviews.jsonl-20261206"
+    rotated.write_text("\n".join(json.dumps(r) for r in (
+        {"id": "a", "SRKWFound": "no"}, {"id": "a", "SRKWFound": "yes"},
+        {"id": "b", "SRKWFound": "no"})) + "\n")
+    recs, counts, _ = load_reviews([rotated], [], RATE)
+    assert sorted((r.path.name, r.positive) for r in recs) == [("no.wav", False),
+                                                               ("yes.wav", True)]
+    assert counts == {"yes": 1, "no": 1, "skipped": 0}
+    lone = tmp_path / "lone" / "station.reviews.jsonl.2"
+    lone.parent.mkdir()
+    lone.write_text(json.dumps({"id": "a", "SRKWFound": "yes"}) + "\n")
+    with pytest.raises(ListenerError, match=r"its events file station\.jsonl is not next"):
+        load_reviews([lone], [], RATE)
