@@ -25,6 +25,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from listener.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
@@ -264,7 +266,7 @@ class SharedBatcher(Generic[W]):
     async def aclose(self) -> None:
         """Stop scheduling and release the worker thread (after every lane has ended)."""
         if self._task is not None:
-            self._task.cancel()
+            await cancel_and_wait(self._task)
             await asyncio.gather(self._task, return_exceptions=True)
         if self._owns_executor:
             self._executor.shutdown(wait=True, cancel_futures=True)

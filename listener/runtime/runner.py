@@ -46,6 +46,7 @@ from listener.runtime.preflight import start_checks
 from listener.runtime.readiness import fleet_readiness
 from listener.runtime.sdnotify import SystemdNotifier, watchdog_loop
 from listener.runtime.unit import SINKS_CLOSE_SLACK_S, State, StationUnit
+from listener.tasks import cancel_and_wait
 from listener.web.server import WebServer
 from listener.web.station_view import fleet_console, station_console
 
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 THREADS_PER_STATION = 4
 # Resampling of every station's windows shares this many threads.
 RESAMPLE_THREADS = 2
+# How long a station task cancelled at the drain timeout may take to end.
+CANCEL_LIMIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -289,8 +292,14 @@ class Runner:
             for task in pending:
                 log.warning("drain: %s still busy after %.0f s; cancelling it",
                             task.get_name(), self.timeouts.drain_s)
-                task.cancel("shutdown drain timeout")
-            await asyncio.gather(*tasks, return_exceptions=True)
+            ended = await asyncio.gather(*(cancel_and_wait(t, "shutdown drain timeout",
+                                                           limit_s=CANCEL_LIMIT_S)
+                                           for t in pending))
+            for task, gone in zip(pending, ended, strict=True):
+                if not gone:
+                    log.error("drain: %s did not end %.0f s after being cancelled; "
+                              "leaving it", task.get_name(), CANCEL_LIMIT_S)
+            await asyncio.gather(*(t for t in tasks if t.done()), return_exceptions=True)
         await asyncio.gather(*(u.close_parts(self.timeouts.sinks_s) for u in self.units))
         for unit in self.units:
             if unit.state in (State.RUNNING, State.RESTARTING, State.STARTING):

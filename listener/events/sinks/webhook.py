@@ -47,6 +47,7 @@ from listener.errors import SinkError
 from listener.events.records import Event
 from listener.events.sinks.jsonl import dumps_event
 from listener.retry import Backoff, parse_retry_after
+from listener.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -383,12 +384,7 @@ class WebhookSink:
             except TimeoutError:
                 logger.warning("webhook: %d event(s) left in %s for the next start",
                                len(self._pending), self.outbox)
-        while not task.done():
-            task.cancel("webhook sink closing")
-            # Python 3.11's wait_for returns a POST's result instead of raising a
-            # cancel that arrives as the POST finishes, and delivery goes on: cancel
-            # again until the task has ended (seen: 1 close in 150 hung for ever).
-            await asyncio.wait({task}, timeout=0.2)
+        await cancel_and_wait(task, "webhook sink closing")
         try:
             await task
         except asyncio.CancelledError:
