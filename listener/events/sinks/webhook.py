@@ -273,18 +273,18 @@ class WebhookSink:
             self._depth_changed()
             self._wakeup.set()
 
-    def _post(self, body: bytes, event_id: str) -> tuple[str, str, float | None]:
+    def _post(self, session: requests.Session, body: bytes, event_id: str
+              ) -> tuple[str, str, float | None]:
         """One POST (in a thread): ``(outcome, detail, retry_after)``; outcome ok|retry|dead."""
         headers = {"Content-Type": "application/json", "Idempotency-Key": event_id,
                    "User-Agent": _USER_AGENT}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        assert self._session is not None
         # requests' timeout bounds each socket read, not the POST: the body is
         # streamed and read only for an error's detail, a few bytes, by a deadline.
         deadline = time.monotonic() + self.cfg.timeout_s
         try:
-            with self._session.post(self.cfg.url, data=body, headers=headers, stream=True,
+            with session.post(self.cfg.url, data=body, headers=headers, stream=True,
                                     timeout=self.cfg.timeout_s, allow_redirects=False) as r:
                 status = r.status_code
                 retry_after = r.headers.get("Retry-After", "")
@@ -336,12 +336,18 @@ class WebhookSink:
             # An endpoint trickling its status line or headers is cut off here;
             # the thread ends by itself and, a daemon, never holds the exit.
             limit_s = self.cfg.timeout_s + _GRACE_S
+            session = self._session
+            assert session is not None
             try:
                 outcome, detail, hint = await asyncio.wait_for(
-                    _in_daemon_thread(self._post, body, event_id), limit_s)
+                    _in_daemon_thread(self._post, session, body, event_id), limit_s)
             except TimeoutError:
                 outcome, detail, hint = "retry", f"no answer from {self.cfg.url} within " \
                     f"{limit_s:.1f} s", None
+                # Its thread still reads from that session (requests' sessions are
+                # not for sharing across threads): the next POST gets its own.
+                self._session = requests.Session()
+                session.close()
         if outcome == "retry":
             attempt += 1
             delay = self._backoff(attempt, hint)
