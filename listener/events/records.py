@@ -18,6 +18,7 @@ Two record shapes are built here, both plain JSON-able dicts:
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -147,6 +148,11 @@ def make_encounter_event(ev: EncounterEvent, *, station: StationConfig, model: d
         station=station, model=dict(model), detection=detection, clip=ev.clip,
         encounter_id=ev.encounter.id, encounter=encounter_summary(ev.encounter),
         created_utc=created_utc or datetime.now(UTC), stream_key=stream_key)
+
+
+#: What a clip sink's file name looks like (:func:`clip_file_names`): what the
+#: console serves from the clip folder, never a path.
+CLIP_FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}\.(flac|wav|png)$")
 
 
 def clip_file_stem(event: Event) -> str:

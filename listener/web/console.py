@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from listener.events.records import CLIP_FILE_NAME
 from listener.web import live
 from listener.web.httplog import escape
 from listener.web.index import DetectionIndex, Entry, newest_first
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 _PAGES = {"/status": "status.html", "/overview": "overview.html", "/live": "live.html",
           "/detections": "detections.html"}
 _STATIC = re.compile(r"^[a-z0-9_-]{1,40}\.(html|css|js|svg|ico)$")
-_CLIP = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}\.(flac|wav|png)$")
 _TYPES = {"html": "text/html", "css": "text/css", "js": "text/javascript",
           "svg": "image/svg+xml", "ico": "image/x-icon", "flac": "audio/flac",
           "wav": "audio/wav", "png": "image/png"}
@@ -247,20 +247,23 @@ class Console:
         views = [self._view(request)] if request.query.get("station") \
             else list(self.views.values())
         for view in views:
-            pairs = await asyncio.to_thread(self.indexes[view.station_id].reviewed_records)
-            out.extend(export_records([d for d, _ in pairs],
-                                      {str(d["id"]): r for d, r in pairs}))
+            out.extend(await asyncio.to_thread(self._station_export, view))
         return web.Response(
             text=json.dumps(out, ensure_ascii=False, indent=2, allow_nan=False),
             content_type="application/json",
             headers={"Content-Disposition": 'attachment; filename="reviews-orcahello.json"'})
+
+    def _station_export(self, view: StationView) -> list[dict[str, Any]]:
+        pairs = self.indexes[view.station_id].reviewed_records()
+        return export_records([d for d, _ in pairs], {str(d["id"]): r for d, r in pairs},
+                              view.clips_dir)
 
     # -- files ----------------------------------------------------------------
 
     async def _clip(self, request: web.Request) -> web.StreamResponse:
         view = self._view(request)
         name = request.match_info["name"]
-        if view.clips_dir is None or not _CLIP.match(name):
+        if view.clips_dir is None or not CLIP_FILE_NAME.match(name):
             raise web.HTTPNotFound(text="not found\n")
         folder = view.clips_dir.resolve()
         path = (folder / name).resolve()
@@ -294,7 +297,7 @@ def _whole(value: str, name: str) -> int:
 def _clip_url(view: StationView, name: str | None) -> str | None:
     if name is None or view.clips_dir is None:
         return None
-    if not _CLIP.match(name) or not (view.clips_dir / name).is_file():
+    if not CLIP_FILE_NAME.match(name) or not (view.clips_dir / name).is_file():
         return None
     return f"/clips/{view.station_id}/{name}"
 

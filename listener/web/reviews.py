@@ -37,7 +37,7 @@ from typing import Any
 from aiohttp import web
 
 from listener.appendlog import AppendFile
-from listener.events.records import iso_utc
+from listener.events.records import CLIP_FILE_NAME, iso_utc
 from listener.events.sinks.jsonl import read_records
 from listener.web.guard import LIMITS_KEY
 from listener.web.httplog import escape
@@ -200,15 +200,40 @@ class ReviewStore:
         return out
 
 
-def export_records(detections: list[dict[str, Any]],
-                   reviews: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """OrcaHello moderator records for the reviewed detections, oldest first."""
+def _clip_exact(doc: dict[str, Any], clips_dir: Path | None) -> None:
+    """Name the clip-exact pair (``<stem>.clip.*``) in ``doc`` when both files exist.
+
+    The events file names the files with context, but ``predictions[].startTime``
+    counts from the clip start, which is where OrcaHello's portal (and a
+    moderator) looks in the named audio and picture; the clip sink writes the
+    clip-exact pair when ``outputs.orcahello`` is set.
+    """
+    if clips_dir is None:
+        return
+    swapped = {}
+    for key in ("audioUri", "imageUri"):
+        uri = doc.get(key)
+        head, sep, name = str(uri or "").rpartition("/")
+        stem, dot, ext = name.rpartition(".")
+        exact = f"{stem}.clip.{ext}"
+        if not (uri and dot and stem) or not CLIP_FILE_NAME.match(exact) \
+                or not (clips_dir / exact).is_file():
+            return
+        swapped[key] = f"{head}{sep}{exact}"
+    doc.update(swapped)
+
+
+def export_records(detections: list[dict[str, Any]], reviews: dict[str, dict[str, Any]],
+                   clips_dir: Path | None = None) -> list[dict[str, Any]]:
+    """OrcaHello moderator records for the reviewed detections, oldest first; each
+    names its clip-exact files where ``clips_dir`` holds them (:func:`_clip_exact`)."""
     out = []
     for det in sorted(detections, key=lambda d: str(d.get("timestamp") or "")):
         review = reviews.get(str(det.get("id")))
         if review is None:
             continue
         doc = {k: det.get(k) for k in ORCAHELLO_FIELDS}
+        _clip_exact(doc, clips_dir)
         doc.update({"reviewed": True, "SRKWFound": review["SRKWFound"],
                     "tags": review.get("tags", ""), "comments": review.get("comments", ""),
                     "moderator": review.get("moderator", ""),

@@ -117,6 +117,19 @@ def test_review_is_appended_and_exported_as_orcahello_records(tmp_path: Path) ->
         assert rec["tags"] == "S1;call" and rec["moderator"] == "ana"
         assert rec["dateModerated"].endswith("Z") and rec["location"]["id"] == view.station_id
         assert {"audioUri", "imageUri", "timestamp", "whaleFoundConfidence"} <= set(rec)
+        # With outputs.orcahello the clip sink also writes the clip-exact pair,
+        # where the predictions' startTime (from the clip start) points: the
+        # export names that pair once both files are there.
+        clips = view.clips_dir
+        assert clips is not None
+        names = [rec[k].rsplit("/", 1)[1] for k in ("audioUri", "imageUri")]
+        exact = [n.rsplit(".", 1)[0] + ".clip." + n.rsplit(".", 1)[1] for n in names]
+        (clips / exact[0]).write_bytes((clips / names[0]).read_bytes())
+        [rec] = (await call("GET", server.url + "/api/reviews/export")).json()
+        assert rec["audioUri"].endswith("/" + names[0])  # the picture is missing: unchanged
+        (clips / exact[1]).write_bytes((clips / names[1]).read_bytes())
+        [rec] = (await call("GET", server.url + "/api/reviews/export")).json()
+        assert [rec[k].rsplit("/", 1)[1] for k in ("audioUri", "imageUri")] == exact
 
     run_console(tmp_path, test)
 
