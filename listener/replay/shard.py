@@ -182,8 +182,27 @@ def merge(out: Path) -> MergedReplay:
     first = loaded[0][0]
     return MergedReplay(iso_utc(first.range_start) or "", iso_utc(first.range_end) or "",
                         sorted({p.station for p, _, _ in loaded}), len(loaded), joined,
-                        round(sum(s.audio_s for _, s, _ in loaded), 3),
+                        round(sum(_owned_audio_s(p, s) for p, s, _ in loaded), 3),
                         round(sum(s.wall_s for _, s, _ in loaded), 3))
+
+
+def _owned_audio_s(part: ReplayPart, summary: ReplaySummary) -> float:
+    """The archived audio of the part's own chunk: the chunk less its archive gaps.
+
+    A part replays past its chunk (to finish the clip across the boundary), so
+    its own ``audio_s`` counts that overrun too, and the parts' sum would
+    exceed the unsharded replay's.
+    """
+    lo, hi = part.owned_start.timestamp(), part.owned_end.timestamp()
+    missing = 0.0
+    for gap in summary.archive_gaps:
+        try:
+            a = datetime.fromisoformat(str(gap["utc_start"])).timestamp()
+            b = datetime.fromisoformat(str(gap["utc_end"])).timestamp()
+        except (KeyError, TypeError, ValueError):
+            continue
+        missing += max(0.0, min(b, hi) - max(a, lo))
+    return max(0.0, hi - lo - missing)
 
 
 def _check_tiling(parts: list[ReplayPart]) -> None:

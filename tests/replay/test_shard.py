@@ -109,6 +109,8 @@ def test_sharded_replay_equals_the_unsharded_one(tmp_path: Path, bucket: BucketS
     assert merged.parts == 3
     assert [{k: v for k, v in d.items() if k != "station"} for d in merged.detections] == \
         whole.detections
+    # Each part replays a clip past its chunk; the merged audio counts each second once.
+    assert merged.audio_s == pytest.approx(whole.audio_s, abs=0.01)
 
 
 def _station_json(tmp_path: Path, bucket: BucketServer) -> Path:
@@ -134,6 +136,8 @@ def test_a_chunk_without_archived_audio_is_a_complete_part_of_gaps(
     assert merged.parts == 5
     assert [{k: v for k, v in d.items() if k != "station"} for d in merged.detections] == \
         whole.detections
+    # Each part replays a clip past its chunk; the merged audio counts each second once.
+    assert merged.audio_s == pytest.approx(whole.audio_s, abs=0.01)
     last = json.loads((parts[-1].folder(out) / "summary.json").read_text())
     assert last["status"] == "complete" and last["audio_s"] == 0
     assert [g["kind"] for g in last["archive_gaps"]] == ["after_last_segment"]
