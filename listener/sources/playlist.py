@@ -138,8 +138,8 @@ def _load(text: str | bytes, url: str) -> dict[str, Any]:
         raise PlaylistError(f"{url}: not an HLS playlist (no #EXTM3U header; starts {head!r})")
     try:
         return m3u8.parse(text)  # type: ignore[no-any-return]
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError,
-            m3u8.ParseError) as err:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError,
+            m3u8.ParseError) as err:  # ArithmeticError: BANDWIDTH=INFINITY, int(inf)
         raise PlaylistError(f"{url}: malformed playlist: {err}") from err
 
 
@@ -177,11 +177,17 @@ def _extinf(value: str) -> float | str:
     return duration
 
 
+_PDT_YEARS = range(1970, 3000)
+
+
 def _pdt(value: str) -> datetime | None:
+    """A program date-time, or None when unreadable or outside 1970-2999 (a broken
+    encoder clock, and near year 9999 adding a segment's duration overflows)."""
     try:
-        return _utc(datetime.fromisoformat(value.strip()))
-    except ValueError:
+        when = _utc(datetime.fromisoformat(value.strip()))
+    except (ValueError, OverflowError):
         return None
+    return when if when is not None and when.year in _PDT_YEARS else None
 
 
 class MediaPlaylistParser:

@@ -54,6 +54,8 @@ def test_media_playlist_parser_gives_a_playlist_or_a_playlist_error(first: bytes
 @given(data=_playlist)
 @example(data=b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=x\n\n")
 @example(data=b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:\xc2\xb9")  # found by this test in CI
+@example(data=b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=INFINITY")  # found by it too: int(inf)
+@example(data=b"#EXTM3U\n#EXT-X-PROGRAM-DATE-TIME:9999-12-31T23:59:59Z\n#EXTINF:10,\na.ts\n")
 @example(data=b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,CODECS=\"mp4a\"\nhttp://[::1/a.m3u8\n")
 def test_any_playlist_parses_or_is_a_playlist_error(data: bytes) -> None:
     try:

@@ -48,8 +48,10 @@ def test_a_failing_model_gets_the_station_rebuilt(
         publish()
         publish_in_background(publish, 0.5)
         cfg = station_config(server.base_url, NODE, tmp_path)
+        # The stop may land while the rebuilt station runs this model again; its
+        # drain then fails and the run exits 1 (by design), so any status will do.
         daemon = run_daemon_until(cfg, FailingScorer(), lambda d: d.units[0].restarts >= 1,
-                                  timeout_s=30,
+                                  timeout_s=30, expect_status=None,
                                   options=StationOptions(restart_on_failure=True))
     assert daemon.units[0].restarts >= 1
     failed = [r for r in caplog.records

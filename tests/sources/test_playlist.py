@@ -317,3 +317,15 @@ def test_tracker_restart_takes_the_clock_again_where_it_is_an_estimate() -> None
     assert _seqs(items) == [0, 1] and isinstance(last, Segment)
     assert last.utc_end == now  # the start-up rule: the newest listed ends now
     assert last.offset_s == 16.0  # offsets still count the audio received
+
+
+def test_a_program_date_time_the_timeline_cannot_carry_is_ignored() -> None:
+    # Year 9999 overflowed when the segment's duration was added (an OverflowError
+    # escaped the parser); a clock outside 1970-2999 is an encoder's broken clock.
+    for when in ("9999-12-31T23:59:59Z", "1900-01-01T00:00:00Z"):
+        text = f"#EXTM3U\n#EXT-X-PROGRAM-DATE-TIME:{when}\n#EXTINF:10,\na.ts\n#EXTINF:10,\nb.ts\n"
+        playlist = parse_playlist(text.encode(), "http://h/live.m3u8")
+        assert [e.program_date_time for e in playlist.entries] == [None, None], when
+    text = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=INFINITY\nv.m3u8\n"
+    with pytest.raises(PlaylistError, match="malformed playlist"):
+        parse_playlist(text.encode(), "http://h/master.m3u8")

@@ -113,8 +113,10 @@ def run_daemon_until(cfg: Config, scorer: Any, done: Callable[[Daemon], bool],
                      timeout_s: float = 60.0,
                      during: Callable[[Daemon], None] | None = None,
                      options: StationOptions | None = None,
-                     backends: dict[str, Any] | None = None) -> Daemon:
-    """Run a Daemon in this thread's event loop until ``done(daemon)`` or timeout."""
+                     backends: dict[str, Any] | None = None,
+                     expect_status: int | None = 0) -> Daemon:
+    """Run a Daemon in this thread's event loop until ``done(daemon)`` or timeout;
+    its exit status must be ``expect_status`` (None: any)."""
     daemon = Daemon(cfg, scorer=scorer, registry=CollectorRegistry(), options=options,
                     backends=backends,
                     timeouts=Timeouts(drain_s=20, sinks_s=5, probes_s=2))
@@ -140,7 +142,7 @@ def run_daemon_until(cfg: Config, scorer: Any, done: Callable[[Daemon], bool],
         return status
 
     status = asyncio.run(main())
-    assert status == 0
+    assert expect_status is None or status == expect_status, status
     return daemon
 
 
