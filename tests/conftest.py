@@ -3,6 +3,7 @@ in their own modules (e.g. ``tests/support/hls_server.py``) so tests can import 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +16,17 @@ from support.hls_server import (
 
 from listener.config import FetchConfig
 from listener.sources.http_client import HttpClient
+
+
+@pytest.fixture(autouse=True)
+def _no_listener_log_handler_left() -> Iterator[None]:
+    """A command run in this process (``main([...])``) sets up logging on the stderr
+    of its moment, which pytest closes after the test: later tests' log records
+    would fail on it ("Logging error ... I/O operation on closed file")."""
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_listener", False)]:
+        root.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +10,13 @@ import pytest
 import scipy.io.wavfile
 import torch
 from safetensors.torch import save_file
+from support.cli import run_cli, run_cli_process
 
 from listener.cli.output import write_json
 from listener.model.network import build_model
 
 DATA = Path(__file__).parents[1] / "data"
 
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "listener", *args], capture_output=True,
-                          text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +35,7 @@ def test_detect_scores_every_file_and_reports_the_bad_one(tmp_path: Path, weight
     files = [DATA / "catalog" / "S04-J-3_24576hz.wav", bad,
              DATA / "clips" / "orcasoundlab_1594154121.mp3",
              DATA / "hls" / "rpi_orcasound_lab" / "1594150218" / "live001.ts"]
-    res = _cli("detect", *map(str, files), "--weights", str(weights), "--json", str(out))
+    res = run_cli("detect", *map(str, files), "--weights", str(weights), "--json", str(out))
     assert res.returncode == 1
     assert "broken.wav" in res.stderr and "Traceback" not in res.stderr
     docs = json.loads(out.read_text())
@@ -65,7 +60,7 @@ def test_detect_scores_a_float_wav_with_nan_as_zero_and_says_so(tmp_path: Path,
     wav = tmp_path / "float.wav"
     scipy.io.wavfile.write(wav, 20000, x)  # IEEE float WAV: it can carry NaN
     out = tmp_path / "out.json"
-    res = _cli("detect", str(wav), "--weights", str(weights), "--json", str(out))
+    res = run_cli("detect", str(wav), "--weights", str(weights), "--json", str(out))
     assert res.returncode == 0, res.stderr
     doc = json.loads(out.read_text(), parse_constant=_refuse)
     assert len(doc["windows"]) == 4 and all(0.0 <= w["score"] <= 1.0 for w in doc["windows"])
@@ -85,7 +80,7 @@ def test_detect_json_writes_a_nonfinite_number_as_null(tmp_path: Path) -> None:
 
 def test_detect_with_missing_weights_names_the_file() -> None:
     # (Without --weights it uses the bundled model: tests/cli/test_defaults.py.)
-    res = _cli("detect", str(DATA / "clips" / "orcasoundlab_1594154121.mp3"), "--weights",
+    res = run_cli("detect", str(DATA / "clips" / "orcasoundlab_1594154121.mp3"), "--weights",
                "/nonexistent/model.safetensors")
     assert res.returncode == 1
     assert "/nonexistent/model.safetensors" in res.stderr and "Traceback" not in res.stderr
@@ -93,7 +88,7 @@ def test_detect_with_missing_weights_names_the_file() -> None:
 
 def test_features_writes_the_exact_model_input(tmp_path: Path) -> None:
     out = tmp_path / "f.npy"
-    res = _cli("features", str(DATA / "recordings" / "onc_naxys_hydrophone_44000hz.wav"),
+    res = run_cli("features", str(DATA / "recordings" / "onc_naxys_hydrophone_44000hz.wav"),
                "--start", "3", "--out", str(out))
     assert res.returncode == 0, res.stderr
     x = np.load(out)
@@ -107,7 +102,7 @@ def test_check_config_accepts_the_example(tmp_path: Path, weights: Path) -> None
     text = (Path(__file__).parents[2] / "config" / "example.yaml").read_text()
     text = text.replace("/var/lib/listener/models/orcahello-srkw.safetensors", str(weights))
     (tmp_path / "example.yaml").write_text(text.replace("port: 9108", "port: 0"))
-    res = _cli("check-config", str(tmp_path / "example.yaml"))
+    res = run_cli("check-config", str(tmp_path / "example.yaml"))
     assert res.returncode == 0, res.stderr
     assert "OK" in res.stdout
 
@@ -123,13 +118,13 @@ def test_check_config_refuses_what_run_refuses(tmp_path: Path, weights: Path, en
     path.write_text("station: {id: s1}\nmetrics: {enabled: false}\n"
                     f"state: {{dir: {tmp_path / 'state'}}}\nmodels:\n"
                     f"  - {{id: a, weights: {weights}, role: primary, {entry}}}\n")
-    res = _cli("check-config", str(path))
+    res = run_cli("check-config", str(path))
     assert res.returncode == 1, res.stdout
     assert said in res.stderr and "s.yaml" in res.stderr
 
 
 def test_help_lists_every_command() -> None:
-    res = _cli("--help")
+    res = run_cli("--help")
     for cmd in ("run", "demo", "replay", "detect", "features", "check-config", "convert-fastai",
                 "ensemble", "evaluate", "train"):
         assert cmd in res.stdout
@@ -138,7 +133,7 @@ def test_help_lists_every_command() -> None:
 def test_demo_runs_the_whole_system(tmp_path: Path) -> None:
     import re
 
-    res = _cli("demo", "--duration", "25", "--port", "0")  # 0: a free port, then told
+    res = run_cli_process("demo", "--duration", "25", "--port", "0")  # 0: a free port, then told
     assert res.returncode == 0, res.stdout + res.stderr
     # It says plainly which weights it uses: the bundled demo model, not production.
     assert "bundled demo model" in res.stdout and "NOT the OrcaHello production" in res.stdout
@@ -154,7 +149,7 @@ def test_detect_refuses_a_file_too_short_for_a_spectrogram(tmp_path: Path, weigh
 
     tiny = tmp_path / "tiny.wav"
     sf.write(tiny, np.zeros(1000, dtype=np.float32), 48000)  # 21 ms
-    res = _cli("detect", str(tiny), "--weights", str(weights))
+    res = run_cli("detect", str(tiny), "--weights", str(weights))
     assert res.returncode == 1
     assert "tiny.wav" in res.stderr and "too short" in res.stderr
 
@@ -164,12 +159,12 @@ def test_detect_precision_flag(tmp_path: Path, weights: Path) -> None:
 
     clip = str(DATA / "clips" / "orcasoundlab_1594154121.mp3")
     out = tmp_path / "out.json"
-    res = _cli("detect", clip, "--weights", str(weights), "--precision", "float32",
+    res = run_cli("detect", clip, "--weights", str(weights), "--precision", "float32",
                "--json", str(out))
     assert res.returncode == 0, res.stderr
     model = json.loads(out.read_text())["model"]
     assert model["precision"] == model["dtype"] == "float32"
-    res = _cli("detect", clip, "--weights", str(weights), "--precision", "bfloat16",
+    res = run_cli("detect", clip, "--weights", str(weights), "--precision", "bfloat16",
                "--json", str(out))
     if cpu_has_native_bf16():
         assert res.returncode == 0 and json.loads(out.read_text())["model"]["precision"] == \
@@ -177,4 +172,4 @@ def test_detect_precision_flag(tmp_path: Path, weights: Path) -> None:
     else:  # refused up front with the reason, not run many times slower
         assert res.returncode == 1 and "no native bfloat16" in res.stderr
         assert "Traceback" not in res.stderr
-    assert "--precision" in _cli("replay", "--help").stdout
+    assert "--precision" in run_cli("replay", "--help").stdout

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.cli import run_cli, run_cli_process
 
 from listener.model.bundled import BUNDLED_WEIGHTS
 
@@ -19,13 +20,9 @@ NOTICE = "weights: bundled demo model"
 DEMO_ID = "listener-demo-resnet18"
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "listener", *args], capture_output=True,
-                          text=True, timeout=300)
-
 
 def test_detect_without_weights_uses_the_bundled_model_and_pipes_clean_json() -> None:
-    res = _cli("detect", str(CLIP), "--json", "-")
+    res = run_cli_process("detect", str(CLIP), "--json", "-")
     assert res.returncode == 0, res.stderr
     # stdout is the JSON alone: `listener detect F --json - | python -m json.tool` works.
     tool = subprocess.run([sys.executable, "-m", "json.tool"], input=res.stdout,
@@ -41,7 +38,7 @@ def test_detect_without_weights_uses_the_bundled_model_and_pipes_clean_json() ->
 
 def test_detect_summary_stays_on_stdout_without_json_dash(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
-    res = _cli("detect", str(CLIP), "--json", str(out))
+    res = run_cli("detect", str(CLIP), "--json", str(out))
     assert res.returncode == 0, res.stderr
     assert "highest score" in res.stdout and NOTICE not in res.stdout
     assert NOTICE in res.stderr
@@ -52,7 +49,7 @@ def test_config_model_id_wins_over_the_declared_one(tmp_path: Path) -> None:
     cfg = tmp_path / "station.yaml"
     cfg.write_text(f"station: {{id: s}}\nmodel: {{weights: {BUNDLED_WEIGHTS}, "
                    "model_id: my-srkw}\n", encoding="utf-8")
-    res = _cli("detect", str(CLIP), "--config", str(cfg), "--json", "-", "--quiet")
+    res = run_cli_process("detect", str(CLIP), "--config", str(cfg), "--json", "-", "--quiet")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["model"]["id"] == "my-srkw"
     assert NOTICE not in res.stderr  # weights were given: no fallback, no notice
@@ -66,7 +63,7 @@ def test_evaluate_without_weights_uses_the_bundled_model(tmp_path: Path) -> None
     shutil.copy(DATA / "train" / "calls" / "Biggs_song_08.wav", data / "calls")
     shutil.copy(DATA / "train" / "background" / "Humpback_grunt_04.wav", data / "nocalls")
     out = tmp_path / "eval"
-    res = _cli("evaluate", str(data), "--out", str(out), "--bootstrap", "20")
+    res = run_cli("evaluate", str(data), "--out", str(out), "--bootstrap", "20")
     assert res.returncode == 0, res.stderr
     assert res.stderr.count(NOTICE) == 1 and NOTICE not in res.stdout
     (model,) = json.loads((out / "evaluation.json").read_text())["models"].values()
@@ -77,7 +74,7 @@ def test_features_needs_no_weights_at_all(tmp_path: Path) -> None:
     # `features` writes the model's input, so it never loads a network: no weights,
     # no fallback notice, no error.
     out = tmp_path / "f.npy"
-    res = _cli("features", str(CLIP), "--start", "0", "--out", str(out))
+    res = run_cli("features", str(CLIP), "--start", "0", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert out.is_file() and "weights" not in res.stderr
 
@@ -92,7 +89,7 @@ def test_detect_warns_when_a_file_lies_outside_the_levels_the_model_trained_at(
         sf.write(tmp_path / name, (noise * 10 ** (dbfs / 20)).astype(np.float32), 20_000,
                  subtype="FLOAT")
     out = tmp_path / "out.json"
-    res = _cli("detect", str(tmp_path / "quiet.wav"), str(tmp_path / "usual.wav"),
+    res = run_cli("detect", str(tmp_path / "quiet.wav"), str(tmp_path / "usual.wav"),
                "--json", str(out), "--quiet")
     assert res.returncode == 0, res.stderr
     said = [line for line in res.stderr.splitlines() if line.startswith("warning:")]

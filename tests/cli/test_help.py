@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from support.cli import run_cli
+
 from listener.cli.main import build_parser
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "listener", *args], capture_output=True,
-                          text=True, timeout=120)
 
 
 def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
@@ -40,7 +35,7 @@ def test_every_argument_of_every_command_has_help() -> None:
 
 
 def test_top_level_help_is_plain_text() -> None:
-    res = _cli("--help")
+    res = run_cli("--help")
     assert res.returncode == 0
     assert "``" not in res.stdout and ":func:" not in res.stdout
     for cmd in ("run", "demo", "replay", "detect", "evaluate"):
@@ -48,24 +43,24 @@ def test_top_level_help_is_plain_text() -> None:
 
 
 def test_replay_merge_has_its_own_help() -> None:
-    merge = _cli("replay", "merge", "--help")
-    plain = _cli("replay", "--help")
+    merge = run_cli("replay", "merge", "--help")
+    plain = run_cli("replay", "--help")
     assert merge.returncode == plain.returncode == 0
     assert merge.stdout.startswith("usage: listener replay merge")
     assert "OUT" in merge.stdout and "--from" not in merge.stdout
     assert "--from" in plain.stdout and "merge" in plain.stdout
     # No stray positionals: an unknown action is refused by argparse (exit 2).
-    bad = _cli("replay", "unmerge")
+    bad = run_cli("replay", "unmerge")
     assert bad.returncode == 2 and "invalid choice: 'unmerge'" in bad.stderr
 
 
 def test_replay_merge_without_out_is_a_usage_error() -> None:
-    res = _cli("replay", "merge")
+    res = run_cli("replay", "merge")
     assert res.returncode == 2 and "OUT" in res.stderr
 
 
 def test_replay_merge_reaches_the_merge(tmp_path: Path) -> None:
-    res = _cli("replay", "merge", str(tmp_path))
+    res = run_cli("replay", "merge", str(tmp_path))
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert f"{tmp_path}: no replay part" in res.stderr
 
@@ -75,8 +70,9 @@ def test_a_bad_log_level_or_device_is_a_usage_error_naming_the_flag(tmp_path: Pa
     config.write_text("station: {id: s1}\n")
     for args, flag in ((["--log-level", "verbose", "check-config", str(config)], "--log-level"),
                        (["run", "--config", str(config), "--device", "gpu"], "--device")):
-        res = _cli(*args)
+        res = run_cli(*args)
         assert res.returncode == 2, res.stderr
         assert f"argument {flag}: invalid choice" in res.stderr
         assert "Traceback" not in res.stderr and "s.yaml" not in res.stderr
-    assert "invalid choice" not in _cli("--log-level", "debug", "check-config", str(config)).stderr
+    res = run_cli("--log-level", "debug", "check-config", str(config))
+    assert "invalid choice" not in res.stderr

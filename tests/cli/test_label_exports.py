@@ -4,11 +4,10 @@ where several tracks need them, a file name refused up front."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.cli import run_cli, run_cli_process
 
 from listener.model.bundled import BUNDLED_WEIGHTS
 
@@ -18,14 +17,10 @@ SHORT = DATA / "catalog" / "S04-J-3_24576hz.wav"
 LPOD = BUNDLED_WEIGHTS.parent / "lpod_orcasound_22050hz.wav"  # 43 s of calls
 
 
-def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "listener", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
-
 
 def test_audacity_with_several_files_refuses_a_file_name(tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
-    res = _cli("detect", CLIP, SHORT, "--audacity", out)
+    res = run_cli("detect", CLIP, SHORT, "--audacity", out)
     assert res.returncode == 2
     assert f"--audacity {out}" in res.stderr and "need a folder" in res.stderr
     assert "Traceback" not in res.stderr
@@ -34,7 +29,7 @@ def test_audacity_with_several_files_refuses_a_file_name(tmp_path: Path) -> None
 
 def test_audacity_with_several_files_writes_one_track_each(tmp_path: Path) -> None:
     out = tmp_path / "labels"
-    res = _cli("detect", CLIP, SHORT, "--audacity", out, "--quiet")
+    res = run_cli("detect", CLIP, SHORT, "--audacity", out, "--quiet")
     assert res.returncode == 0, res.stderr
     assert {p.name for p in out.iterdir()} == {f"{CLIP.stem}.txt", f"{SHORT.stem}.txt"}
 
@@ -55,8 +50,8 @@ models:
 @pytest.mark.slow
 def test_detect_models_writes_raven_and_audacity_and_clean_json(tmp_path: Path) -> None:
     raven, tracks = tmp_path / "sel.txt", tmp_path / "tracks"
-    res = _cli("detect", LPOD, "--config", _two_models(tmp_path), "--models", "--json", "-",
-               "--raven", raven, "--audacity", tracks)
+    res = run_cli_process("detect", LPOD, "--config", _two_models(tmp_path), "--models",
+                          "--json", "-", "--raven", raven, "--audacity", tracks)
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)  # stdout: the JSON alone; the table went to stderr
     assert [m["id"] for m in doc["models"]] == ["srkw-a", "srkw-b"]
@@ -79,7 +74,7 @@ def test_detect_models_writes_raven_and_audacity_and_clean_json(tmp_path: Path) 
 
 
 def test_detect_models_with_several_tracks_refuses_an_audacity_file_name(tmp_path: Path) -> None:
-    res = _cli("detect", CLIP, "--config", _two_models(tmp_path), "--models",
+    res = run_cli("detect", CLIP, "--config", _two_models(tmp_path), "--models",
                "--audacity", tmp_path / "a.txt")
     assert res.returncode == 2 and "need a folder" in res.stderr
     assert not (tmp_path / "a.txt").exists()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from support.calibrated import calibrated_model, synthetic_waves
+from support.cli import run_cli
 
 from listener.config import FrontendConfig, ModelConfig
 from listener.errors import ListenerError, ModelLoadError
@@ -187,15 +186,11 @@ def test_writing_refuses_too_few_members_and_nested_ensembles(
         write_ensemble(members, tmp_path / "id.safetensors", model_id="a b")
 
 
-def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "listener", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
-
 
 def test_the_cli_writes_one_that_detect_scores_as_the_mean(members: list[Path],
                                                             tmp_path: Path) -> None:
     out = tmp_path / "cli.safetensors"
-    res = _cli("ensemble", *members, "--out", out)
+    res = run_cli("ensemble", *members, "--out", out)
     assert res.returncode == 0, res.stderr
     assert "the average of 2 resnet18 networks" in res.stdout
     assert "normed.safetensors (band-normalised)" in res.stdout
@@ -203,7 +198,7 @@ def test_the_cli_writes_one_that_detect_scores_as_the_mean(members: list[Path],
     scores = []
     for weights in (*members, out):
         js = tmp_path / f"{weights.stem}.json"
-        res = _cli("detect", clip, "--weights", weights, "--json", js)
+        res = run_cli("detect", clip, "--weights", weights, "--json", js)
         assert res.returncode == 0, res.stderr
         doc = json.loads(js.read_text())
         scores.append([w["score"] for w in doc["windows"]])
@@ -215,7 +210,7 @@ def test_the_cli_writes_one_that_detect_scores_as_the_mean(members: list[Path],
 
 def test_train_refuses_an_ensemble_start_before_reading_data(ensemble: Path,
                                                              tmp_path: Path) -> None:
-    res = _cli("train", tmp_path / "never-read", "--init", ensemble,
+    res = run_cli("train", tmp_path / "never-read", "--init", ensemble,
                "--out", tmp_path / "m.safetensors")
     assert res.returncode == 1, res.stderr
     assert f"--init {ensemble}: an averaged ensemble of 2 networks" in res.stderr

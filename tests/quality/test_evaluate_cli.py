@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from support.cli import run_cli
 
 from listener.events.png import PNG_SIGNATURE
 from listener.model.lineage import Lineage, digest
@@ -51,10 +50,8 @@ def test_evaluate_reports_metrics_plots_and_label_problems(tmp_path: Path) -> No
     for name in ("recording.wav", "recording.txt"):
         shutil.copy(DATA / "labels" / name, data)
     out = tmp_path / "eval"
-    res = subprocess.run([sys.executable, "-m", "listener", "evaluate", str(data), "--weights",
-                          str(weights), "--weights", str(seen), "--out", str(out),
-                          "--target-recall", "0.5", "--bootstrap", "50"],
-                         capture_output=True, text=True, timeout=300)
+    res = run_cli("evaluate", data, "--weights", weights, "--weights", seen, "--out", out,
+                  "--target-recall", "0.5", "--bootstrap", "50")
     # The Audacity track has two bad lines: reported by file and line, the rest evaluated.
     assert res.returncode == 1, res.stderr
     assert "recording.txt:5:" in res.stderr and "recording.txt:6:" in res.stderr
@@ -98,9 +95,7 @@ def test_evaluate_config_models_measure_levels_and_lineage(tmp_path: Path) -> No
                    "  - {id: plain, weights: plain.safetensors, role: primary}\n"
                    "  - {id: seen, weights: seen.safetensors, role: shadow}\n")
     out = tmp_path / "eval"
-    res = subprocess.run([sys.executable, "-m", "listener", "evaluate", str(data), "--config",
-                          str(cfg), "--out", str(out), "--bootstrap", "50"],
-                         capture_output=True, text=True, timeout=300)
+    res = run_cli("evaluate", data, "--config", cfg, "--out", out, "--bootstrap", "50")
     assert res.returncode == 0, res.stderr
     rows = [r.split(",") for r in (out / "scores.csv").read_text().splitlines()[1:]]
     windows = {m: [float(r[-1]) for r in rows if r[0] == m and r[2] == "window"]

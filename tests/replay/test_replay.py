@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from support.bucket_server import BucketServer
+from support.cli import run_cli
 from support.daemon_support import (
     ToneScorer,
     read_events,
@@ -319,10 +320,8 @@ def test_cli_replays_with_the_real_resnet18(tmp_path: Path, bucket: BucketServer
         f"model: {{weights: {weights}, architecture: resnet18, device: cpu, batch_size: 8}}\n"))
     out = tmp_path / "out"
     # 14 s of stream A (61-75 s): segments 6 and 7, plus segment 5 to warm the decoder up.
-    proc = subprocess.run([sys.executable, "-m", "listener", "replay", "--config", str(cfg),
-                           "--from", "2020-09-13T12:27:41Z", "--to", "2020-09-13T05:27:55-07:00",
-                           "--out", str(out), "--concurrency", "2"],
-                          capture_output=True, text=True, timeout=240)
+    proc = run_cli("replay", "--config", cfg, "--from", "2020-09-13T12:27:41Z",
+                   "--to", "2020-09-13T05:27:55-07:00", "--out", out, "--concurrency", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "complete" in proc.stdout and "x real time" in proc.stdout
     summary = ReplaySummary.load(out / "summary.json")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +12,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import save_file
 from support.bucket_server import BucketServer
+from support.cli import run_cli
 from support.daemon_support import ToneScorer, station_config, tone_recording, ts_segments
 
 from listener.model.network import build_model
@@ -58,10 +57,8 @@ outputs: {{log: false}}
 """)
 
     def collect(out: Path, *extra: str) -> str:
-        res = subprocess.run([sys.executable, "-m", "listener", "collect", "--config", str(cfg),
-                              "--from", "2020-09-13T12:26:41Z", "--to", "2020-09-13T12:27:10Z",
-                              "--out", str(out), *extra], capture_output=True, text=True,
-                             timeout=300)
+        res = run_cli("collect", "--config", cfg, "--from", "2020-09-13T12:26:41Z",
+                      "--to", "2020-09-13T12:27:10Z", "--out", out, *extra)
         assert res.returncode == 0, res.stderr[-3000:]
         return res.stdout
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support.cli import run_cli
 
 from listener.model.checkpoints import load_model
 from listener.model.frontend import Frontend
@@ -96,10 +95,8 @@ def test_train_resume_save_and_detect(recordings: list[Recording], tmp_path: Pat
     assert info.architecture == "resnet18"
     assert next(model.parameters()).dtype == torch.float32  # fp16 file, float32 network
     raven, audacity = tmp_path / "out.selections.txt", tmp_path / "out.txt"
-    res = subprocess.run([sys.executable, "-m", "listener", "detect",
-                          str(DATA / "train" / "calls" / "Biggs_song_08.wav"), "--weights",
-                          str(out), "--raven", str(raven), "--audacity", str(audacity)],
-                         capture_output=True, text=True, timeout=300)
+    res = run_cli("detect", DATA / "train" / "calls" / "Biggs_song_08.wav", "--weights", out,
+                  "--raven", raven, "--audacity", audacity)
     assert res.returncode == 0, res.stderr
     assert raven.read_text().startswith("Selection\tView\tChannel\tBegin Time (s)")
     assert audacity.exists()
