@@ -285,7 +285,7 @@ class WebhookSink:
         deadline = time.monotonic() + self.cfg.timeout_s
         try:
             with session.post(self.cfg.url, data=body, headers=headers, stream=True,
-                                    timeout=self.cfg.timeout_s, allow_redirects=False) as r:
+                              timeout=self.cfg.timeout_s, allow_redirects=False) as r:
                 status = r.status_code
                 retry_after = r.headers.get("Retry-After", "")
                 text = "" if 200 <= status < 300 else _read_some(r, _MAX_DETAIL_BYTES, deadline)
