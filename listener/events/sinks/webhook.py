@@ -27,16 +27,13 @@ or a file (``token_file``), read once when the sink is built.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import requests
 import urllib3
@@ -47,7 +44,7 @@ from listener.errors import SinkError
 from listener.events.records import Event
 from listener.events.sinks.jsonl import dumps_event
 from listener.retry import Backoff, parse_retry_after
-from listener.tasks import cancel_and_wait
+from listener.tasks import cancel_and_wait, in_daemon_thread
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +59,6 @@ _USER_AGENT = "listener/0.1 (+https://github.com/orcasound)"
 _MAX_DETAIL_BYTES = 200
 # Past timeout_s a POST is given up on from the event loop (a trickling endpoint).
 _GRACE_S = 1.0
-_T = TypeVar("_T")
 
 
 def read_token(cfg: WebhookSinkConfig) -> str | None:
@@ -101,31 +97,6 @@ def _read_some(r: requests.Response, limit: int, deadline: float) -> str:
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
         pass  # only the detail of an error answer is lost
     return got.decode("utf-8", "replace")
-
-
-async def _in_daemon_thread(fn: Callable[..., _T], *args: object) -> _T:
-    """``fn(*args)`` in a daemon thread (``asyncio.to_thread``'s are joined at exit)."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[_T] = loop.create_future()
-
-    def settle(value: _T | None, err: BaseException | None) -> None:
-        if fut.done():
-            return  # given up on (a deadline, the sink closing)
-        if err is not None:
-            fut.set_exception(err)
-        else:
-            fut.set_result(value)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            value, err = fn(*args), None
-        except BaseException as exc:  # handed to the awaiting task
-            value, err = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(settle, value, err)
-
-    threading.Thread(target=run, name="webhook-post", daemon=True).start()
-    return await fut
 
 
 def _read_entry(path: Path, event_id: str) -> bytes:
@@ -339,8 +310,8 @@ class WebhookSink:
             session = self._session
             assert session is not None
             try:
-                outcome, detail, hint = await asyncio.wait_for(
-                    _in_daemon_thread(self._post, session, body, event_id), limit_s)
+                post = in_daemon_thread(self._post, session, body, event_id, name="webhook-post")
+                outcome, detail, hint = await asyncio.wait_for(post, limit_s)
             except TimeoutError:
                 outcome, detail, hint = "retry", f"no answer from {self.cfg.url} within " \
                     f"{limit_s:.1f} s", None
