@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_sinks import make_event
+from support.sink_events import make_event
 
 from listener.appendlog import AppendFile
 from listener.config import JsonlSinkConfig
