@@ -235,6 +235,8 @@ class StationPipeline:
             self.metrics.last_segment_timestamp.set(end.timestamp())
 
     async def _start_decoder(self, seg: Segment) -> None:
+        # The previous run's reader has ended (_end_decoder waited): its limit goes.
+        self._limits.clear()
         self._generation += 1
         self._ctx = _Context(seg.stream_key, self._generation)
         origin = None
