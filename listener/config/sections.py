@@ -108,6 +108,10 @@ class StreamConfig(_Section):
     start_segments_back: int = Field(default=3, ge=0, le=1_000_000)
     ffmpeg_start_offset_s: float = Field(default=0.0, ge=-60, le=60)
     stale_after_s: Seconds = 120.0
+    #: No audio for this long in the middle of a clip: the clip is decided on the
+    #: windows it has (a node gone offline). Well above the segment cadence, or
+    #: bursty uploads would cut healthy clips in two (docs/daemon.md).
+    stalled_clip_after_s: Annotated[float, Field(ge=10, le=7 * 86400)] = 120.0
     #: After a node restart, how long the old folder is still polled for
     #: segments its uploader publishes late (Orcasound).
     restart_grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0

@@ -160,7 +160,9 @@ class ClipAggregator:
         if self._clip_index is None or index > self._clip_index:
             self._clip_index = index
         start, end = self._bounds(index)
-        if window.end_s <= end + _EPS and window.start_s >= start - _EPS:
+        # A window across the start of a clip's rest (decided early) still scores
+        # the rest's first units, as it would have in the whole clip.
+        if window.end_s <= end + _EPS and window.end_s > start + _EPS:
             self._windows.append(window)
         return done
 

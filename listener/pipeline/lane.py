@@ -33,6 +33,9 @@ from listener.pipeline.prepare import prepare_windows
 log = logging.getLogger(__name__)
 
 _NO_SAMPLES = np.zeros(0, dtype=np.float32)
+# Streams whose early-decided clip end a lane remembers (a stream seldom returns
+# after another has come; a node's folders change at most a few times a day).
+_DECIDED_EARLY_KEPT = 8
 
 
 class LaneHandler(Protocol):
@@ -96,6 +99,9 @@ class ModelLane:
         self.aggregator = LabelledAggregator(rule, lane_id)
         # Windows before these offsets were decided before a restart (per stream).
         self.skip_before: dict[str, float] = dict(skip_before or {})
+        # Where a clip decided early (stalled) ended, per stream: the rest of it
+        # starts there even if another stream came between (a new aggregator).
+        self._decided_early: dict[str, float] = {}
         self.on_progress: ProgressHook | None = None
         self.progress: LaneProgress | None = None
         self.last_decided_start_s: float | None = None
@@ -138,11 +144,17 @@ class ModelLane:
                 for tagged, row in zip(batch, scores, strict=True):
                     if tagged.stream_key != self._key:
                         await self._flush()
-                        # A clip decided early before a restart: its rest starts after it.
                         self.aggregator = LabelledAggregator(
-                            self.rule, self.id, decided_to=self.skip_before.get(tagged.stream_key))
+                            self.rule, self.id, decided_to=self._decided_to(tagged.stream_key))
                         self._key = tagged.stream_key
                     await self._window(tagged, row)
+
+    def _decided_to(self, key: str) -> float | None:
+        """Where ``key``'s stream was decided to: a clip decided early, in this run or
+        before a restart, has its rest start there."""
+        ends = [t for t in (self.skip_before.get(key), self._decided_early.get(key))
+                if t is not None]
+        return max(ends) if ends else None
 
     async def decide_stalled(self, idle_s: float) -> int:
         """Decide the open clip early when no window has come for ``idle_s`` seconds
@@ -155,6 +167,11 @@ class ModelLane:
             clips = self.aggregator.close_early()
             for clip in clips:
                 c = clip.clip
+                if self._key is not None:
+                    self._decided_early.pop(self._key, None)  # newest last; a few kept
+                    self._decided_early[self._key] = c.end_s
+                    while len(self._decided_early) > _DECIDED_EARLY_KEPT:
+                        del self._decided_early[next(iter(self._decided_early))]
                 log.info("model %s: no audio for %.0f s in the middle of clip %.0f-%.0f s of %s;"
                          " decided on its %d windows so far", self.id, time.monotonic() - last,
                          c.start_s, c.end_s, self._key, len(c.windows))

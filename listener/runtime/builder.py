@@ -308,8 +308,9 @@ async def tend(station: Station) -> None:
     """Periodic care of a live station (every ~30 s): offer refused records to their
     sinks again (a disk that was full); when the stream has stalled, decide the
     clip it stalled in and end the encounter it left open."""
-    slack = station.cfg.stream.stale_after_s if station.cfg.stream else 120.0
-    await station.pipeline.decide_stalled(slack)
+    stream = station.cfg.stream
+    slack = stream.stale_after_s if stream else 120.0
+    await station.pipeline.decide_stalled(stream.stalled_clip_after_s if stream else 120.0)
     for emitter in station.emitters:
         await emitter.retry_pending()
         await emitter.expire(time.time(), slack)

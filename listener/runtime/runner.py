@@ -269,16 +269,22 @@ class Runner:
             u.task is not None and not u.task.done() for u in self.units)
 
     async def _tend(self) -> None:
-        """Tend every running station (:func:`~listener.runtime.builder.tend`), every
-        30 s, or a quarter of the shortest ``stream.stale_after_s`` when that is less,
-        so a stall is acted on within 1.25 times its limit."""
-        stale = [u.cfg.stream.stale_after_s for u in self.units if u.cfg.stream]
-        every_s = min([30.0] + [max(1.0, s / 4) for s in stale])
+        """Tend every running station (:func:`~listener.runtime.builder.tend`) every
+        30 s, or a quarter of the shortest ``stream.stalled_clip_after_s`` or
+        ``stream.stale_after_s`` when that is less, so a stall is acted on within
+        1.25 times its limit. One station's failure is logged; the others are tended."""
+        limits = [s for u in self.units if u.cfg.stream
+                  for s in (u.cfg.stream.stale_after_s, u.cfg.stream.stalled_clip_after_s)]
+        every_s = min([30.0] + [max(1.0, s / 4) for s in limits])
         while True:
             await asyncio.sleep(every_s)
             for unit in self.units:
                 if unit.station is not None and unit.state is State.RUNNING:
-                    await tend(unit.station)
+                    try:
+                        await tend(unit.station)
+                    except Exception:
+                        log.exception("station %s: periodic care failed; tried again in "
+                                      "%.0f s", unit.id, every_s)
 
     async def _shutdown(self) -> None:
         self.state = State.STOPPING

@@ -26,6 +26,8 @@ def _write(tmp_path: Path, text: str | bytes) -> Path:
 @pytest.mark.parametrize("text, key, words", [
     (BASE + "  fetch:\n    read_timeout_s: .inf\n", "stream.fetch.read_timeout_s", "finite"),
     (BASE + "  poll_interval_s: 1e308\n", "stream.poll_interval_s", "less than or equal"),
+    # Below a segment's cadence, late uploads would cut healthy clips in two.
+    (BASE + "  stalled_clip_after_s: 5\n", "stream.stalled_clip_after_s", "greater than or equal"),
     (BASE + "frontend:\n  n_fft: 100000000\n", "frontend.n_fft", "less than or equal"),
     (BASE + "frontend:\n  n_fft: 1e8\n", "frontend.n_fft", "valid integer"),
     (BASE + "detection:\n  hop_s: 1e-9\n", "detection.hop_s", "greater than or equal"),

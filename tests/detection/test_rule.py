@@ -115,7 +115,9 @@ def test_a_clip_decided_early_alerts_now_and_its_rest_is_a_clip_of_its_own() -> 
     rest = []
     for i in range(39, 62):  # the stream is back: [39, 41) straddles the decided part
         rest += agg.add(window(i))
-    assert [(c.start_s, c.end_s, len(c.windows)) for c in rest] == [(40.0, 60.0, 19)]
+    # [39, 41) scores the rest's first unit, as it would have in the whole clip.
+    assert [(c.start_s, c.end_s, len(c.windows)) for c in rest] == [(40.0, 60.0, 20)]
+    assert rest[0].windows[0].start_s == 39.0 and rest[0].seconds[0].score is not None
     assert rest[0].utc_start == t0 + timedelta(seconds=40)
     assert [(c.start_s, c.end_s) for c in agg.flush()] == [(60.0, 120.0)]
 
