@@ -193,9 +193,14 @@ class LabelledAggregator:
     def flush(self, end_s: float | None = None) -> list[LabelledClip]:
         return [self._label(c) for c in self._clips.flush(end_s)]
 
-    def close_early(self) -> list[LabelledClip]:
+    @property
+    def open_end_s(self) -> float | None:
+        """:attr:`ClipAggregator.open_end_s`."""
+        return self._clips.open_end_s
+
+    def close_early(self, end_s: float | None = None) -> list[LabelledClip]:
         """:meth:`ClipAggregator.close_early`: decide the open clip on the windows it has."""
-        return [self._label(c) for c in self._clips.close_early()]
+        return [self._label(c) for c in self._clips.close_early(end_s)]
 
     def _label(self, clip: ClipResult) -> LabelledClip:
         windows = tuple(self._pending.pop(round(w.start_s, _KEY_DIGITS)) for w in clip.windows)

@@ -181,17 +181,27 @@ class ClipAggregator:
             return []
         return [self._close(end_s)]
 
-    def close_early(self) -> list[ClipResult]:
-        """Decide the open clip now, on the windows it has, ending with the last one.
+    @property
+    def open_end_s(self) -> float | None:
+        """Where the open clip's last window ends (None: no clip open)."""
+        if self._clip_index is None or not self._windows:
+            return None
+        return max(w.end_s for w in self._windows)
+
+    def close_early(self, end_s: float | None = None) -> list[ClipResult]:
+        """Decide the open clip now, on the windows it has, ending with the last one
+        (or at ``end_s``, if later: where the station's other models cut theirs).
 
         For a live stream that stalled mid-clip: a call in its first part is
         alerted now, not when the stream comes back (which may be hours). Windows
         of the rest of that clip, if the stream comes back in it, make a clip of
         their own.
         """
-        if self._clip_index is None or not self._windows:
+        last = self.open_end_s
+        if self._clip_index is None or last is None:
             return []
-        index, end = self._clip_index, max(w.end_s for w in self._windows)
+        index, clip_end = self._clip_index, self._bounds(self._clip_index)[1]
+        end = min(clip_end, max(last, end_s if end_s is not None else last))
         clip = self._close(end)
         self._decided_to = (index, end)
         return [clip]

@@ -17,7 +17,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -156,15 +156,23 @@ class ModelLane:
                 if t is not None]
         return max(ends) if ends else None
 
-    async def decide_stalled(self, idle_s: float) -> int:
-        """Decide the open clip early when no window has come for ``idle_s`` seconds
-        and none waits to be scored: the stream stalled mid-clip. Returns the
-        number of clips decided (0 or 1)."""
+    def stalled_end(self, idle_s: float) -> float | None:
+        """Where the open clip's last window ends, if the stream stalled in it: no
+        window for ``idle_s`` seconds and none waiting to be scored; else None."""
+        last = self.last_window_mono
+        if last is None or time.monotonic() - last < idle_s or not self.batcher.idle:
+            return None
+        return self.aggregator.open_end_s
+
+    async def decide_stalled(self, idle_s: float, end_s: float | None = None) -> int:
+        """Decide the open clip early if the stream stalled in it (:meth:`stalled_end`),
+        cut at its last window or at ``end_s`` if later (the station's other models'
+        cut, so their clips pair). Returns the number of clips decided (0 or 1)."""
         async with self._deciding:
-            last = self.last_window_mono
-            if last is None or time.monotonic() - last < idle_s or not self.batcher.idle:
+            if self.stalled_end(idle_s) is None:
                 return 0
-            clips = self.aggregator.close_early()
+            last = self.last_window_mono or time.monotonic()
+            clips = self.aggregator.close_early(end_s)
             for clip in clips:
                 c = clip.clip
                 if self._key is not None:
@@ -224,3 +232,22 @@ class ModelLane:
     def close(self) -> None:
         """Leave the shared batcher (after :meth:`consume` has ended)."""
         self.batcher.shutdown()
+
+
+def resume_ends(stream_key: str, primary_end_s: float,
+                lanes: Sequence[tuple[str, LaneProgress | None]],
+                bound_s: float) -> dict[str, float]:
+    """Where each model resumes after a restart: its last durable clip's end.
+
+    A model that is behind the primary (a slow shadow, or one that never
+    decides) is held no more than ``bound_s`` (``buffer.max_backlog_s``)
+    behind it: that much audio it would have shed anyway, and so it can
+    never pin the resume point (docs/daemon.md, "Several models").
+    """
+    floor = max(0.0, primary_end_s - bound_s)
+    ends = {}
+    for lane_id, progress in lanes:
+        end = progress.clip_end_s if progress is not None \
+            and progress.stream_key == stream_key else floor
+        ends[lane_id] = max(floor, end)
+    return ends

@@ -9,7 +9,7 @@ Three tasks, each owning one stage, so no stage ever waits on a slower one:
   its windows on the stream's grid and queues them in the model's batcher;
 * one consumer per lane: takes scored batches, cuts clips, applies that
   model's rule and hands clips to its emitter; the station's resume point
-  (:func:`resume_ends`) moves as the models' clips become durable.
+  (:func:`~listener.pipeline.lane.resume_ends`) moves as the models' clips become durable.
 
 Stopping (``request_stop``): intake ends at its next wait, ffmpeg is flushed,
 queued windows are scored, and the consumer ends; clips still open are not
@@ -45,7 +45,7 @@ from listener.pipeline.contracts import (
     ResumePoint,
     SegmentSource,
 )
-from listener.pipeline.lane import LaneProgress, ModelLane
+from listener.pipeline.lane import ModelLane, resume_ends
 from listener.sources.segments import Gap, Position, Segment
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,21 @@ class StationPipeline:
 
     async def decide_stalled(self, idle_s: float) -> int:
         """Decide every model's open clip early if the stream has stalled in it for
-        ``idle_s`` seconds (:meth:`ModelLane.decide_stalled`); the clips decided."""
-        return sum([await lane.decide_stalled(idle_s) for lane in self.lanes])
+        ``idle_s`` seconds (:meth:`ModelLane.decide_stalled`); the clips decided.
+
+        The models stalled on one stream cut their clips at the same offset (the
+        latest of their last windows), so their clips, and the rests after them,
+        share starts and pair in the agreement counts. A model still scoring is
+        not waited for: it decides at a later check, at its own cut.
+        """
+        cuts: dict[str, float] = {}
+        stalled = []
+        for lane in self.lanes:
+            end = lane.stalled_end(idle_s)
+            if end is not None and lane.stream_key is not None:
+                cuts[lane.stream_key] = max(end, cuts.get(lane.stream_key, end))
+                stalled.append((lane, lane.stream_key))
+        return sum([await lane.decide_stalled(idle_s, cuts[key]) for lane, key in stalled])
 
     def stats(self) -> PipelineStats:
         outside = self.level_watch.outside() if self.level_watch is not None else ()
@@ -373,22 +386,3 @@ class StationPipeline:
         containing = next((s for s in segs if s.offset_s + s.duration_s > clip_end), segs[-1])
         resume_seq = max(containing.sequence - 2, segs[0].sequence - 1)
         self.on_progress(ClipProgress(done.stream_key, resume_seq, clip_end, ends))
-
-
-def resume_ends(stream_key: str, primary_end_s: float,
-                lanes: Sequence[tuple[str, LaneProgress | None]],
-                bound_s: float) -> dict[str, float]:
-    """Where each model resumes after a restart: its last durable clip's end.
-
-    A model that is behind the primary (a slow shadow, or one that never
-    decides) is held no more than ``bound_s`` (``buffer.max_backlog_s``)
-    behind it: that much audio it would have shed anyway, and so it can
-    never pin the resume point (docs/daemon.md, "Several models").
-    """
-    floor = max(0.0, primary_end_s - bound_s)
-    ends = {}
-    for lane_id, progress in lanes:
-        end = progress.clip_end_s if progress is not None \
-            and progress.stream_key == stream_key else floor
-        ends[lane_id] = max(floor, end)
-    return ends

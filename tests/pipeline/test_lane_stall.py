@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from listener.config.models import RuleConfig
 from listener.detection.labels import LabelledClip, LabelRule
 from listener.pipeline.batcher import SharedBatcher
 from listener.pipeline.lane import ModelLane, Tagged
+from listener.pipeline.station import StationPipeline
 
 _EMPTY = np.zeros(0, dtype=np.float32)
 
@@ -67,3 +69,39 @@ def test_a_stalled_clip_is_decided_once_and_its_rest_keeps_its_start_across_stre
     # A's rest starts where its first part ended, after B came between: never
     # again at 0 s, which would repeat the first part's start (and event id).
     assert [c for c in got if c[0] == "A"] == [("A", 0.0, 40.0), ("A", 40.0, 60.0)]
+
+
+def test_the_models_of_a_station_cut_a_stalled_clip_at_one_offset_so_their_clips_pair() -> None:
+    # Windows of 2 s and 2.5 s end at 40 and 39.5 s when the audio stops at 40 s;
+    # cut at their own ends, the rests would start apart and never pair.
+    def tagged(start: float, window_s: float) -> Tagged:
+        wave = np.full(8, 0.1, dtype=np.float32)
+        return Tagged(Window(start, start + window_s, _EMPTY, 16000), "A", wave)
+
+    async def main() -> dict[str, list[tuple[str, float, float]]]:
+        shared: SharedBatcher[Tagged] = SharedBatcher(_score, batch_size=8, max_wait_s=0.0)
+        got: dict[str, Clips] = {"two": Clips(), "two-and-a-half": Clips()}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            lanes = [ModelLane(name, i, LabelRule(["other", "call"], ["call"], RuleConfig(),
+                                                  w, 1.0, 60.0), lambda x, r: x,
+                               shared.lane(name, max_backlog_s=1000, hop_s=1.0), got[name],
+                               pool=pool)
+                     for i, (name, w) in enumerate([("two", 2.0), ("two-and-a-half", 2.5)])]
+            consumers = [asyncio.create_task(lane.consume()) for lane in lanes]
+            for lane, w in zip(lanes, (2.0, 2.5), strict=True):
+                for i in range(int(40 - w) + 1):
+                    lane.batcher.put(tagged(float(i), w))
+            while sum(lane.windows_scored for lane in lanes) < 39 + 38:
+                await asyncio.sleep(0.01)
+            pipeline = SimpleNamespace(lanes=lanes)  # what decide_stalled reads
+            assert await StationPipeline.decide_stalled(pipeline, 0.0) == 2  # type: ignore[arg-type]
+            for lane, w in zip(lanes, (2.0, 2.5), strict=True):
+                for i in range(39, 62):  # the stream is back
+                    lane.batcher.put(tagged(float(i), w))
+                lane.batcher.close()
+            await asyncio.gather(*consumers)
+            await shared.aclose()
+        return {name: clips.got for name, clips in got.items()}
+
+    got = asyncio.run(main())
+    assert got["two"][:2] == got["two-and-a-half"][:2] == [("A", 0.0, 40.0), ("A", 40.0, 60.0)]

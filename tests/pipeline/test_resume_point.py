@@ -3,8 +3,7 @@ clips, never more than ``buffer.max_backlog_s`` behind the primary."""
 
 from __future__ import annotations
 
-from listener.pipeline.lane import LaneProgress
-from listener.pipeline.station import resume_ends
+from listener.pipeline.lane import LaneProgress, resume_ends
 
 KEY = "rpi_x/hls/1600000000"
 
