@@ -153,6 +153,7 @@ def make_encounter_event(ev: EncounterEvent, *, station: StationConfig, model: d
 #: What a clip sink's file name looks like (:func:`clip_file_names`): what the
 #: console serves from the clip folder, never a path.
 CLIP_FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,200}\.(flac|wav|png)$")
+_CLIP_ONLY = ".clip"  # between the stem and the extension of the clip-only pair
 
 
 def clip_file_stem(event: Event) -> str:
@@ -175,8 +176,17 @@ def clip_file_names(event: Event, fmt: str, *, clip_only: bool = False) -> tuple
     """
     if fmt not in ("wav", "flac"):
         raise ValueError(f"audio format must be 'wav' or 'flac', got {fmt!r}")
-    stem = clip_file_stem(event) + (".clip" if clip_only else "")
+    stem = clip_file_stem(event) + (_CLIP_ONLY if clip_only else "")
     return f"{stem}.{fmt}", f"{stem}.png"
+
+
+def clip_only_name(name: str) -> str | None:
+    """The clip-only file's name for one of the pair with context (``<stem>.<ext>``
+    -> ``<stem>.clip.<ext>``, as :func:`clip_file_names` names them); None when
+    ``name`` is no clip file's name."""
+    stem, dot, ext = name.rpartition(".")
+    exact = f"{stem}{_CLIP_ONLY}.{ext}"
+    return exact if dot and stem and CLIP_FILE_NAME.match(exact) else None
 
 
 def _join_uri(base: str, name: str) -> str:

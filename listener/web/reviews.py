@@ -37,7 +37,7 @@ from typing import Any
 from aiohttp import web
 
 from listener.appendlog import AppendFile
-from listener.events.records import CLIP_FILE_NAME, iso_utc
+from listener.events.records import clip_only_name, iso_utc
 from listener.events.sinks.jsonl import read_records
 from listener.web.guard import LIMITS_KEY
 from listener.web.httplog import escape
@@ -214,10 +214,8 @@ def _clip_exact(doc: dict[str, Any], clips_dir: Path | None) -> None:
     for key in ("audioUri", "imageUri"):
         uri = doc.get(key)
         head, sep, name = str(uri or "").rpartition("/")
-        stem, dot, ext = name.rpartition(".")
-        exact = f"{stem}.clip.{ext}"
-        if not (uri and dot and stem) or not CLIP_FILE_NAME.match(exact) \
-                or not (clips_dir / exact).is_file():
+        exact = clip_only_name(name) if uri else None
+        if exact is None or not (clips_dir / exact).is_file():
             return
         swapped[key] = f"{head}{sep}{exact}"
     doc.update(swapped)
