@@ -45,11 +45,10 @@ def _latest_reviews(path: Path) -> dict[str, str]:
     return out
 
 
-def _events_files(path: Path) -> list[Path]:
+def _events_files(path: Path, stem: str) -> list[Path]:
     """The events files beside a reviews file ``<stem>.reviews.jsonl[rotation suffix]``:
     ``<stem>.jsonl`` and its rotated copies (``.1``, ``-20261206``; not compressed),
     since a reviewed event may have been rotated out of either."""
-    stem = path.name[:path.name.index(_REVIEWS)]
     return sorted(p for p in path.parent.glob(glob.escape(stem) + ".jsonl*")
                   if p.is_file() and not p.name.endswith(".gz"))
 
@@ -57,9 +56,9 @@ def _events_files(path: Path) -> list[Path]:
 def _records(path: Path) -> list[dict[str, Any]]:
     """``[{"SRKWFound", "audioUri"}]`` from an export or a reviews.jsonl file."""
     if _REVIEWS in path.name:
-        events = _events_files(path)
+        stem = path.name[:path.name.index(_REVIEWS)]
+        events = _events_files(path, stem)
         if not events:
-            stem = path.name[:path.name.index(_REVIEWS)]
             raise ListenerError(f"--reviews {path}: its events file {stem}.jsonl is not next "
                                 "to it (it gives each reviewed event's clip)")
         uris = {d["id"]: d.get("audioUri") for f in events for d in read_records(f)
